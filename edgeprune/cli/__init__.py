@@ -1,0 +1,58 @@
+"""`edgeprune` command line. Each subcommand is a module here with ``register(subparsers)``.
+
+Subcommand modules must stay light at import time (argparse only): heavy libraries (tensorflow,
+brevitas, hls4ml) are imported inside their run function, so `edgeprune estimate` starts fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import List, Optional
+
+from ..errors import EdgepruneError
+
+# Order is the order of `edgeprune --help`.
+SUBCOMMANDS = ("targets", "estimate", "prune", "cluster", "export", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeprune",
+        description="Cost-aware pruning and cluster quantization for MCUs (TFLite-Micro) and "
+                    "FPGAs (FINN / hls4ml).")
+    from .. import __version__
+    parser.add_argument("--version", action="version", version=f"edgeprune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in SUBCOMMANDS:
+        try:
+            mod = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"{__name__}.{name}":
+                continue  # subcommand not built yet
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except EdgepruneError as e:
+        print(f"edgeprune: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgeprune: interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        print(f"edgeprune: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

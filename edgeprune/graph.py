@@ -1,0 +1,491 @@
+"""The layer graph: one torch.fx extraction of a model that every other part reads.
+
+Nodes carry op kind, shapes (batch dimension dropped), weight shape, params, MACs and
+computational intensity. Coupled-channel groups say which output channels of one layer must
+be removed together with which input channels of the following layers (through BN,
+activations, pooling, padding, flatten-into-FC, residual add, concat and depthwise conv).
+
+The design follows Torch-Pruning's dependency graph: the graph knows *what is coupled*; it
+knows nothing of importance criteria or of pruning schedules.
+
+Usage::
+
+    g = extract(model)                   # model.input_shape or input_shape=(C, H, W)
+    for n in g.compute_nodes(): ...      # conv2d / dwconv2d / linear, in topological order
+    for grp in g.prunable_groups(): ...  # ChannelGroup, members say which tensor axes to slice
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field, asdict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.fx.passes.shape_prop import ShapeProp
+
+from .errors import EdgepruneError
+
+
+class UnsupportedOpError(EdgepruneError, ValueError):
+    """An op the layer graph (and therefore the cost models and exporters) cannot handle."""
+
+
+# Op kinds. Compute ops have weights and MACs; pass-through ops keep the channel axis as is.
+COMPUTE_OPS = ("conv2d", "dwconv2d", "linear")
+PASSTHROUGH_OPS = ("batchnorm", "relu", "relu6", "sigmoid", "tanh", "maxpool2d", "avgpool2d",
+                   "gap", "pad", "dropout", "identity", "softmax")
+
+
+@dataclass
+class LayerNode:
+    """One tensor-producing op of the model, in topological order."""
+
+    name: str                       # unique fx node name
+    op: str                         # one of COMPUTE_OPS, PASSTHROUGH_OPS, 'input', 'output',
+                                    # 'flatten', 'add', 'concat'
+    target: Optional[str]           # qualified module name for module ops, else None
+    inputs: List[str]               # names of producer nodes
+    in_shapes: List[Tuple[int, ...]]
+    out_shape: Tuple[int, ...]
+    weight_shape: Optional[Tuple[int, ...]] = None
+    has_bias: bool = False
+    params: int = 0                 # trainable parameters owned by this node
+    macs: int = 0                   # multiply-accumulates for one input sample
+    attrs: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def weight_count(self) -> int:
+        n = 1
+        for d in self.weight_shape or ():
+            n *= d
+        return n if self.weight_shape else 0
+
+    @property
+    def intensity(self) -> float:
+        """Computational intensity: MACs per weight (0 for ops without weights)."""
+        w = self.weight_count
+        return self.macs / w if w else 0.0
+
+    @property
+    def in_shape(self) -> Tuple[int, ...]:
+        return self.in_shapes[0] if self.in_shapes else ()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["intensity"] = self.intensity
+        return d
+
+
+@dataclass
+class ChannelMember:
+    """One place a channel group lives.
+
+    role:
+      'out' - output channels of conv2d/linear: weight dim 0 and bias
+      'in'  - input channels of conv2d/linear: weight dim 1; for a linear fed by a flatten,
+              channel c owns input features [(offset + c) * repeat, (offset + c + 1) * repeat)
+      'dw'  - a depthwise conv passes the channel through: weight dim 0 and bias
+      'bn'  - BatchNorm affine params and running stats
+    offset: position of the group's first channel on that axis (non-zero after a concat).
+    """
+
+    node: str
+    role: str
+    offset: int = 0
+    repeat: int = 1
+
+
+@dataclass
+class ChannelGroup:
+    id: int
+    size: int
+    members: List[ChannelMember]
+    prunable: bool = True
+    reason: str = ""                # why it is not prunable
+
+    def nodes(self, role: Optional[str] = None) -> List[str]:
+        return [m.node for m in self.members if role is None or m.role == role]
+
+
+@dataclass
+class LayerGraph:
+    nodes: List[LayerNode]
+    groups: List[ChannelGroup]
+    input_shape: Tuple[int, ...]
+    gm: Optional[fx.GraphModule] = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        self._by_name = {n.name: n for n in self.nodes}
+
+    def __getitem__(self, name: str) -> LayerNode:
+        return self._by_name[name]
+
+    def __iter__(self):
+        return iter(self.nodes)
+
+    def compute_nodes(self) -> List[LayerNode]:
+        return [n for n in self.nodes if n.op in COMPUTE_OPS]
+
+    def prunable_groups(self) -> List[ChannelGroup]:
+        return [g for g in self.groups if g.prunable]
+
+    def consumers(self, name: str) -> List[LayerNode]:
+        return [n for n in self.nodes if name in n.inputs]
+
+    def node_for_module(self, target: str) -> LayerNode:
+        for n in self.nodes:
+            if n.target == target:
+                return n
+        raise KeyError(target)
+
+    @property
+    def output_node(self) -> LayerNode:
+        return next(n for n in self.nodes if n.op == "output")
+
+    @property
+    def total_params(self) -> int:
+        """All trainable parameters (conv/linear weights and biases, BN affine)."""
+        return sum(n.params for n in self.nodes)
+
+    @property
+    def compute_params(self) -> int:
+        """Weights and biases of conv/linear layers: what a deployed (BN-folded) model stores."""
+        return sum(n.params for n in self.compute_nodes())
+
+    @property
+    def total_macs(self) -> int:
+        return sum(n.macs for n in self.nodes)
+
+    def to_dict(self) -> dict:
+        return {"input_shape": list(self.input_shape),
+                "nodes": [n.to_dict() for n in self.nodes],
+                "groups": [asdict(g) for g in self.groups],
+                "totals": {"params": self.total_params, "compute_params": self.compute_params,
+                           "macs": self.total_macs}}
+
+
+# --------------------------------------------------------------------------------------------
+# Classification of fx nodes
+
+_MODULE_OPS = {
+    nn.Linear: "linear", nn.BatchNorm1d: "batchnorm", nn.BatchNorm2d: "batchnorm",
+    nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh",
+    nn.MaxPool2d: "maxpool2d", nn.AvgPool2d: "avgpool2d", nn.AdaptiveAvgPool2d: "gap",
+    nn.ZeroPad2d: "pad", nn.Dropout: "dropout", nn.Identity: "identity", nn.Flatten: "flatten",
+    nn.Softmax: "softmax",
+}
+
+_FUNCTION_OPS = {
+    F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", torch.sigmoid: "sigmoid",
+    torch.tanh: "tanh", F.max_pool2d: "maxpool2d", F.avg_pool2d: "avgpool2d",
+    F.adaptive_avg_pool2d: "gap", F.dropout: "dropout", torch.flatten: "flatten",
+    operator.add: "add", torch.add: "add", torch.cat: "concat", torch.concat: "concat",
+    F.softmax: "softmax", torch.softmax: "softmax", F.pad: "pad",
+}
+
+_METHOD_OPS = {"relu": "relu", "flatten": "flatten", "view": "flatten", "reshape": "flatten",
+               "add": "add", "sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax"}
+
+
+def _classify(node: fx.Node, modules: Dict[str, nn.Module]) -> Tuple[str, Dict[str, object]]:
+    """Return (op kind, attrs) for an fx node; raise UnsupportedOpError naming it otherwise."""
+    if node.op == "call_module":
+        mod = modules[node.target]
+        if isinstance(mod, nn.Conv2d):
+            g = mod.groups
+            attrs = {"kernel_size": tuple(mod.kernel_size), "stride": tuple(mod.stride),
+                     "padding": tuple(mod.padding) if not isinstance(mod.padding, str) else mod.padding,
+                     "dilation": tuple(mod.dilation), "groups": g}
+            if g > 1 and g == mod.in_channels == mod.out_channels:
+                return "dwconv2d", attrs
+            return "conv2d", attrs
+        if isinstance(mod, nn.Hardtanh) and mod.min_val == 0.0 and mod.max_val == 6.0:
+            return "relu6", {}
+        for cls, kind in _MODULE_OPS.items():
+            if type(mod) is cls:
+                attrs: Dict[str, object] = {}
+                if kind in ("maxpool2d", "avgpool2d"):
+                    attrs = {"kernel_size": _pair(mod.kernel_size),
+                             "stride": _pair(mod.stride if mod.stride is not None else mod.kernel_size),
+                             "padding": _pair(mod.padding)}
+                elif kind == "gap":
+                    if _pair(mod.output_size) != (1, 1):
+                        raise UnsupportedOpError(
+                            f"node '{node.name}' ({node.target}): AdaptiveAvgPool2d with output "
+                            f"size {mod.output_size} is not supported (only 1x1)")
+                elif kind == "pad":
+                    attrs = {"padding": tuple(mod.padding)}  # (left, right, top, bottom)
+                elif kind == "flatten":
+                    if mod.start_dim != 1 or mod.end_dim != -1:
+                        raise UnsupportedOpError(
+                            f"node '{node.name}' ({node.target}): Flatten(start_dim={mod.start_dim}, "
+                            f"end_dim={mod.end_dim}) is not supported (only start_dim=1)")
+                elif kind == "softmax":
+                    attrs = {"dim": mod.dim}
+                return kind, attrs
+        raise UnsupportedOpError(
+            f"node '{node.name}' ({node.target}): unsupported layer {type(mod).__name__}")
+    if node.op == "call_function":
+        kind = _FUNCTION_OPS.get(node.target)
+        if kind is None:
+            name = getattr(node.target, "__name__", str(node.target))
+            raise UnsupportedOpError(f"node '{node.name}': unsupported function {name}")
+        return kind, {}
+    if node.op == "call_method":
+        kind = _METHOD_OPS.get(node.target)
+        if kind is None:
+            raise UnsupportedOpError(f"node '{node.name}': unsupported method .{node.target}()")
+        return kind, {}
+    raise UnsupportedOpError(f"node '{node.name}': unsupported fx op {node.op}")
+
+
+def _pair(v) -> Tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+# --------------------------------------------------------------------------------------------
+# Channel spaces (union-find) for coupled groups
+
+class _Spaces:
+    def __init__(self):
+        self.parent: List[int] = []
+        self.size: List[int] = []
+        self.members: List[List[ChannelMember]] = []
+        self.pinned: List[str] = []
+
+    def new(self, size: int) -> int:
+        self.parent.append(len(self.parent))
+        self.size.append(size)
+        self.members.append([])
+        self.pinned.append("")
+        return len(self.parent) - 1
+
+    def find(self, s: int) -> int:
+        while self.parent[s] != s:
+            self.parent[s] = self.parent[self.parent[s]]
+            s = self.parent[s]
+        return s
+
+    def union(self, a: int, b: int) -> None:
+        a, b = self.find(a), self.find(b)
+        if a != b:
+            self.parent[b] = a
+            self.members[a] += self.members[b]
+            self.pinned[a] = self.pinned[a] or self.pinned[b]
+
+    def pin(self, s: int, why: str) -> None:
+        r = self.find(s)
+        if not self.pinned[r]:
+            self.pinned[r] = why
+
+    def add(self, s: int, m: ChannelMember) -> None:
+        self.members[self.find(s)].append(m)
+
+
+@dataclass
+class _Chan:
+    """Channel layout of a tensor's axis 1: segments of spaces, each channel repeated `repeat` times."""
+
+    segments: List[Tuple[int, int]]  # (space id, length)
+    repeat: int = 1
+
+
+def _tensor_meta_shape(node: fx.Node) -> Tuple[int, ...]:
+    tm = node.meta.get("tensor_meta")
+    if tm is None or not hasattr(tm, "shape"):
+        raise UnsupportedOpError(f"node '{node.name}': output is not a single tensor")
+    return tuple(int(d) for d in tm.shape[1:])
+
+
+def _resolve_input_shape(model: nn.Module, input_shape) -> Tuple[int, ...]:
+    shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
+    if shape is None:
+        raise ValueError("input shape unknown: pass input_shape=(C, H, W) or set model.input_shape")
+    return tuple(int(d) for d in shape)
+
+
+def extract(model: nn.Module, input_shape: Optional[Sequence[int]] = None) -> LayerGraph:
+    """Trace `model` with torch.fx, propagate shapes and build the layer graph."""
+    shape = _resolve_input_shape(model, input_shape)
+    was_training = model.training
+    model.eval()  # shape propagation with batch 2 must not update BN statistics
+    try:
+        try:
+            gm = fx.symbolic_trace(model)
+        except Exception as e:  # noqa: BLE001 - any trace failure is reported with its cause
+            raise UnsupportedOpError(f"torch.fx cannot trace {type(model).__name__}: "
+                                     f"{str(e).splitlines()[0]}") from e
+        sample = torch.zeros((2,) + shape)
+        with torch.no_grad():
+            try:
+                ShapeProp(gm).propagate(sample)
+            except Exception as e:  # noqa: BLE001
+                raise UnsupportedOpError(f"shape propagation with input {shape} failed: "
+                                         f"{str(e).splitlines()[0]}") from e
+    finally:
+        model.train(was_training)
+    modules = dict(gm.named_modules())
+
+    nodes: List[LayerNode] = []
+    chans: Dict[str, _Chan] = {}
+    spaces = _Spaces()
+    # Nodes whose value is not a tensor (x.size(0) and the like) feed only view/reshape.
+    skipped: set = set()
+
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            raise UnsupportedOpError(f"node '{node.name}': parameters used outside a layer "
+                                     f"('{node.target}') are not supported")
+        if node.op == "call_method" and node.target == "size" or (
+                node.op == "call_function" and node.target is getattr):
+            skipped.add(node.name)
+            continue
+        if node.op == "placeholder":
+            out = _tensor_meta_shape(node)
+            s = spaces.new(out[0])
+            spaces.pin(s, "model input channels")
+            chans[node.name] = _Chan([(s, out[0])])
+            nodes.append(LayerNode(node.name, "input", None, [], [], out))
+            continue
+        if node.op == "output":
+            src = node.args[0]
+            if not isinstance(src, fx.Node):
+                raise UnsupportedOpError("model output must be a single tensor")
+            for sid, _ in chans[src.name].segments:
+                spaces.pin(sid, "model output channels")
+            nodes.append(LayerNode("output", "output", None, [src.name],
+                                   [_shape_of(nodes, src.name)], _shape_of(nodes, src.name)))
+            continue
+
+        kind, attrs = _classify(node, modules)
+        tensor_inputs = [a for a in _flat_args(node) if isinstance(a, fx.Node) and a.name not in skipped]
+        in_names = [a.name for a in tensor_inputs]
+        in_shapes = [_shape_of(nodes, n) for n in in_names]
+        out = _tensor_meta_shape(node)
+        ln = LayerNode(node.name, kind, node.target if node.op == "call_module" else None,
+                       in_names, in_shapes, out, attrs=attrs)
+
+        if kind in ("conv2d", "dwconv2d", "linear"):
+            mod = modules[node.target]
+            ln.weight_shape = tuple(mod.weight.shape)
+            ln.has_bias = mod.bias is not None
+            ln.params = mod.weight.numel() + (mod.bias.numel() if mod.bias is not None else 0)
+            if kind == "linear":
+                ln.macs = mod.in_features * mod.out_features
+            else:
+                k = mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3]
+                ln.macs = out[0] * out[1] * out[2] * k
+        elif kind == "batchnorm":
+            mod = modules[node.target]
+            ln.params = sum(p.numel() for p in mod.parameters())
+        _propagate_channels(ln, node, chans, spaces, modules)
+        nodes.append(ln)
+
+    groups = []
+    seen = set()
+    for i in range(len(spaces.parent)):
+        r = spaces.find(i)
+        if r in seen:
+            continue
+        seen.add(r)
+        mem = spaces.members[r]
+        if not any(m.role == "out" for m in mem):
+            continue  # only the input tensor's channels, not a group of any layer
+        prunable = not spaces.pinned[r]
+        groups.append(ChannelGroup(len(groups), spaces.size[r], mem, prunable, spaces.pinned[r]))
+    return LayerGraph(nodes, groups, shape, gm)
+
+
+def _flat_args(node: fx.Node) -> list:
+    out = []
+    for a in list(node.args) + list(node.kwargs.values()):
+        if isinstance(a, (list, tuple)):
+            out += list(a)
+        else:
+            out.append(a)
+    return out
+
+
+def _shape_of(nodes: List[LayerNode], name: str) -> Tuple[int, ...]:
+    for n in reversed(nodes):
+        if n.name == name:
+            return n.out_shape
+    raise KeyError(name)
+
+
+def _propagate_channels(ln: LayerNode, node: fx.Node, chans: Dict[str, _Chan], spaces: _Spaces,
+                        modules: Dict[str, nn.Module]) -> None:
+    """Give `ln`'s output its channel layout and record which weights each space touches."""
+    kind = ln.op
+    src = chans[ln.inputs[0]] if ln.inputs else None
+
+    def record_in(c: _Chan, role: str) -> None:
+        off = 0
+        for sid, length in c.segments:
+            spaces.add(sid, ChannelMember(ln.name, role, off, c.repeat))
+            off += length
+
+    if kind in ("conv2d", "linear"):
+        groups = ln.attrs.get("groups", 1)
+        if groups != 1:
+            for sid, _ in src.segments:
+                spaces.pin(sid, f"grouped conv {ln.name} (groups={groups})")
+        else:
+            record_in(src, "in")
+        s = spaces.new(ln.out_shape[0])
+        spaces.add(s, ChannelMember(ln.name, "out"))
+        chans[ln.name] = _Chan([(s, ln.out_shape[0])])
+        return
+    if kind == "dwconv2d":
+        if src.repeat != 1:
+            raise UnsupportedOpError(f"node '{ln.name}': depthwise conv on a flattened tensor")
+        record_in(src, "dw")
+        chans[ln.name] = _Chan(list(src.segments))
+        return
+    if kind == "batchnorm":
+        record_in(src, "bn")
+        chans[ln.name] = _Chan(list(src.segments), src.repeat)
+        return
+    if kind in PASSTHROUGH_OPS:
+        if kind == "softmax" and len(ln.out_shape) > 1 and ln.attrs.get("dim", 1) in (2, 3, -1, -2):
+            pass  # spatial softmax keeps channels apart
+        chans[ln.name] = _Chan(list(src.segments), src.repeat)
+        return
+    if kind == "flatten":
+        in_shape = ln.in_shapes[0]
+        if len(ln.out_shape) != 1:
+            raise UnsupportedOpError(f"node '{ln.name}': reshape to {ln.out_shape} is not supported "
+                                     f"(only flattening to (N, features))")
+        spatial = 1
+        for d in in_shape[1:]:
+            spatial *= d
+        chans[ln.name] = _Chan(list(src.segments), src.repeat * spatial)
+        return
+    if kind == "add":
+        if len(ln.inputs) != 2:
+            raise UnsupportedOpError(f"node '{ln.name}': add with a constant is not supported")
+        a, b = chans[ln.inputs[0]], chans[ln.inputs[1]]
+        if [l for _, l in a.segments] == [l for _, l in b.segments] and a.repeat == b.repeat:
+            for (sa, _), (sb, _) in zip(a.segments, b.segments):
+                spaces.union(sa, sb)
+        else:  # misaligned concat segments: keep both sides whole
+            for sid, _ in a.segments + b.segments:
+                spaces.pin(sid, f"add {ln.name} with misaligned channel segments")
+        chans[ln.name] = _Chan(list(a.segments), a.repeat)
+        return
+    if kind == "concat":
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        if dim not in (1, -len(ln.out_shape) - 1 + 1) and dim != 1:
+            raise UnsupportedOpError(f"node '{ln.name}': concat along dim {dim} (only channels)")
+        segs: List[Tuple[int, int]] = []
+        reps = {chans[i].repeat for i in ln.inputs}
+        if len(reps) != 1:
+            raise UnsupportedOpError(f"node '{ln.name}': concat of tensors with different layouts")
+        for i in ln.inputs:
+            segs += chans[i].segments
+        chans[ln.name] = _Chan(segs, reps.pop())
+        return
+    raise UnsupportedOpError(f"node '{ln.name}': op '{kind}' has no channel rule")
