@@ -55,6 +55,10 @@ class LayerNode:
     params: int = 0                 # trainable parameters owned by this node
     macs: int = 0                   # multiply-accumulates for one input sample
     attrs: Dict[str, object] = field(default_factory=dict)
+    # Layout of the output's channel axis: (group id, length) segments, -1 for channels of no
+    # group (the model input); `repeat` > 1 after a flatten (features per channel).
+    channels: List[Tuple[int, int]] = field(default_factory=list)
+    repeat: int = 1
 
     @property
     def weight_count(self) -> int:
@@ -158,6 +162,56 @@ class LayerGraph:
     @property
     def total_macs(self) -> int:
         return sum(n.macs for n in self.nodes)
+
+    def with_group_sizes(self, sizes: Dict[int, int]) -> "LayerGraph":
+        """A new graph as if channel group g kept `sizes[g]` channels: shapes, weight shapes,
+        params and MACs recomputed analytically (no model needed). Groups not named keep their
+        size. Used by the cost models' what-if and the pruner's budget checks."""
+        import copy
+        for gid, n in sizes.items():
+            if not 0 <= gid < len(self.groups):
+                raise KeyError(f"no channel group {gid}")
+            if n < 1:
+                raise ValueError(f"channel group {gid} cannot shrink to {n} channels")
+        size = {g.id: sizes.get(g.id, g.size) for g in self.groups}
+        new_nodes: List[LayerNode] = []
+        by_name: Dict[str, LayerNode] = {}
+        for old in self.nodes:
+            n = copy.deepcopy(old)
+            n.channels = [(g, size[g] if g >= 0 else length) for g, length in old.channels]
+            n.in_shapes = [by_name[i].out_shape for i in old.inputs]
+            c = sum(length for _, length in n.channels)
+            if n.op != "input":
+                n.out_shape = ((c * n.repeat,) if len(old.out_shape) == 1
+                               else (c,) + tuple(old.out_shape[1:]))
+            if n.op in ("conv2d", "dwconv2d"):
+                kh, kw = old.weight_shape[2], old.weight_shape[3]
+                cin = n.in_shapes[0][0]
+                groups = cin if n.op == "dwconv2d" else int(n.attrs.get("groups", 1))
+                n.weight_shape = (c, cin // groups, kh, kw)
+                if n.op == "dwconv2d":
+                    n.attrs = dict(n.attrs, groups=cin)
+                n.macs = c * n.out_shape[1] * n.out_shape[2] * (cin // groups) * kh * kw
+                n.params = c * (cin // groups) * kh * kw + (c if n.has_bias else 0)
+            elif n.op == "linear":
+                cin = n.in_shapes[0][0]
+                n.weight_shape = (c, cin)
+                n.macs = c * cin
+                n.params = c * cin + (c if n.has_bias else 0)
+            elif n.op == "batchnorm":
+                n.params = 2 * c if old.params else 0
+            new_nodes.append(n)
+            by_name[n.name] = n
+        new_groups = [ChannelGroup(g.id, size[g.id], copy.deepcopy(g.members), g.prunable, g.reason)
+                      for g in self.groups]
+        return LayerGraph(new_nodes, new_groups, self.input_shape, None)
+
+    def group_of_node(self, name: str, role: str = "out") -> Optional[ChannelGroup]:
+        """The channel group in which node `name` plays `role` (e.g. a conv's output channels)."""
+        for g in self.groups:
+            if any(m.node == name and m.role == role for m in g.members):
+                return g
+        return None
 
     def to_dict(self) -> dict:
         return {"input_shape": list(self.input_shape),
@@ -385,17 +439,23 @@ def extract(model: nn.Module, input_shape: Optional[Sequence[int]] = None) -> La
         nodes.append(ln)
 
     groups = []
-    seen = set()
+    group_of_root: Dict[int, int] = {}
     for i in range(len(spaces.parent)):
         r = spaces.find(i)
-        if r in seen:
+        if r in group_of_root or r in (-1,):
             continue
-        seen.add(r)
         mem = spaces.members[r]
         if not any(m.role == "out" for m in mem):
-            continue  # only the input tensor's channels, not a group of any layer
+            group_of_root[r] = -1  # only the input tensor's channels, not a group of any layer
+            continue
+        group_of_root[r] = len(groups)
         prunable = not spaces.pinned[r]
         groups.append(ChannelGroup(len(groups), spaces.size[r], mem, prunable, spaces.pinned[r]))
+    for ln in nodes:
+        src = ln.name if ln.op != "output" else ln.inputs[0]
+        c = chans[src]
+        ln.channels = [(group_of_root[spaces.find(sid)], length) for sid, length in c.segments]
+        ln.repeat = c.repeat
     return LayerGraph(nodes, groups, shape, gm)
 
 
