@@ -258,8 +258,10 @@ def _classify(node: fx.Node, modules: Dict[str, nn.Module]) -> Tuple[str, Dict[s
             return "conv2d", attrs
         if isinstance(mod, nn.Hardtanh) and mod.min_val == 0.0 and mod.max_val == 6.0:
             return "relu6", {}
+        # isinstance, not an exact type match: parametrized (masked) layers are subclasses that
+        # torch.nn.utils.parametrize injects, and they must trace like the plain layer.
         for cls, kind in _MODULE_OPS.items():
-            if type(mod) is cls:
+            if isinstance(mod, cls):
                 attrs: Dict[str, object] = {}
                 if kind in ("maxpool2d", "avgpool2d"):
                     attrs = {"kernel_size": _pair(mod.kernel_size),
