@@ -1,0 +1,180 @@
+"""`edgeprune estimate MODEL --target T [--what-if] [--json]`: what a model costs on a target.
+
+Light at import time (argparse only). The run path imports torch (to build / load the model and
+trace its graph) and the cost models, never tensorflow, brevitas or hls4ml, so the command starts
+in well under two seconds (benchmarks/estimate_startup.py measures it).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "estimate", help="per-layer cost of a model on an MCU or FPGA target",
+        description="Per-layer and total cost of MODEL on target T: cycles, latency, flash and "
+                    "RAM (MCU, TFLite-Micro int8) or folding, cycles, FPS, LUT, BRAM18 and DSP "
+                    "(FPGA, FINN-style dataflow). --what-if adds, per compute layer, what "
+                    "removing a fraction of its weights or of its channels would save.")
+    p.add_argument("model", metavar="MODEL",
+                   help="zoo name (lenet5, lenet300100, vgg_small, resnet8, dscnn, "
+                        "mobilenetv1_025, fc_autoencoder), .pt2 program, or an edgeprune "
+                        "output directory")
+    p.add_argument("--target", "-t", required=True, metavar="T",
+                   help="built-in target name (`edgeprune targets`) or a path to a .toml")
+    p.add_argument("--weights", help="state_dict file for a zoo MODEL (loaded weights_only)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading a pickled module (executes code from the file)")
+    p.add_argument("--what-if", action="store_true",
+                   help="also show what removing --fraction of each layer's weights / channels saves")
+    p.add_argument("--fraction", type=float, default=0.1,
+                   help="fraction removed in the what-if (default 0.1)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.set_defaults(func=run)
+
+
+def _load(args):
+    try:
+        from ..models.loading import load_model
+    except ModuleNotFoundError as e:  # pragma: no cover - loading.py not present
+        if e.name != "edgeprune.models.loading":
+            raise
+        from ..errors import EdgepruneError
+        from ..models import ZOO, build
+        if args.model not in ZOO:
+            raise EdgepruneError(f"unknown model '{args.model}'; known: {', '.join(sorted(ZOO))}")
+        return build(args.model)
+    return load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle)
+
+
+def _json_safe(obj):
+    """Replace non-finite floats (JSON has no inf / nan) with None, recursively."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def run(args) -> int:
+    from ..targets import load_target
+    target = load_target(args.target)          # bad target: fail before the slow part
+    model = _load(args)
+    from ..graph import extract
+    from .. import cost
+    graph = extract(model)
+    report = cost.estimate(graph, target)
+    # Deployed parameter count (BN folded into the conv before it), for both kinds of target.
+    report.totals["params"] = graph.compute_params
+    what = cost.what_if(graph, target, args.fraction) if args.what_if else None
+    if args.json:
+        out = {"model": args.model, "target": target.name, "kind": target.kind,
+               "layers": report.layers, "totals": report.totals, "notes": report.notes}
+        if what is not None:
+            out["what_if"] = {"fraction": args.fraction, "layers": what}
+        print(json.dumps(_json_safe(out), indent=1, default=str))
+        return 0
+    _print_tables(args, target, report, what)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Rich tables
+
+def _kb(n) -> str:
+    return "" if n in (None, 0) else f"{n / 1024:,.1f}"
+
+
+def _num(n, digits=0) -> str:
+    if n is None:
+        return ""
+    if isinstance(n, float) and not math.isfinite(n):
+        return "inf"
+    return f"{n:,.{digits}f}" if isinstance(n, float) else f"{n:,}"
+
+
+def _print_tables(args, target, report, what) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    console = Console()
+    console.width = max(console.width, 140)   # piped output: keep the tables readable
+    t = report.totals
+    if target.kind == "mcu":
+        title = (f"{args.model} on {target.name} ({target.core} @ {target.clock_mhz} MHz, "
+                 f"{target.runtime})")
+        table = Table(title=title)
+        table.add_column("layer", no_wrap=True)
+        for col in ("op", "TFLite op", "out shape", "params", "MACs", "MAC/w",
+                    "cycles", "ms", "flash KB", "RAM KB"):
+            table.add_column(col, justify="left" if col in ("layer", "op", "TFLite op", "out shape") else "right")
+        for r in report.layers:
+            table.add_row(r["name"], r["op"], r["tflite_op"], "x".join(map(str, r["out_shape"])),
+                          _num(r["params"] or None), _num(r["macs"] or None),
+                          _num(r["intensity"], 1) if r["intensity"] else "",
+                          _num(r["cycles"] or None), f"{r['latency_ms']:.3f}" if r["cycles"] else "",
+                          _kb(r["flash_bytes"]), _kb(r["ram_bytes"]))
+        table.add_section()
+        table.add_row("total", "", "", "", _num(t["params"]), _num(t["macs"]), "",
+                      _num(t["cycles"]), f"{t['latency_ms']:.3f}",
+                      f"{_kb(t['flash_bytes'])} / {target.flash_kb}",
+                      f"{_kb(t['ram_bytes'])} / {target.ram_kb}")
+        console.print(table)
+        console.print(f"latency {t['latency_ms']:.2f} ms ({1000 / t['latency_ms']:.1f} inf/s) | "
+                      f"flash {t['flash_bytes']:,} B ({'fits' if t['fits_flash'] else 'DOES NOT FIT'}) | "
+                      f"RAM arena {t['ram_bytes']:,} B ({'fits' if t['fits_ram'] else 'DOES NOT FIT'})")
+    else:
+        title = f"{args.model} on {target.name} ({t.get('part', target.part)} @ {target.clock_mhz} MHz)"
+        table = Table(title=title)
+        table.add_column("layer", no_wrap=True)
+        for col in ("op", "shape", "PE", "SIMD", "cycles", "LUT", "BRAM18", "DSP"):
+            table.add_column(col, justify="left" if col in ("layer", "op", "shape") else "right")
+        for r in report.layers:
+            table.add_row(r["name"] + (" *" if r.get("bottleneck") else ""), str(r.get("op", "")),
+                          str(r.get("shape", "")), _num(r.get("PE")), _num(r.get("SIMD")),
+                          _num(r.get("cycles")), _num(r.get("lut")), _num(r.get("bram18")),
+                          _num(r.get("dsp")))
+        table.add_section()
+        table.add_row("total", "", "", "", "", _num(t.get("cycles")), _num(t.get("lut")),
+                      _num(t.get("bram18")), _num(t.get("dsp")))
+        console.print(table)
+        console.print(f"params {t['params']:,} | MACs {t['macs']:,} | "
+                      f"{_num(t.get('fps'), 1)} FPS | latency {_num(t.get('latency_ms'), 3)} ms "
+                      f"(* = bottleneck layer)")
+    for n in report.notes:
+        console.print(f"[dim]note: {n}[/dim]")
+    if what is None:
+        return
+    metrics: list = []
+    for r in what:
+        for m, v in (r.get("channels") or {}).items():
+            if m not in metrics and isinstance(v, (int, float)):
+                metrics.append(m)
+    wt = Table(title=f"what-if: remove {args.fraction:.0%} of a layer's weights (scattered) or of "
+                     f"its channels (whole channel group); savings, positive = cheaper")
+    wt.add_column("layer", no_wrap=True)
+    wt.add_column("weights", justify="right")
+    wt.add_column("saves", overflow="fold")
+    wt.add_column("channels", justify="right")
+    for m in metrics:
+        wt.add_column(m, justify="right")
+    wt.add_column("note", overflow="fold")
+
+    def fmt(v):
+        if v is None:
+            return ""
+        if isinstance(v, float) and abs(v) < 100:
+            return f"{v:,.3f}"
+        return _num(round(v)) if isinstance(v, float) else _num(v)
+
+    for r in what:
+        w, c = r.get("weights") or {}, r.get("channels") or {}
+        nonzero = {m: v for m, v in w.items() if isinstance(v, (int, float)) and v}
+        saves = ", ".join(f"{m} {fmt(v)}" for m, v in nonzero.items()) or "nothing"
+        chans = (f"{r['channels_removed']}/{r.get('group_size')}" if r.get("prunable") else "-")
+        wt.add_row(r["name"], _num(r["weights_removed"]), saves, chans,
+                   *[fmt(c.get(m)) if r.get("prunable") else "-" for m in metrics],
+                   r.get("note", ""))
+    console.print(wt)
