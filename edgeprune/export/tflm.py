@@ -1,0 +1,544 @@
+"""TFLite-Micro export: int8 .tflite (LUT-compressed where it pays) + C sources, verified.
+
+Pipeline (``export_tflm``):
+1. lower the layer graph to a TFLite op plan (``edgeprune.cost.tflm_memory.lower``); an op
+   TFLM cannot run stops here, naming the op and the layer;
+2. build the Keras NHWC mirror of that plan and check it computes what torch computes;
+3. convert with TFLiteConverter: per-channel symmetric int8 weights, per-tensor asymmetric
+   int8 activations, int32 biases, int8 input/output, calibrated on a representative sample
+   of the training data;
+4. canonicalise the flatbuffer (short tensor names, no signature defs) and LUT-compress,
+   per channel only, the weight tensors whose channels hold few distinct int8 values, where
+   that shrinks the file;
+5. verify: run it in tflite_micro.runtime and in ai_edge_litert on test inputs, measure the
+   arena, accuracy, and compare flash/arena with the cost model;
+6. write model.tflite, model_data.cc/.h, edgeprune_model.cc/.h, tflm.mk, CMakeLists snippet,
+   README.md, report.json into a temp dir, then rename it to the output path.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from ..cost import tflm_memory as tm
+from ..errors import EdgepruneError
+
+N_CALIBRATION = 256       # representative samples for activation ranges
+SEED = 0
+TEMPLATES = Path(__file__).resolve().parent / "templates" / "tflm"
+
+
+class ExportError(EdgepruneError):
+    """The TFLM export cannot proceed; the message says why."""
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion
+
+def _quiet_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")
+    return tf
+
+
+@contextlib.contextmanager
+def capture_fd2():
+    """Redirect the process's fd 2 (C++ stderr) into a temp file; yields a callable giving the
+    text written so far."""
+    import sys
+    sys.stderr.flush()
+    saved = os.dup(2)
+    tmp = tempfile.TemporaryFile(mode="w+b")
+    os.dup2(tmp.fileno(), 2)
+    try:
+        def read() -> str:
+            tmp.flush()
+            tmp.seek(0)
+            return tmp.read().decode(errors="replace")
+        yield read
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        tmp.close()
+
+
+def convert_int8(mirror, calib_nhwc: np.ndarray) -> bytes:
+    """Full-integer TFLite conversion of the Keras mirror."""
+    tf = _quiet_tf()
+
+    def representative():
+        for i in range(len(calib_nhwc)):
+            yield [calib_nhwc[i:i + 1].astype(np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(mirror)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    with capture_fd2():
+        with contextlib.redirect_stdout(open(os.devnull, "w")):
+            return bytes(conv.convert())
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the converted model
+
+def _model_t(b: bytes):
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+    return fb, fb.ModelT.InitFromPackedBuf(bytearray(b), 0)
+
+
+def _opname(fb, m, op) -> str:
+    oc = m.operatorCodes[op.opcodeIndex]
+    code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
+    if code == fb.BuiltinOperator.CUSTOM:
+        return (oc.customCode or b"CUSTOM").decode()
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    return names.get(code, str(code))
+
+
+def match_ops(model_bytes: bytes, plan: tm.TflPlan) -> List[Tuple[str, int]]:
+    """For each op of the converted model: (graph node, op index). Raises ExportError when the
+    converter's graph is not the planned one (an unplanned op, e.g. a QUANTIZE or TRANSPOSE)."""
+    fb, m = _model_t(model_bytes)
+    sg = m.subgraphs[0]
+    got = [_opname(fb, m, op) for op in sg.operators]
+    want = [op.opcode for op in plan.ops]
+    if sorted(got) != sorted(want):
+        from collections import Counter
+        extra = Counter(got) - Counter(want)
+        missing = Counter(want) - Counter(got)
+        raise ExportError(
+            "the TFLite converter's graph differs from the planned one (extra ops: "
+            f"{dict(extra) or 'none'}, missing ops: {dict(missing) or 'none'}); please report "
+            "this model")
+    if got == want:
+        return [(p.node, i) for i, p in enumerate(plan.ops)]
+    # Branches may come out in another topological order: match by op and output shape.
+    free = list(range(len(plan.ops)))
+    out = []
+    for i, op in enumerate(sg.operators):
+        shape = tuple(int(d) for d in sg.tensors[op.outputs[0]].shape)
+        for j in free:
+            p = plan.ops[j]
+            if p.opcode == got[i] and plan.tensors[p.outputs[0]].shape == shape:
+                out.append((p.node, i))
+                free.remove(j)
+                break
+        else:
+            raise ExportError(f"cannot match converted op {i} ({got[i]}) to the plan")
+    return out
+
+
+def weight_value_counts(model_bytes: bytes, plan: tm.TflPlan) -> Dict[str, dict]:
+    """Per weighted layer: tensor index, quantized axis, and the largest number of distinct
+    int8 values in one output channel."""
+    fb, m = _model_t(model_bytes)
+    sg = m.subgraphs[0]
+    res = {}
+    for node, i in match_ops(model_bytes, plan):
+        op = sg.operators[i]
+        name = _opname(fb, m, op)
+        if name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            continue
+        ti = int(op.inputs[1])
+        t = sg.tensors[ti]
+        data = np.frombuffer(bytes(m.buffers[t.buffer].data), dtype=np.int8).reshape(t.shape)
+        axis = 3 if name == "DEPTHWISE_CONV_2D" else 0
+        per = np.moveaxis(data, axis, 0).reshape(data.shape[axis], -1)
+        counts = [len(np.unique(r)) for r in per]
+        res[node] = {"tensor": ti, "axis": axis, "max_values": int(max(counts)),
+                     "channels": int(data.shape[axis]), "elements": int(data.size)}
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# Running the model
+
+def _set_and_invoke(it, x):
+    it.set_input(x, 0)
+    it.invoke()
+    return np.array(it.get_output(0))
+
+
+def run_tflm(model_bytes: bytes, x_int8: np.ndarray, arena_size: int = 0) -> Tuple[np.ndarray, int, str]:
+    """(outputs, arena bytes used per print_allocations(), allocation report text)."""
+    from tflite_micro import runtime
+    arena_size = arena_size or max(1 << 20, 16 * len(model_bytes))
+    with capture_fd2() as read:
+        it = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size)
+        outs = [_set_and_invoke(it, x_int8[i:i + 1]) for i in range(len(x_int8))]
+        it.print_allocations()
+        text = read()
+    m = re.search(r"Arena allocation total (\d+) bytes", text)
+    if not m:
+        raise ExportError(f"cannot read the TFLM arena size from print_allocations(): {text[-300:]!r}")
+    return np.concatenate(outs), int(m.group(1)), text
+
+
+_PROBE = """
+import sys, numpy as np
+from tflite_micro import runtime
+model = open(sys.argv[1], 'rb').read()
+it = runtime.Interpreter.from_bytes(model, arena_size=int(sys.argv[2]))
+it.set_input(np.load(sys.argv[3]), 0)
+it.invoke()
+"""
+
+
+def tflm_runs_with(model_bytes: bytes, arena_size: int, x_int8: np.ndarray) -> bool:
+    """Whether TFLM runs the model in `arena_size` bytes. Probed in a child process: with an
+    arena a few bytes short the TFLM Python runtime can crash (seen: segfault on the MLPerf
+    autoencoder) instead of returning an error."""
+    import subprocess
+    import sys
+    with tempfile.TemporaryDirectory(prefix="edgeprune-probe-") as d:
+        mp, xp = os.path.join(d, "m.tflite"), os.path.join(d, "x.npy")
+        with open(mp, "wb") as f:
+            f.write(model_bytes)
+        np.save(xp, x_int8[:1])
+        p = subprocess.run([sys.executable, "-c", _PROBE, mp, str(arena_size), xp],
+                           capture_output=True, timeout=300)
+        return p.returncode == 0
+
+
+def run_litert(model_bytes: bytes, x_int8: np.ndarray, reference: bool = True) -> np.ndarray:
+    """LiteRT outputs; reference=True uses its reference kernels (BUILTIN_REF), which share
+    TFLM's integer arithmetic, else the default (optimized/XNNPACK) kernels."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    kind = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
+    with capture_fd2():
+        it = Interpreter(model_content=model_bytes, num_threads=1,
+                         experimental_op_resolver_type=kind)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]["index"]
+    out = it.get_output_details()[0]["index"]
+    res = []
+    for i in range(len(x_int8)):
+        it.set_tensor(inp, x_int8[i:i + 1])
+        it.invoke()
+        res.append(np.array(it.get_tensor(out)))
+    return np.concatenate(res)
+
+
+def io_quant(model_bytes: bytes) -> dict:
+    fb, m = _model_t(model_bytes)
+    sg = m.subgraphs[0]
+
+    def q(t):
+        return float(t.quantization.scale[0]), int(t.quantization.zeroPoint[0])
+    i, o = sg.tensors[sg.inputs[0]], sg.tensors[sg.outputs[0]]
+    return {"input_scale": q(i)[0], "input_zero_point": q(i)[1],
+            "output_scale": q(o)[0], "output_zero_point": q(o)[1],
+            "input_shape": [int(d) for d in i.shape], "output_shape": [int(d) for d in o.shape]}
+
+
+def quantize_input(x_nhwc: np.ndarray, scale: float, zp: int) -> np.ndarray:
+    return np.clip(np.round(x_nhwc / scale) + zp, -128, 127).astype(np.int8)
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+def _samples(model, graph, dataset, n_cal: int, n_eval: int, seed: int):
+    """(calibration NCHW float, eval NCHW float, eval labels or None, source description)."""
+    shape = tuple(graph.input_shape)
+    rng = np.random.default_rng(seed)
+    if dataset is None:
+        n_eval = n_eval if n_eval > 0 else 1000
+        cal = rng.random((n_cal,) + shape, dtype=np.float32)
+        ev = rng.random((n_eval,) + shape, dtype=np.float32)
+        return cal, ev, None, "random uniform [0, 1) inputs (no dataset given)"
+    from ..data import Dataset, load_dataset, to_tensors
+    ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    if not isinstance(ds, Dataset):
+        raise ExportError(f"dataset must be a name, a path or a Dataset, got {type(ds).__name__}")
+    per = int(np.prod(ds.image_shape))
+    if per != int(np.prod(shape)):
+        raise ExportError(f"dataset '{ds.name}' has {ds.image_shape} samples but the model takes "
+                          f"{shape}; pass a matching dataset or none (random inputs)")
+    idx = np.sort(rng.choice(len(ds.x_train), size=min(n_cal, len(ds.x_train)), replace=False))
+    xtr, _ = to_tensors(ds.x_train[idx], ds.y_train[idx])
+    n = len(ds.x_test) if n_eval <= 0 else min(n_eval, len(ds.x_test))
+    xte, yte = to_tensors(ds.x_test[:n], ds.y_test[:n])
+    cal = xtr.numpy().reshape((-1,) + shape)
+    ev = xte.numpy().reshape((-1,) + shape)
+    return cal, ev, yte.numpy(), f"{ds.name}: {len(cal)} training images for calibration, " \
+                                 f"first {len(ev)} test images for verification"
+
+
+# --------------------------------------------------------------------------------------------
+# The export
+
+def export_tflm(model, target, out_dir, dataset=None, *, input_shape=None,
+                arena_margin: float = 0.1, n_eval: int = 1000, n_calibration: int = N_CALIBRATION,
+                compress: bool = True, seed: int = SEED, overwrite: bool = True) -> dict:
+    """Export `model` (a float torch module) for TFLite-Micro into `out_dir`; returns the report.
+
+    target: a Target, a target name or path (MCU only). dataset: 'fashion-mnist', 'mnist-10k',
+    a directory, a Dataset, or None for random inputs (then no accuracy is reported).
+    n_eval: test samples verified in both interpreters (0 = the whole test set).
+    """
+    import torch
+    from ..graph import extract
+    from ..targets import Target, load_target
+
+    if not isinstance(target, Target):
+        target = load_target(str(target))
+    if target.kind != "mcu":
+        raise ExportError(f"target '{target.name}' is an {target.kind} target; the TFLM export "
+                          f"needs an MCU target (use 'edgeprune export finn' or 'hls')")
+    if not 0 <= arena_margin <= 10:
+        raise ExportError(f"--arena-margin must be between 0 and 10, got {arena_margin}")
+    model = model.eval()
+    graph = extract(model, input_shape)
+    plan = tm.lower(graph)              # raises naming op and layer for anything TFLM lacks
+    torch.manual_seed(seed)
+
+    cal, ev, labels, data_note = _samples(model, graph, dataset, n_calibration, n_eval, seed)
+    from .keras_mirror import build_keras_mirror, check_mirror, to_nhwc
+    _quiet_tf()
+    import keras
+    keras.utils.set_random_seed(seed)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mirror = build_keras_mirror(model, graph, plan)
+        mirror_diff = check_mirror(model, mirror, ev[:16])
+
+    raw = convert_int8(mirror, to_nhwc(cal))
+    plain = tm.canonicalize(raw)
+    match_ops(plain, plan)              # the converter emitted exactly the planned ops
+
+    # Clustered / few-valued weights: LUT-compress per channel where it pays.
+    counts = weight_value_counts(plain, plan)
+    float_counts = _float_value_counts(model, graph, plan)
+    compression: Dict[str, dict] = {}
+    dropped_for_ram: List[str] = []
+    tensor_bits: Dict[int, Tuple[int, int]] = {}
+    for node, c in counts.items():
+        bits = max(1, math.ceil(math.log2(c["max_values"]))) if c["max_values"] > 1 else 1
+        t = plan.tensors[plan.op_for_node(node).inputs[1]]
+        if compress and bits <= tm.LUT_MAX_BITS and tm.lut_pays(t, bits, c["max_values"]):
+            compression[node] = {"bits": bits, "values": c["max_values"]}
+            tensor_bits[c["tensor"]] = (bits, c["axis"])
+    # Decoded copies live in the arena: drop the largest compressed tensors while the arena
+    # would no longer fit the target's RAM (only when it fits without them).
+    ram_kb = target.get("ram_kb")
+    if compression and ram_kb:
+        def arena_with(comp):
+            return tm.estimate_arena(graph, compression=comp or None, plan=plan)["total_bytes"]
+        if arena_with(compression) > ram_kb * 1024 and arena_with({}) <= ram_kb * 1024:
+            for node in sorted(compression, key=lambda n: -counts[n]["elements"]):
+                dropped_for_ram.append(node)
+                del tensor_bits[counts[node]["tensor"]]
+                del compression[node]
+                if arena_with(compression) <= ram_kb * 1024:
+                    break
+    final = tm.compress_model(plain, tensor_bits) if tensor_bits else plain
+
+    # Verification
+    q = io_quant(final)
+    x_int8 = quantize_input(to_nhwc(ev), q["input_scale"], q["input_zero_point"])
+    out_tflm, arena_total, alloc_text = run_tflm(final, x_int8)
+    out_litert = run_litert(plain, x_int8)
+    lsb = int(np.max(np.abs(out_tflm.astype(np.int32) - out_litert.astype(np.int32))))
+    out_fast = run_litert(plain, x_int8, reference=False)
+    lsb_fast = int(np.max(np.abs(out_tflm.astype(np.int32) - out_fast.astype(np.int32))))
+    lut_exact = None
+    if tensor_bits:
+        out_plain, _, _ = run_tflm(plain, x_int8)
+        lut_exact = bool(np.array_equal(out_plain, out_tflm))
+        if not lut_exact:
+            raise ExportError("LUT-compressed model differs from the uncompressed one in the TFLM "
+                              "runtime; refusing to write it")
+    # The measured minimum: print_allocations() total, confirmed by running with exactly it.
+    # print_allocations() gives the final head + tail; AllocateTensors can need more while it
+    # runs (temp tensors, planner state), so the minimum is found by bisection (1 byte).
+    lo, hi = arena_total - 1, arena_total
+    while not tflm_runs_with(final, hi, x_int8):
+        lo, hi = hi, hi + max(1024, hi // 4)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if tflm_runs_with(final, mid, x_int8) else (mid, hi)
+    arena_min = hi
+    arena_size = tm._align(int(math.ceil(arena_min * (1 + arena_margin))))
+
+    acc_float = acc_int8 = None
+    with torch.no_grad():
+        float_out = model(torch.from_numpy(ev)).numpy()
+    if labels is not None:
+        acc_float = float((float_out.argmax(1) == labels).mean())
+        acc_int8 = float((out_tflm.reshape(len(labels), -1).argmax(1) == labels).mean())
+
+    flash_est = tm.estimate_flash(graph, compression=compression or None, plan=plan)
+    arena_est = tm.estimate_arena(graph, compression=compression or None, plan=plan)
+    ops = [op for op in _ops_used(final)]
+    flash_kb, ram_kb = target.get("flash_kb"), target.get("ram_kb")
+    report = {
+        "model": getattr(model, "__class__", type(model)).__name__,
+        "target": target.name,
+        "runtime": target.get("runtime"),
+        "flash_bytes_estimate": flash_est["total_bytes"],
+        "flash_bytes_actual": len(final),
+        "flash_error_pct": _pct(flash_est["total_bytes"], len(final)),
+        "arena_bytes_estimate": arena_est["total_bytes"],
+        "arena_bytes_measured": arena_min,
+        "arena_bytes_print_allocations": arena_total,
+        "arena_error_pct": _pct(arena_est["total_bytes"], arena_min),
+        "arena_bytes_allocated": arena_size,
+        "arena_margin": arena_margin,
+        "accuracy_float": acc_float,
+        "accuracy_int8": acc_int8,
+        "max_abs_diff_lsb_vs_litert": lsb,
+        "max_abs_diff_lsb_vs_litert_optimized": lsb_fast,
+        "lut_bit_exact_vs_uncompressed": lut_exact,
+        "mirror_max_abs_diff": mirror_diff,
+        "eval_samples": int(len(ev)),
+        "data": data_note,
+        "ops": ops,
+        "io": q,
+        "compressed_layers": compression,
+        "not_compressed_to_fit_ram": dropped_for_ram,
+        "uncompressed_flash_bytes": len(plain),
+        "weight_values": {n: {"float_max_per_channel": float_counts.get(n),
+                              "int8_max_per_channel": c["max_values"]} for n, c in counts.items()},
+        "fits_target": {
+            "flash_kb": flash_kb, "ram_kb": ram_kb,
+            "flash_fits": None if flash_kb is None else len(final) <= flash_kb * 1024,
+            "arena_fits": None if ram_kb is None else arena_size <= ram_kb * 1024,
+            "note": "arena measured on the 64-bit host runtime (reference kernels); on a 32-bit "
+                    "MCU the persistent structs are smaller, CMSIS-NN scratch may add",
+        },
+        "arena_estimate_breakdown": {k: v for k, v in arena_est.items() if k != "layers"},
+    }
+    _write_outputs(Path(out_dir), final, report, arena_size, ops, overwrite)
+    return report
+
+
+def _pct(est: int, real: int) -> float:
+    return round(100.0 * (est - real) / real, 3) if real else 0.0
+
+
+def _float_value_counts(model, graph, plan) -> Dict[str, int]:
+    """Largest number of distinct float weights in one output channel, per weighted layer
+    (after BN folding, which scales each channel and so keeps its count)."""
+    res = {}
+    for op in plan.ops:
+        if op.opcode not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            continue
+        w = model.get_submodule(graph[op.node].target).weight.detach().cpu().numpy()
+        res[op.node] = int(max(len(np.unique(r)) for r in w.reshape(w.shape[0], -1)))
+    return res
+
+
+def _ops_used(model_bytes: bytes) -> List[str]:
+    fb, m = _model_t(model_bytes)
+    seen = []
+    for op in m.subgraphs[0].operators:
+        n = _opname(fb, m, op)
+        if n not in seen:
+            seen.append(n)
+    return seen
+
+
+# --------------------------------------------------------------------------------------------
+# Output files
+
+_RESOLVER = {  # TFLite op -> MicroMutableOpResolver call
+    "CONV_2D": "AddConv2D()", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D()",
+    "FULLY_CONNECTED": "AddFullyConnected()", "MAX_POOL_2D": "AddMaxPool2D()",
+    "AVERAGE_POOL_2D": "AddAveragePool2D()", "RESHAPE": "AddReshape()",
+    "SOFTMAX": "AddSoftmax()", "ADD": "AddAdd()", "CONCATENATION": "AddConcatenation()",
+    "PAD": "AddPad()", "LOGISTIC": "AddLogistic()", "TANH": "AddTanh()", "RELU": "AddRelu()",
+    "RELU6": "AddRelu6()", "TRANSPOSE": "AddTranspose()",
+    "TFLM_DECODE": 'AddCustom("TFLM_DECODE", &g_decode_registration)',
+}
+
+
+def _c_array(data: bytes) -> str:
+    lines = []
+    for i in range(0, len(data), 12):
+        lines.append("  " + ", ".join(f"0x{b:02x}" for b in data[i:i + 12]) + ",")
+    return "\n".join(lines)
+
+
+def _render(name: str, **kw) -> str:
+    text = (TEMPLATES / name).read_text()
+    for k, v in kw.items():
+        text = text.replace("{{" + k + "}}", str(v))
+    if "{{" in text:
+        raise ExportError(f"template {name}: unfilled placeholder near "
+                          f"{text[text.index('{{'):text.index('{{') + 30]!r}")
+    return text
+
+
+def _write_outputs(out: Path, model_bytes: bytes, report: dict, arena_size: int,
+                   ops: Sequence[str], overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"{out}: directory is not empty")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "model.tflite").write_bytes(model_bytes)
+        n = len(model_bytes)
+        q = report["io"]
+        (tmp / "model_data.h").write_text(_render("model_data.h", MODEL_LEN=n))
+        (tmp / "model_data.cc").write_text(_render("model_data.cc", MODEL_LEN=n,
+                                                   MODEL_BYTES=_c_array(model_bytes)))
+        resolver = "\n".join(f"  if (g_resolver.{_RESOLVER[o]} != kTfLiteOk) return kTfLiteError;"
+                             for o in ops)
+        decode_decl = ("// DECODE (LUT decompression) is registered as the custom op TFLM_DECODE.\n"
+                       "TFLMRegistration g_decode_registration = tflite::Register_DECODE();\n"
+                       if "TFLM_DECODE" in ops else "")
+        in_bytes = int(np.prod(q["input_shape"]))
+        out_bytes = int(np.prod(q["output_shape"]))
+        common = dict(ARENA_BYTES=arena_size, ARENA_MEASURED=report["arena_bytes_measured"],
+                      ARENA_MARGIN_PCT=f"{100 * report['arena_margin']:g}",
+                      INPUT_BYTES=in_bytes, OUTPUT_BYTES=out_bytes,
+                      INPUT_SCALE=repr(q["input_scale"]), INPUT_ZP=q["input_zero_point"],
+                      OUTPUT_SCALE=repr(q["output_scale"]), OUTPUT_ZP=q["output_zero_point"],
+                      N_OPS=len(ops), OPS=", ".join(ops))
+        (tmp / "edgeprune_model.h").write_text(_render("edgeprune_model.h", **common))
+        (tmp / "edgeprune_model.cc").write_text(_render("edgeprune_model.cc", RESOLVER=resolver,
+                                                        DECODE_DECL=decode_decl, **common))
+        (tmp / "tflm.mk").write_text(_render("tflm.mk"))
+        (tmp / "CMakeLists.txt").write_text(_render("CMakeLists.txt"))
+        (tmp / "README.md").write_text(_render("README.md", REPORT=_readme_table(report), **common))
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _readme_table(r: dict) -> str:
+    def fmt(v):
+        return "n/a" if v is None else (f"{100 * v:.2f} %" if isinstance(v, float) and v <= 1 else str(v))
+    rows = [("flash (.tflite) bytes", r["flash_bytes_actual"], r["flash_bytes_estimate"]),
+            ("arena bytes (measured minimum)", r["arena_bytes_measured"], r["arena_bytes_estimate"]),
+            ("arena bytes allocated in edgeprune_model.cc", r["arena_bytes_allocated"], ""),
+            ("accuracy float / int8", f"{fmt(r['accuracy_float'])} / {fmt(r['accuracy_int8'])}", ""),
+            ("max |TFLM - LiteRT| (int8 LSB)", r["max_abs_diff_lsb_vs_litert"], "")]
+    lines = ["| quantity | measured | cost model |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)

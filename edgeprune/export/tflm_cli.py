@@ -1,0 +1,59 @@
+"""`edgeprune export tflm MODEL --target T -o OUT`: argparse only; the work is in tflm.py."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Quantize MODEL to int8, convert it to a TFLite-Micro flatbuffer "
+                          "(LUT-compressed where it pays), verify it in the TFLM and LiteRT "
+                          "interpreters, and write model.tflite, C sources, build snippets, "
+                          "README.md and report.json into OUT.")
+    parser.add_argument("model", metavar="MODEL",
+                        help="zoo name, .pt2 program, edgeprune output dir, or pickled module")
+    parser.add_argument("--target", "-t", required=True,
+                        help="MCU target name (edgeprune targets) or path to a .toml")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory")
+    parser.add_argument("--weights", metavar="W", help="state_dict file for a zoo MODEL")
+    parser.add_argument("--data", metavar="DATA", default=None,
+                        help="fashion-mnist | mnist-10k | PATH: calibration (training split) and "
+                             "verification (test split) images; default: random inputs, no "
+                             "accuracy")
+    parser.add_argument("--arena-margin", type=float, default=0.1, metavar="F",
+                        help="arena = measured minimum * (1 + F) (default 0.1)")
+    parser.add_argument("--eval-samples", type=int, default=1000, metavar="N",
+                        help="test images verified in both interpreters (0 = all; default 1000)")
+    parser.add_argument("--no-compress", action="store_true",
+                        help="never LUT-compress weights (no DECODE ops)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow loading a pickled module (runs code from the file)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from ..models.loading import load_model
+    from ..targets import load_target
+    from .tflm import export_tflm
+
+    target = load_target(args.target)
+    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle)
+    r = export_tflm(model, target, args.output, args.data, arena_margin=args.arena_margin,
+                    n_eval=args.eval_samples, compress=not args.no_compress, seed=args.seed)
+    acc = ""
+    if r["accuracy_float"] is not None:
+        acc = (f", accuracy float {100 * r['accuracy_float']:.2f} % / int8 "
+               f"{100 * r['accuracy_int8']:.2f} %")
+    fit = r["fits_target"]
+    print(f"wrote {args.output}: model.tflite {r['flash_bytes_actual']} B (estimate "
+          f"{r['flash_bytes_estimate']}), arena {r['arena_bytes_measured']} B measured "
+          f"(estimate {r['arena_bytes_estimate']}), allocated {r['arena_bytes_allocated']} B; "
+          f"TFLM vs LiteRT max {r['max_abs_diff_lsb_vs_litert']} LSB{acc}; ops "
+          f"{', '.join(r['ops'])}")
+    if r["compressed_layers"]:
+        print(f"LUT-compressed: {', '.join(r['compressed_layers'])}")
+    if fit["flash_fits"] is False or fit["arena_fits"] is False:
+        print(f"warning: does not fit {r['target']} (flash {fit['flash_kb']} KB, RAM "
+              f"{fit['ram_kb']} KB)")
+    return 0

@@ -1,0 +1,212 @@
+"""TFLite-Micro export: LeNet-5 (Fashion-MNIST), DS-CNN (depthwise), ResNet-8 (residual add),
+LUT compression of a clustered model, determinism, and the refusal paths.
+
+Each model is converted once per module (TensorFlow import and conversion are slow).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from edgeprune.data import FASHION_MNIST_DIR  # noqa: E402
+from edgeprune.errors import EdgepruneError  # noqa: E402
+from edgeprune.models import build  # noqa: E402
+from edgeprune.targets import load_target  # noqa: E402
+
+pytest.importorskip("tflite_micro")
+pytest.importorskip("ai_edge_litert")
+pytest.importorskip("tensorflow")
+
+M4 = "stm32l4r5-m4"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BN statistics so that folding is exercised."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+    return model.eval()
+
+
+def _export(model, out, data=None, **kw):
+    from edgeprune.export.tflm import export_tflm
+    torch.manual_seed(0)
+    return export_tflm(model, load_target(M4), out, data, **kw)
+
+
+def _check_common(report, out: Path):
+    for f in ("model.tflite", "model_data.cc", "model_data.h", "edgeprune_model.cc",
+              "edgeprune_model.h", "tflm.mk", "CMakeLists.txt", "README.md", "report.json"):
+        assert (out / f).is_file(), f
+    b = (out / "model.tflite").read_bytes()
+    assert report["flash_bytes_actual"] == len(b)
+    # Cost model goals: flash within 1 %, arena within 5 % (both measured, not hoped).
+    assert abs(report["flash_bytes_estimate"] - len(b)) <= 0.01 * len(b)
+    assert abs(report["arena_bytes_estimate"] - report["arena_bytes_measured"]) \
+        <= 0.05 * report["arena_bytes_measured"]
+    # The two interpreters agree to 1 LSB.
+    assert report["max_abs_diff_lsb_vs_litert"] <= 1
+    # Arena = measured minimum + 10 %, 16-byte multiple, and that's what the C code allocates.
+    want = math.ceil(report["arena_bytes_measured"] * 1.1)
+    assert report["arena_bytes_allocated"] == -(-want // 16) * 16
+    h = (out / "edgeprune_model.h").read_text()
+    assert f"kEdgepruneArenaBytes = {report['arena_bytes_allocated']};" in h
+    cc = (out / "edgeprune_model.cc").read_text()
+    assert f"MicroMutableOpResolver<{len(report['ops'])}>" in cc
+    assert cc.count("g_resolver.Add") == len(report["ops"])
+    data = (out / "model_data.cc").read_text()
+    assert f"alignas(16) const unsigned char g_edgeprune_model_data[{len(b)}]" in data
+    assert f"g_edgeprune_model_data_len = {len(b)};" in (out / "model_data.h").read_text()
+    # The C array holds exactly the .tflite bytes.
+    body = data[data.index("{") + 1:data.rindex("}")]
+    assert bytes(int(x, 16) for x in body.replace(",", " ").split()) == b
+    assert json.loads((out / "report.json").read_text())["flash_bytes_actual"] == len(b)
+    _assert_no_sparsity(b)
+
+
+def _assert_no_sparsity(b: bytes):
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+    m = fb.ModelT.InitFromPackedBuf(bytearray(b), 0)
+    assert all(t.sparsity is None for t in m.subgraphs[0].tensors)
+
+
+@pytest.fixture(scope="module")
+def lenet(tmp_path_factory):
+    if not FASHION_MNIST_DIR.is_dir():
+        pytest.skip(f"{FASHION_MNIST_DIR} absent (Debian package dataset-fashion-mnist)")
+    from edgeprune.data import load_dataset
+    from edgeprune.train import TrainConfig, Trainer
+    ds = load_dataset("fashion-mnist").subset(n_train=4000, n_test=300)
+    model = build("lenet5")
+    torch.manual_seed(0)
+    Trainer(model, ds, TrainConfig(epochs=1, batch_size=64, max_steps_per_epoch=40,
+                                   progress=False)).fit()
+    out = tmp_path_factory.mktemp("lenet") / "export"
+    return _export(model.eval(), out, ds, n_eval=300), out
+
+
+def test_lenet5_export_verified(lenet):
+    report, out = lenet
+    _check_common(report, out)
+    assert report["ops"] == ["CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED"]
+    assert report["accuracy_float"] > 0.5            # briefly trained, on real test images
+    assert report["accuracy_int8"] >= report["accuracy_float"] - 0.02
+    q = report["io"]
+    assert q["input_zero_point"] == -128 and abs(q["input_scale"] - 1 / 255) < 1e-6
+    assert report["compressed_layers"] == {}         # dense weights: LUT would not pay
+    assert report["fits_target"]["flash_fits"] and report["fits_target"]["arena_fits"]
+
+
+@pytest.fixture(scope="module")
+def dscnn(tmp_path_factory):
+    torch.manual_seed(1)
+    model = _randomize_bn(build("dscnn"), 1)
+    out = tmp_path_factory.mktemp("dscnn") / "export"
+    return _export(model, out, None, n_eval=40), out, model
+
+
+def test_dscnn_depthwise_export_verified(dscnn):
+    report, out, _ = dscnn
+    _check_common(report, out)
+    assert "DEPTHWISE_CONV_2D" in report["ops"]
+    assert "PAD" not in report["ops"]            # ZeroPad2d + conv folded to SAME padding
+    assert report["accuracy_float"] is None      # random inputs: no accuracy claimed
+    assert report["mirror_max_abs_diff"] <= 1e-4
+
+
+def test_export_is_deterministic(dscnn, tmp_path):
+    report, out, model = dscnn
+    again = _export(model, tmp_path / "again", None, n_eval=4)
+    assert (tmp_path / "again" / "model.tflite").read_bytes() == (out / "model.tflite").read_bytes()
+    assert (tmp_path / "again" / "model_data.cc").read_text() == (out / "model_data.cc").read_text()
+    assert again["flash_bytes_actual"] == report["flash_bytes_actual"]
+
+
+def test_resnet8_residual_export_verified(tmp_path):
+    torch.manual_seed(2)
+    model = _randomize_bn(build("resnet8"), 2)
+    report = _export(model, tmp_path / "r8", None, n_eval=20)
+    _check_common(report, tmp_path / "r8")
+    assert "ADD" in report["ops"] and "PAD" in report["ops"]   # stride-2 pads are not SAME
+
+
+def _cluster(model: nn.Module, k: int) -> nn.Module:
+    """Per-layer weight sharing with k values (stand-in for edgeprune cluster)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                w = m.weight
+                levels = torch.linspace(w.min().item(), w.max().item(), k)
+                w.copy_(levels[(w.unsqueeze(-1) - levels).abs().argmin(-1)])
+    return model
+
+
+def test_lut_compression_on_clustered_model_is_bit_exact(tmp_path):
+    torch.manual_seed(3)
+    model = _cluster(build("lenet5"), 8).eval()
+    report = _export(model, tmp_path / "c", None, n_eval=20)
+    _check_common(report, tmp_path / "c")
+    # Clustered weights keep <= 8 distinct int8 values per output channel.
+    for node, v in report["weight_values"].items():
+        assert v["int8_max_per_channel"] <= v["float_max_per_channel"] <= 8, node
+    assert set(report["compressed_layers"]) == {"conv2", "fc1", "fc2"}  # conv1: would grow
+    assert "TFLM_DECODE" in report["ops"]
+    assert report["lut_bit_exact_vs_uncompressed"] is True
+    assert report["flash_bytes_actual"] < 0.5 * report["uncompressed_flash_bytes"]
+    # Decoded weights live in the arena: RAM goes up by at least fc1's 400 kB weights.
+    assert report["arena_bytes_measured"] > 400_000
+    # Only per-channel LUT tables: DCM byte 5 high nibble is the axis, 0xF would be per-tensor.
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+    b = (tmp_path / "c" / "model.tflite").read_bytes()
+    m = fb.ModelT.InitFromPackedBuf(bytearray(b), 0)
+    anc = [t for t in m.subgraphs[0].tensors if t.type == fb.TensorType.UINT8 and t.buffer]
+    assert anc
+    for t in anc:
+        dcm = bytes(m.buffers[t.buffer].data[:16])
+        if dcm[0] == 0 and dcm[1] == 1:        # LUT, DCM version 1
+            assert dcm[5] >> 4 != 0xF
+
+
+class _Grouped(nn.Module):
+    input_shape = (4, 8, 8)
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, groups=2)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(8 * 6 * 6, 3)
+
+    def forward(self, x):
+        return self.fc(self.flatten(self.conv(x)))
+
+
+def test_unsupported_op_names_op_and_layer(tmp_path):
+    with pytest.raises(EdgepruneError, match=r"layer 'conv' \(conv\).*grouped CONV_2D"):
+        _export(_Grouped(), tmp_path / "g", None)
+    assert not (tmp_path / "g").exists()
+
+
+def test_cli_refuses_fpga_target_with_one_line(tmp_path):
+    out = tmp_path / "x"
+    p = subprocess.run([sys.executable, "-m", "edgeprune", "export", "tflm", "lenet5",
+                        "--target", "pynq-z2", "-o", str(out)],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0 and "fpga" in p.stderr
+    assert not out.exists()
