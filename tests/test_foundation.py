@@ -225,3 +225,25 @@ def test_cli_targets_and_errors():
     import json
     kinds = {t["kind"] for t in json.loads(r.stdout)}
     assert kinds == {"mcu", "fpga"}
+
+
+def test_shipped_zoo_graphs_are_current():
+    """`edgeprune estimate <zoo>` reads shipped graphs; they must equal a fresh extraction."""
+    from edgeprune.zoo_graphs import cached_graph
+    for name in M.ZOO:
+        g = cached_graph(name)
+        assert g is not None, f"{name}: stale or missing; run python -m edgeprune.zoo_graphs"
+        assert g.to_dict() == extract(M.build(name)).to_dict()
+
+
+def test_estimate_zoo_model_does_not_import_torch():
+    code = ("import sys, json, io, contextlib\n"
+            "from edgeprune.cli import main\n"
+            "buf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf):\n"
+            "    rc = main(['estimate', 'lenet5', '--target', 'stm32l4r5-m4', '--json'])\n"
+            "d = json.loads(buf.getvalue())\n"
+            "print(rc, d['totals']['params'], d['totals']['macs'], 'torch' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["0", "431080", "2293000", "False"]

@@ -34,18 +34,17 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _load(args):
-    try:
-        from ..models.loading import load_model
-    except ModuleNotFoundError as e:  # pragma: no cover - loading.py not present
-        if e.name != "edgeprune.models.loading":
-            raise
-        from ..errors import EdgepruneError
-        from ..models import ZOO, build
-        if args.model not in ZOO:
-            raise EdgepruneError(f"unknown model '{args.model}'; known: {', '.join(sorted(ZOO))}")
-        return build(args.model)
-    return load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle)
+def _graph(args):
+    """The layer graph of MODEL. A zoo name without weights uses the shipped graph (no torch
+    import; weights do not change a graph, but --weights is still checked by loading them)."""
+    if args.weights is None:
+        from ..zoo_graphs import cached_graph
+        g = cached_graph(args.model)
+        if g is not None:
+            return g
+    from ..graph import extract
+    from ..models.loading import load_model
+    return extract(load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle))
 
 
 def _json_safe(obj):
@@ -62,10 +61,8 @@ def _json_safe(obj):
 def run(args) -> int:
     from ..targets import load_target
     target = load_target(args.target)          # bad target: fail before the slow part
-    model = _load(args)
-    from ..graph import extract
+    graph = _graph(args)
     from .. import cost
-    graph = extract(model)
     report = cost.estimate(graph, target)
     # Deployed parameter count (BN folded into the conv before it), for both kinds of target.
     report.totals["params"] = graph.compute_params

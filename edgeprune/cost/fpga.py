@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import EdgepruneError
-from ..graph import LayerGraph
+from ..layergraph import LayerGraph
 from .fpga_layers import (NO_ESTIMATE_OPS, FoldingError, HWLayer, LayerConfig,
                           Lowered, check_config, evaluate, layer_options, lower)
 from .report import CostReport

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import EdgepruneError
-from ..graph import LayerGraph, LayerNode
+from ..layergraph import LayerGraph, LayerNode
 
 # Activation ops that a MultiThreshold can implement (any monotonic function of the accumulator).
 _ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh")

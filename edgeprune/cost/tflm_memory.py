@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import EdgepruneError
-from ..graph import UnsupportedOpError
+from ..layergraph import UnsupportedOpError
 
 ALIGN = 16  # MicroArenaBufferAlignment() (micro/memory_helpers.h) and flatbuffer force_align
 
