@@ -31,6 +31,13 @@ def register(sub) -> None:
     p.add_argument("--fraction", type=float, default=0.1,
                    help="fraction removed in the what-if (default 0.1)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--wbits", type=int, default=4,
+                   help="FPGA targets: weight bits (default 4, as `edgeprune export finn/hls`)")
+    p.add_argument("--abits", type=int, default=4,
+                   help="FPGA targets: activation bits (default 4, as `edgeprune export finn/hls`)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="FPGA targets: fold for this frame rate with the least resources "
+                        "(default: the highest frame rate that fits the part)")
     p.set_defaults(func=run)
 
 
@@ -63,10 +70,12 @@ def run(args) -> int:
     target = load_target(args.target)          # bad target: fail before the slow part
     graph = _graph(args)
     from .. import cost
-    report = cost.estimate(graph, target)
+    opts = ({"wbits": args.wbits, "abits": args.abits, "target_fps": args.fps}
+            if target.kind == "fpga" else {})
+    report = cost.estimate(graph, target, **opts)
     # Deployed parameter count (BN folded into the conv before it), for both kinds of target.
     report.totals["params"] = graph.compute_params
-    what = cost.what_if(graph, target, args.fraction) if args.what_if else None
+    what = cost.what_if(graph, target, args.fraction, **opts) if args.what_if else None
     if args.json:
         out = {"model": args.model, "target": target.name, "kind": target.kind,
                "layers": report.layers, "totals": report.totals, "notes": report.notes}
