@@ -1,0 +1,78 @@
+"""`edgeprune export finn MODEL --target T -o OUT`: argparse only; the work is in finn.py."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_fpga_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by the FINN and hls4ml exporters."""
+    parser.add_argument("model", metavar="MODEL",
+                        help="zoo name, .pt2 program, edgeprune output dir, or pickled module")
+    parser.add_argument("--target", "-t", required=True,
+                        help="FPGA target name (edgeprune targets) or path to a .toml")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory")
+    parser.add_argument("--weights", metavar="W", help="state_dict file for a zoo MODEL")
+    parser.add_argument("--fps", type=float, default=None, metavar="N",
+                        help="throughput target; default: the highest FPS that fits the part")
+    parser.add_argument("--wbits", type=int, default=4, help="weight bits, 2..8 (default 4)")
+    parser.add_argument("--abits", type=int, default=4, help="activation bits, 2..8 (default 4)")
+    parser.add_argument("--bits-map", metavar="JSON",
+                        help='per-layer bits, JSON or a .json file: {"conv1": {"w": 8, "a": 8}}')
+    parser.add_argument("--data", default="fashion-mnist", metavar="DATA",
+                        help="fashion-mnist | mnist-10k | PATH: QAT data and verification images")
+    parser.add_argument("--epochs", type=int, default=2,
+                        help="quantization-aware fine-tuning epochs (default 2; 0 = calibrate only)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--max-steps", type=int, default=None, metavar="N",
+                        help="cap on QAT steps per epoch (quick runs)")
+    parser.add_argument("--verify-images", type=int, default=1000, metavar="N",
+                        help="test images run through QONNX vs Brevitas (0 = all; default 1000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow loading a pickled module (runs code from the file)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Quantize MODEL with Brevitas (QAT, pruned weights kept at zero), export QONNX verified "
+        "against Brevitas, fold it for the target with edgeprune's FPGA cost model, and write a "
+        "FINN build project: model.onnx, folding_config.json, specialize_layers_config.json, "
+        "build.py, estimates.json, report.json and docker/ (run docker/run_finn_build.sh with "
+        "Vivado to get a bitstream).")
+    add_fpga_arguments(parser)
+
+
+def common_inputs(args: argparse.Namespace):
+    from ..fpga.pipeline import load_bits_map
+    from ..models.loading import load_model
+    from ..targets import load_target
+
+    target = load_target(args.target)
+    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle)
+    return target, model, load_bits_map(args.bits_map)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .finn import export_finn
+
+    target, model, bits = common_inputs(args)
+    r = export_finn(model, target, args.output, model_name=Path(str(args.model)).name,
+                    wbits=args.wbits, abits=args.abits, per_layer=bits, fps=args.fps,
+                    data=args.data, epochs=args.epochs, lr=args.lr, seed=args.seed,
+                    max_steps_per_epoch=args.max_steps, verify_images=args.verify_images,
+                    overwrite=args.overwrite)
+    q, t = r["quantization"], r["estimate"]["totals"]
+    acc = q["accuracy_quant"]
+    print(f"wrote {args.output}: FINN project for {r['target']['finn_board']} "
+          f"(W{q['wbits']}A{q['abits']}, accuracy {100 * acc:.2f} %); QONNX = Brevitas on "
+          f"{q['qonnx_vs_brevitas']['images']} images (max |diff| "
+          f"{q['qonnx_vs_brevitas']['max_abs_diff']:.2g})")
+    print(f"estimate: {t['fps']:,.0f} FPS, latency {t['latency_ms']:.3f} ms, LUT {t['lut']}, "
+          f"BRAM18 {t['bram18']}, DSP {t['dsp']} ({'fits' if t['fits'] else 'DOES NOT FIT'} "
+          f"{r['target']['name']})")
+    print(f"next: FINN_XILINX_PATH=/tools/Xilinx FINN_XILINX_VERSION=2022.2 "
+          f"{args.output}/docker/run_finn_build.sh {args.output}")
+    return 0

@@ -1,0 +1,410 @@
+"""`edgeprune export hls`: an hls4ml (Vitis HLS, io_stream) dataflow project with a bit-exact
+C-simulation, plus the Vivado flow from the generated IP to a bitstream.
+
+Pipeline: float model -> Brevitas QAT (edgeprune.fpga) -> QONNX (verified) -> hls4ml's QONNX front
+end. hls4ml does the HLS generation; edgeprune only sets its configuration:
+
+* precision: every Quant node has a power-of-two scale and zero point 0, so hls4ml turns each into
+  an ``ap_fixed`` type; all other types are ``auto`` (hls4ml's ``infer_precision`` widens
+  accumulators so nothing overflows) and the input is ``ufixed<8,8>`` (uint8 pixels). The
+  arithmetic is integer and exact, which the C-simulation checks on real test images.
+* ReuseFactor: from edgeprune's FPGA cost model (``auto_fold``): the FINN folding's weight-memory
+  depth MW*MH/(PE*SIMD) is the number of cycles each multiplier is reused per output vector, which
+  is hls4ml's ReuseFactor for the same multiplier count. hls4ml only accepts some reuse factors;
+  we take the largest valid one not above the FINN figure (throughput never below the target).
+* Strategy: ``Latency`` when the layer's weight matrix has at most `LATENCY_MAX_WEIGHTS` entries
+  (weights become constants, so HLS removes every multiplier whose weight is 0), else hls4ml's
+  ``Resource_Unrolled`` (hls4ml >= 1.0: generated per-multiplier code that also drops multipliers
+  whose weights are all zero, which the plain ``Resource`` strategy cannot).
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+
+from ..errors import EdgepruneError
+from ..fpga.pipeline import FpgaExportError, Prepared, prepare, quant_summary, staged_output, \
+    write_json
+
+REPO = Path(__file__).resolve().parents[2]
+HLS_TEMPLATES = REPO / "hls"
+PROJECT_NAME = "edgeprune_net"
+# Above this many weights, hls4ml's Latency strategy (weights fully partitioned into registers,
+# every product unrolled) is not synthesizable in practice: hls4ml's documentation recommends
+# the Resource strategy for large layers, and Vivado/Vitis HLS stops unrolling at 4096
+# (XFORM 203-504 "Stop unrolling loop ... exceeds the threshold"). Rule of thumb, not a
+# measurement on this machine.
+LATENCY_MAX_WEIGHTS = 4096
+HLS_BACKEND = "Vitis"
+
+
+class HlsExportError(EdgepruneError, RuntimeError):
+    pass
+
+
+@dataclass
+class HlsLayerPlan:
+    node: str               # layer-graph node
+    onnx_name: str          # hls4ml config key (ONNX node name after channels-last)
+    kind: str
+    n_in: int
+    n_out: int
+    out_positions: int      # output pixels (1 for dense)
+    in_positions: int
+    finn_reuse: int         # MW*MH/(PE*SIMD) of the FINN folding
+    reuse_factor: int
+    strategy: str
+    zero_weights: int
+    weights: int
+
+    @property
+    def multipliers(self) -> int:
+        return math.ceil(self.n_in * self.n_out / self.reuse_factor)
+
+    @property
+    def cycles(self) -> int:
+        """Cycles per frame: io_stream emits one output position every ReuseFactor cycles
+        (II = ReuseFactor) and spends one cycle on each input position that completes no window.
+        edgeprune's estimate from hls4ml's pipelining, not a synthesis report."""
+        return self.out_positions * self.reuse_factor + max(0, self.in_positions - self.out_positions)
+
+    def to_dict(self) -> Dict[str, Any]:
+        zero_dropped = self.strategy in ("Latency", "Resource_Unrolled")
+        return {"node": self.node, "hls4ml_layer": self.onnx_name, "kind": self.kind,
+                "n_in": self.n_in, "n_out": self.n_out, "reuse_factor": self.reuse_factor,
+                "finn_equivalent_reuse": self.finn_reuse, "strategy": self.strategy,
+                "multipliers": self.multipliers, "cycles": self.cycles,
+                "weights": self.weights, "zero_weights": self.zero_weights,
+                "zero_multipliers_removed_by_hls": zero_dropped}
+
+
+def _valid_reuse(backend, n_in: int, n_out: int, want: int, strategy: str) -> int:
+    valid = backend.get_valid_reuse_factors(n_in, n_out)
+    if strategy == "Resource_Unrolled" and len(valid) > 1:
+        valid = valid[:-1]   # hls4ml excludes the maximum RF for the unrolled codegen
+    below = [r for r in valid if r <= want]
+    return max(below) if below else min(valid)
+
+
+def plan_layers(prep: Prepared, folding, onnx_model) -> List[HlsLayerPlan]:
+    """One plan per compute layer, matching ONNX Conv/MatMul nodes to graph nodes in order."""
+    import hls4ml
+
+    backend = hls4ml.backends.get_backend(HLS_BACKEND)
+    onnx_nodes = [n for n in onnx_model.graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]
+    layers = prep.qnet.layers
+    if len(onnx_nodes) != len(layers):
+        raise HlsExportError(f"QONNX has {len(onnx_nodes)} conv/matmul nodes, the model "
+                             f"{len(layers)} compute layers")
+    plans = []
+    for info, on in zip(layers, onnx_nodes):
+        gnode = prep.graph[info.node]
+        w = prep.qnet.core[info.index].weight.detach()
+        zeros, total = int((w == 0).sum()), int(w.numel())
+        if info.kind == "conv2d":
+            cout, cin, kh, kw = info.weight_shape
+            n_in, n_out = cin * kh * kw, cout
+            out_pos = int(gnode.out_shape[1] * gnode.out_shape[2])
+            in_pos = int(gnode.in_shape[1] * gnode.in_shape[2])
+        else:
+            n_out, n_in = info.weight_shape
+            out_pos = in_pos = 1
+        mv = [l for l in folding.for_node(info.node) if l.op_type in ("MVAU_hls", "VVAU_hls")]
+        finn_rf = mv[0].hls4ml_reuse_factor if mv else 1
+        strategy = "Latency" if (n_in * n_out <= LATENCY_MAX_WEIGHTS or finn_rf == 1) \
+            else "Resource_Unrolled"
+        rf = _valid_reuse(backend, n_in, n_out, finn_rf, strategy)
+        if strategy == "Resource_Unrolled" and rf == 1:
+            strategy = "Latency"
+        plans.append(HlsLayerPlan(info.node, on.name, info.kind, n_in, n_out, out_pos, in_pos,
+                                  finn_rf, rf, strategy, zeros, total))
+    return plans
+
+
+def _channels_last(onnx_path: Path):
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
+    from qonnx.transformation.gemm_to_matmul import GemmToMatMul
+    from qonnx.util.cleanup import cleanup_model
+
+    m = cleanup_model(ModelWrapper(str(onnx_path)))
+    m = m.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
+    m = m.transform(GemmToMatMul())
+    return cleanup_model(m)
+
+
+def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: int = 10):
+    """Convert the QONNX model with hls4ml into `prj_dir`; returns (hls_model, plans, config)."""
+    import contextlib
+    import io
+
+    import hls4ml
+
+    model = _channels_last(prep.onnx_path)
+    plans = plan_layers(prep, folding, model)
+    with contextlib.redirect_stdout(io.StringIO()):
+        cfg = hls4ml.utils.config.config_from_onnx_model(
+            model, granularity="name", backend=HLS_BACKEND, default_precision="auto")
+    names = cfg["LayerName"]
+    in_name = model.graph.input[0].name
+    names.setdefault(in_name, {}).setdefault("Precision", {})["result"] = "ufixed<8,8>"
+    for p in plans:
+        if p.onnx_name not in names:
+            raise HlsExportError(f"hls4ml config has no layer '{p.onnx_name}'")
+        names[p.onnx_name]["ReuseFactor"] = p.reuse_factor
+        names[p.onnx_name]["Strategy"] = p.strategy
+    cfg["Model"]["Strategy"] = "Latency"
+    # hls4ml's own testbench data: the first test images and the Brevitas outputs.
+    tb_x = np.ascontiguousarray(prep.x_test[:tb_images].transpose(0, 2, 3, 1))
+    from ..fpga.qonnx_io import brevitas_execute
+    tb_y = brevitas_execute(prep.qnet, prep.x_test[:tb_images])
+    prj_dir.mkdir(parents=True, exist_ok=True)
+    np.save(prj_dir.parent / "tb_input.npy", tb_x)
+    np.save(prj_dir.parent / "tb_output.npy", tb_y)
+    with contextlib.redirect_stdout(io.StringIO()) as log:
+        hm = hls4ml.converters.convert_from_onnx_model(
+            model, output_dir=str(prj_dir), project_name=PROJECT_NAME, backend=HLS_BACKEND,
+            io_type="io_stream", part=target.part, clock_period=round(1000.0 / target.clock_mhz, 3),
+            hls_config=cfg, input_data_tb=str(prj_dir.parent / "tb_input.npy"),
+            output_data_tb=str(prj_dir.parent / "tb_output.npy"))
+    for p in plans:
+        layer = next((l for l in hm.get_layers() if l.name.endswith(p.onnx_name)), None)
+        if layer is None:
+            raise HlsExportError(f"hls4ml model has no layer for '{p.onnx_name}'")
+        got = int(layer.get_attr("reuse_factor"))
+        if got != p.reuse_factor:
+            raise HlsExportError(f"hls4ml changed ReuseFactor of {p.onnx_name} from "
+                                 f"{p.reuse_factor} to {got}")
+        p.strategy = {"latency": "Latency", "resource_unrolled": "Resource_Unrolled",
+                      "resource": "Resource"}.get(str(layer.get_attr("strategy")).lower(), p.strategy)
+    return hm, plans, cfg, log.getvalue()
+
+
+@dataclass
+class CsimResult:
+    images: int
+    exact_images: int
+    mismatched_outputs: int
+    max_abs_diff: float
+    argmax_agreement: float
+    accuracy_csim: Optional[float]
+    compile_s: float
+    predict_s: float
+
+    @property
+    def bit_exact(self) -> bool:
+        return self.exact_images == self.images
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"images": self.images, "exact_images": self.exact_images,
+                "mismatched_outputs": self.mismatched_outputs, "bit_exact": self.bit_exact,
+                "max_abs_diff": self.max_abs_diff, "argmax_agreement": self.argmax_agreement,
+                "accuracy_csim": self.accuracy_csim, "compile_s": round(self.compile_s, 1),
+                "predict_s": round(self.predict_s, 1),
+                "compared": "integer-scaled outputs (output / output_scale) of the g++ "
+                            "C-simulation vs the Brevitas model"}
+
+
+def run_csim(hm, prep: Prepared, n_images: int) -> CsimResult:
+    """Compile the hls4ml project with g++ and compare it with Brevitas on test images."""
+    import contextlib
+    import io
+
+    from ..fpga.qonnx_io import brevitas_execute
+
+    t0 = time.time()
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            hm.compile()
+        except Exception as e:  # noqa: BLE001 - g++ failure is reported with its first line
+            raise HlsExportError(f"hls4ml C-simulation build failed: "
+                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    t1 = time.time()
+    n = len(prep.x_test) if n_images <= 0 else min(n_images, len(prep.x_test))
+    x = prep.x_test[:n]
+    ref = brevitas_execute(prep.qnet, x)
+    got = np.asarray(hm.predict(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))).reshape(ref.shape)
+    t2 = time.time()
+    scale = prep.qnet.output_scale()
+    ri, gi = np.round(ref / scale), np.round(got / scale)
+    # The reference really is integer-valued at that scale (else the comparison means nothing).
+    if not np.all(np.abs(ref / scale - ri) < 1e-6):
+        raise HlsExportError("Brevitas outputs are not integers at the output scale")
+    eq = ri == gi
+    return CsimResult(images=n, exact_images=int(np.all(eq, axis=1).sum()),
+                      mismatched_outputs=int((~eq).sum()),
+                      max_abs_diff=float(np.max(np.abs(ref - got))) if n else 0.0,
+                      argmax_agreement=float(np.mean(ref.argmax(1) == got.argmax(1))) if n else 1.0,
+                      accuracy_csim=float(np.mean(got.argmax(1) == prep.y_test[:n])) if n else None,
+                      compile_s=t1 - t0, predict_s=t2 - t1)
+
+
+# --------------------------------------------------------------------------------------------
+# Vivado / Vitis HLS flow from hls/ templates
+
+def _render(name: str, **values) -> str:
+    text = (HLS_TEMPLATES / name).read_text()
+    for k, v in values.items():
+        text = text.replace("{{" + k + "}}", str(v))
+    if "{{" in text:
+        i = text.index("{{")
+        raise HlsExportError(f"hls/{name}: unfilled placeholder {text[i:i + 30]!r}")
+    return text
+
+
+def stream_info(hm) -> Dict[str, Any]:
+    """Names and sizes of the hls4ml top function's streams, for the AXI wrapper."""
+    inp = hm.get_input_variables()[0]
+    out = hm.get_output_variables()[0]
+    n_in = int(np.prod(inp.shape))
+    n_out = int(np.prod(out.shape))
+    c_in = int(inp.shape[-1])
+    c_out = int(out.shape[-1])
+    return {"INPUT_T": inp.type.name, "RESULT_T": out.type.name, "N_IN": n_in, "N_OUT": n_out,
+            "C_IN": c_in, "C_OUT": c_out, "IN_PIXELS": n_in // c_in, "OUT_PIXELS": n_out // c_out}
+
+
+def write_vivado_flow(dst: Path, hm, target, prep: Prepared, tb_images: int = 10) -> List[str]:
+    """hls/ templates -> dst/vivado: AXI-stream wrapper, its testbench, Vitis HLS and Vivado tcl."""
+    info = stream_info(hm)
+    scale = prep.qnet.output_scale()
+    ps = "zynq_ultra_ps_e" if str(target.part).lower().startswith(("xczu", "xck")) else \
+        "processing_system7"
+    values = dict(PROJECT=PROJECT_NAME, PART=target.part, CLOCK_NS=f"{1000.0 / target.clock_mhz:g}",
+                  CLOCK_MHZ=f"{target.clock_mhz:g}", BOARD=target.name, PS_IP=ps,
+                  BOARD_PART=target.get("board_part", ""), OUTPUT_SHIFT=-int(round(math.log2(scale))),
+                  **info)
+    vdir = dst / "vivado"
+    vdir.mkdir(parents=True, exist_ok=True)
+    files = {"edgeprune_axi.cpp": "edgeprune_axi.cpp.in", "edgeprune_axi.h": "edgeprune_axi.h.in",
+             "edgeprune_axi_tb.cpp": "edgeprune_axi_tb.cpp.in",
+             "build_ip.tcl": "build_ip.tcl.in", "block_design.tcl": "block_design.tcl.in",
+             "run_vivado.sh": "run_vivado.sh.in"}
+    for out_name, tpl in files.items():
+        (vdir / out_name).write_text(_render(tpl, **values))
+    os.chmod(vdir / "run_vivado.sh", 0o755)
+    # Testbench data: pixels and the expected integer outputs (output / output_scale).
+    from ..fpga.qonnx_io import brevitas_execute
+    x = prep.x_test[:tb_images]
+    y = np.round(brevitas_execute(prep.qnet, x) / scale).astype(np.int64)
+    (vdir / "tb_pixels.txt").write_text(
+        "\n".join(" ".join(str(int(v)) for v in img.transpose(1, 2, 0).ravel()) for img in x) + "\n")
+    (vdir / "tb_expected.txt").write_text("\n".join(" ".join(str(int(v)) for v in row)
+                                                   for row in y) + "\n")
+    return sorted(files) + ["tb_pixels.txt", "tb_expected.txt"]
+
+
+def compile_axi_testbench(vdir: Path, prj_dir: Path, timeout: int = 600) -> Dict[str, Any]:
+    """Build and run the AXI wrapper's C++ testbench with g++ (what Vitis HLS csim would run)."""
+    exe = vdir / "tb_axi"
+    fw = prj_dir / "firmware"
+    cmd = ["g++", "-O1", "-std=c++17", f"-I{fw}", f"-I{fw / 'ap_types'}", f"-I{vdir}",
+           f'-DWEIGHTS_DIR="{fw / "weights"}"', str(vdir / "edgeprune_axi.cpp"), str(vdir / "edgeprune_axi_tb.cpp"),
+           str(prj_dir / "firmware" / f"{PROJECT_NAME}.cpp"), "-o", str(exe)]
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise HlsExportError(f"AXI testbench does not compile: {(r.stderr.strip().splitlines() or ['?'])[0]}")
+    run = subprocess.run([str(exe)], capture_output=True, text=True, cwd=vdir, timeout=timeout)
+    exe.unlink(missing_ok=True)
+    return {"returncode": run.returncode, "stdout_tail": run.stdout.strip().splitlines()[-1:],
+            "seconds": round(time.time() - t0, 1)}
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry point
+
+def export_hls(model, target, out, *, wbits: int = 4, abits: int = 4,
+               per_layer: Optional[Mapping] = None, fps: Optional[float] = None,
+               data: str = "fashion-mnist", epochs: int = 2, lr: float = 1e-3, seed: int = 0,
+               max_steps_per_epoch: Optional[int] = None, verify_images: int = 1000,
+               csim_images: int = 1000, axi_testbench: bool = True, overwrite: bool = False,
+               progress: bool = True) -> Dict[str, Any]:
+    """Write the hls4ml project for `model` on FPGA `target` into `out`; returns report.json's dict.
+
+    Raises HlsExportError if the C-simulation is not bit-exact (the project is not written).
+    """
+    from ..cost.fpga import auto_fold, estimate_fpga
+
+    if getattr(target, "kind", None) != "fpga":
+        raise FpgaExportError(f"target '{getattr(target, 'name', target)}' is not an FPGA target")
+    with staged_output(out, overwrite) as tmp:
+        prep = prepare(model, tmp / "model.onnx", wbits=wbits, abits=abits, per_layer=per_layer,
+                       data=data, epochs=epochs, lr=lr, seed=seed,
+                       max_steps_per_epoch=max_steps_per_epoch, verify_images=verify_images,
+                       progress=progress)
+        bitmaps = prep.cost_bit_maps()
+        folding = auto_fold(prep.graph, target, wbits=wbits, abits=abits, target_fps=fps, **bitmaps)
+        prj = tmp / "hls4ml_prj"
+        t0 = time.time()
+        hm, plans, cfg, _ = build_hls4ml(prep, folding, target, prj)
+        t_conv = time.time() - t0
+        csim = run_csim(hm, prep, csim_images)
+        if not csim.bit_exact:
+            raise HlsExportError(
+                f"C-simulation is not bit-exact: {csim.images - csim.exact_images} of "
+                f"{csim.images} images differ ({csim.mismatched_outputs} outputs, max |diff| "
+                f"{csim.max_abs_diff:.3g})")
+        files = write_vivado_flow(tmp, hm, target, prep)
+        tb = compile_axi_testbench(tmp / "vivado", prj) if axi_testbench else None
+        if tb is not None and tb["returncode"] != 0:
+            raise HlsExportError(f"AXI wrapper testbench failed: {tb['stdout_tail']}")
+        # Compiled objects are build products of this machine, not part of the project.
+        for so in prj.glob("firmware/*.so"):
+            so.unlink()
+        shutil.rmtree(prj / "__pycache__", ignore_errors=True)
+        est = estimate_fpga(prep.graph, target, wbits=wbits, abits=abits, folding=folding, **bitmaps)
+        report = _hls_report(prep, folding, est, plans, csim, target, cfg, tb, fps, t_conv)
+        write_json(tmp / "report.json", report)
+        write_json(tmp / "hls4ml_config.json", cfg)
+    return report
+
+
+def _hls_report(prep, folding, est, plans, csim, target, cfg, tb, fps, t_conv) -> Dict[str, Any]:
+    f_hz = target.clock_mhz * 1e6
+    # hls4ml io_stream layers run concurrently (DATAFLOW); the slowest sets the frame rate.
+    layer_rows = [p.to_dict() for p in plans]
+    ii = max(p.cycles for p in plans)
+    lat = sum(p.cycles for p in plans)
+    cap = {r: int(target.get(r, 0)) for r in ("lut", "ff", "bram18", "uram", "dsp")}
+    return {
+        "export": "hls4ml", "backend": f"hls4ml {_hls4ml_version()} {HLS_BACKEND} io_stream",
+        "target": {"name": target.name, "part": target.part, "clock_mhz": target.clock_mhz,
+                   "capacity": cap},
+        "requested_fps": fps,
+        "quantization": quant_summary(prep),
+        "csim": csim.to_dict(),
+        "axi_testbench": tb,
+        "hls4ml_layers": layer_rows,
+        "hls4ml_throughput_estimate": {
+            "ii_cycles": ii, "fps": f_hz / ii, "latency_cycles_upper_bound": lat,
+            "latency_ms_upper_bound": lat / f_hz * 1e3,
+            "source": "edgeprune: io_stream II = ReuseFactor per output position; not an HLS "
+                      "synthesis report (run vivado/run_vivado.sh for that)"},
+        "finn_style_estimate": est.to_dict(),
+        "folding": folding.to_dict(),
+        "which_model_applies": [
+            "cycles: the FINN-style per-layer cycles use the same multiplier count (ReuseFactor "
+            "= MW*MH/(PE*SIMD)), so they carry over to this design up to hls4ml's line-buffer "
+            "overhead (see hls4ml_layers[].cycles).",
+            "LUT/BRAM18/DSP in finn_style_estimate model FINN's MVAU/thresholds/SWG hardware and do "
+            "NOT apply to this hls4ml design: hls4ml has no threshold memories (activations are "
+            "ap_fixed rounding + saturation), keeps Latency-strategy weights in registers/LUTs, "
+            "and drops multipliers whose weight is 0 (Latency and Resource_Unrolled). Use the "
+            "Vitis HLS synthesis report (vivado/run_vivado.sh) for this design's resources.",
+            "capacity/utilisation limits of the part apply to both exports."],
+        "timings_s": {"hls4ml_convert": round(t_conv, 1)},
+    }
+
+
+def _hls4ml_version() -> str:
+    import hls4ml
+    return getattr(hls4ml, "__version__", "?")

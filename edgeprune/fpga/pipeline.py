@@ -1,0 +1,169 @@
+"""The part both FPGA exporters share: float model -> Brevitas QAT -> QONNX, verified; plus the
+staged (temp dir, then rename) output directory and the FINN-style estimate."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, Mapping, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import EdgepruneError
+from ..graph import LayerGraph, extract
+from .brevitas_model import QuantNet, parse_bits_map, to_brevitas
+from .qonnx_io import QonnxCheck, brevitas_execute, export_qonnx_model, pixels, verify_qonnx
+
+
+class FpgaExportError(EdgepruneError, ValueError):
+    pass
+
+
+@dataclass
+class Prepared:
+    """A quantized, fine-tuned model with its verified QONNX file."""
+
+    qnet: QuantNet
+    graph: LayerGraph                      # layer graph of the float (shrunk) model
+    onnx_path: Path
+    qonnx_check: QonnxCheck
+    accuracy_float: Optional[float]
+    accuracy_quant: Optional[float]
+    qat_epochs: int
+    dataset: str
+    x_test: np.ndarray                     # pixels 0..255, (N, C, H, W) float32
+    y_test: np.ndarray
+    zero_weights: int
+    total_weights: int
+    bits: Dict[str, Dict[str, Optional[int]]]
+    timings_s: Dict[str, float] = field(default_factory=dict)
+
+    def cost_bit_maps(self) -> Dict[str, Dict[str, int]]:
+        """Per-layer bit maps in the form edgeprune.cost.fpga takes."""
+        w = {k: v["w"] for k, v in self.bits.items()}
+        a = {k: v["a"] for k, v in self.bits.items() if v["a"] is not None}
+        return {"weight_bits_per_layer": w, "act_bits_per_layer": a}
+
+
+def load_bits_map(spec: Optional[str]) -> Optional[Dict[str, Any]]:
+    """--bits-map: a JSON string or a path to a JSON file ``{"conv1": {"w": 8, "a": 8}}``."""
+    if not spec:
+        return None
+    text = spec
+    p = Path(spec)
+    if not spec.lstrip().startswith("{"):
+        if not p.is_file():
+            raise FpgaExportError(f"--bits-map {spec}: not a JSON object and no such file")
+        text = p.read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FpgaExportError(f"--bits-map: invalid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise FpgaExportError("--bits-map must be a JSON object {layer: {\"w\": b, \"a\": b}}")
+    return data
+
+
+def prepare(model: nn.Module, onnx_path: os.PathLike, *, wbits: int = 4, abits: int = 4,
+            per_layer: Optional[Mapping] = None, data: str = "fashion-mnist", epochs: int = 2,
+            lr: float = 1e-3, seed: int = 0, max_steps_per_epoch: Optional[int] = None,
+            verify_images: int = 1000, progress: bool = True) -> Prepared:
+    """Convert, QAT-fine-tune, export QONNX to `onnx_path` and verify it on test images."""
+    from ..data import load_dataset
+    from ..train import dataset_tensors, evaluate
+    from .qat import qat
+
+    timings: Dict[str, float] = {}
+    t0 = time.time()
+    torch.manual_seed(seed)
+    graph = extract(model)
+    parse_bits_map(per_layer, graph)
+    ds = load_dataset(data)
+    shape = graph.input_shape
+    if tuple(ds.image_shape) != tuple(shape) and int(np.prod(ds.image_shape)) != int(np.prod(shape)):
+        raise FpgaExportError(f"dataset {ds.name} images {ds.image_shape} do not fit the model "
+                              f"input {shape}")
+    _, _, x_te01, y_te = dataset_tensors(ds, shape)
+    acc_float = evaluate(model.eval(), x_te01, y_te)
+    qnet = to_brevitas(model, wbits=wbits, abits=abits, per_layer=per_layer)
+    res = qat(qnet, ds, epochs=epochs, lr=lr, seed=seed,
+              max_steps_per_epoch=max_steps_per_epoch, progress=progress)
+    timings["qat"] = time.time() - t0
+    t1 = time.time()
+    export_qonnx_model(qnet, onnx_path)
+    timings["qonnx_export"] = time.time() - t1
+    x_pix = pixels(ds.x_test, shape)
+    n = len(x_pix) if verify_images <= 0 else min(verify_images, len(x_pix))
+    t2 = time.time()
+    check = verify_qonnx(qnet, onnx_path, x_pix[:n])
+    timings["qonnx_verify"] = time.time() - t2
+    if not check.ok:
+        raise FpgaExportError(
+            f"QONNX execution differs from the Brevitas model: max |diff| "
+            f"{check.max_abs_diff:.3g}, argmax agreement {100 * check.argmax_agreement:.2f} % "
+            f"on {check.images} images")
+    zeros = total = 0
+    for l in qnet.layers:
+        w = qnet.core[l.index].weight
+        zeros += int((w == 0).sum())
+        total += w.numel()
+    return Prepared(qnet, graph, Path(onnx_path), check, acc_float, res.test_accuracy, epochs,
+                    ds.name, x_pix, np.asarray(ds.y_test), zeros, total, qnet.bits_map(), timings)
+
+
+@contextlib.contextmanager
+def staged_output(out: os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temp dir beside `out`; on success it replaces `out`, on error it is removed."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FpgaExportError(f"{out}: exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FpgaExportError(f"{out}: directory is not empty (use --overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def _jsonable(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def quant_summary(prep: Prepared) -> Dict[str, Any]:
+    """The quantization facts every report.json carries."""
+    return {"dataset": prep.dataset, "qat_epochs": prep.qat_epochs,
+            "wbits": prep.qnet.wbits, "abits": prep.qnet.abits, "bits_per_layer": prep.bits,
+            "input": "uint8 pixels 0..255 (scale 1; the float model's 1/255 is folded into the "
+                     "first layer)",
+            "output_scale": prep.qnet.output_scale(),
+            "accuracy_float": prep.accuracy_float, "accuracy_quant": prep.accuracy_quant,
+            "zero_weights": prep.zero_weights, "total_weights": prep.total_weights,
+            "qonnx_vs_brevitas": prep.qonnx_check.to_dict(),
+            "timings_s": {k: round(v, 2) for k, v in prep.timings_s.items()}}

@@ -1,0 +1,54 @@
+"""hls4ml export with a real g++ C-simulation (one model; ~1-2 min on a loaded 2-core machine)."""
+import json
+import shutil
+import subprocess
+
+import pytest
+
+pytest.importorskip("hls4ml")
+pytest.importorskip("brevitas")
+if shutil.which("g++") is None:
+    pytest.skip("g++ not installed (needed for the hls4ml C-simulation)", allow_module_level=True)
+
+from edgeprune.export.hls import export_hls  # noqa: E402
+from edgeprune.targets import load_target  # noqa: E402
+
+from test_fpga_common import tiny_pruned  # noqa: E402
+
+
+@pytest.mark.slow
+def test_hls_export_csim_bit_exact(tmp_path):
+    out = tmp_path / "hls"
+    r = export_hls(tiny_pruned(), load_target("pynq-z2"), out, epochs=1, max_steps_per_epoch=3,
+                   verify_images=16, csim_images=200, progress=False)
+    c = r["csim"]
+    assert c["images"] == 200 and c["bit_exact"] and c["mismatched_outputs"] == 0
+    assert c["argmax_agreement"] == 1.0
+    # The AXI-stream wrapper + C++ testbench (hls/ templates) compiled and passed with g++.
+    assert r["axi_testbench"]["returncode"] == 0
+    assert "PASS" in r["axi_testbench"]["stdout_tail"][0]
+    layers = {l["node"]: l for l in r["hls4ml_layers"]}
+    assert set(layers) == {"conv1", "conv2", "fc"}
+    # ReuseFactor follows the FINN folding (never slower than it) and is valid for hls4ml.
+    for l in layers.values():
+        assert 1 <= l["reuse_factor"] <= l["finn_equivalent_reuse"]
+        assert (l["n_in"] * l["n_out"]) % l["reuse_factor"] == 0
+    assert layers["fc"]["zero_weights"] >= 480 // 2     # half the FC weights were pruned
+    cfg = json.loads((out / "hls4ml_config.json").read_text())
+    assert cfg["LayerName"]["MatMul_0"]["ReuseFactor"] == layers["fc"]["reuse_factor"]
+    # Zero weights are still zero in the generated HLS weights.
+    fc_files = []
+    for f in (out / "hls4ml_prj" / "firmware" / "weights").glob("w*.txt"):
+        vals = [float(v) for v in f.read_text().replace("\n", ",").split(",") if v.strip()]
+        if len(vals) == 96 * 10:
+            fc_files.append(vals)
+    assert len(fc_files) == 1
+    assert sum(v == 0.0 for v in fc_files[0]) >= layers["fc"]["zero_weights"]
+    for f in ("vivado/build_ip.tcl", "vivado/block_design.tcl", "vivado/run_vivado.sh",
+              "vivado/edgeprune_axi.cpp", "vivado/edgeprune_axi_tb.cpp", "report.json"):
+        assert (out / f).is_file(), f
+    assert subprocess.run(["bash", "-n", str(out / "vivado" / "run_vivado.sh")]).returncode == 0
+    tcl = (out / "vivado" / "block_design.tcl").read_text()
+    assert "xc7z020clg400-1" in tcl and "processing_system7" in tcl
+    assert r["finn_style_estimate"]["totals"]["capacity"]["dsp"] == 220
+    assert any("do NOT apply" in s for s in r["which_model_applies"])
