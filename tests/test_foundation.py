@@ -247,3 +247,10 @@ def test_estimate_zoo_model_does_not_import_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["0", "431080", "2293000", "False"]
+
+
+def test_pt2_module_keeps_input_shape_through_deepcopy(tmp_path):
+    import copy
+    save_pt2(M.build("lenet5"), tmp_path / "m.pt2")
+    m = load_model(str(tmp_path / "m.pt2"))
+    assert copy.deepcopy(m).input_shape == (1, 28, 28)

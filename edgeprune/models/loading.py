@@ -314,6 +314,8 @@ def exported_to_module(ep, source: str = "program") -> fx.GraphModule:
             raise ModelLoadError(f"{source}: node '{node.name}': unsupported op {t}")
     gm = fx.GraphModule(modules, graph, class_name="ExportedModel")
     gm.input_shape = input_shape
+    # GraphModule.__deepcopy__ rebuilds the module and keeps only attributes registered here.
+    gm.meta["_user_preserved_attributes"] = {"input_shape": input_shape}
     return gm
 
 
