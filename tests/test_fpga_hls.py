@@ -1,4 +1,5 @@
 """hls4ml export with a real g++ C-simulation (one model; ~1-2 min on a loaded 2-core machine)."""
+from pathlib import Path
 import json
 import shutil
 import subprocess
@@ -17,8 +18,10 @@ from test_fpga_common import tiny_pruned  # noqa: E402
 
 
 @pytest.mark.slow
-def test_hls_export_csim_bit_exact(tmp_path):
-    out = tmp_path / "hls"
+def test_hls_export_csim_bit_exact(tmp_path, monkeypatch):
+    # A relative OUT, as users type it: the exporter runs g++ and the testbench in subdirectories.
+    monkeypatch.chdir(tmp_path)
+    out = Path("rel") / "hls"
     r = export_hls(tiny_pruned(), load_target("pynq-z2"), out, epochs=1, max_steps_per_epoch=3,
                    verify_images=16, csim_images=200, progress=False)
     c = r["csim"]

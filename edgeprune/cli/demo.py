@@ -4,7 +4,9 @@ It runs the same subcommands a user would type, printing each one first, so the 
 a worked example:
 
   1. estimate   what LeNet-5 costs on a Cortex-M4 (STM32L4R5) and on a Pynq-Z2, before pruning
-  2. prune      statistical pruning while training (dense baseline trained alongside)
+  2. prune      statistical pruning while training, channel granularity, oriented by the M4's
+                cost model until a latency budget is met; channels are removed physically
+                (a dense baseline with the same seed and epochs is trained alongside)
   3. cluster    4-bit sparsity-preserving weight sharing, centroids fine-tuned
   4. export     tflm: int8 .tflite + C sources, verified in TFLM and LiteRT, arena measured
                 hls:  hls4ml dataflow project, C-simulated bit-exactly against the W4A4 model
@@ -28,6 +30,8 @@ def register(sub) -> None:
                        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("-o", "--out", default="runs/demo", help="output directory [runs/demo]")
     p.add_argument("--epochs", type=int, default=4, help="pruning epochs [4]")
+    p.add_argument("--latency-ms", type=float, default=25.0,
+                   help="latency budget on the Cortex-M4 target in ms [25; dense LeNet-5: ~66]")
     p.add_argument("--data", default="fashion-mnist", help="dataset [fashion-mnist]")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run on a data subset (minutes less; figures not meaningful)")
@@ -63,8 +67,9 @@ def run(args) -> int:
     _step("1a. estimate on an MCU", ["estimate", "lenet5", "--target", MCU_TARGET])
     _step("1b. estimate on an FPGA (W4A4)", ["estimate", "lenet5", "--target", FPGA_TARGET])
     _step("2. prune while training", [
-        "prune", "lenet5", "--data", args.data, "--method", "statistical", "--granularity", "weight",
-        "--orientation", "memory", "--target", MCU_TARGET, "--epochs", epochs, *quick,
+        "prune", "lenet5", "--data", args.data, "--method", "statistical", "--granularity", "channel",
+        "--orientation", "target", "--target", MCU_TARGET, "--budget", f"latency_ms={args.latency_ms:g}",
+        "--epochs", epochs, *quick,
         "-o", str(out / "prune")])
     _step("3. cluster-quantize (4 bit)", [
         "cluster", str(out / "prune"), "--data", args.data, "--bits", "4",
@@ -75,7 +80,7 @@ def run(args) -> int:
     if not args.skip_fpga:
         _step("4b. export an HLS dataflow project (C-simulated)", [
             "export", "hls", str(out / "prune"), "--target", FPGA_TARGET, "--data", args.data,
-            "--epochs", "1", "-o", str(out / "hls")])
+            "--epochs", "1", "--csim-images", "1000", "-o", str(out / "hls")])
         _step("4c. export a FINN build project", [
             "export", "finn", str(out / "prune"), "--target", FPGA_TARGET, "--data", args.data,
             "--epochs", "1", "-o", str(out / "finn")])
@@ -104,6 +109,13 @@ def _summary(out: Path, seconds: float) -> None:
                                f"{prune.get('params_dense')} -> {prune.get('params_nonzero')} "
                                f"({prune.get('params_compression', 0):.1f}x); MACs "
                                f"{prune.get('macs_reduction', 0):.1f}x fewer")
+        before, after = prune.get("cost_dense") or {}, prune.get("cost_pruned") or {}
+        if before and after:
+            table.add_row(f"on {MCU_TARGET}",
+                          f"latency {before['latency_ms']:.1f} -> {after['latency_ms']:.1f} ms; flash "
+                          f"{before['flash_kb']:.1f} -> {after['flash_kb']:.1f} KB; RAM "
+                          f"{before['ram_kb']:.1f} -> {after['ram_kb']:.1f} KB (cost model); "
+                          f"budgets met: {prune.get('budgets_met')}")
     if cluster:
         table.add_row("cluster", f"accuracy {pct(cluster.get('acc_finetuned'))} after fine-tuning; "
                                  f"{cluster.get('bits_compression', 0):.1f}x fewer bits than dense "

@@ -121,7 +121,7 @@ def prepare(model: nn.Module, onnx_path: os.PathLike, *, wbits: int = 4, abits: 
 @contextlib.contextmanager
 def staged_output(out: os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temp dir beside `out`; on success it replaces `out`, on error it is removed."""
-    out = Path(out)
+    out = Path(out).absolute()  # exporters run tools in subdirectories (cwd changes)
     if out.exists() and not out.is_dir():
         raise FpgaExportError(f"{out}: exists and is not a directory")
     if out.exists() and any(out.iterdir()) and not overwrite:
