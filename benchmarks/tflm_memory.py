@@ -204,7 +204,7 @@ def table(models=None) -> None:
             continue
         t0 = time.time()
         with tempfile.TemporaryDirectory() as d:
-            r = export_tflm(model, target, Path(d) / "out", None, n_eval=8)
+            r = export_tflm(model, target, Path(d) / "out", None, n_eval=8, compress="flash")
         row = {"model": label, "target": target.name,
                "ops": r["ops"], "compressed_layers": sorted(r["compressed_layers"]),
                "flash_bytes_estimate": r["flash_bytes_estimate"],

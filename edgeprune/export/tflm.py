@@ -283,7 +283,7 @@ def _samples(model, graph, dataset, n_cal: int, n_eval: int, seed: int):
 
 def export_tflm(model, target, out_dir, dataset=None, *, input_shape=None,
                 arena_margin: float = 0.1, n_eval: int = 1000, n_calibration: int = N_CALIBRATION,
-                compress: bool = True, seed: int = SEED, overwrite: bool = True) -> dict:
+                compress="auto", seed: int = SEED, overwrite: bool = True) -> dict:
     """Export `model` (a float torch module) for TFLite-Micro into `out_dir`; returns the report.
 
     target: a Target, a target name or path (MCU only). dataset: 'fashion-mnist', 'mnist-10k',
@@ -322,6 +322,10 @@ def export_tflm(model, target, out_dir, dataset=None, *, input_shape=None,
     match_ops(plain, plan)              # the converter emitted exactly the planned ops
 
     # Clustered / few-valued weights: LUT-compress per channel where it pays.
+    policy = {True: "auto", False: "off", None: "off"}.get(compress, compress)
+    if policy not in ("auto", "flash", "off"):
+        raise ExportError(f"compression policy must be auto, flash or off, not {compress!r}")
+    compress = policy != "off"
     counts = weight_value_counts(plain, plan)
     float_counts = _float_value_counts(model, graph, plan)
     compression: Dict[str, dict] = {}
@@ -333,8 +337,27 @@ def export_tflm(model, target, out_dir, dataset=None, *, input_shape=None,
         if compress and bits <= tm.LUT_MAX_BITS and tm.lut_pays(t, bits, c["max_values"]):
             compression[node] = {"bits": bits, "values": c["max_values"]}
             tensor_bits[c["tensor"]] = (bits, c["axis"])
-    # Decoded copies live in the arena: drop the largest compressed tensors while the arena
-    # would no longer fit the target's RAM (only when it fits without them).
+    # Decoded copies live in the arena (flash down, RAM up). Policy 'auto' keeps the set of
+    # compressed tensors that minimises flash + arena bytes together: dropping the largest
+    # decoded tensors first, since they set the arena's peak. 'flash' minimises flash alone.
+    dropped_for_memory: List[str] = []
+    if compression and policy == "auto":
+        def memory_with(comp):
+            return (tm.estimate_flash(graph, compression=comp or None, plan=plan)["total_bytes"]
+                    + tm.estimate_arena(graph, compression=comp or None, plan=plan)["total_bytes"])
+        trial = dict(compression)
+        best, best_bytes = dict(trial), memory_with(trial)
+        for node in sorted(compression, key=lambda n: -counts[n]["elements"]):
+            del trial[node]
+            b = memory_with(trial)
+            if b < best_bytes:
+                best, best_bytes = dict(trial), b
+        for node in [n for n in compression if n not in best]:
+            dropped_for_memory.append(node)
+            del tensor_bits[counts[node]["tensor"]]
+            del compression[node]
+    # Either way the arena must fit the target's RAM: drop the largest compressed tensors
+    # until it does (only when it fits without them).
     ram_kb = target.get("ram_kb")
     if compression and ram_kb:
         def arena_with(comp):
@@ -411,6 +434,8 @@ def export_tflm(model, target, out_dir, dataset=None, *, input_shape=None,
         "io": q,
         "compressed_layers": compression,
         "not_compressed_to_fit_ram": dropped_for_ram,
+        "compression_policy": policy,
+        "not_compressed_flash_plus_ram_smaller": dropped_for_memory,
         "uncompressed_flash_bytes": len(plain),
         "weight_values": {n: {"float_max_per_channel": float_counts.get(n),
                               "int8_max_per_channel": c["max_values"]} for n, c in counts.items()},

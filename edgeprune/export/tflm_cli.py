@@ -23,8 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="arena = measured minimum * (1 + F) (default 0.1)")
     parser.add_argument("--eval-samples", type=int, default=1000, metavar="N",
                         help="test images verified in both interpreters (0 = all; default 1000)")
-    parser.add_argument("--no-compress", action="store_true",
-                        help="never LUT-compress weights (no DECODE ops)")
+    parser.add_argument("--compress", choices=("auto", "flash", "off"), default="auto",
+                        help="LUT-compress clustered weights: auto = only where flash + arena bytes "
+                             "shrink together (decoded weights live in the arena); flash = wherever "
+                             "the file shrinks and the arena still fits RAM; off = never [auto]")
+    parser.add_argument("--no-compress", dest="compress", action="store_const", const="off",
+                        help="same as --compress off")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow loading a pickled module (runs code from the file)")
@@ -40,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle)
     r = export_tflm(model, target, args.output, args.data, arena_margin=args.arena_margin,
-                    n_eval=args.eval_samples, compress=not args.no_compress, seed=args.seed)
+                    n_eval=args.eval_samples, compress=args.compress, seed=args.seed)
     acc = ""
     if r["accuracy_float"] is not None:
         acc = (f", accuracy float {100 * r['accuracy_float']:.2f} % / int8 "
