@@ -1,0 +1,172 @@
+"""LeNet-5 pruning benchmarks: compression at <= 0.5 pt accuracy loss, granularity study, overhead.
+
+Every run uses the same data, seed, epochs and optimiser as its dense baseline (trained once per
+dataset/epochs/seed from the same initialisation). Rows go to benchmarks/results/pruning.json.
+
+    # params compression, memory orientation (statistical, weight granularity), several goals
+    benchmarks/prune_lenet5.py --dataset mnist-10k --epochs 15 memory --sparsity 100x 200x 300x
+    # MACs reduction, workload orientation
+    benchmarks/prune_lenet5.py --dataset mnist-10k --epochs 15 workload --sparsity 8x 12x
+    # weight / kernel / channel x l1 / taylor / random at matched amount and epochs (AGP schedule)
+    benchmarks/prune_lenet5.py --dataset mnist-10k --epochs 15 granularity --sparsity 0.9
+    # CPU time per epoch of pruning vs dense training
+    benchmarks/prune_lenet5.py --dataset mnist-10k --epochs 2 overhead
+
+Run from the repo root with OMP_NUM_THREADS=1 (one core per run keeps timings comparable).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from benchmarks.common import RESULTS, command_line, upsert_rows  # noqa: E402
+
+KEY = ("experiment", "dataset", "model", "method", "granularity", "criterion", "orientation",
+       "sparsity", "epochs", "seed", "lr_schedule")
+
+
+def dense_baseline(dataset: str, epochs: int, seed: int, lr: float, batch: int,
+                   lr_schedule: str = "constant") -> float:
+    """Test accuracy of LeNet-5 trained densely (cached in results/pruning_dense.json)."""
+    cache = RESULTS / "pruning_dense.json"
+    rows = json.loads(cache.read_text()) if cache.exists() else []
+    for r in rows:
+        if (r["dataset"], r["epochs"], r["seed"], r["lr"], r["batch"],
+                r.get("lr_schedule", "constant")) == (dataset, epochs, seed, lr, batch, lr_schedule):
+            return r["acc_dense"]
+    from edgeprune.data import load_dataset
+    from edgeprune.models import build
+    from edgeprune.train import TrainConfig, Trainer, seed_everything
+    ds = load_dataset(dataset)
+    seed_everything(seed)                       # the init run_prune builds from the same seed
+    model = build("lenet5", num_classes=ds.num_classes)
+    res = Trainer(model, ds, TrainConfig(epochs=epochs, lr=lr, batch_size=batch, seed=seed,
+                                         lr_schedule=lr_schedule)).fit()
+    upsert_rows("pruning_dense.json", [{"dataset": dataset, "epochs": epochs, "seed": seed,
+                                        "lr": lr, "batch": batch, "lr_schedule": lr_schedule,
+                                        "acc_dense": res.test_accuracy, "command": command_line()}],
+                key=("dataset", "epochs", "seed", "lr", "batch", "lr_schedule"))
+    return res.test_accuracy
+
+
+def prune_row(args, experiment, method, granularity, orientation, sparsity, criterion=None,
+              acc_dense=None):
+    from edgeprune.prune.runner import PruneConfig, parse_sparsity, run_prune
+    cfg = PruneConfig(model="lenet5", data=args.dataset, method=method, granularity=granularity,
+                      orientation=orientation, criterion=criterion, sparsity=parse_sparsity(sparsity),
+                      epochs=args.epochs, seed=args.seed, lr=args.lr, batch_size=args.batch,
+                      lr_schedule=args.lr_schedule, baseline=False, progress=args.progress)
+    t0 = time.process_time()
+    s = run_prune(cfg).summary
+    row = {"experiment": experiment, "dataset": args.dataset, "model": "lenet5", "method": method,
+           "granularity": s["granularity"], "criterion": s["criterion"], "orientation": orientation,
+           "sparsity": str(sparsity), "params_compression": round(s["params_compression"], 2),
+           "macs_reduction": round(s["macs_reduction"], 2), "acc_dense": acc_dense,
+           "acc_pruned": s["acc_pruned"],
+           "acc_loss_pt": None if acc_dense is None else round(100 * (acc_dense - s["acc_pruned"]), 2),
+           "params_nonzero": s["params_nonzero"], "macs_effective": s["macs_effective"],
+           "shrunk_params": s["shrunk"]["params"], "layers": s["layers"],
+           "epochs": args.epochs, "seed": args.seed, "lr_schedule": args.lr_schedule,
+           "cpu_s": round(time.process_time() - t0, 1), "command": command_line()}
+    upsert_rows("pruning.json", [row], key=KEY)
+    print(json.dumps({k: row[k] for k in ("method", "granularity", "criterion", "orientation",
+                                          "sparsity", "params_compression", "macs_reduction",
+                                          "acc_dense", "acc_pruned")}), flush=True)
+    return row
+
+
+def overhead(args) -> None:
+    """CPU seconds per epoch: dense vs each method with decisions spread over every epoch."""
+    from edgeprune.data import load_dataset
+    from edgeprune.graph import extract
+    from edgeprune.models import build
+    from edgeprune.prune.masks import parse_granularity
+    from edgeprune.prune.methods import METHODS, PruneSpec
+    from edgeprune.train import TrainConfig, TrainHook, Trainer, seed_everything
+
+    class EpochClock(TrainHook):
+        def __init__(self):
+            self.times = []
+
+        def on_train_begin(self, trainer):
+            self.t = time.process_time()
+
+        def on_epoch_end(self, trainer, metrics):
+            now = time.process_time()
+            self.times.append(now - self.t)
+            self.t = now
+
+    ds = load_dataset(args.dataset)
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch, seed=args.seed,
+                      lr_schedule=args.lr_schedule, progress=args.progress)
+    runs = [("dense", None, None), ("statistical", "weight", "l1"), ("agp", "weight", "l1"),
+            ("agp", "channel", "l1")]
+    base = None
+    for method, gran, crit in runs:
+        seed_everything(args.seed)
+        model = build("lenet5")
+        clock = EpochClock()
+        hooks = [clock]
+        if method != "dense":
+            # decisions over the whole run (start 0, end 1): the worst case for overhead
+            spec = PruneSpec(granularity=parse_granularity(gran), criterion=crit, amount=0.9,
+                             start=0.0, end=1.0)
+            hooks.insert(0, METHODS[method](model, extract(model), spec))
+        Trainer(model, ds, cfg, hooks).fit()
+        per_epoch = sum(clock.times) / len(clock.times)
+        if base is None:
+            base = per_epoch
+        row = {"experiment": "overhead", "dataset": args.dataset, "model": "lenet5",
+               "method": method, "granularity": gran, "criterion": crit, "orientation": "memory",
+               "sparsity": "0.9" if gran else None, "epochs": args.epochs, "seed": args.seed,
+               "cpu_s_per_epoch": round(per_epoch, 2),
+               "overhead_pct": round(100 * (per_epoch / base - 1), 1),
+               "params_compression": None, "macs_reduction": None, "acc_dense": None,
+               "acc_pruned": None, "command": command_line()}
+        upsert_rows("pruning.json", [row], key=KEY)
+        print(json.dumps({k: row[k] for k in ("method", "granularity", "cpu_s_per_epoch",
+                                              "overhead_pct")}), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="mnist-10k")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("experiment", choices=("memory", "workload", "granularity", "overhead"))
+    p.add_argument("--sparsity", nargs="+", default=None)
+    p.add_argument("--method", default="statistical")
+    p.add_argument("--granularities", nargs="+", default=["weight", "kernel", "channel"])
+    p.add_argument("--criteria", nargs="+", default=["l1", "taylor", "random"])
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    if args.experiment == "overhead":
+        overhead(args)
+        return
+    acc_dense = dense_baseline(args.dataset, args.epochs, args.seed, args.lr, args.batch,
+                               args.lr_schedule)
+    print(f"dense baseline: {100 * acc_dense:.2f}%", flush=True)
+    if args.experiment in ("memory", "workload"):
+        for s in args.sparsity or (["100x", "300x"] if args.experiment == "memory" else ["8x"]):
+            prune_row(args, args.experiment, args.method, "weight", args.experiment, s,
+                      acc_dense=acc_dense)
+    else:
+        for gran in args.granularities:
+            for crit in args.criteria:
+                prune_row(args, "granularity", "agp", gran, "memory", (args.sparsity or ["0.9"])[0],
+                          criterion=crit, acc_dense=acc_dense)
+
+
+if __name__ == "__main__":
+    main()

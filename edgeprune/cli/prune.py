@@ -1,0 +1,71 @@
+"""`edgeprune prune MODEL --data D --method M --granularity G --orientation O -o OUT`."""
+from __future__ import annotations
+
+import argparse
+
+METHOD_NAMES = ("statistical", "activation_density", "filter_while_training", "agp", "random_init")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "prune", help="prune a model while training it, oriented by memory, workload or a target's cost",
+        description="Prune MODEL during training and write OUT/model.pt, OUT/shrunk.pt2, "
+                    "OUT/log.json, OUT/log.png and OUT/summary.json. See docs/pruning.md.")
+    p.add_argument("model", metavar="MODEL", help="zoo name, .pt2 program or edgeprune output dir")
+    p.add_argument("--data", required=True, help="fashion-mnist | mnist-10k | PATH")
+    p.add_argument("--method", default="statistical", choices=METHOD_NAMES)
+    p.add_argument("--granularity", default="weight",
+                   help="weight | kernel | channel | N:M (e.g. 2:4)  [weight]")
+    p.add_argument("--orientation", default="memory",
+                   choices=("memory", "workload", "target", "uniform"))
+    p.add_argument("--criterion", default=None,
+                   help="l1 | l2 | taylor | density | apoz | mean_act | random  [method's default]")
+    p.add_argument("--sparsity", default=None,
+                   help="fraction of the orientation's resource to remove: 0.95, 95%% or 300x "
+                        "[0.9; with --budget: as much as the budgets need]")
+    p.add_argument("--target", default=None, help="target name or .toml (for --orientation target "
+                                                  "and target budgets)")
+    p.add_argument("--budget", action="append", default=[], metavar="METRIC=VALUE[,...]",
+                   help="latency_ms=5, flash_kb=32,ram_kb=16, macs=300k, params=2k, fps=20000, "
+                        "lut=20000 ... (repeatable); pruning stops once all are met")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
+    p.add_argument("--weights", default=None,
+                   help="dense state_dict to start from (acc_dense is its accuracy)")
+    p.add_argument("--trust-pickle", action="store_true", help="allow loading a pickled module")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the dense baseline run (acc_dense = null)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run into OUT")
+    p.add_argument("--max-acc-drop", type=float, default=0.10,
+                   help="budget runs stop as unmeetable when training accuracy drops this much")
+    p.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--n-train", type=int, default=None, help="use the first N training samples")
+    p.add_argument("--n-test", type=int, default=None, help="use the first N test samples")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("-o", "--out", required=True, help="output directory")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..prune.runner import PruneConfig, parse_sparsity, run_prune
+    cfg = PruneConfig(
+        model=args.model, data=args.data, method=args.method, granularity=args.granularity,
+        orientation=args.orientation, criterion=args.criterion,
+        sparsity=parse_sparsity(args.sparsity) if args.sparsity is not None else None,
+        target=args.target, budgets=args.budget, epochs=args.epochs, seed=args.seed, lr=args.lr,
+        batch_size=args.batch_size, lr_schedule=args.lr_schedule, weights=args.weights, trust_pickle=args.trust_pickle,
+        resume=args.resume, baseline=not args.no_baseline,
+        max_steps_per_epoch=args.max_steps_per_epoch, progress=not args.quiet,
+        max_acc_drop=args.max_acc_drop, n_train=args.n_train, n_test=args.n_test)
+    res = run_prune(cfg, args.out)
+    s = res.summary
+    if res.out_dir is not None:
+        acc_d = "n/a" if s["acc_dense"] is None else f"{100 * s['acc_dense']:.2f}%"
+        print(f"acc dense {acc_d}  pruned {100 * s['acc_pruned']:.2f}%  "
+              f"params {s['params_dense']} -> {s['params_nonzero']} ({s['params_compression']:.1f}x)  "
+              f"MACs {s['macs_dense']} -> {s['macs_effective']} ({s['macs_reduction']:.1f}x)")
+        print(f"wrote {res.out_dir}/model.pt, shrunk.pt2, log.json, log.png, summary.json")
+    return 0

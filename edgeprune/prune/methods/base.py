@@ -1,0 +1,386 @@
+"""What every pruning method shares: masks, criterion, schedule, orientation, budgets, log.
+
+A method is a `edgeprune.train.TrainHook`. The base class
+
+* builds `PruningMasks` on the model (hard or soft) and the criterion;
+* derives the schedule from the run: first decision after a dense warm-up (the first epoch when
+  there are at least 4, else 10 % of the steps; step 0 when starting from dense weights), last
+  decision at 75 % of the steps (the last quarter trains with the final masks), about 100
+  decisions in between;
+* at each decision step computes the amount (``amount_at``), selects the units to remove
+  (orientation.select) and records the decision with the figures before and after;
+* with budgets: stops pruning (and hardens the masks) at the first decision where every budget is
+  met, after shrinking the amount to the smallest one that meets them (bisection); raises
+  `BudgetError` when the budgets are out of reach even with everything prunable removed, when
+  accuracy collapses on the way, or when the schedule ends without meeting them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import torch.nn as nn
+
+from ...graph import LayerGraph, extract
+from ...train import TrainHook, evaluate
+from ..criteria import ACTIVATION_CRITERIA, make_criterion
+from ..decision_log import DecisionLog
+from ..masks import Granularity, PruneError, PruningMasks, plain_copy
+from ..orientation import (Budget, BudgetError, apply_selection, attach_target_savings,
+                           build_families, channel_removed_fn, check_budgets, describe, measure,
+                           needs_target, nm_masks, select)
+
+# The largest fraction of the orientation's resource a budget run may remove before it declares
+# the budget out of reach (every family keeps its most important unit anyway).
+MAX_AMOUNT = 0.999
+# Training samples used to watch for an accuracy collapse in budget runs.
+COLLAPSE_SAMPLES = 2048
+
+
+@dataclass
+class PruneSpec:
+    granularity: Granularity = field(default_factory=lambda: Granularity("weight"))
+    criterion: str = "l1"
+    orientation: str = "memory"
+    amount: Optional[float] = 0.9       # fraction of the orientation's resource to remove
+    budgets: Sequence[Budget] = ()
+    target: Any = None                  # edgeprune.targets.Target
+    seed: int = 0
+    prune_bias: Optional[bool] = None   # None: the method decides
+    start: Optional[float] = None       # fraction of the steps before the first decision
+    end: float = 0.75                   # fraction of the steps at the last decision
+    interval: Optional[int] = None      # steps between decisions
+    pretrained: bool = False            # the model holds trained dense weights
+    max_acc_drop: float = 0.10          # budget runs: collapse = train-subset accuracy drop
+    exclude: Sequence[str] = ()
+
+
+class PruneMethod(TrainHook):
+    name = "base"
+    soft = False
+    granularities = ("weight", "kernel", "channel", "nm")
+    criteria = ("l1", "l2", "taylor", "density", "apoz", "mean_act", "random")
+    decisions_target = 100
+    max_decisions_per_epoch = 4
+
+    def __init__(self, model: nn.Module, graph: LayerGraph, spec: PruneSpec,
+                 log: Optional[DecisionLog] = None):
+        self.spec = spec
+        g = spec.granularity
+        if g.kind not in self.granularities:
+            raise PruneError(f"method '{self.name}' supports granularity "
+                             f"{', '.join(self.granularities)}; got '{g}'")
+        if spec.criterion not in self.criteria:
+            raise PruneError(f"method '{self.name}' supports criteria {', '.join(self.criteria)}; "
+                             f"got '{spec.criterion}'")
+        if spec.criterion in ACTIVATION_CRITERIA and g.kind != "channel":
+            raise PruneError(f"criterion '{spec.criterion}' scores channels; use --granularity channel")
+        if spec.orientation == "target" and spec.target is None:
+            raise PruneError("--orientation target needs --target")
+        missing = needs_target(spec.budgets)
+        if missing and spec.target is None:
+            raise BudgetError(f"budget {', '.join(missing)} needs --target (only macs and params "
+                              f"are measured without one)")
+        if spec.amount is not None and not 0.0 <= spec.amount < 1.0:
+            raise PruneError(f"pruning amount must be in [0, 1), got {spec.amount}")
+        self.log = log if log is not None else DecisionLog()
+        self.graph = graph
+        self.dense_graph = graph
+        self._build(model, graph)
+        self.dense_figures = self.figures()
+        self.log.dense = dict(self.dense_figures)
+        self.last_figures = dict(self.dense_figures)
+        self.amount = 0.0
+        self.done = False
+        self.met = False
+        self.sched = None
+        self._collapse_ref: Optional[float] = None
+
+    # ------------------------------------------------------------------ construction
+    def _build(self, model: nn.Module, graph: LayerGraph) -> None:
+        self.model = model
+        self.graph = graph
+        self.masks = PruningMasks(model, graph, soft=self.soft, exclude=self.spec.exclude)
+        self.criterion = make_criterion(self.spec.criterion, self.masks, self.spec.seed)
+        self._marginal = None
+
+    def on_model_replaced(self, trainer, old_model: nn.Module) -> None:
+        """A structural change (physical shrink) happened: rebuild masks on the new model."""
+        self.criterion.close()
+        new = trainer.model
+        self._build(new, extract(plain_copy(new), getattr(new, "input_shape", None)
+                                 or self.graph.input_shape))
+        if getattr(trainer, "ddp", None) is not None:
+            # parametrizations registered after DistributedDataParallel wrapped the module leave
+            # its gradients un-synchronised (measured: ranks diverge from the next step on);
+            # wrap again now that the masks are in place
+            trainer._wrap()
+
+    # ------------------------------------------------------------------ figures
+    def figures(self) -> Dict[str, float]:
+        return measure(self.masks, self.spec.target)
+
+    # ------------------------------------------------------------------ schedule
+    def steps_per_epoch(self, trainer) -> int:
+        f = getattr(trainer, "_steps_per_epoch", None)
+        if f is not None:
+            return max(int(f()), 1)
+        c = trainer.config
+        n = (len(trainer.x_train) + c.batch_size - 1) // c.batch_size
+        return max(min(n, c.max_steps_per_epoch or n), 1)
+
+    def derive_schedule(self, trainer) -> Dict[str, int]:
+        spe = self.steps_per_epoch(trainer)
+        total = spe * trainer.config.epochs
+        if self.spec.start is not None:
+            start = int(round(self.spec.start * total))
+        elif self.spec.pretrained:
+            start = 0
+        else:
+            start = spe if trainer.config.epochs >= 4 else int(round(0.1 * total))
+        end = max(start + 1, int(round(self.spec.end * total)))
+        end = min(end, total)
+        start = min(start, end - 1) if end > 0 else 0
+        # about `decisions_target` decisions, but at most 4 per epoch: a decision costs about as
+        # much as one or two training steps of LeNet-5 (measured: benchmarks/prune_lenet5.py
+        # overhead), so this keeps the pruning overhead per epoch within a few per cent
+        interval = self.spec.interval or max(1, (end - start) // self.decisions_target,
+                                             spe // self.max_decisions_per_epoch)
+        return {"steps_per_epoch": spe, "total": total, "start": start, "end": end,
+                "interval": interval}
+
+    def is_decision_step(self, step: int) -> bool:
+        s = self.sched
+        if step < max(s["start"], 1) or step > s["end"]:
+            return False
+        return (step - s["start"]) % s["interval"] == 0 or step == s["end"]
+
+    def progress(self, step: int) -> float:
+        s = self.sched
+        return min(max((step - s["start"]) / max(s["end"] - s["start"], 1), 0.0), 1.0)
+
+    def goal_amount(self) -> float:
+        if self.spec.budgets:
+            return self.spec.amount if self.spec.amount else MAX_AMOUNT
+        return self.spec.amount if self.spec.amount is not None else 0.9
+
+    def amount_at(self, step: int) -> float:
+        """Cubic ramp (Zhu & Gupta 2017): A * (1 - (1 - progress)^3)."""
+        return self.goal_amount() * (1.0 - (1.0 - self.progress(step)) ** 3)
+
+    # ------------------------------------------------------------------ decisions
+    def families(self):
+        fams = build_families(self.masks, self.criterion, self.spec.granularity)
+        if self.spec.orientation == "target":
+            attach_target_savings(fams, self.graph, self.marginal(), self.metric_scales())
+        return fams
+
+    def marginal(self):
+        if self._marginal is None:
+            from ... import cost
+            self._marginal = cost.marginal_costs(self.graph, self.spec.target)
+        return self._marginal
+
+    def metric_scales(self) -> Dict[str, float]:
+        """Budgeted metrics weigh by the distance to their budget, others by their dense total."""
+        from ...cost import BUDGET_METRICS
+        scales: Dict[str, float] = {}
+        dense = self.dense_figures
+        budgets = {b.metric: b for b in self.spec.budgets}
+        keys = {"flash_kb": "flash_bytes", "ram_kb": "ram_bytes"}
+        if budgets:
+            for m, b in budgets.items():
+                if m == "fps":
+                    continue   # a rise, not a saving: weighed through cycles below
+                key = keys.get(m, BUDGET_METRICS[m][0])
+                div = BUDGET_METRICS[m][1]
+                cur = self.last_figures.get(m, dense.get(m))
+                if cur is None:
+                    continue
+                gap = abs(cur - b.limit) if not b.met(cur) else abs(cur)
+                scales[key] = max(gap * div, 1e-12)
+            if "fps" in budgets:   # fps rises as cycles fall
+                cur = self.last_figures.get("cycles", dense.get("cycles"))
+                if cur:
+                    scales.setdefault("cycles", cur)
+        else:
+            for m, v in dense.items():
+                if m in ("params", "macs", "fps") or not v:
+                    continue
+                key = keys.get(m, BUDGET_METRICS.get(m, (m, 1.0))[0])
+                scales[key] = abs(v) * BUDGET_METRICS.get(m, (m, 1.0))[1]
+        return scales
+
+    def update_masks(self, step: int, amount: float) -> None:
+        """Default: select by orientation at `amount` and apply (hard or soft per the method)."""
+        g = self.spec.granularity
+        if g.kind == "nm":
+            self.masks.weight_masks.update(nm_masks(self.masks, self.criterion, g.n, g.m))
+            self.masks.refresh()
+            return
+        fams = self.families()
+        apply_selection(self.masks, fams, self.select(fams, amount), g)
+
+    def select(self, fams, amount: float):
+        removed_fn = None
+        if self.spec.granularity.kind == "channel" and self.spec.orientation in ("memory", "workload"):
+            removed_fn = channel_removed_fn(self.graph, fams, self.spec.orientation)
+        return select(fams, self.spec.orientation, amount, removed_fn)
+
+    def apply_amount(self, step: int, amount: float) -> None:
+        self.update_masks(step, amount)
+        self.amount = amount
+        if not self.soft:
+            self.masks.harden()
+
+    def decide(self, trainer, step: int) -> None:
+        if self.spec.budgets:
+            self._check_collapse(trainer)
+        before = self.last_figures
+        amount = self.amount_at(step)
+        # masks first, hardening last: the figures read the masked (effective) weights, and the
+        # bisection below must still see the dense weights it may give back
+        self.update_masks(step, amount)
+        if not self.soft:
+            self.amount = amount
+        after = self.figures()
+        note = ""
+        if self.spec.budgets and check_budgets(self.spec.budgets, after):
+            lo, hi = self._prev_amount, self.amount
+            after = self._bisect(step, lo, hi, after)
+            self.met = True
+            self.done = True
+            note = "budgets met: " + describe(self.spec.budgets, after, self.dense_figures)
+        if not self.soft or self.done:
+            self.masks.harden()
+        self._record(step, trainer.epoch, before, after, note)
+        self._prev_amount = self.amount
+        self.criterion.reset()
+
+    def _bisect(self, step: int, lo: float, hi: float, at_hi: Dict[str, float]) -> Dict[str, float]:
+        """Smallest amount in (lo, hi] that meets every budget (6 halvings)."""
+        best, best_fig = hi, at_hi
+        for _ in range(6):
+            if hi - lo < 1e-4:
+                break
+            mid = 0.5 * (lo + hi)
+            self.update_masks(step, mid)
+            fig = self.figures()
+            if check_budgets(self.spec.budgets, fig):
+                best, best_fig, hi = mid, fig, mid
+            else:
+                lo = mid
+        self.update_masks(step, best)
+        self.amount = best
+        return best_fig
+
+    def _record(self, step: int, epoch: int, before, after, note: str = "") -> None:
+        stats = self.masks.layer_stats()
+        self.log.decision(step, epoch, self.amount, {n: s["sparsity"] for n, s in stats.items()},
+                          self.masks.kept_sizes(), before, after, note)
+        self.last_figures = dict(after)
+
+    def _subset_accuracy(self, trainer) -> float:
+        n = min(COLLAPSE_SAMPLES, len(trainer.x_train))
+        return evaluate(trainer.model, trainer.x_train[:n], trainer.y_train[:n])
+
+    def _check_collapse(self, trainer) -> None:
+        acc = self._subset_accuracy(trainer)
+        if self._collapse_ref is None or acc > self._collapse_ref:
+            self._collapse_ref = acc      # the best accuracy seen so far in this run
+            return
+        if acc < self._collapse_ref - self.spec.max_acc_drop:
+            raise BudgetError(
+                f"budgets {', '.join(map(str, self.spec.budgets))} not met before accuracy "
+                f"collapsed (training-subset accuracy {100 * acc:.1f}% vs {100 * self._collapse_ref:.1f}% "
+                f"at best, allowed drop {100 * self.spec.max_acc_drop:.0f} pt) at "
+                f"{100 * self.amount:.1f}% of the {self.spec.orientation} resource removed; closest: "
+                + describe(self.spec.budgets, self.last_figures, self.dense_figures))
+
+    def _feasibility(self) -> None:
+        """Budgets out of reach even at MAX_AMOUNT: fail before training."""
+        if not self.spec.budgets:
+            return
+        saved = self.masks.state_dict()
+        PruneMethod.update_masks(self, 0, MAX_AMOUNT)   # plain selection, whatever the method
+        fig = self.figures()
+        self.masks.load_state_dict(saved)
+        if not check_budgets(self.spec.budgets, fig):
+            raise BudgetError(
+                f"budgets {', '.join(map(str, self.spec.budgets))} cannot be met with "
+                f"{self.spec.granularity} pruning: even removing {100 * MAX_AMOUNT:.1f}% of the "
+                f"{self.spec.orientation} resource gives " + describe(self.spec.budgets, fig,
+                                                                      self.dense_figures))
+
+    # ------------------------------------------------------------------ TrainHook
+    def on_train_begin(self, trainer) -> None:
+        self.sched = self.derive_schedule(trainer)
+        self._prev_amount = self.amount
+        self.log.meta.setdefault("schedule", dict(self.sched))
+        if not getattr(self, "_feasible_checked", False):
+            self._feasible_checked = True
+            self._feasibility()
+
+    def after_backward(self, trainer) -> None:
+        if not self.done:
+            self.criterion.after_backward()
+
+    def after_step(self, trainer) -> None:
+        if not self.done and self.is_decision_step(trainer.step):
+            self.decide(trainer, trainer.step)
+            if trainer.step >= self.sched["end"]:
+                self.finish_pruning(trainer)
+
+    def finish_pruning(self, trainer) -> None:
+        """End of the pruning window: freeze the masks."""
+        self.masks.harden()
+        self.done = True
+        if self.spec.budgets and not self.met:
+            fig = self.figures()
+            if not check_budgets(self.spec.budgets, fig):
+                raise BudgetError(
+                    f"budgets {', '.join(map(str, self.spec.budgets))} not met by the end of the "
+                    f"pruning schedule ({100 * self.amount:.1f}% of the {self.spec.orientation} "
+                    f"resource removed); closest: " + describe(self.spec.budgets, fig,
+                                                               self.dense_figures))
+            self.met = True
+
+    def on_epoch_end(self, trainer, metrics: Dict[str, float]) -> None:
+        self.log.epoch(metrics.get("epoch", trainer.epoch), trainer.step, metrics, self.last_figures)
+
+    def on_train_end(self, trainer) -> None:
+        if not self.done:
+            self.finish_pruning(trainer)
+        self.masks.harden()
+        self.criterion.close()
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> Dict[str, Any]:
+        return {"masks": self.masks.state_dict(), "criterion": self.criterion.state_dict(),
+                "log": self.log.state_dict(), "amount": float(self.amount),
+                "prev_amount": float(getattr(self, "_prev_amount", 0.0)),
+                "done": bool(self.done), "met": bool(self.met),
+                "collapse_ref": -1.0 if self._collapse_ref is None else float(self._collapse_ref),
+                "last_figures": {k: float(v) for k, v in self.last_figures.items()},
+                "extra": self.extra_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.masks.load_state_dict(state["masks"])
+        self.criterion.load_state_dict(state["criterion"])
+        self.log.load_state_dict(state["log"])
+        self.amount = float(state["amount"])
+        self._prev_amount = float(state.get("prev_amount", self.amount))
+        self.done, self.met = bool(state["done"]), bool(state["met"])
+        ref = float(state.get("collapse_ref", -1.0))
+        self._collapse_ref = None if ref < 0 else ref
+        self.last_figures = dict(state.get("last_figures", self.last_figures))
+        self.load_extra_state(state.get("extra", {}))
+        self._feasible_checked = True
+
+    def extra_state(self) -> Dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None: ...
+
+
+__all__ = ["PruneSpec", "PruneMethod", "MAX_AMOUNT"]

@@ -1,0 +1,364 @@
+"""One pruning run end to end, for the CLI (`edgeprune prune`) and the Python API.
+
+``run_prune(PruneConfig(...), out_dir)``:
+
+1. loads the data and the model (zoo name, .pt2, output dir, or a zoo name with ``--weights``);
+2. obtains ``acc_dense``: with ``weights`` it is the test accuracy of those dense weights (and
+   pruning starts from them); otherwise a dense baseline is trained from the *same*
+   initialisation with the same seed, epochs and optimiser, so acc_dense - acc_pruned is the
+   price of pruning at equal training budget (``baseline=False`` skips it: acc_dense = null);
+3. trains with the pruning method hooked into `edgeprune.train.Trainer` (checkpoint every epoch
+   in ``OUT.partial/``; ``resume=True`` continues after a kill);
+4. writes, into ``OUT.partial/`` and then renamed to ``OUT`` in one step:
+   ``model.pt`` (plain state_dict, masks baked in), ``shrunk.pt2`` (masked channels and channels
+   left dead by unstructured pruning removed; outputs checked equal to the masked model),
+   ``log.json`` + ``log.png`` (decision log), ``summary.json``.
+
+Summary figures: ``params_dense`` = all trainable parameters of the dense model (incl. BN);
+``params_nonzero`` = non-zero conv/linear weights and biases + 2 per live BN channel;
+``macs_dense`` = conv/linear MACs of the dense model; ``macs_effective`` = MACs that touch a
+non-zero weight (nnz(W) x output positions per layer); ratios are dense / pruned. With a target,
+``cost_dense`` / ``cost_pruned`` hold the cost model's figures for the dense graph and for the
+shrunk model (scattered zeros cost the same as non-zeros on TFLM and FINN; only removed
+channels save there).
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+
+from ..errors import EdgepruneError
+from .masks import PruneError, parse_granularity
+
+
+@dataclass
+class PruneConfig:
+    model: str
+    data: str
+    method: str = "statistical"
+    granularity: str = "weight"
+    orientation: str = "memory"
+    criterion: Optional[str] = None         # None: the method's default
+    sparsity: Optional[float] = None        # amount of the orientation's resource to remove
+    target: Optional[str] = None
+    budgets: Sequence[str] = ()
+    epochs: int = 10
+    seed: int = 0
+    lr: float = 1e-3
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr_schedule: str = "constant"           # constant | cosine (edgeprune.train)
+    weights: Optional[str] = None
+    trust_pickle: bool = False
+    resume: bool = False
+    baseline: bool = True
+    max_steps_per_epoch: Optional[int] = None
+    progress: bool = True
+    max_acc_drop: float = 0.10
+    prune_bias: Optional[bool] = None
+    n_train: Optional[int] = None           # use the first n training samples (quick runs)
+    n_test: Optional[int] = None
+
+
+@dataclass
+class PruneResult:
+    summary: Dict[str, Any]
+    out_dir: Optional[Path]
+    model: Any = field(default=None, repr=False)
+
+
+DEFAULT_AMOUNT = 0.9
+
+
+def parse_sparsity(text) -> float:
+    """'0.95', '95%', or a compression ratio '300x' (= 1 - 1/300)."""
+    s = str(text).strip().lower()
+    try:
+        if s.endswith("x"):
+            r = float(s[:-1])
+            if r < 1:
+                raise ValueError
+            return 1.0 - 1.0 / r
+        if s.endswith("%"):
+            v = float(s[:-1]) / 100.0
+        else:
+            v = float(s)
+    except ValueError:
+        raise PruneError(f"sparsity '{text}': expected a fraction (0.95), a percentage (95%) or a "
+                         f"compression ratio (300x)") from None
+    if not 0.0 <= v < 1.0:
+        raise PruneError(f"sparsity '{text}' must be in [0, 1)")
+    return v
+
+
+def _zoo_kwargs(name: str, ds) -> Dict[str, Any]:
+    from ..models import ZOO
+    params = inspect.signature(ZOO[name]).parameters
+    shape = ds.image_shape
+    kw: Dict[str, Any] = {}
+    if "num_classes" in params:
+        kw["num_classes"] = ds.num_classes
+    if "in_channels" in params and len(shape) == 3:
+        kw["in_channels"] = shape[0]
+    if "image_size" in params and len(shape) == 3 and shape[1] == shape[2]:
+        kw["image_size"] = shape[1]
+    return kw
+
+
+def _load_model(cfg: PruneConfig, ds):
+    from ..models import ZOO
+    from ..models.loading import load_model
+    kwargs = _zoo_kwargs(cfg.model, ds) if cfg.model in ZOO else {}
+    model = load_model(cfg.model, weights=cfg.weights, trust_pickle=cfg.trust_pickle, **kwargs)
+    want = tuple(getattr(model, "input_shape", ()) or ())
+    have = tuple(ds.image_shape)
+    n_in = 1
+    for d in want:
+        n_in *= d
+    n_have = 1
+    for d in have:
+        n_have *= d
+    if want and want != have and n_in != n_have:
+        raise PruneError(f"model '{cfg.model}' takes input {want}, dataset '{cfg.data}' has "
+                         f"samples of shape {have}")
+    return model, kwargs
+
+
+def _partial_dir(out: Path) -> Path:
+    return out.parent / (out.name + ".partial")
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Replace `out` by `tmp` (rename; an existing `out` is moved aside first, then deleted)."""
+    old = None
+    if out.exists():
+        old = out.parent / (out.name + f".old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _readable(path) -> None:
+    """mkstemp creates 0600 files; outputs get the usual permissions (0666 minus umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    import io
+    buf = io.BytesIO()           # torch.save names the zip's folder after the file: save to a
+    torch.save(obj, buf)         # buffer so the bytes do not depend on the temp file's name
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+        _readable(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+    _readable(tmp)
+    os.replace(tmp, path)
+
+
+def _cost_figures(graph, target) -> Optional[Dict[str, float]]:
+    if target is None:
+        return None
+    from .. import cost
+    rep = cost.estimate(graph, target)
+    out = {}
+    for m in cost.BUDGET_METRICS:
+        try:
+            out[m] = cost.budget_value(rep, m)
+        except EdgepruneError:
+            pass
+    return out
+
+
+def build_method(cfg: PruneConfig, model, graph, log=None, target=None):
+    """The configured pruning hook on `model` (its layer graph `graph`)."""
+    from .methods import DEFAULT_CRITERION, METHODS, PruneSpec
+    from .orientation import ORIENTATIONS, parse_budgets
+    if cfg.method not in METHODS:
+        raise PruneError(f"unknown method '{cfg.method}'; known: {', '.join(METHODS)}")
+    if cfg.orientation not in ORIENTATIONS:
+        raise PruneError(f"unknown orientation '{cfg.orientation}'; known: {', '.join(ORIENTATIONS)}")
+    gran = parse_granularity(cfg.granularity)
+    budgets = parse_budgets(cfg.budgets)
+    amount = cfg.sparsity
+    if amount is None and not budgets and cfg.method != "activation_density":
+        amount = DEFAULT_AMOUNT
+    spec = PruneSpec(granularity=gran, criterion=(cfg.criterion or DEFAULT_CRITERION[cfg.method]),
+                     orientation=cfg.orientation, amount=amount, budgets=budgets, target=target,
+                     seed=cfg.seed, prune_bias=cfg.prune_bias, pretrained=bool(cfg.weights),
+                     max_acc_drop=cfg.max_acc_drop)
+    return METHODS[cfg.method](model, graph, spec, log)
+
+
+def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneResult:
+    from ..data import load_dataset
+    from ..graph import extract
+    from ..targets import load_target
+    from ..train import TrainConfig, Trainer, evaluate, is_main_process, seed_everything
+    from .decision_log import DecisionLog
+    from .masks import baked_state_dict, count_nonzero_params, dead_channels, effective_macs, plain_copy
+    from .orientation import parse_budgets
+    from .shrink import export_pt2, shrink_model
+
+    # ---- validate everything cheap before any training
+    parse_granularity(cfg.granularity)
+    parse_budgets(cfg.budgets)
+    target = load_target(cfg.target) if cfg.target else None
+    if cfg.epochs < 1:
+        raise PruneError(f"--epochs must be >= 1, got {cfg.epochs}")
+    out = Path(out_dir) if out_dir is not None else None
+    work = _partial_dir(out) if out is not None else Path(tempfile.mkdtemp(prefix="edgeprune-"))
+    if out is not None and work.exists() and not cfg.resume:
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    main = is_main_process()
+
+    try:
+        ds = load_dataset(cfg.data)
+        if cfg.n_train or cfg.n_test:
+            ds = ds.subset(cfg.n_train, cfg.n_test)
+        seed_everything(cfg.seed)
+        model, model_kwargs = _load_model(cfg, ds)
+        graph = extract(model)
+        dense_graph = graph
+        tc = dict(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
+                  optimizer=cfg.optimizer, lr_schedule=cfg.lr_schedule,
+                  max_steps_per_epoch=cfg.max_steps_per_epoch,
+                  progress=cfg.progress, resume=cfg.resume)
+
+        # ---- every check that needs no training, before the (long) dense baseline:
+        # method/criterion/granularity compatibility and budgets out of reach
+        probe = build_method(cfg, copy.deepcopy(model), graph, None, target)
+        probe._feasibility()
+        probe.criterion.close()
+        del probe
+
+        # ---- the dense reference
+        acc_source = None
+        if cfg.weights:
+            _, _, xte, yte = _tensors(ds, model)
+            acc_dense = evaluate(model, xte, yte)
+            acc_source = f"weights {cfg.weights}"
+        elif cfg.baseline:
+            dense = copy.deepcopy(model)
+            if cfg.progress and main:
+                print("training the dense baseline (same init, seed and epochs)", flush=True)
+            res = Trainer(dense, ds, TrainConfig(**tc, checkpoint_dir=str(work / "ckpt-dense"))).fit()
+            acc_dense = res.test_accuracy
+            acc_source = "dense baseline trained with the same seed, epochs and optimiser"
+            del dense
+        else:
+            acc_dense = None
+
+        # ---- the pruning run
+        log = DecisionLog({"model": cfg.model, "dataset": cfg.data, "method": cfg.method,
+                           "granularity": cfg.granularity, "orientation": cfg.orientation,
+                           "acc_dense": acc_dense})
+        method = build_method(cfg, model, graph, log, target)
+        if cfg.progress and main:
+            print(f"pruning: {cfg.method} / {method.spec.granularity} / {method.spec.criterion} / "
+                  f"{cfg.orientation}", flush=True)
+        trainer = Trainer(model, ds, TrainConfig(**tc, checkpoint_dir=str(work / "ckpt-prune")),
+                          [method])
+        trainer.fit()
+        final = trainer.model
+        acc_pruned = trainer.evaluate()
+
+        # ---- outputs
+        plain = plain_copy(final)
+        final_graph = extract(plain)
+        keep = dead_channels(plain, final_graph)
+        for gid, k in method.masks.channel_keep.items():
+            if gid in keep:
+                keep[gid] &= k
+        shrunk = shrink_model(plain, final_graph, keep)
+        _check_equal(plain, shrunk, trainer.x_test[:256])
+        shrunk_graph = extract(shrunk)
+        params_dense = dense_graph.total_params
+        macs_dense = sum(n.macs for n in dense_graph.compute_nodes())
+        params_nz = count_nonzero_params(plain)
+        macs_eff = effective_macs(plain, final_graph)
+        summary = {
+            "model": cfg.model, "model_kwargs": model_kwargs, "dataset": cfg.data,
+            "method": cfg.method, "granularity": str(method.spec.granularity),
+            "criterion": method.spec.criterion, "orientation": cfg.orientation,
+            "amount": method.spec.amount, "amount_reached": round(float(method.amount), 6),
+            "acc_dense": acc_dense, "acc_dense_source": acc_source, "acc_pruned": acc_pruned,
+            "params_dense": params_dense, "params_nonzero": params_nz,
+            "params_compression": params_dense / max(params_nz, 1),
+            "macs_dense": macs_dense, "macs_effective": macs_eff,
+            "macs_reduction": macs_dense / max(macs_eff, 1),
+            "shrunk": {"params": shrunk_graph.total_params,
+                       "macs": sum(n.macs for n in shrunk_graph.compute_nodes()),
+                       "channels": {str(g.id): int(keep[g.id].sum()) if g.id in keep else g.size
+                                    for g in final_graph.groups}},
+            "seed": cfg.seed, "epochs": cfg.epochs, "lr": cfg.lr, "lr_schedule": cfg.lr_schedule,
+            "target": cfg.target,
+            "budgets": [str(b) for b in method.spec.budgets], "budgets_met":
+                (method.met if method.spec.budgets else None),
+            "cost_dense": _cost_figures(dense_graph, target),
+            "cost_pruned": _cost_figures(shrunk_graph, target),
+            "layers": {n: round(s["sparsity"], 6) for n, s in method.masks.layer_stats().items()},
+        }
+        log.meta.update({"acc_pruned": acc_pruned})
+        if out is None or not main:
+            return PruneResult(summary, None, final)
+        _atomic_torch_save(baked_state_dict(final), work / "model.pt")
+        export_pt2(shrunk, final_graph.input_shape, work / "shrunk.pt2")
+        _readable(work / "shrunk.pt2")
+        log.save_json(work / "log.json")
+        log.save_png(work / "log.png")
+        _write_json(work / "summary.json", summary)
+        for ck in ("ckpt-dense", "ckpt-prune"):
+            shutil.rmtree(work / ck, ignore_errors=True)
+        _publish(work, out)
+        return PruneResult(summary, out, final)
+    except EdgepruneError:
+        shutil.rmtree(work, ignore_errors=True)   # a user error: nothing to resume
+        raise
+    finally:
+        if out is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _tensors(ds, model):
+    from ..train import dataset_tensors
+    return dataset_tensors(ds, getattr(model, "input_shape", None))
+
+
+@torch.no_grad()
+def _check_equal(masked, shrunk, x) -> None:
+    """The shrunk export must compute what the masked model computes."""
+    masked.eval()
+    shrunk.eval()
+    a, b = masked(x), shrunk(x)
+    tol = 1e-4 * max(float(a.abs().max()), 1.0)
+    if not torch.allclose(a, b, atol=tol, rtol=1e-4):
+        raise PruneError(f"internal: shrunk model differs from the masked model by "
+                         f"{float((a - b).abs().max()):.3g}")
+
+
+__all__ = ["PruneConfig", "PruneResult", "run_prune", "build_method", "parse_sparsity"]
