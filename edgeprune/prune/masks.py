@@ -82,6 +82,18 @@ def parse_granularity(spec: str) -> Granularity:
     raise PruneError(f"unknown granularity '{spec}'; use weight, kernel, channel or N:M (e.g. 2:4)")
 
 
+class _StraightThroughMask(torch.autograd.Function):
+    """w * m forward; the gradient passes to every entry of w unchanged (d(w*m)/dw := 1)."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return w * m
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
 class _MaskParametrization(nn.Module):
     """forward(w) = w * mask. Soft: the backward passes the gradient to every entry (STE)."""
 
@@ -93,8 +105,9 @@ class _MaskParametrization(nn.Module):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         m = self.mask.to(w.dtype)
         if self.soft and w.requires_grad and torch.is_grad_enabled():
-            # value w*m; gradient 1 for every entry so pruned weights keep learning
-            return w * m + (w - w.detach()) * (1 - m)
+            # value w*m; gradient 1 for every entry so pruned weights keep learning (one
+            # autograd node: the w*m + (w - w.detach())*(1 - m) formulation cost 4x the ops)
+            return _StraightThroughMask.apply(w, m)
         return w * m
 
 
