@@ -52,8 +52,6 @@ def run(args) -> int:
     import json
     import math
     import os
-    import shutil
-    import tempfile
     from pathlib import Path
 
     import torch
@@ -130,25 +128,11 @@ def run(args) -> int:
         summary["model"] = zoo_name
 
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)          # mkdtemp makes 0700; OUT should look like any mkdir
-    try:
+    from ..outdir import staged_output
+    with staged_output(out) as tmp:
         torch.save(model.state_dict(), tmp / "model.pt")
         save_pt2(model, tmp / "model.pt2")
         (tmp / "codebooks.json").write_text(json.dumps(state.to_dict(), indent=1) + "\n")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.rename(out, old / out.name)
-        os.rename(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"wrote {out}/model.pt, model.pt2, codebooks.json, summary.json")
     return 0

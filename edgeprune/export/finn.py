@@ -20,8 +20,6 @@ missing, has another op type or shape, or did not receive its PE/SIMD.
 from __future__ import annotations
 
 import ast
-import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
@@ -29,7 +27,8 @@ from typing import Any, Dict, List, Mapping, Optional
 import numpy as np
 
 from ..errors import EdgepruneError
-from ..fpga.pipeline import FpgaExportError, prepare, quant_summary, staged_output, write_json
+from ..fpga.pipeline import FpgaExportError, prepare, quant_summary, write_json
+from ..outdir import staged_output
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO / "docker"

@@ -31,8 +31,8 @@ from typing import Any, Dict, List, Mapping, Optional
 import numpy as np
 
 from ..errors import EdgepruneError
-from ..fpga.pipeline import FpgaExportError, Prepared, prepare, quant_summary, staged_output, \
-    write_json
+from ..fpga.pipeline import FpgaExportError, Prepared, prepare, quant_summary, write_json
+from ..outdir import staged_output
 
 REPO = Path(__file__).resolve().parents[2]
 HLS_TEMPLATES = REPO / "hls"
@@ -353,7 +353,7 @@ def export_hls(model, target, out, *, wbits: int = 4, abits: int = 4,
                 f"C-simulation is not bit-exact: {csim.images - csim.exact_images} of "
                 f"{csim.images} images differ ({csim.mismatched_outputs} outputs, max |diff| "
                 f"{csim.max_abs_diff:.3g})")
-        files = write_vivado_flow(tmp, hm, target, prep)
+        write_vivado_flow(tmp, hm, target, prep)
         tb = compile_axi_testbench(tmp / "vivado", prj) if axi_testbench else None
         if tb is not None and tb["returncode"] != 0:
             raise HlsExportError(f"AXI wrapper testbench failed: {tb['stdout_tail']}")

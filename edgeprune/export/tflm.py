@@ -22,7 +22,6 @@ import json
 import math
 import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -31,6 +30,7 @@ import numpy as np
 
 from ..cost import tflm_memory as tm
 from ..errors import EdgepruneError
+from ..outdir import staged_output
 
 N_CALIBRATION = 256       # representative samples for activation ranges
 SEED = 0
@@ -511,13 +511,7 @@ def _render(name: str, **kw) -> str:
 
 def _write_outputs(out: Path, model_bytes: bytes, report: dict, arena_size: int,
                    ops: Sequence[str], overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out}: exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out}: directory is not empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_output(out, overwrite) as tmp:
         (tmp / "model.tflite").write_bytes(model_bytes)
         n = len(model_bytes)
         q = report["io"]
@@ -544,16 +538,6 @@ def _write_outputs(out: Path, model_bytes: bytes, report: dict, arena_size: int,
         (tmp / "CMakeLists.txt").write_text(_render("CMakeLists.txt"))
         (tmp / "README.md").write_text(_render("README.md", REPORT=_readme_table(report), **common))
         (tmp / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _readme_table(r: dict) -> str:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import torch
@@ -19,7 +17,7 @@ import torch.nn as nn
 from ..errors import EdgepruneError
 from ..graph import LayerGraph, extract
 from .brevitas_model import QuantNet, parse_bits_map, to_brevitas
-from .qonnx_io import QonnxCheck, brevitas_execute, export_qonnx_model, pixels, verify_qonnx
+from .qonnx_io import QonnxCheck, export_qonnx_model, pixels, verify_qonnx
 
 
 class FpgaExportError(EdgepruneError, ValueError):
@@ -119,29 +117,6 @@ def prepare(model: nn.Module, onnx_path: os.PathLike, *, wbits: int = 4, abits: 
 
 
 @contextlib.contextmanager
-def staged_output(out: os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temp dir beside `out`; on success it replaces `out`, on error it is removed."""
-    out = Path(out).absolute()  # exporters run tools in subdirectories (cwd changes)
-    if out.exists() and not out.is_dir():
-        raise FpgaExportError(f"{out}: exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FpgaExportError(f"{out}: directory is not empty (use --overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
