@@ -254,3 +254,13 @@ def test_pt2_module_keeps_input_shape_through_deepcopy(tmp_path):
     save_pt2(M.build("lenet5"), tmp_path / "m.pt2")
     m = load_model(str(tmp_path / "m.pt2"))
     assert copy.deepcopy(m).input_shape == (1, 28, 28)
+
+
+def test_corrupt_pt2_gives_one_line_error(tmp_path):
+    bad = tmp_path / "bad.pt2"
+    bad.write_bytes(b"not a zip")
+    r = subprocess.run([sys.executable, "-m", "edgeprune", "estimate", str(bad), "--target",
+                        "stm32l4r5-m4"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"edgeprune: error: {bad}: cannot load torch.export "
+                                             f"program (File is not a zip file)"]

@@ -12,6 +12,7 @@ Accepted:
 from __future__ import annotations
 
 import json
+import logging
 import operator
 import pickle
 import zipfile
@@ -136,11 +137,18 @@ def _load_pickled_module(path: Path, trust_pickle: bool) -> nn.Module:
 
 def load_pt2(path: Path) -> nn.Module:
     path = Path(path)
+    # torch logs a full traceback at WARNING before raising on a bad archive; the user gets one
+    # line from us instead.
+    export_log = logging.getLogger("torch.export")
+    level = export_log.level
+    export_log.setLevel(logging.ERROR)
     try:
         ep = torch.export.load(str(path))
     except Exception as e:  # noqa: BLE001 - corrupt zip, wrong version, ...
         raise ModelLoadError(f"{path}: cannot load torch.export program "
                              f"({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from e
+    finally:
+        export_log.setLevel(level)
     return exported_to_module(ep, source=str(path))
 
 
