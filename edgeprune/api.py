@@ -60,9 +60,14 @@ def layer_graph(model, weights: Optional[str] = None) -> LayerGraph:
 def estimate(model, deployment, **opts):
     """What `model` costs in `deployment`: an edgeprune.cost.CostReport."""
     from . import cost
+    from .support_matrix import export_notes
+    dep = as_deployment(deployment)
     g = layer_graph(model)
-    report = cost.estimate(g, as_deployment(deployment), **opts)
+    report = cost.estimate(g, dep, **opts)
     report.totals["params"] = g.compute_params     # deployed (BN folded) parameter count
+    blockers = export_notes(g, dep.kind)
+    report.totals["exportable"] = not blockers
+    report.notes[:0] = blockers
     return report
 
 

@@ -1,10 +1,13 @@
 """What edgeprune writes: output directories whole or not at all, single files atomically, and the
 model-directory contract that `prune` and `cluster` write and every later stage reads.
 
-Output directories. Every command that writes a directory builds it in a temp dir beside OUT
-and renames it into place at the end (``staged_output``), so a failure or a kill never leaves a
-half-written OUT. (`edgeprune prune` keeps its own partial directory on purpose: ``--resume``
-continues from it.)
+Output directories. Every command that writes a directory checks OUT before any work
+(``check_output``), builds the output in a staging directory and moves it into place at the end
+(``staged_output`` / ``publish``), so a failure or a kill never leaves a half-written OUT. A
+non-empty OUT is refused unless ``--overwrite``; even then only the files edgeprune wrote there
+(listed in OUT/.edgeprune-manifest.json) are replaced or removed: a user's own files are never
+deleted or overwritten. (`edgeprune prune` keeps its own partial directory on purpose:
+``--resume`` continues from it.)
 
 Single files (``write_json``, ``write_bytes``, ``save_torch``) are written to a temp file in the
 same directory and renamed over the target, with the permissions an ordinary file gets (0666
@@ -32,9 +35,9 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
-from .errors import EdgepruneError
+from .errors import EdgepruneError, first_line
 
 
 class ArtifactError(EdgepruneError, ValueError):
@@ -129,7 +132,7 @@ def save_pt2(module, path: os.PathLike, input_shape=None) -> Path:
                 program = torch.export.export(module, (torch.zeros((1,) + shape),))
             except Exception as e:  # noqa: BLE001 - any export failure is reported with its cause
                 raise ArtifactError(f"torch.export cannot export {type(module).__name__}: "
-                                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                                    f"{first_line(e)}"
                                     ) from e
         # Saved into memory first: given a file name, torch.export.save names the archive's
         # top folder after it, so a temp name would leak into the bytes.
@@ -154,35 +157,123 @@ def read_json(path: os.PathLike, what: str = "file") -> Any:
 # --------------------------------------------------------------------------------------------
 # Output directories
 
+# Every output directory lists the files edgeprune wrote into it. With --overwrite, only those
+# may be replaced or removed; anything else in the directory is the user's and is left alone.
+MANIFEST = ".edgeprune-manifest.json"
+_STAGING_PREFIX = ".edgeprune-staging-"
+
+
+def _manifest(out: Path) -> List[str]:
+    f = out / MANIFEST
+    if not f.is_file():
+        return []
+    try:
+        data = json.loads(f.read_text())
+        files = data.get("files", []) if isinstance(data, dict) else []
+        return [str(x) for x in files if isinstance(x, str)]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return []
+
+
+def _user_entries(out: Path) -> List[str]:
+    """Top-level entries of `out` that edgeprune did not write (per its manifest)."""
+    ours = {p.split("/")[0] for p in _manifest(out)} | {MANIFEST}
+    return sorted(e.name for e in out.iterdir()
+                  if e.name not in ours and not e.name.startswith(_STAGING_PREFIX))
+
+
+def check_output(out: os.PathLike, overwrite: bool = False) -> Path:
+    """Check an output directory before any work starts; returns its absolute path.
+
+    Refused: an existing path that is not a directory; a directory holding anything edgeprune
+    did not write there, unless `overwrite` (then those entries are kept, never deleted); a
+    directory holding an earlier edgeprune output, unless `overwrite`.
+    """
+    raw = str(out)
+    if not raw.strip():
+        raise ArtifactError("the output path is empty")
+    path = Path(out).absolute()
+    if path.exists() and not path.is_dir():
+        raise ArtifactError(f"{out}: exists and is not a directory (choose a directory for -o)")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        user = _user_entries(path)
+        what = (f"holds files edgeprune did not write ({', '.join(user[:3])}"
+                f"{', ...' if len(user) > 3 else ''})" if user else "holds an earlier output")
+        raise ArtifactError(f"{out}: directory {what}; pass --overwrite to write into it (files "
+                            f"edgeprune did not write are kept) or choose another -o")
+    parent = path.parent if not path.exists() else path
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise ArtifactError(f"{out}: cannot write there ({probe} is not writable)")
+    return path
+
+
+def _walk_files(root: Path) -> List[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() or p.is_symlink())
+
+
 @contextmanager
-def staged_output(out: os.PathLike, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temp dir beside `out`; on success it replaces `out`, on error it is removed."""
-    out = Path(out).absolute()  # exporters run tools in subdirectories (cwd changes)
-    if out.exists() and not out.is_dir():
-        raise ArtifactError(f"{out}: exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ArtifactError(f"{out}: directory is not empty (use --overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+def staged_output(out: os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty staging directory; on success its files become `out`'s (see `publish`),
+    on error it is removed and `out` is untouched."""
+    out = check_output(out, overwrite)  # exporters run tools in subdirectories (cwd changes)
+    if out.is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out))
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     os.chmod(tmp, 0o777 & ~_umask())      # mkdtemp makes 0700; OUT should look like any mkdir
     try:
         yield tmp
-        publish(tmp, out)
+        publish(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def publish(tmp: Path, out: Path) -> None:
-    """Move the finished directory `tmp` to `out` (an existing `out` is moved aside first, then
-    deleted)."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
+def publish(tmp: Path, out: Path, overwrite: bool = False) -> None:
+    """Make the finished staging directory `tmp` the content of `out`.
+
+    `out` absent: `tmp` is renamed to `out` (one atomic step). `out` an existing directory: the
+    files edgeprune wrote there before (its manifest) are replaced or removed, the new files
+    moved in one by one, and every other entry left as it was (a non-empty `out` needs
+    `overwrite`); a new file whose name is taken by a file edgeprune did not write is refused
+    before anything moves.
+    """
+    out = Path(out).absolute()
+    tmp = Path(tmp).absolute()
+    new_files = _walk_files(tmp)
+    write_json(tmp / MANIFEST, {"tool": "edgeprune", "files": new_files})
+    if not out.exists():
         os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+        return
+    if not out.is_dir():
+        raise ArtifactError(f"{out}: exists and is not a directory")
+    others = [e for e in out.iterdir() if e.absolute() != tmp]
+    if others and not overwrite:
+        raise ArtifactError(f"{out}: directory is not empty; pass --overwrite")
+    old = set(_manifest(out))
+    clashes = [f for f in new_files if (out / f).exists() and f not in old]
+    clashes += [f for f in new_files for parent in Path(f).parents
+                if str(parent) != "." and (out / parent).exists() and not (out / parent).is_dir()]
+    if clashes:
+        raise ArtifactError(f"{out}: {clashes[0]} exists and edgeprune did not write it; move it "
+                            f"away or choose another -o (nothing was changed)")
+    for f in sorted(old - set(new_files)):          # our stale outputs of an earlier run
+        p = out / f
+        if p.is_file() or p.is_symlink():
+            p.unlink()
+    for f in new_files + [MANIFEST]:
+        dst = out / f
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / f, dst)
+    for d in sorted({str(Path(f).parent) for f in old}, key=len, reverse=True):
+        if d != "." and (out / d).is_dir() and not any((out / d).iterdir()):
+            (out / d).rmdir()                       # directories our stale files left empty
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------

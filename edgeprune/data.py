@@ -63,6 +63,44 @@ class Dataset:
         return Dataset(self.name, self.x_train[:n_train], self.y_train[:n_train],
                        self.x_test[:n_test], self.y_test[:n_test])
 
+    def validate(self, source: str) -> "Dataset":
+        """Check shapes, dtypes, values and labels; a DataError names `source` and the problem."""
+        for split, x, y in (("train", self.x_train, self.y_train),
+                            ("test", self.x_test, self.y_test)):
+            if len(x) == 0:
+                raise DataError(f"{source}: the {split} split is empty")
+            if x.ndim not in (3, 4):
+                raise DataError(f"{source}: {split} images must be (N, H, W) or (N, C, H, W), "
+                                f"got shape {x.shape}")
+            if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+                raise DataError(f"{source}: {split} images have dtype {x.dtype}; expected uint8 "
+                                f"or float")
+            if np.issubdtype(x.dtype, np.floating):
+                bad = int(np.count_nonzero(~np.isfinite(x)))
+                if bad:
+                    raise DataError(f"{source}: {bad} {split} pixel values are NaN or Inf")
+            if y.ndim != 1 or len(y) != len(x):
+                raise DataError(f"{source}: {split} labels must be one per image, got shape "
+                                f"{y.shape} for {len(x)} images")
+            if len(y) and (y.min() < 0):
+                raise DataError(f"{source}: {split} labels must be >= 0, found {int(y.min())}")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise DataError(f"{source}: train images {self.x_train.shape[1:]} and test images "
+                            f"{self.x_test.shape[1:]} differ in shape")
+        return self
+
+    def check_fits(self, input_shape, n_outputs: Optional[int] = None, what: str = "the model"):
+        """Raise a DataError unless the samples fit `input_shape` (same number of values) and
+        every label is below `n_outputs`."""
+        per = int(np.prod(self.image_shape))
+        want = int(np.prod(tuple(input_shape)))
+        if per != want:
+            raise DataError(f"dataset '{self.name}' has samples of shape {self.image_shape}, "
+                            f"{what} takes {tuple(input_shape)}")
+        if n_outputs is not None and self.num_classes > n_outputs:
+            raise DataError(f"dataset '{self.name}' has labels up to {self.num_classes - 1}, but "
+                            f"{what} has {n_outputs} outputs")
+
 
 def read_idx(path: os.PathLike) -> np.ndarray:
     """Read one IDX file (raw or gzip). Raises DataError naming the file when it is bad."""
@@ -113,6 +151,18 @@ def _load_idx_pair(directory: Path, prefix: str) -> Optional[Tuple[np.ndarray, n
     return x, y.astype(np.int64)
 
 
+def _labels(y: np.ndarray, source) -> np.ndarray:
+    """Labels as int64; float labels must hold whole numbers."""
+    if np.issubdtype(y.dtype, np.integer):
+        return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise DataError(f"{source}: labels must be whole class numbers, found non-integer "
+                            f"or NaN values")
+        return y.astype(np.int64)
+    raise DataError(f"{source}: labels have dtype {y.dtype}; expected integers")
+
+
 def _load_npz_dir(directory: Path) -> Optional[Dataset]:
     files = sorted(directory.glob("*.npz"))
     if not files:
@@ -125,10 +175,10 @@ def _load_npz_dir(directory: Path) -> Optional[Dataset]:
         except Exception as e:  # noqa: BLE001 - zipfile/ValueError/OSError all mean corrupt
             raise DataError(f"{f}: cannot read npz ({e})") from e
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
-        return Dataset(directory.name, arrays["x_train"], arrays["y_train"].astype(np.int64),
-                       arrays["x_test"], arrays["y_test"].astype(np.int64))
+        return Dataset(directory.name, arrays["x_train"], _labels(arrays["y_train"], files[0]),
+                       arrays["x_test"], _labels(arrays["y_test"], files[0]))
     if {"x", "y"} <= arrays.keys():
-        return _split(directory.name, arrays["x"], arrays["y"].astype(np.int64))
+        return _split(directory.name, arrays["x"], _labels(arrays["y"], files[0]))
     raise DataError(f"{files[0]}: npz needs arrays x_train/y_train/x_test/y_test or x/y, "
                     f"found {sorted(arrays)}")
 
@@ -148,15 +198,16 @@ def load_directory(directory: os.PathLike, name: Optional[str] = None) -> Datase
     train = _load_idx_pair(directory, "train")
     test = _load_idx_pair(directory, "t10k")
     if train is not None and test is not None:
-        return Dataset(name, train[0], train[1], test[0], test[1])
+        return Dataset(name, train[0], train[1], test[0], test[1]).validate(str(directory))
     lone = train or test
     if lone is not None:
-        return _split(name, lone[0], lone[1], min(MNIST10K_TRAIN, int(0.8 * len(lone[0]))))
+        return _split(name, lone[0], lone[1],
+                      min(MNIST10K_TRAIN, int(0.8 * len(lone[0])))).validate(str(directory))
     ds = _load_npz_dir(directory)
     if ds is None:
         raise DataError(f"{directory}: no IDX (*-images-idx3-ubyte[.gz]) or .npz files found")
     ds.name = name
-    return ds
+    return ds.validate(str(directory))
 
 
 def mnist10k_dir() -> Optional[Path]:

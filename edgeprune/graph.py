@@ -26,8 +26,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
+from .errors import first_line
 from .layergraph import (COMPUTE_OPS, PASSTHROUGH_OPS, ChannelGroup, ChannelMember,  # noqa: F401
-                         LayerGraph, LayerNode, OpKind, UnsupportedOpError)
+                         SUPPORTED_LAYERS_TEXT, LayerGraph, LayerNode, OpKind,
+                         UnsupportedOpError)
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,12 +96,14 @@ def _classify(node: fx.Node, modules: Dict[str, nn.Module]) -> Tuple[OpKind, Dic
                     attrs = {"dim": mod.dim}
                 return kind, attrs
         raise UnsupportedOpError(
-            f"node '{node.name}' ({node.target}): unsupported layer {type(mod).__name__}")
+            f"node '{node.name}' (layer '{node.target}', {type(mod).__name__}) is not supported; "
+            f"{SUPPORTED_LAYERS_TEXT}")
     if node.op == "call_function":
         kind = _FUNCTION_OPS.get(node.target)
         if kind is None:
             name = getattr(node.target, "__name__", str(node.target))
-            raise UnsupportedOpError(f"node '{node.name}': unsupported function {name}")
+            raise UnsupportedOpError(f"node '{node.name}': unsupported function {name}; "
+                                     f"{SUPPORTED_LAYERS_TEXT}")
         return kind, {}
     if node.op == "call_method":
         kind = _METHOD_OPS.get(node.target)
@@ -184,14 +188,14 @@ def extract(model: nn.Module, input_shape: Optional[Sequence[int]] = None) -> La
             gm = fx.symbolic_trace(model)
         except Exception as e:  # noqa: BLE001 - any trace failure is reported with its cause
             raise UnsupportedOpError(f"torch.fx cannot trace {type(model).__name__}: "
-                                     f"{str(e).splitlines()[0]}") from e
+                                     f"{first_line(e)}") from e
         sample = torch.zeros((2,) + shape)
         with torch.no_grad():
             try:
                 ShapeProp(gm).propagate(sample)
             except Exception as e:  # noqa: BLE001
                 raise UnsupportedOpError(f"shape propagation with input {shape} failed: "
-                                         f"{str(e).splitlines()[0]}") from e
+                                         f"{first_line(e)}") from e
     finally:
         model.train(was_training)
     modules = dict(gm.named_modules())

@@ -61,6 +61,11 @@ PASSTHROUGH_OPS = frozenset({
     OpKind.BATCHNORM, OpKind.RELU, OpKind.RELU6, OpKind.SIGMOID, OpKind.TANH, OpKind.MAXPOOL2D,
     OpKind.AVGPOOL2D, OpKind.GAP, OpKind.PAD, OpKind.DROPOUT, OpKind.IDENTITY, OpKind.SOFTMAX})
 INFERENCE_NOOPS = frozenset({OpKind.DROPOUT, OpKind.IDENTITY})
+# The PyTorch layers the extraction maps to op kinds (edgeprune.graph), for error messages.
+SUPPORTED_LAYERS_TEXT = ("supported layers: Conv2d (incl. depthwise), Linear, BatchNorm, ReLU, "
+                         "ReLU6, Sigmoid, Tanh, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), "
+                         "ZeroPad2d, Dropout, Identity, Flatten, Softmax, add, cat "
+                         "(`edgeprune ops` shows what each backend does with them)")
 
 
 @dataclass
@@ -173,6 +178,14 @@ class LayerGraph:
         return next(n for n in self.nodes if n.op == OpKind.OUTPUT)
 
     @property
+    def n_outputs(self) -> int:
+        """Values of one sample's output (classes, for a classifier)."""
+        n = 1
+        for d in self.output_node.out_shape:
+            n *= int(d)
+        return n
+
+    @property
     def total_params(self) -> int:
         """All trainable parameters (conv/linear weights and biases, BN affine)."""
         return sum(n.params for n in self.nodes)
@@ -227,6 +240,24 @@ class LayerGraph:
         new_groups = [ChannelGroup(g.id, size[g.id], copy.deepcopy(g.members), g.prunable, g.reason)
                       for g in self.groups]
         return LayerGraph(new_nodes, new_groups, self.input_shape, None)
+
+    def without_noops(self) -> "LayerGraph":
+        """The graph with inference no-ops (dropout, identity) removed and their consumers
+        reading the no-op's input: what every backend plans, so that a `flatten -> Dropout ->
+        Linear` head is planned like the `flatten -> Linear` the converters produce."""
+        if not any(n.op in INFERENCE_NOOPS for n in self.nodes):
+            return self
+        alias: Dict[str, str] = {}
+        nodes: List[LayerNode] = []
+        for old in self.nodes:
+            if old.op in INFERENCE_NOOPS:
+                alias[old.name] = alias.get(old.inputs[0], old.inputs[0])
+                continue
+            n = copy.copy(old)
+            n.inputs = [alias.get(i, i) for i in old.inputs]
+            nodes.append(n)
+        g = LayerGraph(nodes, self.groups, self.input_shape, self.gm)
+        return g
 
     def group_of_node(self, name: str, role: str = "out") -> Optional[ChannelGroup]:
         """The channel group in which node `name` plays `role` (e.g. a conv's output channels)."""

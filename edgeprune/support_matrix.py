@@ -7,7 +7,7 @@ Every module named here is torch-free.
 from __future__ import annotations
 
 import importlib
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 from .backends.support import Support
 from .layergraph import OpKind
@@ -33,3 +33,19 @@ def table(backend: str) -> Dict[OpKind, Support]:
 def matrix() -> Dict[str, Dict[OpKind, Support]]:
     """{backend: {op kind: Support}} for every backend of the matrix."""
     return {name: table(name) for name in BACKENDS}
+
+
+# What each kind of target is exported with (the columns `edgeprune estimate` checks).
+EXPORT_BACKENDS = {"mcu": ("tflm-plan", "export tflm"), "fpga": ("fpga-export", "export finn/hls")}
+
+
+def export_notes(graph, kind: str) -> List[str]:
+    """Notes for an estimate on a `kind` target: the layers its exporter cannot convert yet."""
+    backend, what = EXPORT_BACKENDS[kind]
+    t = table(backend)
+    bad: Dict[OpKind, List[str]] = {}
+    for n in graph.nodes:
+        if not t[n.op].supported:
+            bad.setdefault(n.op, []).append(n.name)
+    return [f"{what} cannot convert this model yet: {kind_} (layer{'s' if len(names) > 1 else ''} "
+            f"{', '.join(names)}): {t[kind_].note}" for kind_, names in bad.items()]

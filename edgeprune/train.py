@@ -48,7 +48,7 @@ import torch.nn as nn
 
 from .artifacts import save_torch
 from .data import Dataset, to_tensors
-from .errors import EdgepruneError
+from .errors import EdgepruneError, first_line
 
 CHECKPOINT_NAME = "last.pt"
 _CHECKPOINT_FORMAT = "edgeprune-train-checkpoint"
@@ -58,7 +58,21 @@ _RESUME_FIELDS = ("seed", "batch_size", "lr", "optimizer", "weight_decay", "max_
 
 
 class TrainError(EdgepruneError, RuntimeError):
-    """A training run cannot start or resume (unreadable or mismatched checkpoint, ...)."""
+    """A training run cannot start, resume or go on (unreadable or mismatched checkpoint, ...)."""
+
+
+class TrainDivergedError(TrainError):
+    """The loss became NaN/Inf; the last checkpoint from before it is kept (see mark_diverged)."""
+
+
+def mark_diverged(path: Path, info: Dict[str, Any]) -> None:
+    """Mark a checkpoint as written before a divergence: resuming from it may change the
+    learning rate (resuming with the same settings would diverge again)."""
+    if not path.is_file():
+        return
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck["diverged"] = dict(info)
+    save_torch(ck, path)
 
 
 def seed_everything(seed: int) -> None:
@@ -401,11 +415,16 @@ class Trainer:
         try:
             ck = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - truncated zip, pickle error, ... all mean corrupt
-            raise TrainError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0]})") from e
+            raise TrainError(f"{path}: unreadable checkpoint ({first_line(e)})") from e
         if not isinstance(ck, dict) or ck.get("format") != _CHECKPOINT_FORMAT:
             raise TrainError(f"{path}: not an edgeprune training checkpoint")
         mine = self._config_fingerprint()
         for k, v in ck["config"].items():
+            if k == "lr" and ck.get("diverged"):
+                if mine.get(k) != v and self.is_main and self.config.progress:
+                    print(f"resuming a run that diverged with lr={v!r}: now lr={mine.get(k)!r}",
+                          flush=True)
+                continue
             if mine.get(k) != v:
                 raise TrainError(f"{path}: checkpoint was written with {k}={v!r}, this run has "
                                  f"{k}={mine.get(k)!r}; use the same settings or another directory")
@@ -422,7 +441,7 @@ class Trainer:
             self.model.load_state_dict(ck["model"])
         except RuntimeError as e:
             raise TrainError(f"{path}: checkpoint does not fit this model "
-                             f"({str(e).splitlines()[0]})") from e
+                             f"({first_line(e)})") from e
         self.optimizer.load_state_dict(ck["optimizer"])
         if len(ck["hooks"]) != len(self.hooks):
             raise TrainError(f"{path}: checkpoint has {len(ck['hooks'])} hook states, this run "
@@ -434,6 +453,22 @@ class Trainer:
         _set_rng_state(rng[self.rank] if len(rng) == self.world_size else rng[0], self._gen)
         self.step, self.epoch = ck["step"], ck["epoch"]
         self.last_loss = ck["last_loss"]
+
+    def _diverged(self, epoch: int, step: int, loss: float) -> TrainDivergedError:
+        """The error for a NaN/Inf loss, after marking the last checkpoint resumable with another
+        learning rate."""
+        c = self.config
+        where = f"epoch {epoch + 1}, step {step + 1} of {self._steps_per_epoch()}"
+        cause = (f"likely causes: a learning rate too high for this model (--lr {c.lr:g}), or "
+                 f"NaN/Inf in the data or the starting weights")
+        path = self.checkpoint_path
+        if path is not None and path.is_file():
+            mark_diverged(path, {"epoch": epoch, "step": step, "lr": c.lr})
+            keep = (f"; the checkpoint of epoch {epoch} is kept in {path.parent}: rerun with "
+                    f"--resume and a lower --lr")
+        else:
+            keep = "; no epoch had finished: rerun with a lower --lr"
+        return TrainDivergedError(f"training diverged at {where} (loss {loss}): {cause}{keep}")
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -474,6 +509,8 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 forward = self.ddp if self.ddp is not None else self.model
                 loss = self.loss_fn(forward(self.x_train[idx]), self.y_train[idx])
+                if not math.isfinite(loss.item()):
+                    raise self._diverged(epoch, s, loss.item())
                 loss.backward()
                 for h in self.hooks:
                     h.after_backward(self)

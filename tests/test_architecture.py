@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parent.parent / "edgeprune"
 # Bottom to top. A module may import from its own layer and the layers below it.
 LAYERS = [
     {"errors", "layergraph", "__init__"},
-    {"targets", "artifacts", "data"},
+    {"targets", "artifacts", "data", "logs"},
     {"deploy", "backends"},
     {"graph", "models", "surgery", "zoo_graphs", "cost"},
     {"train"},

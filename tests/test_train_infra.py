@@ -296,3 +296,33 @@ def test_torchrun_two_ranks_end_with_identical_weights(tmp_path):
     ck = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)
     assert ck["world_size"] == 2 and len(ck["rng"]) == 2 and ck["epoch"] == 1
     assert done.stdout.count("epoch 2/2") == 1  # only rank 0 prints
+
+
+class _PoisonAtEpoch(TrainHook):
+    """Sets a weight to NaN at the first step of `epoch`: the loss diverges there."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def before_step(self, trainer):
+        if trainer.epoch == self.epoch:
+            with torch.no_grad():
+                trainer.model.fc.weight[0, 0] = float("nan")
+
+
+def test_divergence_stops_with_the_epoch_and_keeps_a_resumable_checkpoint(tmp_path):
+    from edgeprune.train import TrainDivergedError
+    with pytest.raises(TrainDivergedError, match=r"diverged at epoch 2, step 1 .*--lr") as e:
+        Trainer(tiny_model(), tiny_dataset(), config(tmp_path), [_PoisonAtEpoch(1)]).fit()
+    assert "checkpoint of epoch 1 is kept" in str(e.value)
+    ck = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ck["epoch"] == 0 and ck["diverged"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    # resuming with a lower learning rate is allowed after a divergence (not otherwise)
+    resumed = Trainer(tiny_model(), tiny_dataset(), config(tmp_path, resume=True, lr=1e-4),
+                      [_PoisonAtEpoch(99)])
+    result = resumed.fit()
+    assert len(result.history) == 2 and resumed.step == 10
+    with pytest.raises(TrainError, match="lr"):
+        Trainer(tiny_model(), tiny_dataset(), config(tmp_path, resume=True, lr=1e-5),
+                [_PoisonAtEpoch(99)]).fit()

@@ -16,13 +16,29 @@ from ..errors import EdgepruneError
 SUBCOMMANDS = ("targets", "ops", "estimate", "prune", "cluster", "export", "demo")
 
 
+class UsageError(Exception):
+    """A command line argparse refuses; `main` prints it as one line and returns 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors end like every other error: one line, exit 2."""
+
+    def error(self, message: str):
+        sub = self.prog.removeprefix("edgeprune").strip()
+        raise UsageError(f"{sub + ': ' if sub else ''}{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="edgeprune",
         description="Cost-aware pruning and cluster quantization for MCUs (TFLite-Micro) and "
                     "FPGAs (FINN / hls4ml).")
     from .. import __version__
     parser.add_argument("--version", action="version", version=f"edgeprune {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show third-party library output (TensorFlow, brevitas, torch.onnx, "
+                             "...) instead of writing it to the log file; allowed anywhere on "
+                             "the command line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in SUBCOMMANDS:
@@ -36,9 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    from .. import logs
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = any(a in VERBOSE_FLAGS for a in argv)
+    argv = [a for a in argv if a not in VERBOSE_FLAGS]
+    logs.configure(verbose)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        print(f"edgeprune: error: {e}", file=sys.stderr)
+        return 2
     try:
         rc = args.func(args)
     except EdgepruneError as e:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import bits, non_negative_int, positive_float, positive_int
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -17,19 +19,21 @@ def register(sub) -> None:
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a pickled module (executes code from the file)")
     p.add_argument("--data", required=True, help="fashion-mnist | mnist-10k | PATH")
-    p.add_argument("--bits", type=int, default=4, help="index bits b per layer: 2^b codes (default 4)")
+    p.add_argument("--bits", type=bits, default=4, help="index bits b per layer: 2^b codes (default 4)")
     p.add_argument("--bits-per-layer", default="", metavar="L=B,...",
                    help="override bits for named layers, e.g. conv1=5,fc1=3")
     p.add_argument("--init", default="linear", choices=("linear", "density", "kmeans++"),
                    help="centroid initialisation (default linear, best in Deep Compression)")
     p.add_argument("--per-channel", action="store_true", help="one codebook per output channel")
-    p.add_argument("--epochs", type=int, default=2, help="centroid fine-tuning epochs (0: none)")
-    p.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate (default 1e-4)")
+    p.add_argument("--epochs", type=non_negative_int, default=2, help="centroid fine-tuning epochs (0: none)")
+    p.add_argument("--lr", type=positive_float, default=1e-4, help="fine-tuning learning rate (default 1e-4)")
     p.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--max-steps-per-epoch", type=positive_int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("-o", "--out", required=True, help="output directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty OUT (files edgeprune did not write are kept)")
     p.set_defaults(func=run)
 
 
@@ -41,7 +45,7 @@ def run(args) -> int:
         bits_per_layer=parse_bits_per_layer(args.bits_per_layer), init=args.init,
         per_channel=args.per_channel, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
         batch_size=args.batch_size, max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed,
-        weights=args.weights, trust_pickle=args.trust_pickle)
+        weights=args.weights, trust_pickle=args.trust_pickle, overwrite=args.overwrite)
     res = run_cluster(cfg, args.out)
     print(f"wrote {res.out_dir}/model.pt, model.pt2, codebooks.json, summary.json")
     return 0

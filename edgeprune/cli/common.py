@@ -3,8 +3,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
+
+
+# --------------------------------------------------------------------------------------------
+# Number arguments: checked where they enter, with the expected range in the message
+
+def _number(kind: type, check: Callable[[float], bool], expect: str):
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'} {expect}, got {text!r}"
+            ) from None
+        if isinstance(v, float) and not math.isfinite(v) or not check(v):
+            raise argparse.ArgumentTypeError(f"expected {expect}, got {text!r}")
+        return v
+    parse.__name__ = f"{kind.__name__} {expect}"
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, ">= 1")
+non_negative_int = _number(int, lambda v: v >= 0, ">= 0")
+positive_float = _number(float, lambda v: v > 0, "> 0")
+non_negative_float = _number(float, lambda v: v >= 0, ">= 0")
+open_fraction = _number(float, lambda v: 0 < v < 1, "in (0, 1)")
+unit_fraction = _number(float, lambda v: 0 < v <= 1, "in (0, 1]")
+bits = _number(int, lambda v: 1 <= v <= 16, "in 1..16")
 
 
 def add_deployment_arguments(p: argparse.ArgumentParser, *, fpga_only: bool = False) -> None:
@@ -14,11 +42,11 @@ def add_deployment_arguments(p: argparse.ArgumentParser, *, fpga_only: bool = Fa
     if not fpga_only:
         g.add_argument("--runtime", default=None,
                        help="MCU targets: tflm-cmsis-nn | tflm-reference [the target's]")
-    g.add_argument("--wbits", type=int, default=None,
+    g.add_argument("--wbits", type=bits, default=None,
                    help="FPGA targets: weight bits, 1..8 [4; MCU: int8]")
-    g.add_argument("--abits", type=int, default=None,
+    g.add_argument("--abits", type=bits, default=None,
                    help="FPGA targets: activation bits, 1..8 [4; MCU: int8]")
-    g.add_argument("--fps", type=float, default=None, metavar="N",
+    g.add_argument("--fps", type=positive_float, default=None, metavar="N",
                    help="FPGA targets: fold for this frame rate with the least resources "
                         "[the highest frame rate that fits the part]")
     g.add_argument("--bits-map", metavar="JSON", default=None,

@@ -20,6 +20,8 @@ import shlex
 import time
 from pathlib import Path
 
+from .common import positive_float, positive_int
+
 MCU_TARGET = "stm32l4r5-m4"
 FPGA_TARGET = "pynq-z2"
 
@@ -29,8 +31,8 @@ def register(sub) -> None:
                        description=__doc__.split("\n\n", 1)[1],
                        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("-o", "--out", default="runs/demo", help="output directory [runs/demo]")
-    p.add_argument("--epochs", type=int, default=4, help="pruning epochs [4]")
-    p.add_argument("--latency-ms", type=float, default=25.0,
+    p.add_argument("--epochs", type=positive_int, default=4, help="pruning epochs [4]")
+    p.add_argument("--latency-ms", type=positive_float, default=25.0,
                    help="latency budget on the Cortex-M4 target in ms [25; dense LeNet-5: ~66]")
     p.add_argument("--data", default="fashion-mnist", help="dataset [fashion-mnist]")
     p.add_argument("--quick", action="store_true",
@@ -70,20 +72,20 @@ def run(args) -> int:
         "prune", "lenet5", "--data", args.data, "--method", "statistical", "--granularity", "channel",
         "--orientation", "target", "--target", MCU_TARGET, "--budget", f"latency_ms={args.latency_ms:g}",
         "--epochs", epochs, *quick,
-        "-o", str(out / "prune")])
+        "--overwrite", "-o", str(out / "prune")])
     _step("3. cluster-quantize (4 bit)", [
         "cluster", str(out / "prune"), "--data", args.data, "--bits", "4",
-        "--epochs", "1", "-o", str(out / "cluster")])
+        "--epochs", "1", "--overwrite", "-o", str(out / "cluster")])
     _step("4a. export for TFLite-Micro", [
         "export", "tflm", str(out / "cluster"), "--target", MCU_TARGET, "--data", args.data,
-        "-o", str(out / "tflm")])
+        "--overwrite", "-o", str(out / "tflm")])
     if not args.skip_fpga:
         _step("4b. export an HLS dataflow project (C-simulated)", [
             "export", "hls", str(out / "prune"), "--target", FPGA_TARGET, "--data", args.data,
-            "--epochs", "1", "--csim-images", "1000", "-o", str(out / "hls")])
+            "--epochs", "1", "--csim-images", "1000", "--overwrite", "-o", str(out / "hls")])
         _step("4c. export a FINN build project", [
             "export", "finn", str(out / "prune"), "--target", FPGA_TARGET, "--data", args.data,
-            "--epochs", "1", "-o", str(out / "finn")])
+            "--epochs", "1", "--overwrite", "-o", str(out / "finn")])
     _summary(out, time.time() - t0)
     return 0
 

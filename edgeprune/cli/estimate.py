@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 
-from .common import add_deployment_arguments, deployment_from_args
+from .common import add_deployment_arguments, deployment_from_args, open_fraction
 
 
 def register(sub) -> None:
@@ -30,7 +30,7 @@ def register(sub) -> None:
                    help="allow loading a pickled module (executes code from the file)")
     p.add_argument("--what-if", action="store_true",
                    help="also show what removing --fraction of each layer's weights / channels saves")
-    p.add_argument("--fraction", type=float, default=0.1,
+    p.add_argument("--fraction", type=open_fraction, default=0.1,
                    help="fraction removed in the what-if (default 0.1)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     add_deployment_arguments(p)
@@ -66,9 +66,13 @@ def run(args) -> int:
     target = dep.target
     graph = _graph(args)
     from .. import cost
+    from ..support_matrix import export_notes
     report = cost.estimate(graph, dep)
     # Deployed parameter count (BN folded into the conv before it), for both kinds of target.
     report.totals["params"] = graph.compute_params
+    blockers = export_notes(graph, dep.kind)
+    report.totals["exportable"] = not blockers
+    report.notes[:0] = blockers
     what = cost.what_if(graph, dep, args.fraction) if args.what_if else None
     if args.json:
         out = {"model": args.model, "target": target.name, "kind": target.kind,

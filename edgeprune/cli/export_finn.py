@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_deployment_arguments, deployment_from_args
+from .common import (add_deployment_arguments, deployment_from_args, non_negative_int,
+                     positive_float, positive_int)
 
 
 def add_fpga_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,15 +21,19 @@ def add_fpga_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, metavar="DATA",
                         help="fashion-mnist | mnist-10k | PATH: QAT data and verification images "
                              "(required)")
-    parser.add_argument("--epochs", type=int, default=2,
+    parser.add_argument("--epochs", type=non_negative_int, default=2,
                         help="quantization-aware fine-tuning epochs (default 2; 0 = calibrate only)")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--max-steps", type=int, default=None, metavar="N",
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--max-steps", type=positive_int, default=None, metavar="N",
                         help="cap on QAT steps per epoch (quick runs)")
-    parser.add_argument("--verify-images", type=int, default=1000, metavar="N",
+    parser.add_argument("--verify-images", type=non_negative_int, default=1000, metavar="N",
                         help="test images run through QONNX vs Brevitas (0 = all; default 1000)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty OUT (files edgeprune did not write are kept)")
+    parser.add_argument("--allow-overflow", action="store_true",
+                        help="write the project even if the design does not fit the part "
+                             "(otherwise that is an error)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow loading a pickled module (runs code from the file)")
 
@@ -60,7 +65,8 @@ def common_inputs(args: argparse.Namespace):
             if dep.get("bits_per_layer"):
                 recorded["bits_per_layer"] = dep["bits_per_layer"]
     deployment = deployment_from_args(args, target=target, **recorded)
-    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle)
+    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle,
+                       seed=args.seed)
     return deployment, model
 
 
@@ -71,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     r = export_finn(model, dep, args.output, data=args.data,
                     model_name=Path(str(args.model)).name, epochs=args.epochs, lr=args.lr,
                     seed=args.seed, max_steps_per_epoch=args.max_steps,
-                    verify_images=args.verify_images, overwrite=args.overwrite)
+                    verify_images=args.verify_images, overwrite=args.overwrite,
+                    allow_overflow=args.allow_overflow)
     q, t = r["quantization"], r["estimate"]["totals"]
     acc = q["accuracy_quant"]
     print(f"wrote {args.output}: FINN project for {r['target']['finn_board']} "
@@ -79,8 +86,11 @@ def run(args: argparse.Namespace) -> int:
           f"{q['qonnx_vs_brevitas']['images']} images (max |diff| "
           f"{q['qonnx_vs_brevitas']['max_abs_diff']:.2g})")
     print(f"estimate: {t['fps']:,.0f} FPS, latency {t['latency_ms']:.3f} ms, LUT {t['lut']}, "
-          f"BRAM18 {t['bram18']}, DSP {t['dsp']} ({'fits' if t['fits'] else 'DOES NOT FIT'} "
-          f"{r['target']['name']})")
+          f"BRAM18 {t['bram18']}, DSP {t['dsp']}")
+    if not t["fits"]:
+        print(f"warning: written with --allow-overflow; the design does not fit "
+              f"{r['target']['name']}, so a FINN build of it would fail placement")
+        return 0
     print(f"next: FINN_XILINX_PATH=/tools/Xilinx FINN_XILINX_VERSION=2022.2 "
           f"{args.output}/docker/run_finn_build.sh {args.output}")
     return 0

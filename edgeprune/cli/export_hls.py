@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .common import non_negative_int
 from .export_finn import add_fpga_arguments, common_inputs
 
 
@@ -14,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "edgeprune's FPGA cost model), check the g++ C-simulation is bit-exact on test images, "
         "and write the Vitis HLS / Vivado flow (vivado/run_vivado.sh) to a bitstream.")
     add_fpga_arguments(parser)
-    parser.add_argument("--csim-images", type=int, default=1000, metavar="N",
+    parser.add_argument("--csim-images", type=non_negative_int, default=1000, metavar="N",
                         help="test images run through the C-simulation (0 = all; default 1000)")
     parser.add_argument("--no-axi-testbench", action="store_true",
                         help="skip compiling and running the AXI wrapper's C++ testbench")
@@ -27,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     r = export_hls(model, dep, args.output, data=args.data, epochs=args.epochs, lr=args.lr,
                    seed=args.seed, max_steps_per_epoch=args.max_steps,
                    verify_images=args.verify_images, csim_images=args.csim_images,
-                   axi_testbench=not args.no_axi_testbench, overwrite=args.overwrite)
+                   axi_testbench=not args.no_axi_testbench, overwrite=args.overwrite,
+                   allow_overflow=args.allow_overflow)
     q, c, h = r["quantization"], r["csim"], r["hls4ml_throughput_estimate"]
     print(f"wrote {args.output}: hls4ml project (W{q['wbits']}A{q['abits']}, accuracy "
           f"{100 * q['accuracy_quant']:.2f} %); C-simulation bit-exact on {c['exact_images']}/"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import deployment_from_args, non_negative_float, non_negative_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Quantize MODEL to int8, convert it to a TFLite-Micro flatbuffer "
@@ -20,9 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fashion-mnist | mnist-10k | PATH: calibration (training split) and "
                              "verification (test split) images; default: random inputs, no "
                              "accuracy")
-    parser.add_argument("--arena-margin", type=float, default=0.1, metavar="F",
+    parser.add_argument("--arena-margin", type=non_negative_float, default=0.1, metavar="F",
                         help="arena = measured minimum * (1 + F) (default 0.1)")
-    parser.add_argument("--eval-samples", type=int, default=1000, metavar="N",
+    parser.add_argument("--eval-samples", type=non_negative_int, default=1000, metavar="N",
                         help="test images verified in both interpreters (0 = all; default 1000)")
     parser.add_argument("--runtime", default=None,
                         help="tflm-cmsis-nn | tflm-reference [the target's]")
@@ -32,7 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the file shrinks and the arena still fits RAM; off = never [auto]")
     parser.add_argument("--no-compress", dest="compress", action="store_const", const="off",
                         help="same as --compress off")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--allow-overflow", action="store_true",
+                        help="write the files even if the model does not fit the target's flash "
+                             "or RAM (otherwise that is an error)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty OUT (files edgeprune did not write are kept)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow loading a pickled module (runs code from the file)")
 
@@ -42,12 +49,13 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from ..export.tflm import export_tflm
     from ..models.loading import load_model
-    from .common import deployment_from_args
 
     dep = deployment_from_args(args)
-    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle)
+    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle,
+                       seed=args.seed)
     r = export_tflm(model, dep, args.output, args.data, arena_margin=args.arena_margin,
-                    n_eval=args.eval_samples, seed=args.seed)
+                    n_eval=args.eval_samples, seed=args.seed, overwrite=args.overwrite,
+                    allow_overflow=args.allow_overflow)
     acc = ""
     if r["accuracy_float"] is not None:
         acc = (f", accuracy float {100 * r['accuracy_float']:.2f} % / int8 "
@@ -60,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
           f"{', '.join(r['ops'])}")
     if r["compressed_layers"]:
         print(f"LUT-compressed: {', '.join(r['compressed_layers'])}")
-    if fit["flash_fits"] is False or fit["arena_fits"] is False:
-        print(f"warning: does not fit {r['target']} (flash {fit['flash_kb']} KB, RAM "
-              f"{fit['ram_kb']} KB)")
+    if fit.get("overflow"):
+        print(f"warning: written with --allow-overflow; does not fit {r['target']}: "
+              f"{'; '.join(fit['overflow'])}")
     return 0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import bits, non_negative_int, positive_float, positive_int, unit_fraction
+
 METHOD_NAMES = ("statistical", "activation_density", "filter_while_training", "agp", "random_init")
 
 
@@ -23,24 +25,24 @@ def register(subparsers) -> None:
     p.add_argument("--sparsity", default=None,
                    help="fraction of the orientation's resource to remove: 0.95, 95%% or 300x "
                         "[0.9; with --budget: as much as the budgets need]")
-    p.add_argument("--target", default=None, help="target name or .toml (for --orientation target "
+    p.add_argument("--target", "-t", default=None, help="target name or .toml (for --orientation target "
                                                   "and target budgets)")
     g = p.add_argument_group("deployment (with --target)")
     g.add_argument("--runtime", default=None,
                    help="MCU targets: tflm-cmsis-nn | tflm-reference [the target's]")
-    g.add_argument("--wbits", type=int, default=None,
+    g.add_argument("--wbits", type=bits, default=None,
                    help="FPGA targets: weight bits the budgets are checked at [4, as export]")
-    g.add_argument("--abits", type=int, default=None,
+    g.add_argument("--abits", type=bits, default=None,
                    help="FPGA targets: activation bits the budgets are checked at [4, as export]")
-    g.add_argument("--fps", type=float, default=None,
+    g.add_argument("--fps", type=positive_float, default=None,
                    help="FPGA targets: the frame rate the folding is chosen for [max that fits]")
     p.add_argument("--budget", action="append", default=[], metavar="METRIC=VALUE[,...]",
                    help="latency_ms=5, flash_kb=32,ram_kb=16, macs=300k, params=2k, fps=20000, "
                         "lut=20000 ... (repeatable); pruning stops once all are met")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=positive_int, default=10)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
     p.add_argument("--weights", default=None,
                    help="dense state_dict to start from (acc_dense is its accuracy)")
@@ -48,13 +50,15 @@ def register(subparsers) -> None:
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the dense baseline run (acc_dense = null)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run into OUT")
-    p.add_argument("--max-acc-drop", type=float, default=0.10,
+    p.add_argument("--max-acc-drop", type=unit_fraction, default=0.10,
                    help="budget runs stop as unmeetable when training accuracy drops this much")
-    p.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--n-train", type=int, default=None, help="use the first N training samples")
-    p.add_argument("--n-test", type=int, default=None, help="use the first N test samples")
+    p.add_argument("--max-steps-per-epoch", type=positive_int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--n-train", type=positive_int, default=None, help="use the first N training samples")
+    p.add_argument("--n-test", type=positive_int, default=None, help="use the first N test samples")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("-o", "--out", required=True, help="output directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty OUT (files edgeprune did not write are kept)")
     p.set_defaults(func=run)
 
 
@@ -67,7 +71,7 @@ def run(args) -> int:
         target=args.target, runtime=args.runtime, wbits=args.wbits, abits=args.abits,
         fps=args.fps, budgets=args.budget, epochs=args.epochs, seed=args.seed, lr=args.lr,
         batch_size=args.batch_size, lr_schedule=args.lr_schedule, weights=args.weights, trust_pickle=args.trust_pickle,
-        resume=args.resume, baseline=not args.no_baseline,
+        resume=args.resume, overwrite=args.overwrite, baseline=not args.no_baseline,
         max_steps_per_epoch=args.max_steps_per_epoch, progress=not args.quiet,
         max_acc_drop=args.max_acc_drop, n_train=args.n_train, n_test=args.n_test)
     res = run_prune(cfg, args.out)

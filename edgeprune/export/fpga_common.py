@@ -6,7 +6,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
 from ..artifacts import staged_output
 from ..deploy import Deployment, as_deployment
@@ -29,16 +29,36 @@ class FpgaBuild:
     estimate: object          # edgeprune.cost.CostReport of exactly this folding
 
 
+def overflow(report) -> List[str]:
+    """The resources an FPGA CostReport uses beyond the part's utilisation ceilings."""
+    t = report.totals
+    return [f"{r} {t[r]:,} = {t['utilisation_pct'][r]:.0f} % of the part > the "
+            f"{t['util_limits_pct'][r]:.0f} % ceiling" for r in ("lut", "bram18", "uram", "dsp")
+            if t["utilisation_pct"][r] > t["util_limits_pct"][r]]
+
+
+def _refuse_overflow(report, target, what: str) -> None:
+    over = overflow(report)
+    if over:
+        raise FpgaExportError(f"does not fit {target.name} ({target.part}) even fully folded: "
+                              f"{'; '.join(over)} ({what}: nothing written; fewer bits, more "
+                              f"pruning, a larger part, or --allow-overflow)")
+
+
 @contextmanager
 def fpga_export(model, deployment, out: os.PathLike, *, data, epochs: int = 2, lr: float = 1e-3,
                 seed: int = 0, max_steps_per_epoch: Optional[int] = None,
                 verify_images: int = 1000, overwrite: bool = False, progress: bool = True,
+                allow_overflow: bool = False,
                 what: str = "the FPGA export") -> Iterator[FpgaBuild]:
     """Stage OUT, quantize `model` to the deployment's bits (QAT on `data`), export and verify
     QONNX (OUT/model.onnx), fold it for the deployment's target and fps, and estimate that
-    folding. The caller writes its files into ``build.dir``; OUT appears only on success."""
+    folding. The caller writes its files into ``build.dir``; OUT appears only on success. A
+    design that does not fit the part is an FpgaExportError (checked before the QAT, on the
+    float model's graph), unless `allow_overflow`."""
     from ..backends.finn.folding import auto_fold
     from ..cost.fpga import estimate_fpga
+    from ..graph import extract
     from ..quant.fpga_prepare import prepare
 
     dep = as_deployment(deployment)
@@ -46,6 +66,8 @@ def fpga_export(model, deployment, out: os.PathLike, *, data, epochs: int = 2, l
     if data is None:
         raise FpgaExportError(f"{what} needs --data: quantization-aware training and the "
                               f"verification run on real images")
+    if not allow_overflow:
+        _refuse_overflow(estimate_fpga(extract(model), dep), dep.target, what)
     with staged_output(out, overwrite) as tmp:
         prep = prepare(model, dep, tmp / "model.onnx", data=data, epochs=epochs, lr=lr,
                        seed=seed, max_steps_per_epoch=max_steps_per_epoch,
@@ -56,4 +78,6 @@ def fpga_export(model, deployment, out: os.PathLike, *, data, epochs: int = 2, l
                             weight_bits_per_layer=built.weight_bits_per_layer(),
                             act_bits_per_layer=built.act_bits_per_layer())
         est = estimate_fpga(prep.graph, built, folding=folding)
+        if not allow_overflow:
+            _refuse_overflow(est, built.target, what)
         yield FpgaBuild(tmp, prep, built, folding, est)

@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..errors import EdgepruneError
+from ..errors import EdgepruneError, first_line
 from ..artifacts import write_json
 from ..layergraph import OpKind
 from ..quant.fpga_prepare import Prepared, quant_summary
@@ -209,8 +209,7 @@ class CsimResult:
         return {"images": self.images, "exact_images": self.exact_images,
                 "mismatched_outputs": self.mismatched_outputs, "bit_exact": self.bit_exact,
                 "max_abs_diff": self.max_abs_diff, "argmax_agreement": self.argmax_agreement,
-                "accuracy_csim": self.accuracy_csim, "compile_s": round(self.compile_s, 1),
-                "predict_s": round(self.predict_s, 1),
+                "accuracy_csim": self.accuracy_csim,
                 "compared": "integer-scaled outputs (output / output_scale) of the g++ "
                             "C-simulation vs the Brevitas model"}
 
@@ -228,7 +227,7 @@ def run_csim(hm, prep: Prepared, n_images: int) -> CsimResult:
             hm.compile()
         except Exception as e:  # noqa: BLE001 - g++ failure is reported with its first line
             raise HlsExportError(f"hls4ml C-simulation build failed: "
-                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+                                 f"{first_line(e)}") from e
     t1 = time.time()
     n = len(prep.x_test) if n_images <= 0 else min(n_images, len(prep.x_test))
     x = prep.x_test[:n]
@@ -311,14 +310,12 @@ def compile_axi_testbench(vdir: Path, prj_dir: Path, timeout: int = 600) -> Dict
     cmd = ["g++", "-O1", "-std=c++17", f"-I{fw}", f"-I{fw / 'ap_types'}", f"-I{vdir}",
            f'-DWEIGHTS_DIR="{fw / "weights"}"', str(vdir / "edgeprune_axi.cpp"), str(vdir / "edgeprune_axi_tb.cpp"),
            str(prj_dir / "firmware" / f"{PROJECT_NAME}.cpp"), "-o", str(exe)]
-    t0 = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise HlsExportError(f"AXI testbench does not compile: {(r.stderr.strip().splitlines() or ['?'])[0]}")
     run = subprocess.run([str(exe)], capture_output=True, text=True, cwd=vdir, timeout=timeout)
     exe.unlink(missing_ok=True)
-    return {"returncode": run.returncode, "stdout_tail": run.stdout.strip().splitlines()[-1:],
-            "seconds": round(time.time() - t0, 1)}
+    return {"returncode": run.returncode, "stdout_tail": run.stdout.strip().splitlines()[-1:]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,7 +324,8 @@ def compile_axi_testbench(vdir: Path, prj_dir: Path, timeout: int = 600) -> Dict
 def export_hls(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-3,
                seed: int = 0, max_steps_per_epoch: Optional[int] = None,
                verify_images: int = 1000, csim_images: int = 1000, axi_testbench: bool = True,
-               overwrite: bool = False, progress: bool = True) -> Dict[str, Any]:
+               overwrite: bool = False, progress: bool = True,
+               allow_overflow: bool = False) -> Dict[str, Any]:
     """Write the hls4ml project for `model` in an FPGA `deployment` (a Deployment, Target or
     target name) into `out`; QAT and verification use `data`. Returns report.json's dict.
 
@@ -335,13 +333,12 @@ def export_hls(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
     """
     with fpga_export(model, deployment, out, data=data, epochs=epochs, lr=lr, seed=seed,
                      max_steps_per_epoch=max_steps_per_epoch, verify_images=verify_images,
-                     overwrite=overwrite, progress=progress, what="the HLS export") as build:
+                     overwrite=overwrite, progress=progress, allow_overflow=allow_overflow,
+                     what="the HLS export") as build:
         tmp, prep, folding, est = build.dir, build.prep, build.folding, build.estimate
         target = build.deployment.target
         prj = tmp / "hls4ml_prj"
-        t0 = time.time()
         hm, plans, cfg, _ = build_hls4ml(prep, folding, target, prj)
-        t_conv = time.time() - t0
         csim = run_csim(hm, prep, csim_images)
         if not csim.bit_exact:
             raise HlsExportError(
@@ -356,13 +353,34 @@ def export_hls(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
         for so in prj.glob("firmware/*.so"):
             so.unlink()
         shutil.rmtree(prj / "__pycache__", ignore_errors=True)
-        report = _hls_report(prep, folding, est, plans, csim, build.deployment, cfg, tb, t_conv)
+        _make_reproducible(prj, tmp)
+        report = _hls_report(prep, folding, est, plans, csim, build.deployment, cfg, tb)
         write_json(tmp / "report.json", report, sort_keys=True)
         write_json(tmp / "hls4ml_config.json", cfg, sort_keys=True)
     return report
 
 
-def _hls_report(prep, folding, est, plans, csim, deployment, cfg, tb, t_conv) -> Dict[str, Any]:
+def _make_reproducible(prj: Path, staging: Path) -> None:
+    """hls4ml writes the absolute (staging) output path and a random library stamp into its
+    project; replace them with paths relative to OUT and a stamp derived from the project's own
+    content, so the same export gives the same bytes wherever it is written."""
+    import hashlib
+    import re
+    cfg_file, lib = prj / "hls4ml_config.yml", prj / "build_lib.sh"
+    h = hashlib.sha256()
+    for f in sorted(prj.rglob("*")):
+        if f.is_file() and f not in (cfg_file, lib):
+            h.update(str(f.relative_to(prj)).encode())
+            h.update(f.read_bytes())
+    stamp = h.hexdigest()[:8]
+    if cfg_file.is_file():
+        text = cfg_file.read_text().replace(str(staging), ".")
+        cfg_file.write_text(re.sub(r"(?m)^Stamp: \S+$", f"Stamp: {stamp}", text))
+    if lib.is_file():
+        lib.write_text(re.sub(r"(?m)^LIB_STAMP=\S+$", f"LIB_STAMP={stamp}", lib.read_text()))
+
+
+def _hls_report(prep, folding, est, plans, csim, deployment, cfg, tb) -> Dict[str, Any]:
     target = deployment.target
     f_hz = target.clock_mhz * 1e6
     # hls4ml io_stream layers run concurrently (DATAFLOW); the slowest sets the frame rate.
@@ -396,7 +414,6 @@ def _hls_report(prep, folding, est, plans, csim, deployment, cfg, tb, t_conv) ->
             "and drops multipliers whose weight is 0 (Latency and Resource_Unrolled). Use the "
             "Vitis HLS synthesis report (vivado/run_vivado.sh) for this design's resources.",
             "capacity/utilisation limits of the part apply to both exports."],
-        "timings_s": {"hls4ml_convert": round(t_conv, 1)},
     }
 
 

@@ -33,7 +33,7 @@ from ..backends.tflm import flatbuffer as tflm_flatbuffer
 from ..backends.tflm import memory as tflm_memory
 from ..backends.tflm import plan as tflm_plan
 from ..errors import EdgepruneError
-from ..artifacts import staged_output
+from ..artifacts import check_output, staged_output
 
 N_CALIBRATION = 256       # representative samples for activation ranges
 SEED = 0
@@ -89,9 +89,8 @@ def convert_int8(mirror, calib_nhwc: np.ndarray) -> bytes:
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
-    with capture_fd2():
-        with contextlib.redirect_stdout(open(os.devnull, "w")):
-            return bytes(conv.convert())
+    with capture_fd2(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        return bytes(conv.convert())
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,10 +266,7 @@ def _samples(model, graph, dataset, n_cal: int, n_eval: int, seed: int):
     ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
     if not isinstance(ds, Dataset):
         raise ExportError(f"dataset must be a name, a path or a Dataset, got {type(ds).__name__}")
-    per = int(np.prod(ds.image_shape))
-    if per != int(np.prod(shape)):
-        raise ExportError(f"dataset '{ds.name}' has {ds.image_shape} samples but the model takes "
-                          f"{shape}; pass a matching dataset or none (random inputs)")
+    ds.check_fits(shape, graph.n_outputs)
     idx = np.sort(rng.choice(len(ds.x_train), size=min(n_cal, len(ds.x_train)), replace=False))
     xtr, _ = to_tensors(ds.x_train[idx], ds.y_train[idx])
     n = len(ds.x_test) if n_eval <= 0 else min(n_eval, len(ds.x_test))
@@ -284,9 +280,27 @@ def _samples(model, graph, dataset, n_cal: int, n_eval: int, seed: int):
 # --------------------------------------------------------------------------------------------
 # The export
 
-def export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
+def export_tflm(model, deployment, out_dir, dataset=None, **kw) -> dict:
+    """Export `model` (a float torch module) for TFLite-Micro into `out_dir`; returns the report.
+
+    deployment: an MCU Deployment (target + runtime + LUT-compression policy), or a Target,
+    target name or path (its default deployment). dataset: 'fashion-mnist', 'mnist-10k', a
+    directory, a Dataset, or None for random inputs (then no accuracy is reported).
+    Keywords: input_shape, arena_margin (0.1), n_eval (1000 test samples verified in both
+    interpreters; 0 = all), n_calibration, compress (auto | flash | off, overriding the
+    deployment's policy), seed (0), overwrite (False), allow_overflow (False: a model that does
+    not fit the target's flash or RAM is an ExportError; the report says by how much either way).
+    TensorFlow's and LiteRT's C++ log lines go to the log file (edgeprune.logs).
+    """
+    from ..logs import native_stderr_to_log
+    with native_stderr_to_log():
+        return _export_tflm(model, deployment, out_dir, dataset, **kw)
+
+
+def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
                 arena_margin: float = 0.1, n_eval: int = 1000, n_calibration: int = N_CALIBRATION,
-                compress: Optional[str] = None, seed: int = SEED, overwrite: bool = True) -> dict:
+                compress: Optional[str] = None, seed: int = SEED, overwrite: bool = False,
+                allow_overflow: bool = False) -> dict:
     """Export `model` (a float torch module) for TFLite-Micro into `out_dir`; returns the report.
 
     deployment: an MCU Deployment (target + runtime + LUT-compression policy), or a Target,
@@ -294,6 +308,8 @@ def export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     directory, a Dataset, or None for random inputs (then no accuracy is reported).
     compress: auto | flash | off, overriding the deployment's policy.
     n_eval: test samples verified in both interpreters (0 = the whole test set).
+    allow_overflow: write the files even when the model does not fit the target's flash or RAM
+    (otherwise that is an ExportError; the report says by how much either way).
     """
     import torch
     from ..deploy import as_deployment
@@ -302,6 +318,7 @@ def export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
 
     dep = as_deployment(deployment)
     require_kind(dep.target, "mcu", "the TFLM export", "use 'edgeprune export finn' or 'hls'")
+    check_output(out_dir, overwrite)
     if compress is not None:
         dep = dep.with_(compression=compress)
     target = dep.target
@@ -310,6 +327,15 @@ def export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     model = model.eval()
     graph = extract(model, input_shape)
     plan = tflm_plan.lower(graph)              # raises naming op and layer for anything TFLM lacks
+    if not allow_overflow:
+        # The flash estimate is the uncompressed file's size to the byte; LUT compression can
+        # only shrink it, but not below the non-weight part: fail early on what cannot fit.
+        est = tflm_memory.estimate_flash(graph, plan=plan)
+        floor = est["overhead_bytes"] + sum(est["layers"].values()) // 8
+        if floor > target.flash_kb * 1024:
+            raise ExportError(f"does not fit {target.name}: flash at least {floor / 1024:,.1f} KB "
+                              f"> {target.flash_kb:,} KB (nothing written; --allow-overflow "
+                              f"writes it anyway)")
     torch.manual_seed(seed)
 
     cal, ev, labels, data_note = _samples(model, graph, dataset, n_calibration, n_eval, seed)
@@ -453,8 +479,24 @@ def export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
         },
         "arena_estimate_breakdown": {k: v for k, v in arena_est.items() if k != "layers"},
     }
+    overflow = _overflow(len(final), arena_size, target)
+    report["fits_target"]["overflow"] = overflow
+    if overflow and not allow_overflow:
+        raise ExportError(f"does not fit {target.name}: {'; '.join(overflow)} (nothing written; "
+                          f"--allow-overflow writes it anyway)")
     _write_outputs(Path(out_dir), final, report, arena_size, ops, overwrite)
     return report
+
+
+def _overflow(flash_bytes: int, arena_bytes: int, target) -> List[str]:
+    """What exceeds the target's flash or RAM, and by how much."""
+    out = []
+    for what, used, kb in (("flash", flash_bytes, target.flash_kb),
+                           ("RAM (arena)", arena_bytes, target.ram_kb)):
+        if used > kb * 1024:
+            out.append(f"{what} {used / 1024:,.1f} KB > {kb:,} KB by {(used - kb * 1024) / 1024:,.1f}"
+                       f" KB ({100 * used / (kb * 1024):.0f} %)")
+    return out
 
 
 def _pct(est: int, real: int) -> float:

@@ -22,7 +22,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..errors import EdgepruneError
+from ..errors import EdgepruneError, first_line
+from ..layergraph import SUPPORTED_LAYERS_TEXT
 from . import ZOO, build
 
 
@@ -38,9 +39,9 @@ def load_state_dict_file(path: Path) -> Dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise ModelLoadError(f"{path}: not a plain state_dict (it needs code execution to load: "
-                             f"{str(e).splitlines()[0][:120]})") from e
+                             f"{first_line(e)})") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise ModelLoadError(f"{path}: corrupt or unreadable weights file ({str(e).splitlines()[0]})") from e
+        raise ModelLoadError(f"{path}: corrupt or unreadable weights file ({first_line(e)})") from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -58,6 +59,27 @@ def _apply_weights(model: nn.Module, sd: Dict[str, torch.Tensor], source: Path) 
 
 
 def load_model(spec: str, weights: Optional[str] = None, trust_pickle: bool = False,
+               seed: Optional[int] = None, **zoo_kwargs) -> nn.Module:
+    """MODEL string -> nn.Module with an ``input_shape`` attribute. Raises ModelLoadError (also
+    for weights that are NaN or infinite: every later step would fail on them, far from the
+    cause). `seed`: a zoo model is initialised from it (same seed, same weights, same export)."""
+    if seed is not None and str(spec) in ZOO:
+        torch.manual_seed(seed)
+    model = _load_model(spec, weights, trust_pickle, **zoo_kwargs)
+    check_finite(model, weights or spec)
+    return model
+
+
+def check_finite(model: nn.Module, source) -> None:
+    """Raise ModelLoadError naming the first parameter or buffer holding NaN/Inf values."""
+    with torch.no_grad():
+        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise ModelLoadError(f"{source}: {bad} values of '{name}' are NaN or infinite")
+
+
+def _load_model(spec: str, weights: Optional[str] = None, trust_pickle: bool = False,
                **zoo_kwargs) -> nn.Module:
     """MODEL string -> nn.Module with an ``input_shape`` attribute. Raises ModelLoadError."""
     spec = str(spec)
@@ -117,14 +139,14 @@ def _load_pickled_module(path: Path, trust_pickle: bool) -> nn.Module:
             raise ModelLoadError(f"{path}: contains a pickled module; loading it executes code. "
                                  f"Pass --trust-pickle if you trust this file") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise ModelLoadError(f"{path}: corrupt or unreadable model file ({str(e).splitlines()[0]})") from e
+        raise ModelLoadError(f"{path}: corrupt or unreadable model file ({first_line(e)})") from e
     if isinstance(obj, dict):
         raise ModelLoadError(f"{path}: is a state_dict; name its architecture: "
                              f"MODEL=<zoo name> --weights {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)  # user asked to trust it
     except Exception as e:  # noqa: BLE001 - arbitrary unpickling failures
-        raise ModelLoadError(f"{path}: cannot unpickle ({str(e).splitlines()[0]})") from e
+        raise ModelLoadError(f"{path}: cannot unpickle ({first_line(e)})") from e
     if not isinstance(obj, nn.Module):
         raise ModelLoadError(f"{path}: unpickled a {type(obj).__name__}, not an nn.Module")
     if not hasattr(obj, "input_shape"):
@@ -147,7 +169,7 @@ def load_pt2(path: Path) -> nn.Module:
         ep = torch.export.load(str(path))
     except Exception as e:  # noqa: BLE001 - corrupt zip, wrong version, ...
         raise ModelLoadError(f"{path}: cannot load torch.export program "
-                             f"({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from e
+                             f"({first_line(e)})") from e
     finally:
         export_log.setLevel(level)
     return exported_to_module(ep, source=str(path))
@@ -320,7 +342,15 @@ def exported_to_module(ep, source: str = "program") -> fx.GraphModule:
             dim = a[1] if len(a) > 1 else 0
             env[node.name] = graph.call_function(torch.cat, ([env[x.name] for x in a[0]],), {"dim": dim})
         else:
-            raise ModelLoadError(f"{source}: node '{node.name}': unsupported op {t}")
+            stack = node.meta.get("nn_module_stack") or {}
+            if stack:
+                path, cls = list(stack.values())[-1]
+                cls = getattr(cls, "__name__", str(cls)).rsplit(".", 1)[-1]
+                where = f"layer '{path}' ({cls})" if path else f"the top-level forward ({cls})"
+            else:
+                where = f"node '{node.name}'"
+            raise ModelLoadError(f"{source}: {where} is not supported (it exports to {t}); "
+                                 f"{SUPPORTED_LAYERS_TEXT}")
     gm = fx.GraphModule(modules, graph, class_name="ExportedModel")
     gm.input_shape = input_shape
     # GraphModule.__deepcopy__ rebuilds the module and keeps only attributes registered here.

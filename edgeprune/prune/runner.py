@@ -63,6 +63,7 @@ class PruneConfig:
     weights: Optional[str] = None
     trust_pickle: bool = False
     resume: bool = False
+    overwrite: bool = False
     baseline: bool = True
     max_steps_per_epoch: Optional[int] = None
     progress: bool = True
@@ -121,7 +122,8 @@ def _load_model(cfg: PruneConfig, ds):
     from ..models import ZOO
     from ..models.loading import load_model
     kwargs = _zoo_kwargs(cfg.model, ds) if cfg.model in ZOO else {}
-    model = load_model(cfg.model, weights=cfg.weights, trust_pickle=cfg.trust_pickle, **kwargs)
+    model = load_model(cfg.model, weights=cfg.weights, trust_pickle=cfg.trust_pickle,
+                       seed=cfg.seed, **kwargs)
     want = tuple(getattr(model, "input_shape", ()) or ())
     have = tuple(ds.image_shape)
     n_in = 1
@@ -138,6 +140,45 @@ def _load_model(cfg: PruneConfig, ds):
 
 def _partial_dir(out: Path) -> Path:
     return out.parent / (out.name + ".partial")
+
+
+PARTIAL_MARKER = ".edgeprune-partial"
+RUN_CONFIG = "run_config.json"
+# Settings a resumed run must share with the run that wrote OUT.partial (the trainer checks the
+# optimiser settings itself; lr may change after a divergence).
+_RESUME_FLAGS = ("model", "data", "method", "granularity", "orientation", "criterion", "sparsity",
+                 "target", "runtime", "wbits", "abits", "fps", "budgets", "weights", "baseline",
+                 "prune_bias", "n_train", "n_test", "epochs", "max_acc_drop")
+
+
+def _check_resume_config(cfg: PruneConfig, work: Path) -> None:
+    """Record this run's settings in OUT.partial, or on --resume check they match the record."""
+    from ..artifacts import read_json, write_json
+    mine = {k: (list(v) if isinstance(v, (list, tuple)) else v)
+            for k, v in ((k, getattr(cfg, k)) for k in _RESUME_FLAGS)}
+    f = work / RUN_CONFIG
+    if cfg.resume and f.is_file():
+        theirs = read_json(f, "run record")
+        for k, v in mine.items():
+            if k in theirs and theirs[k] != v:
+                flag = "--" + k.replace("_", "-")
+                raise PruneError(f"{work} was started with {flag} {theirs[k]!r}, this run has "
+                                 f"{flag} {v!r}: --resume needs the same settings (or drop "
+                                 f"--resume to start over)")
+    write_json(f, mine)
+
+
+def _prepare_work_dir(work: Path, resume: bool) -> None:
+    """OUT.partial: checkpoints and outputs in progress. It is only reused or removed when
+    edgeprune made it (it holds PARTIAL_MARKER); a user's directory of that name is refused."""
+    if work.exists():
+        if not (work / PARTIAL_MARKER).is_file():
+            raise PruneError(f"{work}: exists and edgeprune did not create it (it keeps its "
+                             f"checkpoints there); move it away or choose another -o")
+        if not resume:
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / PARTIAL_MARKER).touch()
 
 
 def _cost_figures(graph, deployment) -> Optional[Dict[str, float]]:
@@ -187,11 +228,12 @@ def build_method(cfg: PruneConfig, model, graph, log=None, deployment=None):
 def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneResult:
     from ..data import load_dataset
     from ..graph import extract
-    from ..train import TrainConfig, Trainer, evaluate, is_main_process, seed_everything
+    from ..train import (CHECKPOINT_NAME, TrainConfig, TrainDivergedError, Trainer, evaluate,
+                         is_main_process, mark_diverged, seed_everything)
     from .decision_log import DecisionLog
     from .masks import baked_state_dict, count_nonzero_params, dead_channels, effective_macs, plain_copy
     from .budgets import parse_budgets
-    from ..artifacts import ModelDir, publish, save_pt2, save_torch, write_json
+    from ..artifacts import ModelDir, check_output, publish, save_pt2, save_torch, write_json
     from ..surgery import shrink_model
 
     # ---- validate everything cheap before any training
@@ -200,11 +242,13 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
     parse_budgets(cfg.budgets, deployment)
     if cfg.epochs < 1:
         raise PruneError(f"--epochs must be >= 1, got {cfg.epochs}")
-    out = Path(out_dir) if out_dir is not None else None
-    work = _partial_dir(out) if out is not None else Path(tempfile.mkdtemp(prefix="edgeprune-"))
-    if out is not None and work.exists() and not cfg.resume:
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
+    out = check_output(out_dir, cfg.overwrite) if out_dir is not None else None
+    if out is not None:
+        work = _partial_dir(out)
+        _prepare_work_dir(work, cfg.resume)
+        _check_resume_config(cfg, work)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="edgeprune-"))
     main = is_main_process()
 
     try:
@@ -214,6 +258,7 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
         seed_everything(cfg.seed)
         model, model_kwargs = _load_model(cfg, ds)
         graph = extract(model)
+        ds.check_fits(graph.input_shape, graph.n_outputs, f"model '{cfg.model}'")
         dense_graph = graph
         tc = dict(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
                   optimizer=cfg.optimizer, lr_schedule=cfg.lr_schedule,
@@ -305,8 +350,20 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
         write_json(work / ModelDir.SUMMARY, summary, indent=1)
         for ck in ("ckpt-dense", "ckpt-prune"):
             shutil.rmtree(work / ck, ignore_errors=True)
-        publish(work, out)
+        (work / PARTIAL_MARKER).unlink()
+        (work / RUN_CONFIG).unlink()
+        publish(work, out, cfg.overwrite)
         return PruneResult(summary, out, final)
+    except TrainDivergedError as e:
+        # Keep OUT.partial when a checkpoint exists: both runs may resume from their last
+        # checkpoints with a lower --lr (the dense baseline and the pruning run train alike).
+        cks = [work / ck / CHECKPOINT_NAME for ck in ("ckpt-dense", "ckpt-prune")]
+        if any(c.is_file() for c in cks):
+            for c in cks:
+                mark_diverged(c, {"error": str(e)})
+        else:
+            shutil.rmtree(work, ignore_errors=True)     # nothing to resume from
+        raise
     except EdgepruneError:
         shutil.rmtree(work, ignore_errors=True)   # a user error: nothing to resume
         raise

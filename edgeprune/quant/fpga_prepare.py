@@ -64,9 +64,7 @@ def prepare(model: nn.Module, deployment, onnx_path: os.PathLike, *, data, epoch
     parse_bits_map(per_layer, graph)
     ds = data if isinstance(data, Dataset) else load_dataset(data)
     shape = graph.input_shape
-    if tuple(ds.image_shape) != tuple(shape) and int(np.prod(ds.image_shape)) != int(np.prod(shape)):
-        raise FpgaPrepareError(f"dataset {ds.name} images {ds.image_shape} do not fit the model "
-                              f"input {shape}")
+    ds.check_fits(shape, graph.n_outputs)
     _, _, x_te01, y_te = dataset_tensors(ds, shape)
     acc_float = evaluate(model.eval(), x_te01, y_te)
     qnet = to_brevitas(model, wbits=wbits, abits=abits, per_layer=per_layer)
@@ -104,5 +102,4 @@ def quant_summary(prep: Prepared) -> Dict[str, Any]:
             "output_scale": prep.qnet.output_scale(),
             "accuracy_float": prep.accuracy_float, "accuracy_quant": prep.accuracy_quant,
             "zero_weights": prep.zero_weights, "total_weights": prep.total_weights,
-            "qonnx_vs_brevitas": prep.qonnx_check.to_dict(),
-            "timings_s": {k: round(v, 2) for k, v in prep.timings_s.items()}}
+            "qonnx_vs_brevitas": prep.qonnx_check.to_dict()}

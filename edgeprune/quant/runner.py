@@ -34,6 +34,7 @@ class ClusterConfig:
     weights: Optional[str] = None
     trust_pickle: bool = False
     progress: bool = True
+    overwrite: bool = False
 
 
 @dataclass
@@ -60,7 +61,8 @@ def parse_bits_per_layer(text: str) -> Dict[str, int]:
 def run_cluster(cfg: ClusterConfig, out_dir: Optional[os.PathLike] = None) -> ClusterResult:
     import torch
 
-    from ..artifacts import ModelDir, save_pt2, save_torch, staged_output, write_json
+    from ..artifacts import (ModelDir, check_output, save_pt2, save_torch, staged_output,
+                             write_json)
     from ..data import load_dataset
     from ..models import ZOO, build
     from ..models.loading import load_model
@@ -70,9 +72,12 @@ def run_cluster(cfg: ClusterConfig, out_dir: Optional[os.PathLike] = None) -> Cl
 
     if cfg.epochs < 0:
         raise ClusterError(f"--epochs must be >= 0, got {cfg.epochs}")
+    if out_dir is not None:
+        check_output(out_dir, cfg.overwrite)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     seed_everything(cfg.seed)
-    model = load_model(cfg.model, weights=cfg.weights, trust_pickle=cfg.trust_pickle)
+    model = load_model(cfg.model, weights=cfg.weights, trust_pickle=cfg.trust_pickle,
+                       seed=cfg.seed)
     layers = cl.weight_layers(model)
     bits = cl.resolve_bits(model, {**{n: cfg.bits for n in layers}, **dict(cfg.bits_per_layer)})
     ds = load_dataset(cfg.data)
@@ -132,7 +137,7 @@ def run_cluster(cfg: ClusterConfig, out_dir: Optional[os.PathLike] = None) -> Cl
     if out_dir is None:
         return ClusterResult(summary, None, model)
     out = Path(out_dir)
-    with staged_output(out) as tmp:
+    with staged_output(out, cfg.overwrite) as tmp:
         save_torch(model.state_dict(), tmp / ModelDir.STATE_DICT)
         save_pt2(model, tmp / ModelDir.PROGRAM)
         write_json(tmp / "codebooks.json", state.to_dict(), indent=1)

@@ -177,6 +177,7 @@ def lower(graph: LayerGraph, *, wbits: int = 8, abits: int = 8, input_bits: int 
     output reaches the model output without another compute layer or add on the way has no
     thresholds (FINN noActivation=1) and streams its accumulator.
     """
+    graph = graph.without_noops()
     wmap = dict(weight_bits_per_layer or {})
     amap = dict(act_bits_per_layer or {})
     for name in list(wmap) + list(amap):

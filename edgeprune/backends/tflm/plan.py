@@ -455,6 +455,7 @@ class _Lowering:
 
 def lower(graph: LayerGraph) -> TflPlan:
     """The TFLite op plan of `graph` (an edgeprune LayerGraph of the float model)."""
+    graph = graph.without_noops()
     lw = _Lowering(graph)
     for n in graph.nodes:
         if not SUPPORT[n.op].supported:
