@@ -88,10 +88,16 @@ def fixtures(d: Path) -> dict:
             "dir": str(d)}
 
 
+def _fill(text: str, fx: dict) -> str:
+    for k, v in fx.items():
+        text = text.replace("{" + k + "}", v)
+    return text
+
+
 def random_case(rng: random.Random, fx: dict, out: Path):
     cmd = rng.choice(list(FLAGS))
     argv = cmd.split()
-    model = rng.choice(MODELS).format(**fx)
+    model = _fill(rng.choice(MODELS), fx)
     argv.append(model)
     flags = FLAGS[cmd]
     chosen = rng.sample(list(flags), k=min(len(flags), rng.randint(1, 4)))
@@ -103,7 +109,7 @@ def random_case(rng: random.Random, fx: dict, out: Path):
         vals = flags[f]
         argv.append(f)
         if vals is not None:
-            argv.append(rng.choice(vals).format(**fx))
+            argv.append(_fill(rng.choice(vals), fx))
     if cmd == "prune":
         argv += ["--epochs", "1", "--n-train", "128", "--n-test", "64", "--no-baseline", "--quiet"]
     if cmd != "estimate":
