@@ -1,0 +1,60 @@
+/* edgeprune-c: unstructured-sparse int8 convolution. Only the non-zero weights are stored and
+ * multiplied (ep_kernels.h, ep_sparse): per output channel, a run of (delta, value) entries
+ * whose positions are offsets in the input tensor from the window's first element, so an
+ * interior pixel needs no im2col and no bounds checks. Pixels whose window crosses the padding
+ * use the entry's tap (ky, kx) to substitute the input zero point for padded positions. */
+#include "ep_common.h"
+#include "ep_im2col.h"
+#include "ep_kernels.h"
+
+void ep_conv_sparse(const ep_window *g, const ep_requant *q, const ep_sparse *s,
+                    const int8_t *in, int8_t *out) {
+  const int span_h = (g->k_h - 1) * g->dil_h, span_w = (g->k_w - 1) * g->dil_w;
+  for (int oy = 0; oy < g->out_h; oy++) {
+    const int y0 = oy * g->stride_h - g->pad_top;
+    uint32_t row_ok = 0;
+    for (int ky = 0; ky < g->k_h; ky++) {
+      const int iy = y0 + ky * g->dil_h;
+      if (iy >= 0 && iy < g->in_h) row_ok |= 1u << ky;
+    }
+    for (int ox = 0; ox < g->out_w; ox++) {
+      const int x0 = ox * g->stride_w - g->pad_left;
+      const int inside = y0 >= 0 && y0 + span_h < g->in_h && x0 >= 0 && x0 + span_w < g->in_w;
+      const int base = (y0 * g->in_w + x0) * g->in_c;
+      const uint8_t *d = s->delta;
+      const int8_t *v = s->value;
+      const uint8_t *t = s->tap;
+      if (inside) {
+        const int8_t *xw = in + base;
+        for (int c = 0; c < g->out_c; c++) {
+          int32_t acc = q->bias[c];
+          const int8_t *xp = xw;
+          for (int n = s->count[c]; n > 0; n--) {
+            xp += *d++;
+            acc += *xp * *v++;
+          }
+          *out++ = ep_out(q, acc, c, EP_CONV_SINGLE_ROUNDING);
+        }
+      } else {
+        uint32_t col_ok = 0;
+        for (int kx = 0; kx < g->k_w; kx++) {
+          const int ix = x0 + kx * g->dil_w;
+          if (ix >= 0 && ix < g->in_w) col_ok |= 1u << kx;
+        }
+        const int32_t zp = q->in_zp;
+        for (int c = 0; c < g->out_c; c++) {
+          int32_t acc = q->bias[c];
+          int pos = base;
+          for (int n = s->count[c]; n > 0; n--) {
+            pos += *d++;
+            const uint32_t tap = *t++;
+            /* bridging entries (value 0) have tap 0xff: never inside */
+            const int ok = (int)((row_ok >> (tap >> 4)) & (col_ok >> (tap & 15)) & 1u);
+            acc += (ok ? in[pos] : zp) * *v++;
+          }
+          *out++ = ep_out(q, acc, c, EP_CONV_SINGLE_ROUNDING);
+        }
+      }
+    }
+  }
+}
