@@ -401,8 +401,8 @@ def _lower_conv(op: Op, graph: Graph, folded_pads, buf_for, index: int) -> Step:
     extra = (0, 0, 0, 0)
     folded: List[str] = []
     if src in folded_pads:
-        src, extra, pad_layer = folded_pads[src]
-        folded.append(pad_layer)
+        src, extra, _ = folded_pads[src]
+        folded.append("PAD")
     x = tensors[src]
     in_h, in_w, in_c = _nhwc(x, op)
     out_h, out_w, out_c = _nhwc(out, op)

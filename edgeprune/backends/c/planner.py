@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from .lower import ALIGN, Buffer, Program, align
 
 ORDERS = ("size", "first", "span", "area")
+RANDOM_ORDERS = 64          # extra seeded shuffles of the buffer order (deterministic)
 
 
 def _alive_together(a: Buffer, b: Buffer) -> bool:
@@ -103,13 +104,22 @@ def _order(buffers: List[Buffer], how: str) -> List[Buffer]:
 
 
 def plan(prog: Program, overlaps: bool = True, orders: Sequence[str] = ORDERS,
-         apply: bool = True) -> int:
-    """Arena bytes of the best plan; with apply, buffer offsets are set on prog.buffers."""
+         apply: bool = True, random_orders: int = RANDOM_ORDERS) -> int:
+    """Arena bytes of the best plan; with apply, buffer offsets are set on prog.buffers.
+    Tries the named orders, then `random_orders` seeded shuffles (first fit depends on the
+    order; with overlap rules the size order is often not the best)."""
+    import random
     rules = _rules(prog, overlaps)
     bufs = list(prog.buffers.values())
     best: Optional[Tuple[int, Dict[str, int]]] = None
-    for how in orders:
-        offs = _place(_order(bufs, how), rules)
+    candidates = [_order(bufs, how) for how in orders]
+    rng = random.Random(0)
+    for _ in range(random_orders if len(orders) > 1 else 0):
+        perm = list(bufs)
+        rng.shuffle(perm)
+        candidates.append(perm)
+    for order in candidates:
+        offs = _place(order, rules)
         size = max((offs[b.name] + align(b.size) for b in bufs), default=0)
         if best is None or size < best[0]:
             best = (size, offs)
