@@ -54,41 +54,56 @@ def _allowed(delta: int, size_out: int, size_in: int, rule: Optional[Tuple[str, 
     return delta <= limit if direction == "forward" else delta >= limit
 
 
-def _place(order: Sequence[Buffer], rules) -> Dict[str, int]:
+def _valid(b: Buffer, c: int, size: int, conflicts, rules) -> bool:
+    for p, off in conflicts:
+        psize = align(p.size)
+        if (b.name, p.name) in rules:
+            ok = _allowed(c - off, size, psize, rules[(b.name, p.name)])
+        elif (p.name, b.name) in rules:
+            ok = _allowed(off - c, psize, size, rules[(p.name, b.name)])
+        else:
+            ok = c >= off + psize or c + size <= off
+        if not ok:
+            return False
+    return True
+
+
+def _place(order: Sequence[Buffer], rules, mode: str = "first_fit") -> Dict[str, int]:
+    """Offsets for the buffers in `order`. first_fit (TFLM's rule): the lowest valid offset
+    >= 0. extent: any valid offset, negative ones included, that keeps the plan's extent
+    smallest (lets a chain of outputs each placed partly below its input drift downwards);
+    the plan is shifted to start at 0 at the end."""
     placed: List[Tuple[Buffer, int]] = []
     offsets: Dict[str, int] = {}
+    lo, hi = 0, 0
     for b in order:
         size = align(b.size)
         conflicts = [(p, off) for p, off in placed if _alive_together(b, p)]
-        cands = {0}
+        cands = {0, lo, hi - size}
         for p, off in conflicts:
             psize = align(p.size)
             cands.add(off + psize)
-            if off - size >= 0:
-                cands.add(off - size)
+            cands.add(off - size)
             r = rules.get((b.name, p.name))
             if r is not None:
                 cands.add(off + r[1])
             r = rules.get((p.name, b.name))
             if r is not None:
                 cands.add(off - r[1])
-        for c in sorted(x for x in cands if x >= 0):
-            ok = True
-            for p, off in conflicts:
-                psize = align(p.size)
-                if (b.name, p.name) in rules:
-                    ok = _allowed(c - off, size, psize, rules[(b.name, p.name)])
-                elif (p.name, b.name) in rules:
-                    ok = _allowed(off - c, psize, size, rules[(p.name, b.name)])
-                else:
-                    ok = c >= off + psize or c + size <= off
-                if not ok:
-                    break
-            if ok:
+        if mode == "first_fit":
+            ordered = sorted(x for x in cands if x >= 0)
+        else:
+            ordered = sorted(cands, key=lambda c: (max(hi, c + size) - min(lo, c), abs(c)))
+        for c in ordered:
+            if _valid(b, c, size, conflicts, rules):
                 offsets[b.name] = c
                 placed.append((b, c))
+                lo, hi = min(lo, c), max(hi, c + size)
                 break
-    return offsets
+        else:  # pragma: no cover - above every placed buffer is always valid
+            raise AssertionError(f"no offset for {b.name}")
+    base = min(offsets.values(), default=0)
+    return {k: v - base for k, v in offsets.items()}
 
 
 def _order(buffers: List[Buffer], how: str) -> List[Buffer]:
@@ -118,11 +133,13 @@ def plan(prog: Program, overlaps: bool = True, orders: Sequence[str] = ORDERS,
         perm = list(bufs)
         rng.shuffle(perm)
         candidates.append(perm)
+    modes = ("first_fit", "extent") if overlaps else ("first_fit",)
     for order in candidates:
-        offs = _place(order, rules)
-        size = max((offs[b.name] + align(b.size) for b in bufs), default=0)
-        if best is None or size < best[0]:
-            best = (size, offs)
+        for mode in modes:
+            offs = _place(order, rules, mode)
+            size = max((offs[b.name] + align(b.size) for b in bufs), default=0)
+            if best is None or size < best[0]:
+                best = (size, offs)
     assert best is not None
     if apply:
         for b in bufs:
