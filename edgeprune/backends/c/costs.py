@@ -4,28 +4,24 @@ compares.
 Source of the constants: the instruction counts of each kernel's innermost loop, compiled by
 Debian's arm-none-eabi-gcc 12.2 at -O2 for cortex-m4 (DSP path) and cortex-m0plus (plain path),
 read from the disassembly by ``benchmarks/c_kernel_loops.py`` (results in
-``benchmarks/results/c_kernel_loops.json``). Loop bodies only: they rank the variants of one
-layer, which is all the choice needs. They are not a latency model: the per-layer constants
-outside the loops and the conversion to cycles are calibrated under QEMU (issue 11, part 3).
+``benchmarks/results/c_kernel_loops.json``). Loop bodies dominate and rank the variants of one
+layer, which is all the choice needs. This is not a latency model yet: the work outside the
+loops and the conversion to cycles are to be calibrated under QEMU (issue 11, part 3).
 """
 from __future__ import annotations
 
-# instructions per unit of work in the innermost loop: (dsp core, plain core)
-# conv dense: block_2x2 (20 instructions / 16 MACs); plain: dot_s8 (unrolled x4)
-CONV_DENSE_PER_MAC = {True: 20 / 16, False: 28 / 4}
-# fc dense: ep_fc_dense_dsp 4-row loop (24 / 16 MACs); plain (16 / 4 on M4, 28 / 4 on M0+)
-FC_DENSE_PER_MAC = {True: 24 / 16, False: 28 / 4}
-# sparse: one entry (delta, value): 7 instructions on M4, 10 on M0+
-SPARSE_PER_ENTRY = {True: 7.0, False: 10.0}
-# clustered: per weight, word-unrolled decode + lookup + multiply-accumulate
-# (M4: 3-bit 36 / 10, 4-bit 30 / 8; M0+: about 5 per weight)
-CLUSTERED_PER_WEIGHT = {True: 3.7, False: 5.5}
-# im2col: per window element, int8 copy + expansion to int16 pairs (DSP) or copy only (plain)
+# Instructions per multiply-accumulate in the innermost loop, {DSP core: M4, plain core: M0+}
+# (benchmarks/results/c_kernel_loops.json, arm-none-eabi-gcc 12.2.1 -O2):
+CONV_DENSE_PER_MAC = {True: 1.125, False: 7.0}     # block_2x2 36/32; dot_s8 28/4
+FC_DENSE_PER_MAC = {True: 1.5, False: 7.0}         # 4-row SMLAD loop 24/16; plain 28/4
+SPARSE_PER_ENTRY = {True: 7.0, False: 10.0}        # one (delta, value) entry
+CLUSTERED_PER_WEIGHT = {True: 4.6, False: 9.4}     # 3-bit: 46/10 and 94/10 (4-bit: 4.5, 9.375)
+DW_PER_MAC = {True: 4.0, False: 8.667}             # 4 channels x 1 tap 16/4; plain 26/3
+# Not measured yet (rough, from the loop bodies; the QEMU calibration of issue 11 replaces
+# them): im2col per window element (int8 copy, plus the 9-instruction / 4-element expansion to
+# int16 pairs on the DSP path) and requantize + clamp + store per output.
 IM2COL_PER_ELEMENT = {True: 2.5, False: 1.0}
-# requantize + clamp + store one output
 PER_OUTPUT = 25.0
-# depthwise dense: 4 channels x 1 tap per 18-instruction iteration (DSP); plain 19 per MAC
-DW_PER_MAC = {True: 18 / 4, False: 19.0}
 
 
 def estimate_instructions(step, enc, dsp: bool) -> float:

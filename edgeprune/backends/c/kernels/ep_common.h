@@ -23,6 +23,15 @@
 #define EP_INLINE static inline
 #endif
 
+/* Hot SMLAD loops: not inlined (a fresh register set) and, with GCC, without the first
+ * scheduling pass, whose load hoisting makes the loop spill registers (20 -> 18 instructions
+ * per 16 MACs in ep_conv.c's block, see benchmarks/c_kernel_loops.py). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define EP_HOT __attribute__((noinline, optimize("no-schedule-insns")))
+#else
+#define EP_HOT
+#endif
+
 /* gemmlowp SaturatingRoundingDoublingHighMul: round(a * b / 2^31), halves away from zero,
  * INT32_MIN * INT32_MIN saturated. For b > 0 (every requantization multiplier is in
  * [2^30, 2^31)) the nudge-and-truncate of gemmlowp equals floor((a*b + 2^30) / 2^31), which is

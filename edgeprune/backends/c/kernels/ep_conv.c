@@ -60,22 +60,23 @@ static void im2col_pair(const ep_window *g, const int8_t *in, int oy, int ox, in
 
 /* Output channels c, c+1 (weight words interleaved: c's group g, then c+1's) times pixels
  * A, B: acc = {A.c, B.c, A.c+1, B.c+1}. */
-/* noinline: its own register set, so the hot loop does not spill */
-__attribute__((noinline)) static void block_2x2(const uint32_t *x, const uint32_t *w, int groups, int32_t *acc) {
+EP_HOT static void block_2x2(const uint32_t *x, const uint32_t *w, int groups, int32_t *acc) {
   int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+#pragma GCC unroll 2
   for (int n = groups; n > 0; n--) {
     const uint32_t va = w[0], vb = w[1];
     w += 2;
-    const uint32_t x00 = x[0], x01 = x[1], x10 = x[2], x11 = x[3];
-    x += 4;
+    const uint32_t x00 = x[0], x01 = x[1];          /* pixel A */
     const uint32_t wa02 = ep_sxtb16(va), wa13 = ep_sxtb16_ror8(va);
     a00 = ep_smlad(wa02, x00, a00);
     a00 = ep_smlad(wa13, x01, a00);
-    a01 = ep_smlad(wa02, x10, a01);
-    a01 = ep_smlad(wa13, x11, a01);
     const uint32_t wb02 = ep_sxtb16(vb), wb13 = ep_sxtb16_ror8(vb);
     a10 = ep_smlad(wb02, x00, a10);
     a10 = ep_smlad(wb13, x01, a10);
+    const uint32_t x10 = x[2], x11 = x[3];          /* pixel B */
+    x += 4;
+    a01 = ep_smlad(wa02, x10, a01);
+    a01 = ep_smlad(wa13, x11, a01);
     a11 = ep_smlad(wb02, x10, a11);
     a11 = ep_smlad(wb13, x11, a11);
   }
@@ -83,7 +84,7 @@ __attribute__((noinline)) static void block_2x2(const uint32_t *x, const uint32_
 }
 
 /* The last output channel of an odd out_c (its words in order) times pixels A, B. */
-__attribute__((noinline)) static void block_1x2(const uint32_t *x, const uint32_t *w, int groups, int32_t *acc) {
+EP_HOT static void block_1x2(const uint32_t *x, const uint32_t *w, int groups, int32_t *acc) {
   int32_t a0 = acc[0], a1 = acc[1];
   for (int n = groups; n > 0; n--) {
     const uint32_t v = *w++;

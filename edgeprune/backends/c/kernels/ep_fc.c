@@ -36,6 +36,29 @@ void ep_fc_dense_plain(int batches, int in_n, int out_n, const ep_requant *q, co
  * words (4 int8 weights each); then per remaining input k (in_n % 4 of them) one word holding
  * w[o][k], w[o+1][k], w[o+2][k], w[o+3][k]. Rows past the last full block: each row's words,
  * its last word zero-padded. */
+/* Four rows o .. o+3 over the first 4 * groups inputs; returns the weight pointer after them. */
+EP_HOT static const uint32_t *rows4(const int8_t *x, const uint32_t *wp, int groups, int32_t *acc) {
+  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+  for (int n = groups; n > 0; n--) {
+    const uint32_t xv = ep_load32(x);
+    x += 4;
+    const uint32_t x02 = ep_sxtb16(xv), x13 = ep_sxtb16_ror8(xv);
+    const uint32_t v0 = wp[0], v1 = wp[1];
+    a0 = ep_smlad(ep_sxtb16(v0), x02, a0);
+    a0 = ep_smlad(ep_sxtb16_ror8(v0), x13, a0);
+    a1 = ep_smlad(ep_sxtb16(v1), x02, a1);
+    a1 = ep_smlad(ep_sxtb16_ror8(v1), x13, a1);
+    const uint32_t v2 = wp[2], v3 = wp[3];
+    wp += 4;
+    a2 = ep_smlad(ep_sxtb16(v2), x02, a2);
+    a2 = ep_smlad(ep_sxtb16_ror8(v2), x13, a2);
+    a3 = ep_smlad(ep_sxtb16(v3), x02, a3);
+    a3 = ep_smlad(ep_sxtb16_ror8(v3), x13, a3);
+  }
+  acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+  return wp;
+}
+
 void ep_fc_dense_dsp(int batches, int in_n, int out_n, const ep_requant *q, const uint32_t *w,
                      const int8_t *in, int8_t *out) {
   const int groups = in_n >> 2, n4 = in_n & ~3;
@@ -43,23 +66,9 @@ void ep_fc_dense_dsp(int batches, int in_n, int out_n, const ep_requant *q, cons
     const uint32_t *wp = w;
     int o = 0;
     for (; o + 4 <= out_n; o += 4) {
-      int32_t a0 = q->bias[o], a1 = q->bias[o + 1], a2 = q->bias[o + 2], a3 = q->bias[o + 3];
-      const int8_t *x = in;
-      for (int n = groups; n > 0; n--) {
-        const uint32_t xv = ep_load32(x);
-        x += 4;
-        const uint32_t x02 = ep_sxtb16(xv), x13 = ep_sxtb16_ror8(xv);
-        const uint32_t v0 = wp[0], v1 = wp[1], v2 = wp[2], v3 = wp[3];
-        wp += 4;
-        a0 = ep_smlad(ep_sxtb16(v0), x02, a0);
-        a0 = ep_smlad(ep_sxtb16_ror8(v0), x13, a0);
-        a1 = ep_smlad(ep_sxtb16(v1), x02, a1);
-        a1 = ep_smlad(ep_sxtb16_ror8(v1), x13, a1);
-        a2 = ep_smlad(ep_sxtb16(v2), x02, a2);
-        a2 = ep_smlad(ep_sxtb16_ror8(v2), x13, a2);
-        a3 = ep_smlad(ep_sxtb16(v3), x02, a3);
-        a3 = ep_smlad(ep_sxtb16_ror8(v3), x13, a3);
-      }
+      int32_t acc[4] = {q->bias[o], q->bias[o + 1], q->bias[o + 2], q->bias[o + 3]};
+      wp = rows4(in, wp, groups, acc);
+      int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
       for (int k = n4; k < in_n; k++) {
         const int32_t xv = in[k];
         const uint32_t v = *wp++;
