@@ -229,15 +229,16 @@ def test_lenet5_bit_exact_with_tflm(lenet, tmp_path, variant, core):
 
 def test_lenet5_sparse_and_clustered_weights_pay(lenet):
     """10 % of the weights kept, 3-bit (7 values + zero) per layer: the sparse encoding stores
-    2 bytes per kept weight, the clustered one 3.2 bits per weight plus 8 codebook bytes per
-    channel; and the cycle objective picks the sparse kernels for the large layers."""
+    3 bytes per kept weight plus 2 per row, the clustered one 3.2 bits per weight plus 8
+    codebook bytes per channel; and the cycle objective picks the sparse kernels for the large
+    layers."""
     plain, names, _, _, _ = lenet
     g = read_tflite(plain, names)
     dense = generate(g, "cortex-m4", force="dense")
     sparse = generate(g, "cortex-m4", force="sparse")
     clus = generate(g, "cortex-m4", force="clustered")
     wd = sum(l.weight_bytes for l in dense.layers)
-    assert sum(l.weight_bytes for l in sparse.layers) <= 0.25 * wd
+    assert sum(l.weight_bytes for l in sparse.layers) <= 0.35 * wd
     assert sum(l.weight_bytes for l in clus.layers) <= 0.45 * wd
     assert all(l.alternatives["clustered"]["weight_bytes"] for l in clus.layers)
     auto = generate(g, "cortex-m4", objective="cycles")

@@ -42,7 +42,9 @@ class LayerReport:
     kernel: str
     variant: str
     macs: int
-    weight_bytes: int
+    weights: int                   # int8 weights of the layer
+    nonzero_weights: int
+    weight_bytes: int              # bytes of its encoding (flash)
     instructions_estimate: float
     folded: List[str] = field(default_factory=list)
     alternatives: Dict[str, dict] = field(default_factory=dict)
@@ -128,9 +130,10 @@ def generate(graph: Graph, core: str, objective: str = "cycles", force: Optional
             name = f"scratch{st.index}"
             prog.buffers[name] = Buffer(name, sb, "scratch", st.index, st.index)
             st.scratch = name
+        w = st.weighted.w
         layers.append(LayerReport(st.index, st.layer, st.opcode, _kernel_name(st, enc), enc.family,
-                                  st.macs, enc.flash_bytes, round(enc.instructions), st.folded,
-                                  alts))
+                                  st.macs, int(w.size), int(np.count_nonzero(w)), enc.flash_bytes,
+                                  round(enc.instructions), st.folded, alts))
     arena = planner.plan(prog)
     planner.verify(prog)
     tflm_greedy = planner.plan(prog, overlaps=False, orders=("size",), apply=False)
@@ -207,7 +210,7 @@ def _emit(prog: Program, arena: int, core: str, model_name: str) -> Dict[str, st
                 call = f"{kname}(&{p}g, &{p}q, {p}w, {x}, {y}, {A(st.scratch)})"
             elif enc.variant == "sparse":
                 tap = f"{p}tap" if "tap" in enc.arrays else "0"
-                decl.append(f"static const ep_sparse {p}s = {{{p}count, {p}delta, {p}value, {tap}}};\n")
+                decl.append(f"static const ep_sparse {p}s = {{{p}count, {p}pos, {p}value, {tap}}};\n")
                 call = f"{kname}(&{p}g, &{p}q, &{p}s, {x}, {y})"
             else:
                 cluster_bits.add(enc.scalars["bits"])
@@ -221,7 +224,7 @@ def _emit(prog: Program, arena: int, core: str, model_name: str) -> Dict[str, st
             if enc.family == "dense":
                 call = f"{kname}({dims}, &{p}q, {p}w, {x}, {y})"
             elif enc.variant == "sparse":
-                decl.append(f"static const ep_sparse {p}s = {{{p}count, {p}delta, {p}value, 0}};\n")
+                decl.append(f"static const ep_sparse {p}s = {{{p}count, {p}pos, {p}value, 0}};\n")
                 call = f"{kname}({dims}, &{p}q, &{p}s, {x}, {y})"
             else:
                 cluster_bits.add(enc.scalars["bits"])

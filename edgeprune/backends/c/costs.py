@@ -14,7 +14,7 @@ from __future__ import annotations
 # (benchmarks/results/c_kernel_loops.json, arm-none-eabi-gcc 12.2.1 -O2):
 CONV_DENSE_PER_MAC = {True: 1.125, False: 7.0}     # block_2x2 36/32; dot_s8 28/4
 FC_DENSE_PER_MAC = {True: 1.5, False: 7.0}         # 4-row SMLAD loop 24/16; plain 28/4
-SPARSE_PER_ENTRY = {True: 7.0, False: 10.0}        # one (delta, value) entry
+SPARSE_PER_ENTRY = {True: 5.0, False: 7.0}         # 4 (position, value) entries: 20/4, 28/4
 CLUSTERED_PER_WEIGHT = {True: 4.6, False: 9.4}     # 3-bit: 46/10 and 94/10 (4-bit: 4.5, 9.375)
 DW_PER_MAC = {True: 4.0, False: 8.667}             # 4 channels x 1 tap 16/4; plain 26/3
 # Not measured yet (rough, from the loop bodies; the QEMU calibration of issue 11 replaces

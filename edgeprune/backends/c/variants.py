@@ -4,9 +4,10 @@ Variants of a convolution or fully-connected layer (depthwise layers are dense o
 - ``dense``: int8 weights; on a core with the DSP extension the words of 2 (conv) or 4 (fully
   connected) output rows are interleaved for the SMLAD kernels (``dense-dsp``), else rows in
   order (``dense-plain``).
-- ``sparse``: only the non-zero weights, each as (delta, value) bytes: the input position
-  advances by delta (entries of value 0 bridge gaps over 255), then one multiply-accumulate.
-  Padded convolutions also store one tap byte per entry for the border pixels.
+- ``sparse``: only the non-zero weights: per row a count, per weight a 16-bit input position
+  (from the row's first input) and the int8 value; padded convolutions also store one tap byte
+  per weight for the border pixels. Four weights per pass, each one halfword load, two byte
+  loads and one multiply-accumulate.
 - ``clustered``: k-bit indices (k = bits for the largest number of distinct values in a row,
   1..7) packed 32 / k per word, each row starting on a word, into a per-row codebook of 2^k int8
   values.
@@ -104,41 +105,24 @@ def dense_dsp_fc(w: np.ndarray) -> Encoding:
 # --------------------------------------------------------------------------------------------
 # Sparse
 
-def sparse(w: np.ndarray, positions: np.ndarray, taps: Optional[np.ndarray]) -> Encoding:
-    """w [rows, K]; positions[j]: input offset of column j from the row's first input (strictly
-    increasing in j); taps[j] = ky << 4 | kx, or None when no border handling is needed."""
-    counts: List[int] = []
-    deltas: List[int] = []
-    values: List[int] = []
-    tap_out: List[int] = []
-    for row in w:
-        nz = np.flatnonzero(row)
-        n = 0
-        pos = 0
-        for j in nz:
-            gap = int(positions[j]) - pos
-            while gap > 255:          # bridge: advance 255, multiply by 0
-                deltas.append(255)
-                values.append(0)
-                tap_out.append(0xFF)
-                gap -= 255
-                n += 1
-            deltas.append(gap)
-            values.append(int(row[j]))
-            tap_out.append(int(taps[j]) if taps is not None else 0)
-            pos = int(positions[j])
-            n += 1
-        if n > 0xFFFF:
-            raise CModelError("a sparse row has over 65535 entries")
-        counts.append(n)
-    arrays = {"count": np.array(counts, dtype=np.uint16),
-              "delta": np.array(deltas, dtype=np.uint8),
-              "value": np.array(values, dtype=np.int8)}
+def sparse(w: np.ndarray, positions: np.ndarray, taps: Optional[np.ndarray]) -> Optional[Encoding]:
+    """w [rows, K]; positions[j]: input offset of column j from the row's first input; taps[j]
+    = ky << 4 | kx, or None when no border handling is needed. None when a position or a row's
+    entry count does not fit 16 bits."""
+    if len(positions) and int(np.max(positions)) > 0xFFFF:
+        return None
+    nz_rows, nz_cols = np.nonzero(w)
+    counts = np.bincount(nz_rows, minlength=w.shape[0])
+    if len(counts) and counts.max() > 0xFFFF:
+        return None
+    arrays = {"count": counts.astype(np.uint16),
+              "pos": np.asarray(positions)[nz_cols].astype(np.uint16),
+              "value": w[nz_rows, nz_cols].astype(np.int8)}
     if taps is not None:
-        arrays["tap"] = np.array(tap_out, dtype=np.uint8)
+        arrays["tap"] = np.asarray(taps)[nz_cols].astype(np.uint8)
     enc = Encoding("sparse", arrays)
-    enc.scalars["entries"] = len(values)
-    enc.scalars["nonzero"] = int(np.count_nonzero(w))
+    enc.scalars["entries"] = int(len(nz_cols))
+    enc.scalars["nonzero"] = int(len(nz_cols))
     return enc
 
 
@@ -208,13 +192,17 @@ def candidates(step: Step, dsp: bool) -> List[Encoding]:
         encs = [dense_dsp_conv(w) if dsp else dense_plain(w)]
         border = conv_needs_border(g)
         if not border or (g["k_h"] <= 15 and g["k_w"] <= 15):
-            encs.append(sparse(w, conv_positions(g), conv_taps(g) if border else None))
+            sp = sparse(w, conv_positions(g), conv_taps(g) if border else None)
+            if sp is not None:
+                encs.append(sp)
         c = clustered(w)
         if c is not None:
             encs.append(c)
     elif step.kind == "fc":
         encs = [dense_dsp_fc(w) if dsp else dense_plain(w)]
-        encs.append(sparse(w, np.arange(w.shape[1]), None))
+        sp = sparse(w, np.arange(w.shape[1]), None)
+        if sp is not None:
+            encs.append(sp)
         c = clustered(w)
         if c is not None:
             encs.append(c)

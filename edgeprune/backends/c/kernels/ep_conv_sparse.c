@@ -1,8 +1,8 @@
 /* edgeprune-c: unstructured-sparse int8 convolution. Only the non-zero weights are stored and
- * multiplied (ep_kernels.h, ep_sparse): per output channel, a run of (delta, value) entries
- * whose positions are offsets in the input tensor from the window's first element, so an
- * interior pixel needs no im2col and no bounds checks. Pixels whose window crosses the padding
- * use the entry's tap (ky, kx) to substitute the input zero point for padded positions. */
+ * multiplied (ep_kernels.h, ep_sparse): per output channel, (position, value) entries whose
+ * positions are offsets in the input tensor from the window's first element, so an interior
+ * pixel needs no im2col and no bounds checks. Pixels whose window crosses the padding use the
+ * entry's tap (ky, kx) to substitute the input zero point for padded positions. */
 #include "ep_common.h"
 #include "ep_im2col.h"
 #include "ep_kernels.h"
@@ -21,19 +21,15 @@ void ep_conv_sparse(const ep_window *g, const ep_requant *q, const ep_sparse *s,
       const int x0 = ox * g->stride_w - g->pad_left;
       const int inside = y0 >= 0 && y0 + span_h < g->in_h && x0 >= 0 && x0 + span_w < g->in_w;
       const int base = (y0 * g->in_w + x0) * g->in_c;
-      const uint8_t *d = s->delta;
+      const uint16_t *pos = s->pos;
       const int8_t *v = s->value;
-      const uint8_t *t = s->tap;
       if (inside) {
         const int8_t *xw = in + base;
         for (int c = 0; c < g->out_c; c++) {
-          int32_t acc = q->bias[c];
-          const int8_t *xp = xw;
-          for (int n = s->count[c]; n > 0; n--) {
-            xp += *d++;
-            acc += *xp * *v++;
-          }
-          *out++ = ep_out(q, acc, c, EP_CONV_SINGLE_ROUNDING);
+          const int n = s->count[c];
+          *out++ = ep_out(q, q->bias[c] + ep_sparse_dot(xw, pos, v, n), c, EP_CONV_SINGLE_ROUNDING);
+          pos += n;
+          v += n;
         }
       } else {
         uint32_t col_ok = 0;
@@ -42,15 +38,15 @@ void ep_conv_sparse(const ep_window *g, const ep_requant *q, const ep_sparse *s,
           if (ix >= 0 && ix < g->in_w) col_ok |= 1u << kx;
         }
         const int32_t zp = q->in_zp;
+        const uint8_t *t = s->tap;
         for (int c = 0; c < g->out_c; c++) {
           int32_t acc = q->bias[c];
-          int pos = base;
           for (int n = s->count[c]; n > 0; n--) {
-            pos += *d++;
             const uint32_t tap = *t++;
-            /* bridging entries (value 0) have tap 0xff: never inside */
             const int ok = (int)((row_ok >> (tap >> 4)) & (col_ok >> (tap & 15)) & 1u);
-            acc += (ok ? in[pos] : zp) * *v++;
+            acc += (ok ? in[base + *pos] : zp) * *v;
+            pos++;
+            v++;
           }
           *out++ = ep_out(q, acc, c, EP_CONV_SINGLE_ROUNDING);
         }

@@ -31,6 +31,22 @@ EP_INLINE void ep_im2col_s8(const ep_window *g, const int8_t *in, int oy, int ox
   }
 }
 
+/* Sparse dot product: sum of x[pos[i]] * v[i] over n entries (four per pass: one halfword, two
+ * byte loads and one multiply-accumulate each). */
+EP_INLINE int32_t ep_sparse_dot(const int8_t *x, const uint16_t *pos, const int8_t *v, int n) {
+  int32_t acc = 0;
+  for (; n >= 4; n -= 4) {
+    acc += x[pos[0]] * v[0];
+    acc += x[pos[1]] * v[1];
+    acc += x[pos[2]] * v[2];
+    acc += x[pos[3]] * v[3];
+    pos += 4;
+    v += 4;
+  }
+  for (; n > 0; n--) acc += x[*pos++] * *v++;
+  return acc;
+}
+
 /* Output channel c of accumulator acc: requantize (rounding `single`, see ep_common.h), add the
  * output zero point, clamp to the fused activation's range. */
 EP_INLINE int8_t ep_out(const ep_requant *q, int32_t acc, int c, int single) {

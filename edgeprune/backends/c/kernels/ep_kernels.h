@@ -28,12 +28,12 @@ typedef struct {
 } ep_requant;
 
 /* Unstructured sparse weights, row by row (a row = one output channel's window or one
- * fully-connected output): count[r] entries; entry n moves the input position by delta[n]
- * (from the row's first input) and multiplies it by value[n]. Gaps over 255 are bridged by
- * entries of value 0. tap[n] = ky << 4 | kx, only for padded convolutions (border pixels). */
+ * fully-connected output): count[r] entries; entry n multiplies the input at offset pos[n] from
+ * the row's first input (the window's first element for a convolution) by value[n].
+ * tap[n] = ky << 4 | kx, only for padded convolutions (border pixels). */
 typedef struct {
   const uint16_t *count;
-  const uint8_t *delta;
+  const uint16_t *pos;
   const int8_t *value;
   const uint8_t *tap;
 } ep_sparse;
