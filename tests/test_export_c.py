@@ -284,8 +284,7 @@ def test_export_c_end_to_end_and_deterministic(tmp_path):
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
     for n in names:
-        if n != "report.json":
-            assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes(), n
+        assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes(), n
     for f in ("edgeprune_model.c", "edgeprune_model.h", "ep_config.h", "edgeprune_c.mk",
               "README.md", "report.json", "model.tflite"):
         assert (tmp_path / "a" / f).is_file(), f

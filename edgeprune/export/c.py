@@ -19,7 +19,6 @@ Pipeline (``export_c``):
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Dict, Optional
 

@@ -21,7 +21,7 @@ import numpy as np
 from . import planner
 from .ir import CModelError, Graph
 from .lower import Buffer, Program, Step, lower
-from .variants import Encoding, choose
+from .variants import Encoding, candidates, choose
 
 KERNELS = Path(__file__).resolve().parent / "kernels"
 
@@ -120,7 +120,6 @@ def generate(graph: Graph, core: str, objective: str = "cycles", force: Optional
     for st in prog.steps:
         if st.weighted is None:
             continue
-        from .variants import candidates
         alts = {e.family: {"weight_bytes": e.flash_bytes, "instructions_estimate": round(e.instructions)}
                 for e in candidates(st, dsp)}
         enc = choose(st, dsp, objective, per_layer.get(st.layer, force))

@@ -7,9 +7,11 @@ the kernel's access order allows it (``lower.Overlap``: element-wise ops and sof
 pooling and convolutions with the output starting below or partly over their input, PAD
 backwards). The model input is an ordinary buffer: after its last reader its bytes are reused.
 
-Placement is TFLM's greedy first fit (micro/memory_planner/greedy_memory_planner.cc: buffers by
-size, descending; each at the lowest offset that fits) over the candidate offsets the
-constraints allow, tried in a few buffer orders; the smallest arena wins. ``plan(...,
+Placement: TFLM's greedy first fit (micro/memory_planner/greedy_memory_planner.cc: buffers by
+size, descending; each at the lowest offset that fits) and a smallest-extent variant (any
+offset, negative ones included, that keeps the plan smallest, so that a chain of outputs each
+partly below its input can drift downwards), over the candidate offsets the constraints allow,
+for a few buffer orders and seeded shuffles; the smallest arena wins. ``plan(...,
 overlaps=False, orders=('size',))`` is TFLM's plan of the same buffers, for comparison.
 """
 from __future__ import annotations
