@@ -12,7 +12,8 @@ void ep_add(const ep_add_params *p, int n, const int8_t *a, const int8_t *b, int
     /* MultiplyByQuantizedMultiplierSmallerThanOneExp (shifts <= 0) */
     const int32_t sx = ep_requantize(x, p->in1_mult, p->in1_shift, EP_ADD_SINGLE_ROUNDING);
     const int32_t sy = ep_requantize(y, p->in2_mult, p->in2_shift, EP_ADD_SINGLE_ROUNDING);
-    const int32_t r = ep_requantize(sx + sy, p->out_mult, p->out_shift, EP_ADD_SINGLE_ROUNDING) + p->out_zp;
+    const int32_t r =
+        ep_requantize(sx + sy, p->out_mult, p->out_shift, EP_ADD_SINGLE_ROUNDING) + p->out_zp;
     out[i] = ep_clamp_s8(r, p->act_min, p->act_max);
   }
 }

@@ -51,7 +51,7 @@ EP_INLINE int32_t ep_high_mul(int32_t a, int32_t b_positive) {
 EP_INLINE int32_t ep_rdbpot(int32_t x, int e) {
   const int32_t mask = (int32_t)((1u << e) - 1u);
   const int32_t remainder = x & mask;
-  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  const int32_t threshold = (mask >> 1) + (int32_t)((uint32_t)x >> 31);
   return (x >> e) + (remainder > threshold ? 1 : 0);
 }
 
@@ -66,9 +66,8 @@ EP_INLINE int32_t ep_rdbpot(int32_t x, int e) {
  * Which one each op uses is set per model in ep_config.h (EP_<OP>_SINGLE_ROUNDING); `single` is
  * a compile-time constant at every call, so only one of the two is compiled in. */
 EP_INLINE int32_t ep_requantize_double(int32_t x, int32_t multiplier, int32_t shift) {
-  const int32_t left = shift > 0 ? shift : 0;
-  const int32_t right = shift > 0 ? 0 : -shift;
-  return ep_rdbpot(ep_high_mul((int32_t)((uint32_t)x << left), multiplier), right);
+  if (shift > 0) return ep_high_mul((int32_t)((uint32_t)x << shift), multiplier);
+  return ep_rdbpot(ep_high_mul(x, multiplier), -shift);
 }
 
 EP_INLINE int32_t ep_requantize_single(int32_t x, int32_t multiplier, int32_t shift) {
@@ -126,29 +125,40 @@ EP_INLINE uint32_t ep_sxtb16_ror8(uint32_t x) {
   __asm("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
   return r;
 }
-/* SMLAD: acc + lo(x)*lo(y) + hi(x)*hi(y) on int16 halves. */
+/* SMLAD: acc + lo(x) * lo(y) + hi(x) * hi(y) on int16 halves; SMLABB / SMLATT: one of them. */
 EP_INLINE int32_t ep_smlad(uint32_t x, uint32_t y, int32_t acc) {
   return __smlad((int16x2_t)x, (int16x2_t)y, acc);
 }
-EP_INLINE int32_t ep_smlabb(uint32_t x, uint32_t y, int32_t acc) { return __smlabb((int32_t)x, (int32_t)y, acc); }
-EP_INLINE int32_t ep_smlatt(uint32_t x, uint32_t y, int32_t acc) { return __smlatt((int32_t)x, (int32_t)y, acc); }
+EP_INLINE int32_t ep_smlabb(uint32_t x, uint32_t y, int32_t acc) {
+  return __smlabb((int32_t)x, (int32_t)y, acc);
+}
+EP_INLINE int32_t ep_smlatt(uint32_t x, uint32_t y, int32_t acc) {
+  return __smlatt((int32_t)x, (int32_t)y, acc);
+}
 #else
+/* Portable equivalents (host builds, cores without the DSP extension). The sums wrap modulo
+ * 2^32 like the instructions; in int32 the reference's sums are the same. */
 #define EP_HAVE_DSP 0
+EP_INLINE int32_t ep_lo16(uint32_t x) { return (int16_t)(x & 0xffff); }
+EP_INLINE int32_t ep_hi16(uint32_t x) { return (int16_t)(x >> 16); }
 EP_INLINE uint32_t ep_pack16(int32_t lo, int32_t hi) {
   return ((uint32_t)(uint16_t)(int16_t)lo) | ((uint32_t)(uint16_t)(int16_t)hi << 16);
 }
-EP_INLINE uint32_t ep_sxtb16(uint32_t x) { return ep_pack16((int8_t)(x & 0xff), (int8_t)((x >> 16) & 0xff)); }
-EP_INLINE uint32_t ep_sxtb16_ror8(uint32_t x) { return ep_pack16((int8_t)((x >> 8) & 0xff), (int8_t)(x >> 24)); }
+EP_INLINE uint32_t ep_sxtb16(uint32_t x) {
+  return ep_pack16((int8_t)(x & 0xff), (int8_t)((x >> 16) & 0xff));
+}
+EP_INLINE uint32_t ep_sxtb16_ror8(uint32_t x) {
+  return ep_pack16((int8_t)((x >> 8) & 0xff), (int8_t)(x >> 24));
+}
 EP_INLINE int32_t ep_smlad(uint32_t x, uint32_t y, int32_t acc) {
-  /* SMLAD's sum is modulo 2^32; in int32 arithmetic that is what the reference's sums are. */
-  return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(x & 0xffff) * (int16_t)(y & 0xffff))
-                   + (uint32_t)((int32_t)(int16_t)(x >> 16) * (int16_t)(y >> 16)));
+  return (int32_t)((uint32_t)acc + (uint32_t)(ep_lo16(x) * ep_lo16(y))
+                   + (uint32_t)(ep_hi16(x) * ep_hi16(y)));
 }
 EP_INLINE int32_t ep_smlabb(uint32_t x, uint32_t y, int32_t acc) {
-  return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(x & 0xffff) * (int16_t)(y & 0xffff)));
+  return (int32_t)((uint32_t)acc + (uint32_t)(ep_lo16(x) * ep_lo16(y)));
 }
 EP_INLINE int32_t ep_smlatt(uint32_t x, uint32_t y, int32_t acc) {
-  return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(x >> 16) * (int16_t)(y >> 16)));
+  return (int32_t)((uint32_t)acc + (uint32_t)(ep_hi16(x) * ep_hi16(y)));
 }
 #endif
 

@@ -27,8 +27,11 @@ static int32_t dot_s8(const int8_t *x, const int8_t *w, int n) {
   return acc;
 }
 
-void ep_conv_dense_plain(const ep_window *g, const ep_requant *q, const int8_t *w,
+void ep_conv_dense_plain(const ep_window *g, const ep_requant *q_arg, const int8_t *w,
                          const int8_t *in, int8_t *out, int8_t *col) {
+  /* a local copy: stores through the int8 output cannot alias it, so its fields stay in
+   * registers instead of being reloaded for every output */
+  const ep_requant q_copy = *q_arg, *const q = &q_copy;
   const int K = g->k_h * g->k_w * g->in_c;
   for (int oy = 0; oy < g->out_h; oy++) {
     for (int ox = 0; ox < g->out_w; ox++) {
@@ -100,8 +103,11 @@ EP_HOT static void block_1x2(const uint32_t *x, const uint32_t *w, int groups, i
 
 /* w: the weights in ep_conv_dense_dsp's layout (see above), K4 = K rounded up to 4 zero-padded.
  * col: scratch of 5 * K4 bytes, 4-byte aligned. */
-void ep_conv_dense_dsp(const ep_window *g, const ep_requant *q, const uint32_t *w,
+void ep_conv_dense_dsp(const ep_window *g, const ep_requant *q_arg, const uint32_t *w,
                        const int8_t *in, int8_t *out, uint32_t *col) {
+  /* a local copy: stores through the int8 output cannot alias it, so its fields stay in
+   * registers instead of being reloaded for every output */
+  const ep_requant q_copy = *q_arg, *const q = &q_copy;
   const int K = g->k_h * g->k_w * g->in_c;
   const int K4 = (K + 3) & ~3, groups = K4 >> 2;
   const int oc = g->out_c;
@@ -117,7 +123,10 @@ void ep_conv_dense_dsp(const ep_window *g, const ep_requant *q, const uint32_t *
       im2col_pair(g, in, oy, ox, zp, K, K4, stage, col + 2);
       if (++ox == g->out_w) { ox = 0; oy++; }
     } else {
-      for (int j = 0; j < groups; j++) { col[4 * j + 2] = col[4 * j]; col[4 * j + 3] = col[4 * j + 1]; }
+      for (int j = 0; j < groups; j++) {   /* odd last pixel: B = A, B's outputs not stored */
+        col[4 * j + 2] = col[4 * j];
+        col[4 * j + 3] = col[4 * j + 1];
+      }
     }
     int8_t *o0 = out + p * oc, *o1 = o0 + oc;
     const uint32_t *wc = w;

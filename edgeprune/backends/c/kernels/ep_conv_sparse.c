@@ -7,8 +7,11 @@
 #include "ep_im2col.h"
 #include "ep_kernels.h"
 
-void ep_conv_sparse(const ep_window *g, const ep_requant *q, const ep_sparse *s,
+void ep_conv_sparse(const ep_window *g, const ep_requant *q_arg, const ep_sparse *s,
                     const int8_t *in, int8_t *out) {
+  /* a local copy: stores through the int8 output cannot alias it, so its fields stay in
+   * registers instead of being reloaded for every output */
+  const ep_requant q_copy = *q_arg, *const q = &q_copy;
   const int span_h = (g->k_h - 1) * g->dil_h, span_w = (g->k_w - 1) * g->dil_w;
   for (int oy = 0; oy < g->out_h; oy++) {
     const int y0 = oy * g->stride_h - g->pad_top;

@@ -12,8 +12,11 @@
 
 #define EP_DW_MAX_TAPS 64
 
-void ep_dwconv_plain(const ep_window *g, const ep_requant *q, const int8_t *w,
+void ep_dwconv_plain(const ep_window *g, const ep_requant *q_arg, const int8_t *w,
                      const int8_t *in, int8_t *out) {
+  /* a local copy: stores through the int8 output cannot alias it, so its fields stay in
+   * registers instead of being reloaded for every output */
+  const ep_requant q_copy = *q_arg, *const q = &q_copy;
   const int mult = g->out_c / g->in_c;
   for (int oy = 0; oy < g->out_h; oy++) {
     const int y0 = oy * g->stride_h - g->pad_top;
@@ -40,8 +43,11 @@ void ep_dwconv_plain(const ep_window *g, const ep_requant *q, const int8_t *w,
   }
 }
 
-void ep_dwconv_dsp(const ep_window *g, const ep_requant *q, const int8_t *w,
+void ep_dwconv_dsp(const ep_window *g, const ep_requant *q_arg, const int8_t *w,
                    const int8_t *in, int8_t *out) {
+  /* a local copy: stores through the int8 output cannot alias it, so its fields stay in
+   * registers instead of being reloaded for every output */
+  const ep_requant q_copy = *q_arg, *const q = &q_copy;
   const int C = g->in_c, taps = g->k_h * g->k_w;
   if (g->out_c != C || (C & 3) != 0 || taps > EP_DW_MAX_TAPS) {
     ep_dwconv_plain(g, q, w, in, out);

@@ -11,8 +11,11 @@
 #include "ep_im2col.h"
 #include "ep_kernels.h"
 
-void ep_fc_dense_plain(int batches, int in_n, int out_n, const ep_requant *q, const int8_t *w,
+void ep_fc_dense_plain(int batches, int in_n, int out_n, const ep_requant *q_arg, const int8_t *w,
                        const int8_t *in, int8_t *out) {
+  /* a local copy: stores through the int8 output cannot alias it, so its fields stay in
+   * registers instead of being reloaded for every output */
+  const ep_requant q_copy = *q_arg, *const q = &q_copy;
   for (int b = 0; b < batches; b++) {
     const int8_t *wr = w;
     for (int o = 0; o < out_n; o++) {
@@ -59,8 +62,11 @@ EP_HOT static const uint32_t *rows4(const int8_t *x, const uint32_t *wp, int gro
   return wp;
 }
 
-void ep_fc_dense_dsp(int batches, int in_n, int out_n, const ep_requant *q, const uint32_t *w,
+void ep_fc_dense_dsp(int batches, int in_n, int out_n, const ep_requant *q_arg, const uint32_t *w,
                      const int8_t *in, int8_t *out) {
+  /* a local copy: stores through the int8 output cannot alias it, so its fields stay in
+   * registers instead of being reloaded for every output */
+  const ep_requant q_copy = *q_arg, *const q = &q_copy;
   const int groups = in_n >> 2, n4 = in_n & ~3;
   for (int b = 0; b < batches; b++) {
     const uint32_t *wp = w;

@@ -5,7 +5,8 @@
 
 void ep_relu(const ep_relu_params *p, int n, const int8_t *in, int8_t *out) {
   for (int i = 0; i < n; i++) {
-    const int32_t v = p->out_zp + ep_requantize(in[i] - p->in_zp, p->mult, p->shift, EP_RELU_SINGLE_ROUNDING);
+    const int32_t v =
+        p->out_zp + ep_requantize(in[i] - p->in_zp, p->mult, p->shift, EP_RELU_SINGLE_ROUNDING);
     out[i] = ep_clamp_s8(v, p->act_min, p->act_max);
   }
 }

@@ -74,7 +74,8 @@ void ep_softmax(const ep_softmax_params *p, int rows, int depth, const int8_t *i
       const int32_t diff = in[c] - max_in_row;
       if (diff >= p->diff_min) {
         /* MultiplyByQuantizedMultiplierGreaterThanOne (shift >= 0) */
-        const int32_t scaled = ep_requantize(diff, p->input_multiplier, p->input_left_shift, EP_SOFTMAX_SINGLE_ROUNDING);
+        const int32_t scaled = ep_requantize(diff, p->input_multiplier, p->input_left_shift,
+                                             EP_SOFTMAX_SINGLE_ROUNDING);
         sum_of_exps += ep_rdbpot(exp_negative_q5_26(scaled), 12);
       }
     }
@@ -88,7 +89,8 @@ void ep_softmax(const ep_softmax_params *p, int rows, int depth, const int8_t *i
       const int32_t diff = in[c] - max_in_row;
       if (diff >= p->diff_min) {
         /* MultiplyByQuantizedMultiplierGreaterThanOne (shift >= 0) */
-        const int32_t scaled = ep_requantize(diff, p->input_multiplier, p->input_left_shift, EP_SOFTMAX_SINGLE_ROUNDING);
+        const int32_t scaled = ep_requantize(diff, p->input_multiplier, p->input_left_shift,
+                                             EP_SOFTMAX_SINGLE_ROUNDING);
         const int32_t e = exp_negative_q5_26(scaled);
         const int32_t unsat = ep_rdbpot(ep_srdhm(shifted_scale, e), exponent);
         out[c] = ep_clamp_s8(unsat - 128, -128, 127);
