@@ -13,7 +13,10 @@ Variants of a convolution or fully-connected layer (depthwise layers are dense o
   values.
 
 ``choose`` picks, per layer, the variant that minimises the deployment's objective: estimated
-instructions ('cycles') or weight bytes ('flash'), from ``costs``.
+instructions ('cycles') or weight bytes ('flash'), from ``costs``. For 'cycles', variants within
+``CYCLES_TOLERANCE`` of the fewest instructions count as equal (the estimate is not finer than
+that) and the one with the fewest weight bytes wins: on the M0+ the plain dense and the sparse
+loops cost the same per multiply, and a dense layer stored sparse would triple its flash.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from .ir import CModelError
 from .lower import Step
 
 VARIANTS = ("dense", "sparse", "clustered")
+CYCLES_TOLERANCE = 0.05
 MAX_CLUSTER_BITS = 7
 
 
@@ -224,7 +228,9 @@ def choose(step: Step, dsp: bool, objective: str = "cycles",
         match = [e for e in encs if e.family == force]
         return match[0] if match else encs[0]
     if objective == "cycles":
-        return min(encs, key=lambda e: (e.instructions, e.flash_bytes))
+        fastest = min(e.instructions for e in encs)
+        near = [e for e in encs if e.instructions <= fastest * (1 + CYCLES_TOLERANCE)]
+        return min(near, key=lambda e: (e.flash_bytes, e.instructions))
     if objective == "flash":
         return min(encs, key=lambda e: (e.flash_bytes, e.instructions))
     raise CModelError(f"objective must be 'cycles' or 'flash', not '{objective}'")
