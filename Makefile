@@ -6,7 +6,7 @@ VPY     := $(VENV)/bin/python
 APT_PKGS := dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm g++
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup apt venv demo test bench clean
+.PHONY: setup apt venv demo test clean
 
 setup: apt $(VENV)/.installed
 
@@ -31,9 +31,6 @@ demo: setup
 
 test: setup
 	$(VPY) -m pytest -q tests
-
-bench: setup
-	$(VPY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -107,7 +107,7 @@ def main() -> int:
     from edgeprune.backends.c import build as cbuild
     from edgeprune.backends.c.codegen import generate
     from edgeprune.backends.c.ir import read_tflite
-    from edgeprune.cost import tflm_memory as tm
+    from edgeprune.backends.tflm import plan as tflm_plan
     from edgeprune.export.c import quantize
     from edgeprune.export.keras_mirror import to_nhwc
     from edgeprune.export.tflm import (_samples, io_quant, match_ops, quantize_input, run_litert,
@@ -120,11 +120,11 @@ def main() -> int:
         torch.manual_seed(args.seed)
         model = randomize_bn(build(name), args.seed)
         graph = extract(model)
-        plan = tm.lower(graph)
+        plan = tflm_plan.lower(graph)
         for ds in datasets(name, graph.input_shape, args.eval, args.mnist_dir):
             t0 = time.time()
             cal, ev, _, note = _samples(model, graph, ds, 256, args.eval, args.seed)
-            plain = quantize(model, graph, plan, cal, args.seed)
+            plain, _ = quantize(model, graph, plan, cal, args.seed, ev[:16])
             names = [n for n, _ in sorted(match_ops(plain, plan), key=lambda p: p[1])]
             g = read_tflite(plain, names)
             q = io_quant(plain)

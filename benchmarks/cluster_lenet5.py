@@ -11,7 +11,7 @@ The pruned model comes from one of:
   --torch-magnitude     a self-contained baseline: dense training, then torch.nn.utils.prune
                         global L1 magnitude pruning with the AGP cubic schedule, then fine-tuning
 Then `edgeprune cluster` clusters it (k-means, 2^b codes, zero kept), fine-tunes the centroids,
-and counts bits Deep-Compression style (edgeprune.cluster.bit_accounting).
+and counts bits Deep-Compression style (edgeprune.quant.bits.bit_accounting).
 
 Example:
   OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/cluster_lenet5.py \\
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys

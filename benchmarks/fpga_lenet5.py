@@ -3,7 +3,7 @@
 
 1. train LeNet-5 (float) on Fashion-MNIST;
 2. prune: L1-norm channel pruning of the three prunable channel groups, physically shrunk
-   (edgeprune.prune.shrink), then per-layer magnitude pruning of the remaining weights, fine-tuned
+   (edgeprune.surgery), then per-layer magnitude pruning of the remaining weights, fine-tuned
    with the zeros held; saved as a .pt2 program and re-loaded the way the CLI loads MODEL;
 3. `edgeprune export finn` and `edgeprune export hls` (their Python entry points) at W4A4:
    Brevitas QAT, QONNX = Brevitas check, FINN project (folding, build.py, docker), hls4ml project
@@ -78,7 +78,7 @@ class _HoldZeros:
 def prune_lenet5(model, keep_counts, sparsity):
     """L1 channel pruning (shrunk) + per-layer magnitude pruning of what remains."""
     from edgeprune.graph import extract
-    from edgeprune.prune.shrink import shrink_model
+    from edgeprune.surgery import shrink_model
 
     g = extract(model)
     groups = g.prunable_groups()
@@ -113,7 +113,8 @@ def main(argv=None):
     from edgeprune.export.hls import export_hls
     from edgeprune.models import build
     from edgeprune.models.loading import load_model
-    from edgeprune.prune.shrink import export_pt2
+    from edgeprune.artifacts import save_pt2
+    from edgeprune.deploy import Deployment
     from edgeprune.targets import load_target
     from edgeprune.train import TrainConfig, Trainer, dataset_tensors, evaluate, seed_everything
 
@@ -135,20 +136,20 @@ def main(argv=None):
             hooks=[_HoldZeros(small)]).fit()
     acc_pruned = evaluate(small, xte, yte)
     pt2 = out / "lenet5_pruned.pt2"
-    export_pt2(small, small.input_shape, pt2)
+    save_pt2(small, pt2, small.input_shape)
     pruned = load_model(str(pt2))          # what `edgeprune export ... MODEL` does
     weights = [m.weight for m in pruned.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     n_w = sum(w.numel() for w in weights)
     n_nz = sum(int((w != 0).sum()) for w in weights)
 
-    common = dict(wbits=args.wbits, abits=args.abits, fps=args.fps, data="fashion-mnist",
-                  epochs=args.qat_epochs, seed=args.seed, verify_images=args.verify_images,
-                  overwrite=True)
+    dep = Deployment.for_target(target, wbits=args.wbits, abits=args.abits, fps=args.fps)
+    common = dict(data="fashion-mnist", epochs=args.qat_epochs, seed=args.seed,
+                  verify_images=args.verify_images, overwrite=True)
     t0 = time.time()
-    finn = export_finn(pruned, target, out / "finn", model_name="lenet5_pruned", **common)
+    finn = export_finn(pruned, dep, out / "finn", model_name="lenet5_pruned", **common)
     t_finn = time.time() - t0
     t0 = time.time()
-    hls = export_hls(pruned, target, out / "hls", csim_images=args.csim_images, **common)
+    hls = export_hls(pruned, dep, out / "hls", csim_images=args.csim_images, **common)
     t_hls = time.time() - t0
     same_onnx = (out / "finn" / "model.onnx").read_bytes() == (out / "hls" / "model.onnx").read_bytes()
 

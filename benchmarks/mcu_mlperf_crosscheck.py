@@ -18,7 +18,6 @@ writes benchmarks/results/mcu_mlperf_crosscheck.json
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import command_line, upsert_rows  # noqa: E402
 
 from edgeprune import cost  # noqa: E402
+from edgeprune.deploy import Deployment  # noqa: E402
 from edgeprune.graph import extract  # noqa: E402
 from edgeprune.models import build  # noqa: E402
 from edgeprune.targets import load_target  # noqa: E402
@@ -46,8 +46,8 @@ def main() -> int:
         row = {"model": model, "target": target.name, "published_ms": round(published_ms, 2),
                "published_source": SOURCE, "macs": g.total_macs}
         for runtime in ("tflm-reference", "tflm-cmsis-nn"):
-            t = dataclasses.replace(target, spec={**target.spec, "runtime": runtime})
-            est = cost.estimate(g, t).totals["latency_ms"]
+            est = cost.estimate(g, Deployment.for_target(target, runtime=runtime)
+                                ).totals["latency_ms"]
             row[f"estimate_ms_{runtime}"] = round(est, 2)
             row[f"ratio_{runtime}"] = round(est / published_ms, 3)
         row["command"] = command_line()

@@ -1,4 +1,4 @@
-"""TFLM flash and arena: cost model (edgeprune.cost.tflm_memory) vs the real export, per model.
+"""TFLM flash and arena: cost model (edgeprune.backends.tflm) vs the real export, per model.
 
     .venv/bin/python benchmarks/tflm_memory.py                 # zoo models that fit an M4
     .venv/bin/python benchmarks/tflm_memory.py --calibrate     # measure the persistent constants
@@ -9,7 +9,7 @@ benchmarks/results/tflm_memory.json and .md. Figures do not depend on the weight
 through LUT compression, which the clustered row exercises.
 
 --calibrate exports small synthetic (non-zoo) models, one op kind at a time, and prints the
-allocation categories TFLM's RecordingMicroAllocator reports; edgeprune/cost/tflm_memory.py's
+allocation categories TFLM's RecordingMicroAllocator reports; edgeprune/backends/tflm/memory.py's
 PERSISTENT / OP_PERSISTENT constants come from this output. The zoo models are never used to
 calibrate, so the table checks the model on data it was not fitted to.
 """
@@ -102,7 +102,9 @@ def calibration_cases():
 
 
 def calibrate() -> None:
-    from edgeprune.cost import tflm_memory as tm
+    from edgeprune.backends.tflm import flatbuffer as tflm_flatbuffer
+    from edgeprune.backends.tflm import memory as tflm_memory
+    from edgeprune.backends.tflm import plan as tflm_plan
     from edgeprune.export import tflm as ex
     from edgeprune.export.keras_mirror import build_keras_mirror, to_nhwc
     from edgeprune.graph import extract
@@ -112,9 +114,9 @@ def calibrate() -> None:
     for name, model in calibration_cases():
         model.eval()
         g = extract(model)
-        plan = tm.lower(g)
+        plan = tflm_plan.lower(g)
         cal = rng.random((32,) + tuple(g.input_shape), dtype=np.float32)
-        b = tm.canonicalize(ex.convert_int8(build_keras_mirror(model, g, plan), to_nhwc(cal)))
+        b = tflm_flatbuffer.canonicalize(ex.convert_int8(build_keras_mirror(model, g, plan), to_nhwc(cal)))
         q = ex.io_quant(b)
         x = ex.quantize_input(to_nhwc(cal[:1]), q["input_scale"], q["input_zero_point"])
         _, total, text = ex.run_tflm(b, x)
@@ -126,7 +128,7 @@ def calibrate() -> None:
             mid = (lo + hi) // 2
             lo, hi = (lo, mid) if ex.tflm_runs_with(b, mid, x) else (mid, hi)
         a["minimum"] = hi
-        est = tm.estimate_arena(g, plan=plan)
+        est = tflm_memory.estimate_arena(g, plan=plan)
         known = sum(v["used"] for k, v in a.items() if isinstance(v, dict))
         ops = [op.opcode for op in plan.ops]
         row = {"case": name, "ops": ops, "tensors": len(plan.tensors), "total": a["total"],
@@ -134,7 +136,7 @@ def calibrate() -> None:
                "head": a["head"], "tail": a["tail"], "uncategorised": a["tail"] - known,
                "categories": {k: v for k, v in a.items() if isinstance(v, dict)},
                "estimate_total": est["total_bytes"], "flash": len(b),
-               "flash_estimate": tm.estimate_flash(g, plan=plan)["total_bytes"]}
+               "flash_estimate": tflm_memory.estimate_flash(g, plan=plan)["total_bytes"]}
         rows.append(row)
         print(json.dumps(row), flush=True)
     (RESULTS / "tflm_calibration.json").write_text(json.dumps(rows, indent=1) + "\n")
@@ -179,7 +181,7 @@ def _cluster(model: nn.Module, k: int) -> nn.Module:
 
 def table(models=None) -> None:
     import tempfile
-    from edgeprune.cost import tflm_memory as tm
+    from edgeprune.backends.tflm import memory as tflm_memory
     from edgeprune.export.tflm import export_tflm
     from edgeprune.graph import extract
     from edgeprune.models import ZOO, build
@@ -195,8 +197,8 @@ def table(models=None) -> None:
         if k:
             model = _cluster(model, k)
         g = extract(model)
-        fe = tm.estimate_flash(g)["total_bytes"]
-        ae = tm.estimate_arena(g)["total_bytes"]
+        fe = tflm_memory.estimate_flash(g)["total_bytes"]
+        ae = tflm_memory.estimate_arena(g)["total_bytes"]
         label = name + (f" (clustered k={k})" if k else "")
         if fe > target.flash_kb * 1024 or ae > target.ram_kb * 1024:
             print(f"{label}: does not fit {target.name} by the estimate "
@@ -230,7 +232,7 @@ def write_markdown(rows) -> None:
              "`model.tflite`; arena = smallest `arena_size` with which `tflite_micro.runtime` "
              "(64-bit host, reference kernels) allocates and invokes the model, found by "
              "bisection to the byte. Estimates from "
-             "`edgeprune.cost.tflm_memory` (constants calibrated on synthetic single-op models "
+             "`edgeprune.backends.tflm` (constants calibrated on synthetic single-op models "
              "only, `benchmarks/tflm_memory.py --calibrate`). Random weights, BN statistics "
              "randomised; `max LSB` = largest |TFLM - LiteRT (reference kernels)| output "
              "difference on 8 random inputs.",

@@ -27,33 +27,35 @@ import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .layergraph import (COMPUTE_OPS, PASSTHROUGH_OPS, ChannelGroup, ChannelMember,  # noqa: F401
-                         LayerGraph, LayerNode, UnsupportedOpError)
+                         LayerGraph, LayerNode, OpKind, UnsupportedOpError)
 
 
 # --------------------------------------------------------------------------------------------
 # Classification of fx nodes
 
 _MODULE_OPS = {
-    nn.Linear: "linear", nn.BatchNorm1d: "batchnorm", nn.BatchNorm2d: "batchnorm",
-    nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh",
-    nn.MaxPool2d: "maxpool2d", nn.AvgPool2d: "avgpool2d", nn.AdaptiveAvgPool2d: "gap",
-    nn.ZeroPad2d: "pad", nn.Dropout: "dropout", nn.Identity: "identity", nn.Flatten: "flatten",
-    nn.Softmax: "softmax",
+    nn.Linear: OpKind.LINEAR, nn.BatchNorm1d: OpKind.BATCHNORM, nn.BatchNorm2d: OpKind.BATCHNORM,
+    nn.ReLU: OpKind.RELU, nn.ReLU6: OpKind.RELU6, nn.Sigmoid: OpKind.SIGMOID,
+    nn.Tanh: OpKind.TANH, nn.MaxPool2d: OpKind.MAXPOOL2D, nn.AvgPool2d: OpKind.AVGPOOL2D,
+    nn.AdaptiveAvgPool2d: OpKind.GAP, nn.ZeroPad2d: OpKind.PAD, nn.Dropout: OpKind.DROPOUT,
+    nn.Identity: OpKind.IDENTITY, nn.Flatten: OpKind.FLATTEN, nn.Softmax: OpKind.SOFTMAX,
 }
 
 _FUNCTION_OPS = {
-    F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", torch.sigmoid: "sigmoid",
-    torch.tanh: "tanh", F.max_pool2d: "maxpool2d", F.avg_pool2d: "avgpool2d",
-    F.adaptive_avg_pool2d: "gap", F.dropout: "dropout", torch.flatten: "flatten",
-    operator.add: "add", torch.add: "add", torch.cat: "concat", torch.concat: "concat",
-    F.softmax: "softmax", torch.softmax: "softmax", F.pad: "pad",
+    F.relu: OpKind.RELU, torch.relu: OpKind.RELU, F.relu6: OpKind.RELU6,
+    torch.sigmoid: OpKind.SIGMOID, torch.tanh: OpKind.TANH, F.max_pool2d: OpKind.MAXPOOL2D,
+    F.avg_pool2d: OpKind.AVGPOOL2D, F.adaptive_avg_pool2d: OpKind.GAP, F.dropout: OpKind.DROPOUT,
+    torch.flatten: OpKind.FLATTEN, operator.add: OpKind.ADD, torch.add: OpKind.ADD,
+    torch.cat: OpKind.CONCAT, torch.concat: OpKind.CONCAT, F.softmax: OpKind.SOFTMAX,
+    torch.softmax: OpKind.SOFTMAX, F.pad: OpKind.PAD,
 }
 
-_METHOD_OPS = {"relu": "relu", "flatten": "flatten", "view": "flatten", "reshape": "flatten",
-               "add": "add", "sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax"}
+_METHOD_OPS = {"relu": OpKind.RELU, "flatten": OpKind.FLATTEN, "view": OpKind.FLATTEN,
+               "reshape": OpKind.FLATTEN, "add": OpKind.ADD, "sigmoid": OpKind.SIGMOID,
+               "tanh": OpKind.TANH, "softmax": OpKind.SOFTMAX}
 
 
-def _classify(node: fx.Node, modules: Dict[str, nn.Module]) -> Tuple[str, Dict[str, object]]:
+def _classify(node: fx.Node, modules: Dict[str, nn.Module]) -> Tuple[OpKind, Dict[str, object]]:
     """Return (op kind, attrs) for an fx node; raise UnsupportedOpError naming it otherwise."""
     if node.op == "call_module":
         mod = modules[node.target]
@@ -63,32 +65,32 @@ def _classify(node: fx.Node, modules: Dict[str, nn.Module]) -> Tuple[str, Dict[s
                      "padding": tuple(mod.padding) if not isinstance(mod.padding, str) else mod.padding,
                      "dilation": tuple(mod.dilation), "groups": g}
             if g > 1 and g == mod.in_channels == mod.out_channels:
-                return "dwconv2d", attrs
-            return "conv2d", attrs
+                return OpKind.DWCONV2D, attrs
+            return OpKind.CONV2D, attrs
         if isinstance(mod, nn.Hardtanh) and mod.min_val == 0.0 and mod.max_val == 6.0:
-            return "relu6", {}
+            return OpKind.RELU6, {}
         # isinstance, not an exact type match: parametrized (masked) layers are subclasses that
         # torch.nn.utils.parametrize injects, and they must trace like the plain layer.
         for cls, kind in _MODULE_OPS.items():
             if isinstance(mod, cls):
                 attrs: Dict[str, object] = {}
-                if kind in ("maxpool2d", "avgpool2d"):
+                if kind in (OpKind.MAXPOOL2D, OpKind.AVGPOOL2D):
                     attrs = {"kernel_size": _pair(mod.kernel_size),
                              "stride": _pair(mod.stride if mod.stride is not None else mod.kernel_size),
                              "padding": _pair(mod.padding)}
-                elif kind == "gap":
+                elif kind == OpKind.GAP:
                     if _pair(mod.output_size) != (1, 1):
                         raise UnsupportedOpError(
                             f"node '{node.name}' ({node.target}): AdaptiveAvgPool2d with output "
                             f"size {mod.output_size} is not supported (only 1x1)")
-                elif kind == "pad":
+                elif kind == OpKind.PAD:
                     attrs = {"padding": tuple(mod.padding)}  # (left, right, top, bottom)
-                elif kind == "flatten":
+                elif kind == OpKind.FLATTEN:
                     if mod.start_dim != 1 or mod.end_dim != -1:
                         raise UnsupportedOpError(
                             f"node '{node.name}' ({node.target}): Flatten(start_dim={mod.start_dim}, "
                             f"end_dim={mod.end_dim}) is not supported (only start_dim=1)")
-                elif kind == "softmax":
+                elif kind == OpKind.SOFTMAX:
                     attrs = {"dim": mod.dim}
                 return kind, attrs
         raise UnsupportedOpError(
@@ -213,7 +215,7 @@ def extract(model: nn.Module, input_shape: Optional[Sequence[int]] = None) -> La
             s = spaces.new(out[0])
             spaces.pin(s, "model input channels")
             chans[node.name] = _Chan([(s, out[0])])
-            nodes.append(LayerNode(node.name, "input", None, [], [], out))
+            nodes.append(LayerNode(node.name, OpKind.INPUT, None, [], [], out))
             continue
         if node.op == "output":
             src = node.args[0]
@@ -221,7 +223,7 @@ def extract(model: nn.Module, input_shape: Optional[Sequence[int]] = None) -> La
                 raise UnsupportedOpError("model output must be a single tensor")
             for sid, _ in chans[src.name].segments:
                 spaces.pin(sid, "model output channels")
-            nodes.append(LayerNode("output", "output", None, [src.name],
+            nodes.append(LayerNode("output", OpKind.OUTPUT, None, [src.name],
                                    [_shape_of(nodes, src.name)], _shape_of(nodes, src.name)))
             continue
 
@@ -233,17 +235,17 @@ def extract(model: nn.Module, input_shape: Optional[Sequence[int]] = None) -> La
         ln = LayerNode(node.name, kind, node.target if node.op == "call_module" else None,
                        in_names, in_shapes, out, attrs=attrs)
 
-        if kind in ("conv2d", "dwconv2d", "linear"):
+        if kind in (OpKind.CONV2D, OpKind.DWCONV2D, OpKind.LINEAR):
             mod = modules[node.target]
             ln.weight_shape = tuple(mod.weight.shape)
             ln.has_bias = mod.bias is not None
             ln.params = mod.weight.numel() + (mod.bias.numel() if mod.bias is not None else 0)
-            if kind == "linear":
+            if kind == OpKind.LINEAR:
                 ln.macs = mod.in_features * mod.out_features
             else:
                 k = mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3]
                 ln.macs = out[0] * out[1] * out[2] * k
-        elif kind == "batchnorm":
+        elif kind == OpKind.BATCHNORM:
             mod = modules[node.target]
             ln.params = sum(p.numel() for p in mod.parameters())
         _propagate_channels(ln, node, chans, spaces, modules)
@@ -263,7 +265,7 @@ def extract(model: nn.Module, input_shape: Optional[Sequence[int]] = None) -> La
         prunable = not spaces.pinned[r]
         groups.append(ChannelGroup(len(groups), spaces.size[r], mem, prunable, spaces.pinned[r]))
     for ln in nodes:
-        src = ln.name if ln.op != "output" else ln.inputs[0]
+        src = ln.name if ln.op != OpKind.OUTPUT else ln.inputs[0]
         c = chans[src]
         ln.channels = [(group_of_root[spaces.find(sid)], length) for sid, length in c.segments]
         ln.repeat = c.repeat
@@ -299,7 +301,7 @@ def _propagate_channels(ln: LayerNode, node: fx.Node, chans: Dict[str, _Chan], s
             spaces.add(sid, ChannelMember(ln.name, role, off, c.repeat))
             off += length
 
-    if kind in ("conv2d", "linear"):
+    if kind in (OpKind.CONV2D, OpKind.LINEAR):
         groups = ln.attrs.get("groups", 1)
         if groups != 1:
             for sid, _ in src.segments:
@@ -310,22 +312,23 @@ def _propagate_channels(ln: LayerNode, node: fx.Node, chans: Dict[str, _Chan], s
         spaces.add(s, ChannelMember(ln.name, "out"))
         chans[ln.name] = _Chan([(s, ln.out_shape[0])])
         return
-    if kind == "dwconv2d":
+    if kind == OpKind.DWCONV2D:
         if src.repeat != 1:
             raise UnsupportedOpError(f"node '{ln.name}': depthwise conv on a flattened tensor")
         record_in(src, "dw")
         chans[ln.name] = _Chan(list(src.segments))
         return
-    if kind == "batchnorm":
+    if kind == OpKind.BATCHNORM:
         record_in(src, "bn")
         chans[ln.name] = _Chan(list(src.segments), src.repeat)
         return
     if kind in PASSTHROUGH_OPS:
-        if kind == "softmax" and len(ln.out_shape) > 1 and ln.attrs.get("dim", 1) in (2, 3, -1, -2):
+        if (kind == OpKind.SOFTMAX and len(ln.out_shape) > 1
+                and ln.attrs.get("dim", 1) in (2, 3, -1, -2)):
             pass  # spatial softmax keeps channels apart
         chans[ln.name] = _Chan(list(src.segments), src.repeat)
         return
-    if kind == "flatten":
+    if kind == OpKind.FLATTEN:
         in_shape = ln.in_shapes[0]
         if len(ln.out_shape) != 1:
             raise UnsupportedOpError(f"node '{ln.name}': reshape to {ln.out_shape} is not supported "
@@ -335,7 +338,7 @@ def _propagate_channels(ln: LayerNode, node: fx.Node, chans: Dict[str, _Chan], s
             spatial *= d
         chans[ln.name] = _Chan(list(src.segments), src.repeat * spatial)
         return
-    if kind == "add":
+    if kind == OpKind.ADD:
         if len(ln.inputs) != 2:
             raise UnsupportedOpError(f"node '{ln.name}': add with a constant is not supported")
         a, b = chans[ln.inputs[0]], chans[ln.inputs[1]]
@@ -347,7 +350,7 @@ def _propagate_channels(ln: LayerNode, node: fx.Node, chans: Dict[str, _Chan], s
                 spaces.pin(sid, f"add {ln.name} with misaligned channel segments")
         chans[ln.name] = _Chan(list(a.segments), a.repeat)
         return
-    if kind == "concat":
+    if kind == OpKind.CONCAT:
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
         if dim not in (1, -len(ln.out_shape) - 1 + 1) and dim != 1:
             raise UnsupportedOpError(f"node '{ln.name}': concat along dim {dim} (only channels)")

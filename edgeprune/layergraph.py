@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import EdgepruneError
@@ -17,10 +18,49 @@ class UnsupportedOpError(EdgepruneError, ValueError):
     """An op the layer graph (and therefore the cost models and exporters) cannot handle."""
 
 
-# Op kinds. Compute ops have weights and MACs; pass-through ops keep the channel axis as is.
-COMPUTE_OPS = ("conv2d", "dwconv2d", "linear")
-PASSTHROUGH_OPS = ("batchnorm", "relu", "relu6", "sigmoid", "tanh", "maxpool2d", "avgpool2d",
-                   "gap", "pad", "dropout", "identity", "softmax")
+class OpKind(StrEnum):
+    """The one enumerated list of op kinds a layer graph can hold.
+
+    Every backend (TFLite plan, MCU cycles, FINN/HLS export, FPGA cost, ...) keeps a table over
+    this list saying how it handles each kind or why it does not (``edgeprune ops`` prints them;
+    tests/test_support_matrix.py fails when a kind is missing from a table). A ``StrEnum``: its
+    members are their names as strings (``OpKind.CONV2D == "conv2d"``), so graphs serialise to
+    plain JSON.
+    """
+
+    INPUT = "input"
+    OUTPUT = "output"
+    CONV2D = "conv2d"           # nn.Conv2d, groups == 1 (grouped convs are recorded, backends refuse)
+    DWCONV2D = "dwconv2d"       # nn.Conv2d with groups == in == out channels
+    LINEAR = "linear"
+    BATCHNORM = "batchnorm"
+    RELU = "relu"
+    RELU6 = "relu6"
+    SIGMOID = "sigmoid"
+    TANH = "tanh"
+    MAXPOOL2D = "maxpool2d"
+    AVGPOOL2D = "avgpool2d"
+    GAP = "gap"                 # global average pooling (AdaptiveAvgPool2d(1))
+    PAD = "pad"                 # ZeroPad2d / F.pad (left, right, top, bottom)
+    DROPOUT = "dropout"         # a no-op at inference
+    IDENTITY = "identity"       # a no-op
+    SOFTMAX = "softmax"
+    FLATTEN = "flatten"         # flatten / view / reshape to (N, features)
+    ADD = "add"                 # element-wise sum of two tensors
+    CONCAT = "concat"           # concatenation along channels
+
+    @property
+    def is_compute(self) -> bool:
+        return self in COMPUTE_OPS
+
+
+# Compute ops have weights and MACs; pass-through ops keep the channel axis as is; inference
+# no-ops vanish from every deployed model.
+COMPUTE_OPS = frozenset({OpKind.CONV2D, OpKind.DWCONV2D, OpKind.LINEAR})
+PASSTHROUGH_OPS = frozenset({
+    OpKind.BATCHNORM, OpKind.RELU, OpKind.RELU6, OpKind.SIGMOID, OpKind.TANH, OpKind.MAXPOOL2D,
+    OpKind.AVGPOOL2D, OpKind.GAP, OpKind.PAD, OpKind.DROPOUT, OpKind.IDENTITY, OpKind.SOFTMAX})
+INFERENCE_NOOPS = frozenset({OpKind.DROPOUT, OpKind.IDENTITY})
 
 
 @dataclass
@@ -28,8 +68,7 @@ class LayerNode:
     """One tensor-producing op of the model, in topological order."""
 
     name: str                       # unique fx node name
-    op: str                         # one of COMPUTE_OPS, PASSTHROUGH_OPS, 'input', 'output',
-                                    # 'flatten', 'add', 'concat'
+    op: OpKind
     target: Optional[str]           # qualified module name for module ops, else None
     inputs: List[str]               # names of producer nodes
     in_shapes: List[Tuple[int, ...]]
@@ -131,7 +170,7 @@ class LayerGraph:
 
     @property
     def output_node(self) -> LayerNode:
-        return next(n for n in self.nodes if n.op == "output")
+        return next(n for n in self.nodes if n.op == OpKind.OUTPUT)
 
     @property
     def total_params(self) -> int:
@@ -164,24 +203,24 @@ class LayerGraph:
             n.channels = [(g, size[g] if g >= 0 else length) for g, length in old.channels]
             n.in_shapes = [by_name[i].out_shape for i in old.inputs]
             c = sum(length for _, length in n.channels)
-            if n.op != "input":
+            if n.op != OpKind.INPUT:
                 n.out_shape = ((c * n.repeat,) if len(old.out_shape) == 1
                                else (c,) + tuple(old.out_shape[1:]))
-            if n.op in ("conv2d", "dwconv2d"):
+            if n.op in (OpKind.CONV2D, OpKind.DWCONV2D):
                 kh, kw = old.weight_shape[2], old.weight_shape[3]
                 cin = n.in_shapes[0][0]
-                groups = cin if n.op == "dwconv2d" else int(n.attrs.get("groups", 1))
+                groups = cin if n.op == OpKind.DWCONV2D else int(n.attrs.get("groups", 1))
                 n.weight_shape = (c, cin // groups, kh, kw)
-                if n.op == "dwconv2d":
+                if n.op == OpKind.DWCONV2D:
                     n.attrs = dict(n.attrs, groups=cin)
                 n.macs = c * n.out_shape[1] * n.out_shape[2] * (cin // groups) * kh * kw
                 n.params = c * (cin // groups) * kh * kw + (c if n.has_bias else 0)
-            elif n.op == "linear":
+            elif n.op == OpKind.LINEAR:
                 cin = n.in_shapes[0][0]
                 n.weight_shape = (c, cin)
                 n.macs = c * cin
                 n.params = c * cin + (c if n.has_bias else 0)
-            elif n.op == "batchnorm":
+            elif n.op == OpKind.BATCHNORM:
                 n.params = 2 * c if old.params else 0
             new_nodes.append(n)
             by_name[n.name] = n
@@ -202,6 +241,11 @@ class LayerGraph:
         nodes = []
         for nd in d["nodes"]:
             nd = {k: v for k, v in nd.items() if k != "intensity"}
+            try:
+                nd["op"] = OpKind(nd["op"])
+            except ValueError:
+                raise UnsupportedOpError(f"node '{nd.get('name')}': unknown op kind "
+                                         f"{nd['op']!r}") from None
             nd["in_shapes"] = [tuple(s) for s in nd["in_shapes"]]
             nd["out_shape"] = tuple(nd["out_shape"])
             nd["weight_shape"] = tuple(nd["weight_shape"]) if nd["weight_shape"] is not None else None

@@ -38,7 +38,6 @@ import os
 import random
 import re
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
@@ -47,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .artifacts import save_torch
 from .data import Dataset, to_tensors
 from .errors import EdgepruneError
 
@@ -292,7 +292,7 @@ class Trainer:
         (and the DDP wrapper). Learning rates and other param-group settings are carried over;
         per-parameter optimizer state (Adam moments, momentum) is carried for parameters of the
         same name and shape, and sliced with `param_index` (from
-        ``edgeprune.prune.shrink.kept_indices``) where shapes changed; otherwise it restarts.
+        ``edgeprune.surgery.kept_indices``) where shapes changed; otherwise it restarts.
 
         A resumed run can rebuild the model only from ``shrink_channels`` calls; after a direct
         call, resuming needs the caller to rebuild the architecture itself.
@@ -332,21 +332,21 @@ class Trainer:
             self.structure.append({int(k): v.clone() for k, v in _record.items()})
         elif _record is None:
             self.structure = None
-        if self.ddp is not None:
-            self._wrap()
+        # Hooks first: parametrizations a hook registers on the new model (pruning masks) must be
+        # in place before DistributedDataParallel wraps it, or their gradients are not synced.
         for h in self.hooks:
             h.on_model_replaced(self, old_model)
+        if self.ddp is not None:
+            self._wrap()
 
     def shrink_channels(self, keep: Mapping[int, torch.Tensor], graph=None) -> nn.Module:
-        """Physically remove channels (``edgeprune.prune.shrink.shrink_model``) and swap the result
+        """Physically remove channels (``edgeprune.surgery.shrink_model``) and swap the result
         in with ``replace_model``, carrying optimizer state. Recorded so resume can replay it.
         `graph` must be the layer graph of the current model (extracted if not given)."""
         from .graph import extract
-        from .prune.shrink import _bake_masks, _copy_without_hooks, kept_indices, shrink_model
+        from .surgery import kept_indices, plain_copy, shrink_model
         if graph is None:
-            plain = _copy_without_hooks(self.model)
-            _bake_masks(plain)  # parametrized layers are not in the graph's op table
-            graph = extract(plain)
+            graph = extract(plain_copy(self.model))  # parametrized layers do not trace
         new = shrink_model(self.model, graph, keep)
         new.train(self.model.training)
         self.replace_model(new, kept_indices(graph, keep), _record=dict(keep))
@@ -390,16 +390,7 @@ class Trainer:
                  "hooks": [h.state_dict() for h in self.hooks],
                  "structure": self.structure, "config": self._config_fingerprint()}
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_torch(state, path)
 
     def _load_checkpoint(self) -> Optional[Dict[str, Any]]:
         path = self.checkpoint_path

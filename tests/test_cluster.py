@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from edgeprune import cluster as cl
+from edgeprune.quant import bits as cl_bits
+from edgeprune.quant import cluster as cl
 from edgeprune.data import Dataset
 from edgeprune.train import Trainer, TrainConfig
 
@@ -143,13 +144,13 @@ def test_bit_accounting_hand_worked_example():
     #   p=3: fillers 0+0+0,  3 entries x (3 + 2) = 15 bits  <- cheapest p
     # Dense codes: 3 rows x 8 x 2 = 48 bits. CSR: 3 x (2 + ceil(log2 8)=3) + 4 row pointers x
     #   ceil(log2 4)=2 = 23 bits.
-    r = cl.bit_accounting(model, cluster_state=state, relative_index_bits=2)
+    r = cl_bits.bit_accounting(model, cluster_state=state, relative_index_bits=2)
     layer = r["layers"][0]
     assert layer["storage_options_bits"] == {"dense": 48, "relative": 20, "csr": 23}
     assert (layer["storage"], layer["fillers"]) == ("relative", 2)
     assert (layer["codebook_bits"], layer["bias_bits"], layer["total_bits"]) == (128, 96, 244)
     assert r["totals"]["dense_bits"] == 864
-    r = cl.bit_accounting(model, cluster_state=state)
+    r = cl_bits.bit_accounting(model, cluster_state=state)
     layer = r["layers"][0]
     assert (layer["storage"], layer["relative_index_bits"], layer["weight_bits"]) == ("relative", 3, 15)
     assert r["totals"]["compressed_bits"] == 15 + 128 + 96
@@ -158,7 +159,7 @@ def test_bit_accounting_hand_worked_example():
     assert r["totals"]["values_only_compression"] == pytest.approx(144.0)
     # Unclustered float32: relative p=3 -> 3 x (3 + 32) = 105 bits (< CSR 3 x 35 + 8 = 113,
     # < dense 24 x 32 = 768); no codebook; total 105 + 96 = 201.
-    r = cl.bit_accounting(hand_layer())
+    r = cl_bits.bit_accounting(hand_layer())
     assert r["layers"][0]["storage_options_bits"] == {"dense": 768, "relative": 105, "csr": 113}
     assert r["totals"]["compressed_bits"] == 201
 
@@ -168,7 +169,7 @@ def test_bit_accounting_drops_channels_no_consumer_reads():
     with torch.no_grad():
         model.fc2.weight[:, 5] = 0                 # fc1 unit 5 is read by nobody
         model.fc1.weight[:, :36] = 0               # conv channel 0 (6x6 features) likewise
-    r = {row["name"]: row for row in cl.bit_accounting(model)["layers"]}
+    r = {row["name"]: row for row in cl_bits.bit_accounting(model)["layers"]}
     assert (r["fc1"]["live_channels"], r["fc1"]["biases_stored"]) == (15, 15)
     assert r["fc1"]["stored_shape"] == [15, 3 * 36]
     assert (r["conv"]["live_channels"], r["fc2"]["stored_shape"]) == (3, [3, 15])
@@ -180,7 +181,7 @@ def test_bit_accounting_refuses_untied_weights():
     model = pruned_tiny()
     state = cl.cluster_model(model, 2)
     with pytest.raises(cl.ClusterError, match="not tied"):
-        cl.bit_accounting(model, cluster_state=state)   # apply() was not called
+        cl_bits.bit_accounting(model, cluster_state=state)   # apply() was not called
 
 
 @pytest.mark.parametrize("init", cl.INITS)
@@ -295,7 +296,7 @@ def test_finetuning_resumes_bit_identically(tmp_path):
 def test_cli_measures_shrunk_prune_output_against_unpruned_model(tmp_path, npz_data):
     from edgeprune.cli import main
     from edgeprune.models import build
-    from edgeprune.models.loading import save_pt2
+    from edgeprune.artifacts import save_pt2
     # a prune output whose shrunk.pt2 lost half of conv1's channels
     src = tmp_path / "pruned"
     src.mkdir()

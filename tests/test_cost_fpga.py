@@ -7,13 +7,15 @@ import math
 import pytest
 import torch.nn as nn
 
-from edgeprune.cost import fpga_layers as fl
-from edgeprune.cost.fpga import (FoldingError, _part, _units, _weights, auto_fold,
-                                 estimate_fpga, what_if_fpga)
+from edgeprune.backends.finn import layers as fl
+from edgeprune.backends.finn.folding import (FoldingError, _weights, auto_fold, fold_units,
+                                             part_of)
+from edgeprune.cost.fpga import estimate_fpga, what_if_fpga
 from edgeprune.errors import EdgepruneError
 from edgeprune.graph import extract
 from edgeprune.models import ZOO, build
-from edgeprune.targets import Target, load_target
+from edgeprune.deploy import Deployment
+from edgeprune.targets import McuTarget, load_target
 
 
 class _Seq(nn.Sequential):
@@ -145,9 +147,9 @@ def _tiny_cnn():
 def test_auto_fold_target_fps_is_least_cost_by_brute_force():
     g = _tiny_cnn()
     target = load_target("pynq-z2")
-    part = _part(target)
+    part = part_of(target)
     lw = fl.lower(g, wbits=4, abits=4)
-    units = _units(lw, True)
+    units = fold_units(lw, True)
     w = _weights(part)
     T = 300  # cycles per frame (100 MHz / 300 = 333 kFPS): SWG needs SIMD 2 (SIMD 1: 324 cycles)
     fold = auto_fold(g, target, wbits=4, abits=4, target_fps=part.clock_mhz * 1e6 / T)
@@ -175,10 +177,10 @@ def test_max_fps_mode_fits_and_faster_target_is_refused():
     target = load_target("pynq-z2")
     fold = auto_fold(g, target, wbits=4, abits=4)
     assert fold.mode == "max_fps_fit" and fold.fits
-    r = estimate_fpga(g, target, wbits=4, abits=4)
+    r = estimate_fpga(g, Deployment.for_target(target, wbits=4, abits=4))
     t = r.totals
     for res, lim in (("lut", 0.7), ("bram18", 0.8), ("dsp", 0.8)):
-        assert t[res] <= lim * target.spec[res]
+        assert t[res] <= lim * getattr(target, res)
     assert t["fps"] == pytest.approx(fold.fps)
     assert t["latency_ms"] > 0 and t["cycles"] >= t["ii_cycles"]
     # nothing faster than the best-fitting FPS fits: asking for more names the best FPS
@@ -189,14 +191,14 @@ def test_max_fps_mode_fits_and_faster_target_is_refused():
 def test_unmeetable_target_fps_names_best_reachable():
     g = extract(build("lenet300100"))
     with pytest.raises(EdgepruneError, match=r"not reachable.*FPS"):
-        estimate_fpga(g, load_target("ultra96"), wbits=4, abits=4, target_fps=1e12)
+        estimate_fpga(g, Deployment.for_target(load_target("ultra96"), wbits=4, abits=4, fps=1e12))
 
 
 def test_target_fps_mode_uses_fewer_resources_than_max_fps():
     g = extract(build("lenet5"))
     target = load_target("kv260")
-    fast = estimate_fpga(g, target, wbits=4, abits=4)
-    slow = estimate_fpga(g, target, wbits=4, abits=4, target_fps=100)
+    fast = estimate_fpga(g, Deployment.for_target(target, wbits=4, abits=4))
+    slow = estimate_fpga(g, Deployment.for_target(target, wbits=4, abits=4, fps=100))
     assert slow.totals["fps"] >= 100
     assert slow.totals["lut"] < fast.totals["lut"]
 
@@ -211,20 +213,20 @@ def test_determinism_and_given_folding_roundtrip():
         if l["op_type"] == "MVAU_hls":     # hls4ml ReuseFactor with the same multiplier count
             s, at = l["shape"], l["attrs"]
             assert l["hls4ml_reuse_factor"] == s["MW"] * s["MH"] // (at["PE"] * at["SIMD"])
-    est = estimate_fpga(g, target, wbits=4, abits=4)
-    again = estimate_fpga(g, target, wbits=4, abits=4, folding=a.to_dict())
+    est = estimate_fpga(g, Deployment.for_target(target, wbits=4, abits=4))
+    again = estimate_fpga(g, Deployment.for_target(target, wbits=4, abits=4), folding=a.to_dict())
     for k in ("fps", "lut", "bram18", "dsp", "cycles"):
         assert again.totals[k] == est.totals[k]
     bad = a.to_dict()
     mv = next(l for l in bad["layers"] if l["op_type"] == "MVAU_hls")
     mv["attrs"]["PE"] = 3                      # MH = 16 is not divisible by 3
     with pytest.raises(FoldingError, match="% PE=3"):
-        estimate_fpga(g, target, wbits=4, abits=4, folding=bad)
+        estimate_fpga(g, Deployment.for_target(target, wbits=4, abits=4), folding=bad)
 
 
 def test_report_rows_and_totals_schema():
     g = extract(build("lenet5"))
-    r = estimate_fpga(g, load_target("pynq-z2"), wbits=4, abits=4)
+    r = estimate_fpga(g, Deployment.for_target(load_target("pynq-z2"), wbits=4, abits=4))
     d = r.to_dict()
     assert d["kind"] == "fpga"
     for k in ("params", "macs", "cycles", "fps", "latency_ms", "lut", "bram18", "dsp", "ff",
@@ -241,7 +243,7 @@ def test_report_rows_and_totals_schema():
 
 def test_what_if_scattered_gives_nothing_channels_save():
     g = extract(build("lenet5"))
-    rows = what_if_fpga(g, load_target("pynq-z2"), wbits=4, abits=4)
+    rows = what_if_fpga(g, Deployment.for_target("pynq-z2", wbits=4, abits=4))
     assert [r["name"] for r in rows] == ["conv1", "conv2", "fc1", "fc2"]
     for r in rows:
         sc = r["weights"]
@@ -259,14 +261,14 @@ def test_what_if_scattered_gives_nothing_channels_save():
 def test_fpga_targets_and_errors():
     names = {t.name for t in map(load_target, ("pynq-z2", "ultra96", "zcu104", "kv260"))}
     assert names == {"pynq-z2", "ultra96", "zcu104", "kv260"}
-    boards = {load_target(n).spec["finn_board"] for n in names}
+    boards = {load_target(n).finn_board for n in names}
     assert boards == {"Pynq-Z2", "Ultra96", "ZCU104", "KV260_SOM"}
     for n in names:
         t = load_target(n)
-        assert t.kind == "fpga" and t.spec["source"] and t.spec["bram18"] > 0
-    mcu = Target("m4", "mcu", None, {"core": "cortex-m4"})
+        assert t.kind == "fpga" and t.source and t.bram18 > 0
+    mcu = McuTarget(name="m4", kind="mcu", path=None, clock_mhz=100.0, core="cortex-m4")
     with pytest.raises(EdgepruneError, match="not an FPGA target"):
-        auto_fold(extract(build("lenet300100")), mcu)
+        auto_fold(extract(build("lenet300100")), mcu, wbits=4, abits=4)
     with pytest.raises(EdgepruneError, match="unknown layer"):
-        estimate_fpga(extract(build("lenet300100")), load_target("pynq-z2"),
-                      weight_bits_per_layer={"nope": 4})
+        estimate_fpga(extract(build("lenet300100")),
+                      Deployment.for_target("pynq-z2", bits_per_layer={"nope": {"w": 4}}))

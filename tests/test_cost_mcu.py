@@ -7,7 +7,7 @@ import pytest
 import torch.nn as nn
 
 from edgeprune import cost
-from edgeprune.cost import mcu, mcu_constants
+from edgeprune.cost import mcu_constants
 from edgeprune.cost.report import CostReport
 from edgeprune.errors import EdgepruneError
 from edgeprune.graph import extract
@@ -33,7 +33,7 @@ def lenet_m4(lenet, m4):
 
 
 def with_spec(target: Target, **changes) -> Target:
-    return dataclasses.replace(target, spec={**target.spec, **changes})
+    return dataclasses.replace(target, **changes)
 
 
 class SmallNet(nn.Module):

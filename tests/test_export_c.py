@@ -84,13 +84,13 @@ def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def _convert(model, cal):
     """(int8 flatbuffer, layer names per op) as export_c converts."""
-    from edgeprune.cost import tflm_memory as tm
+    from edgeprune.backends.tflm import plan as tflm_plan
     from edgeprune.export.c import quantize
     from edgeprune.export.tflm import match_ops
     from edgeprune.graph import extract
     graph = extract(model)
-    plan = tm.lower(graph)
-    plain = quantize(model, graph, plan, cal)
+    plan = tflm_plan.lower(graph)
+    plain, _ = quantize(model, graph, plan, cal)
     names = [n for n, _ in sorted(match_ops(plain, plan), key=lambda p: p[1])]
     return plain, names
 
@@ -276,11 +276,11 @@ def test_cross_compiles_warning_free(small, lenet, tmp_path, core):
 
 def test_export_c_end_to_end_and_deterministic(tmp_path):
     from edgeprune.export.c import export_c
-    from edgeprune.targets import load_target
+    from edgeprune.deploy import Deployment
     torch.manual_seed(3)
     model = _randomize_bn(Small(), 3)
-    r1 = export_c(model, load_target(M4), tmp_path / "a", None, n_eval=24)
-    r2 = export_c(model, load_target(M4), tmp_path / "b", None, n_eval=24)
+    r1 = export_c(model, Deployment.for_target(M4), tmp_path / "a", None, n_eval=24)
+    r2 = export_c(model, M4, tmp_path / "b", None, n_eval=24)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
     for n in names:
@@ -311,7 +311,8 @@ def test_unsupported_op_is_refused_naming_it(tmp_path):
 
         def forward(self, x):
             return self.act(self.conv(x))
-    with pytest.raises(CModelError, match=r"LOGISTIC \(layer 'act'\)"):
+    with pytest.raises(CModelError, match=r"layer 'act' \(act\): op sigmoid is not supported "
+                                          r"by the C runtime \(LOGISTIC has no"):
         export_c(WithSigmoid().eval(), M4, tmp_path / "out", None, n_eval=4)
     assert not (tmp_path / "out").exists()
 

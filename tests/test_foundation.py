@@ -15,7 +15,8 @@ import torch.nn as nn
 import edgeprune.models as M
 from edgeprune.data import DataError, load_dataset, load_directory, mnist10k_dir, read_idx
 from edgeprune.graph import UnsupportedOpError, extract
-from edgeprune.models.loading import ModelLoadError, load_model, save_pt2
+from edgeprune.artifacts import save_pt2
+from edgeprune.models.loading import ModelLoadError, load_model
 
 # Figures from the issue text (LeNet-5: Caffe variant; the rest: MLPerf Tiny reference models).
 # compute_params = conv/linear weights + biases, i.e. a BN-folded deployed model.

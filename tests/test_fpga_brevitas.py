@@ -8,9 +8,9 @@ pytest.importorskip("qonnx")
 
 from edgeprune.data import load_dataset  # noqa: E402
 from edgeprune.errors import EdgepruneError  # noqa: E402
-from edgeprune.fpga.brevitas_model import to_brevitas  # noqa: E402
-from edgeprune.fpga.qat import qat  # noqa: E402
-from edgeprune.fpga.qonnx_io import export_qonnx_model, pixels, verify_qonnx  # noqa: E402
+from edgeprune.quant.brevitas_model import to_brevitas  # noqa: E402
+from edgeprune.quant.qat import qat  # noqa: E402
+from edgeprune.quant.qonnx_io import export_qonnx_model, pixels, verify_qonnx  # noqa: E402
 from edgeprune.graph import UnsupportedOpError  # noqa: E402
 
 from test_fpga_common import Residual, tiny_pruned  # noqa: E402
@@ -49,7 +49,7 @@ def test_bn_fold_and_pixel_input_reproduce_float_model():
     m = tiny_pruned()
     q = to_brevitas(m, wbits=8, abits=8)
     x = torch.rand(16, 1, 28, 28)
-    from edgeprune.fpga.brevitas_model import calibrate
+    from edgeprune.quant.brevitas_model import calibrate
     calibrate(q, x, batch_size=16, batches=1)
     with torch.no_grad():
         ref, got = m(x), q(x)

@@ -19,7 +19,8 @@ from test_fpga_common import tiny_pruned  # noqa: E402
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     out = tmp_path_factory.mktemp("finn") / "prj"
-    r = export_finn(tiny_pruned(), load_target("pynq-z2"), out, model_name="tiny", epochs=1,
+    r = export_finn(tiny_pruned(), load_target("pynq-z2"), out, data="fashion-mnist",
+                    model_name="tiny", epochs=1,
                     max_steps_per_epoch=3, verify_images=16, progress=False)
     return out, r
 

@@ -22,7 +22,8 @@ def test_hls_export_csim_bit_exact(tmp_path, monkeypatch):
     # A relative OUT, as users type it: the exporter runs g++ and the testbench in subdirectories.
     monkeypatch.chdir(tmp_path)
     out = Path("rel") / "hls"
-    r = export_hls(tiny_pruned(), load_target("pynq-z2"), out, epochs=1, max_steps_per_epoch=3,
+    r = export_hls(tiny_pruned(), load_target("pynq-z2"), out, data="fashion-mnist", epochs=1,
+                   max_steps_per_epoch=3,
                    verify_images=16, csim_images=200, progress=False)
     c = r["csim"]
     assert c["images"] == 200 and c["bit_exact"] and c["mismatched_outputs"] == 0

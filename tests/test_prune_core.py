@@ -9,10 +9,10 @@ from edgeprune.models import build
 from edgeprune.prune.criteria import make_criterion
 from edgeprune.prune.masks import (PruneError, PruningMasks, count_nonzero_params, dead_channels,
                                    effective_macs, parse_granularity, plain_copy)
-from edgeprune.prune.orientation import (Budget, BudgetError, attach_target_savings,
-                                         build_families, lamp_normalise, nm_masks, parse_budgets,
-                                         select, apply_selection)
-from edgeprune.prune.shrink import shrink_model
+from edgeprune.prune.budgets import Budget, BudgetError, parse_budgets
+from edgeprune.prune.orientation import (attach_target_savings, build_families, lamp_normalise,
+                                         nm_masks, select, apply_selection)
+from edgeprune.surgery import shrink_model
 
 
 def _masked(name="lenet5", soft=False, seed=0):

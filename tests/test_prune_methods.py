@@ -8,7 +8,7 @@ from edgeprune.graph import extract
 from edgeprune.models import build
 from edgeprune.prune.masks import parse_granularity
 from edgeprune.prune.methods import METHODS, PruneSpec
-from edgeprune.prune.orientation import BudgetError, parse_budgets
+from edgeprune.prune.budgets import BudgetError, parse_budgets
 from edgeprune.train import TrainConfig, TrainHook, Trainer
 
 
@@ -144,10 +144,10 @@ def test_unmeetable_budget_fails_before_training_and_says_how_close():
 
 
 def test_target_orientation_meets_mcu_budgets():
-    from edgeprune.targets import load_target
+    from edgeprune.deploy import Deployment
     h, _ = run("agp", gran="channel", amount=None, orientation="target",
                budgets=["latency_ms=40,flash_kb=200"], epochs=2,
-               spec_kw={"target": load_target("stm32l4r5-m4"), "max_acc_drop": 1.0})
+               spec_kw={"deployment": Deployment.for_target("stm32l4r5-m4"), "max_acc_drop": 1.0})
     assert h.met
     last = h.log.decisions()[-1]
     assert last["after"]["latency_ms"] <= 40 < h.dense_figures["latency_ms"]

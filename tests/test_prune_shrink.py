@@ -12,8 +12,8 @@ from torch.nn.utils import prune as torch_prune
 from edgeprune.errors import EdgepruneError
 from edgeprune.graph import extract
 from edgeprune.models import ZOO, build
-from edgeprune.prune.shrink import (ShrinkError, export_pt2, kept_indices, mask_channels_inplace,
-                                    shrink_model)
+from edgeprune.artifacts import save_pt2
+from edgeprune.surgery import ShrinkError, kept_indices, mask_channels_inplace, shrink_model
 
 
 def _randomise_bn(model: nn.Module, gen: torch.Generator) -> None:
@@ -215,8 +215,8 @@ def test_export_pt2_is_atomic_and_byte_deterministic(tmp_path):
     model = build("lenet5")
     graph = extract(model)
     shrunk = shrink_model(model, graph, _random_keep(graph, gen))
-    p1 = export_pt2(shrunk, shrunk.input_shape, tmp_path / "a" / "shrunk.pt2")
-    p2 = export_pt2(shrunk, shrunk.input_shape, tmp_path / "b" / "shrunk.pt2")
+    p1 = save_pt2(shrunk, tmp_path / "a" / "shrunk.pt2", shrunk.input_shape)
+    p2 = save_pt2(shrunk, tmp_path / "b" / "shrunk.pt2", shrunk.input_shape)
     assert p1.read_bytes() == p2.read_bytes()
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["shrunk.pt2"]  # no temp left over
     program = torch.export.load(str(p1))

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch.nn as nn
 
-from edgeprune.cost import tflm_memory as tm
+from edgeprune.backends.tflm import compress as tflm_compress
+from edgeprune.backends.tflm import memory as tflm_memory
+from edgeprune.backends.tflm import plan as tflm_plan
 from edgeprune.errors import EdgepruneError
 from edgeprune.graph import extract
 from edgeprune.models import build
@@ -20,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_import_stays_light():
-    code = ("import sys, time; t = time.time(); import edgeprune.cost.tflm_memory as m; "
+    code = ("import sys, time; t = time.time(); import edgeprune.backends.tflm.memory as m; "
             "from edgeprune.models import build; from edgeprune.graph import extract; "
             "g = extract(build('dscnn')); m.estimate_flash(g); m.estimate_arena(g); "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; "
@@ -31,7 +33,7 @@ def test_import_stays_light():
 
 
 def test_lowering_folds_bn_relu_pad_and_dropout():
-    plan = tm.lower(extract(build("dscnn")))
+    plan = tflm_plan.lower(extract(build("dscnn")))
     ops = [op.opcode for op in plan.ops]
     # ZeroPad2d(1,1,4,5) + 10x4/2 conv == SAME; BN and ReLU fold; dropout vanishes; the
     # GAP -> flatten -> Linear head needs no RESHAPE.
@@ -44,7 +46,7 @@ def test_lowering_folds_bn_relu_pad_and_dropout():
 
 
 def test_lowering_of_resnet8_pads_stride2_and_fuses_add_relu():
-    plan = tm.lower(extract(build("resnet8")))
+    plan = tflm_plan.lower(extract(build("resnet8")))
     ops = [op.opcode for op in plan.ops]
     assert ops.count("PAD") == 2 and ops.count("ADD") == 3
     assert all(op.options["fused_activation"] == "RELU" for op in plan.ops if op.opcode == "ADD")
@@ -54,7 +56,7 @@ def test_lowering_of_resnet8_pads_stride2_and_fuses_add_relu():
 
 
 def test_flatten_permutation_recorded_for_linear():
-    plan = tm.lower(extract(build("lenet5")))
+    plan = tflm_plan.lower(extract(build("lenet5")))
     fc1 = plan.op_for_node("fc1")
     assert fc1.attrs["permute_from_chw"] == (50, 4, 4)
     assert fc1.options["fused_activation"] == "RELU"
@@ -63,26 +65,26 @@ def test_flatten_permutation_recorded_for_linear():
 def test_greedy_planner_reverse_index_ties():
     # Three equal buffers: TFLM places equal sizes in reverse index order.
     bufs = [(16, 0, 1), (16, 1, 2), (16, 2, 3)]
-    total, offsets = tm.greedy_plan(bufs)
+    total, offsets = tflm_memory.greedy_plan(bufs)
     assert total == 32
     assert offsets[2] == 0 and offsets[1] == 16 and offsets[0] == 0
     # A gap left by a short-lived buffer is reused.
-    total, offsets = tm.greedy_plan([(100, 0, 1), (50, 2, 3), (40, 1, 2)])
+    total, offsets = tflm_memory.greedy_plan([(100, 0, 1), (50, 2, 3), (40, 1, 2)])
     assert total == 140 and offsets[1] == 0
 
 
 def test_estimates_structure_and_layers():
     g = extract(build("lenet5"))
-    f = tm.estimate_flash(g)
+    f = tflm_memory.estimate_flash(g)
     assert set(f) >= {"total_bytes", "layers", "overhead_bytes"}
     assert f["total_bytes"] == sum(f["layers"].values()) + f["overhead_bytes"]
     # fc1: 400,000 int8 weights + 500 int32 biases dominate
     assert f["layers"]["fc1"] > 400_000 + 2_000
-    a = tm.estimate_arena(g)
+    a = tflm_memory.estimate_arena(g)
     assert a["total_bytes"] == a["head_bytes"] + a["persistent_bytes"]
     assert a["activations_bytes"] == 24 * 24 * 20 + 12 * 12 * 20   # conv1 out + pool1 out
     assert a["scratch_bytes"] == 0
-    cm = tm.estimate_arena(g, runtime="tflm-cmsis-nn")
+    cm = tflm_memory.estimate_arena(g, runtime="tflm-cmsis-nn")
     # im2col: 2 * c_in * kh * kw int16 per conv; conv2's 2000 B fits beside the live maps
     assert cm["layers"]["conv2"]["scratch_bytes"] == 2 * 20 * 5 * 5 * 2
     assert cm["total_bytes"] >= a["total_bytes"]
@@ -90,30 +92,30 @@ def test_estimates_structure_and_layers():
 
 def test_compression_accounting():
     g = extract(build("lenet5"))
-    plain = tm.estimate_flash(g)["total_bytes"]
-    comp = tm.estimate_flash(g, compression={"fc1": 4, "conv1": 4})
+    plain = tflm_memory.estimate_flash(g)["total_bytes"]
+    comp = tflm_memory.estimate_flash(g, compression={"fc1": 4, "conv1": 4})
     # fc1: 400 kB -> 200 kB of 4-bit indices + 500 x 16-byte tables + a 6 kB copy of its
     # per-channel quantization on the DECODE output; conv1 would grow: skipped
     assert comp["compressed"] == ["fc1"]
     assert 180_000 < plain - comp["total_bytes"] < 200_000
-    a0 = tm.estimate_arena(g)
-    a1 = tm.estimate_arena(g, compression={"fc1": 4})
+    a0 = tflm_memory.estimate_arena(g)
+    a1 = tflm_memory.estimate_arena(g, compression={"fc1": 4})
     # the decoded copy of fc1 lives in the arena while fc1 runs; beside the small live maps it
     # costs almost all of its 400 kB
     assert a1["layers"]["fc1"]["decode_bytes"] == 400_000
     assert 400_000 - a0["activations_bytes"] <= a1["decode_bytes"] <= 400_000
     assert a1["total_bytes"] > a0["total_bytes"] + 380_000
-    a2 = tm.estimate_arena(g, compression={"fc1": 4}, alt_decompression=True)
+    a2 = tflm_memory.estimate_arena(g, compression={"fc1": 4}, alt_decompression=True)
     assert a2["decode_bytes"] == 400_000 and a2["total_bytes"] < a1["total_bytes"]
     with pytest.raises(EdgepruneError, match="not a layer"):
-        tm.estimate_flash(g, compression={"nope": 4})
+        tflm_memory.estimate_flash(g, compression={"nope": 4})
     with pytest.raises(EdgepruneError, match="1..7"):
-        tm.estimate_flash(g, compression={"fc1": 8})
+        tflm_memory.estimate_flash(g, compression={"fc1": 8})
 
 
 def test_per_tensor_lut_is_never_specified():
     from tflite_micro.tensorflow.lite.micro.compression import spec
-    s = tm.compress_spec({5: (4, 0), 7: (2, 3)})
+    s = tflm_compress.compress_spec({5: (4, 0), 7: (2, 3)})
     assert all(isinstance(t.compression[0].mode, spec.PerChannel) for t in s)
 
 
@@ -145,5 +147,5 @@ class _FlattenToSoftmax(nn.Module):
     (_FlattenToSoftmax(), r"layer 'flatten'.*non-Linear"),
 ])
 def test_unsupported_is_named(model, match):
-    with pytest.raises(tm.TflmUnsupportedError, match=match):
-        tm.lower(extract(model))
+    with pytest.raises(tflm_plan.TflmUnsupportedError, match=match):
+        tflm_plan.lower(extract(model))

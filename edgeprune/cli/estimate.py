@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 
+from .common import add_deployment_arguments, deployment_from_args
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -31,13 +33,7 @@ def register(sub) -> None:
     p.add_argument("--fraction", type=float, default=0.1,
                    help="fraction removed in the what-if (default 0.1)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    p.add_argument("--wbits", type=int, default=4,
-                   help="FPGA targets: weight bits (default 4, as `edgeprune export finn/hls`)")
-    p.add_argument("--abits", type=int, default=4,
-                   help="FPGA targets: activation bits (default 4, as `edgeprune export finn/hls`)")
-    p.add_argument("--fps", type=float, default=None,
-                   help="FPGA targets: fold for this frame rate with the least resources "
-                        "(default: the highest frame rate that fits the part)")
+    add_deployment_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -66,24 +62,23 @@ def _json_safe(obj):
 
 
 def run(args) -> int:
-    from ..targets import load_target
-    target = load_target(args.target)          # bad target: fail before the slow part
+    dep = deployment_from_args(args)           # bad target or setting: fail before the slow part
+    target = dep.target
     graph = _graph(args)
     from .. import cost
-    opts = ({"wbits": args.wbits, "abits": args.abits, "target_fps": args.fps}
-            if target.kind == "fpga" else {})
-    report = cost.estimate(graph, target, **opts)
+    report = cost.estimate(graph, dep)
     # Deployed parameter count (BN folded into the conv before it), for both kinds of target.
     report.totals["params"] = graph.compute_params
-    what = cost.what_if(graph, target, args.fraction, **opts) if args.what_if else None
+    what = cost.what_if(graph, dep, args.fraction) if args.what_if else None
     if args.json:
         out = {"model": args.model, "target": target.name, "kind": target.kind,
+               "deployment": dep.to_dict(),
                "layers": report.layers, "totals": report.totals, "notes": report.notes}
         if what is not None:
             out["what_if"] = {"fraction": args.fraction, "layers": what}
         print(json.dumps(_json_safe(out), indent=1, default=str))
         return 0
-    _print_tables(args, target, report, what)
+    _print_tables(args, dep, report, what)
     return 0
 
 
@@ -102,7 +97,8 @@ def _num(n, digits=0) -> str:
     return f"{n:,.{digits}f}" if isinstance(n, float) else f"{n:,}"
 
 
-def _print_tables(args, target, report, what) -> None:
+def _print_tables(args, dep, report, what) -> None:
+    target = dep.target
     from rich.console import Console
     from rich.table import Table
     console = Console()
@@ -110,7 +106,7 @@ def _print_tables(args, target, report, what) -> None:
     t = report.totals
     if target.kind == "mcu":
         title = (f"{args.model} on {target.name} ({target.core} @ {target.clock_mhz} MHz, "
-                 f"{target.runtime})")
+                 f"{dep.runtime})")
         table = Table(title=title)
         table.add_column("layer", no_wrap=True)
         for col in ("op", "TFLite op", "out shape", "params", "MACs", "MAC/w",
@@ -132,7 +128,8 @@ def _print_tables(args, target, report, what) -> None:
                       f"flash {t['flash_bytes']:,} B ({'fits' if t['fits_flash'] else 'DOES NOT FIT'}) | "
                       f"RAM arena {t['ram_bytes']:,} B ({'fits' if t['fits_ram'] else 'DOES NOT FIT'})")
     else:
-        title = f"{args.model} on {target.name} ({t.get('part', target.part)} @ {target.clock_mhz} MHz)"
+        title = (f"{args.model} on {target.name} ({t.get('part', target.part)} @ "
+                 f"{target.clock_mhz:g} MHz, W{dep.wbits}A{dep.abits})")
         table = Table(title=title)
         table.add_column("layer", no_wrap=True)
         for col in ("op", "shape", "PE", "SIMD", "cycles", "LUT", "BRAM18", "DSP"):

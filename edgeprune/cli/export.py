@@ -1,7 +1,7 @@
 """`edgeprune export {tflm,finn,hls,c} MODEL --target T -o OUT`.
 
-Each exporter module in ``edgeprune.export`` has an ``add_arguments(parser)`` (light) and a
-``run(args)``; the heavy imports happen in run.
+Each exporter has an argparse module ``edgeprune.cli.export_<name>`` with ``add_arguments(parser)``
+(light) and ``run(args)``; the work is in ``edgeprune.export.<name>``, imported inside run.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ def register(sub) -> None:
     esub.required = True
     for name, help_text in EXPORTERS.items():
         try:
-            mod = importlib.import_module(f"edgeprune.export.{name}_cli")
+            mod = importlib.import_module(f"edgeprune.cli.export_{name}")
         except ModuleNotFoundError as e:
-            if e.name == f"edgeprune.export.{name}_cli":
+            if e.name == f"edgeprune.cli.export_{name}":
                 continue
             raise
         ep = esub.add_parser(name, help=help_text)

@@ -25,6 +25,15 @@ def register(subparsers) -> None:
                         "[0.9; with --budget: as much as the budgets need]")
     p.add_argument("--target", default=None, help="target name or .toml (for --orientation target "
                                                   "and target budgets)")
+    g = p.add_argument_group("deployment (with --target)")
+    g.add_argument("--runtime", default=None,
+                   help="MCU targets: tflm-cmsis-nn | tflm-reference [the target's]")
+    g.add_argument("--wbits", type=int, default=None,
+                   help="FPGA targets: weight bits the budgets are checked at [4, as export]")
+    g.add_argument("--abits", type=int, default=None,
+                   help="FPGA targets: activation bits the budgets are checked at [4, as export]")
+    g.add_argument("--fps", type=float, default=None,
+                   help="FPGA targets: the frame rate the folding is chosen for [max that fits]")
     p.add_argument("--budget", action="append", default=[], metavar="METRIC=VALUE[,...]",
                    help="latency_ms=5, flash_kb=32,ram_kb=16, macs=300k, params=2k, fps=20000, "
                         "lut=20000 ... (repeatable); pruning stops once all are met")
@@ -55,7 +64,8 @@ def run(args) -> int:
         model=args.model, data=args.data, method=args.method, granularity=args.granularity,
         orientation=args.orientation, criterion=args.criterion,
         sparsity=parse_sparsity(args.sparsity) if args.sparsity is not None else None,
-        target=args.target, budgets=args.budget, epochs=args.epochs, seed=args.seed, lr=args.lr,
+        target=args.target, runtime=args.runtime, wbits=args.wbits, abits=args.abits,
+        fps=args.fps, budgets=args.budget, epochs=args.epochs, seed=args.seed, lr=args.lr,
         batch_size=args.batch_size, lr_schedule=args.lr_schedule, weights=args.weights, trust_pickle=args.trust_pickle,
         resume=args.resume, baseline=not args.no_baseline,
         max_steps_per_epoch=args.max_steps_per_epoch, progress=not args.quiet,

@@ -14,8 +14,7 @@ def run(args) -> int:
     from ..targets import list_targets
     targets = list_targets()
     if args.json:
-        print(json.dumps([{"name": t.name, "kind": t.kind, **t.spec} for t in targets], indent=2,
-                         default=str))
+        print(json.dumps([t.to_dict() for t in targets], indent=2, default=str))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -24,11 +23,11 @@ def run(args) -> int:
         table.add_column(col)
     for t in targets:
         if t.kind == "mcu":
-            table.add_row(t.name, "mcu", t.core, str(t.clock_mhz),
+            table.add_row(t.name, "mcu", t.core, f"{t.clock_mhz:g}",
                           f"flash {t.flash_kb} KB, RAM {t.ram_kb} KB", t.runtime)
         else:
-            table.add_row(t.name, "fpga", t.part, str(t.clock_mhz),
+            table.add_row(t.name, "fpga", t.part, f"{t.clock_mhz:g}",
                           f"LUT {t.lut}, FF {t.ff}, BRAM18 {t.bram18}, URAM {t.uram}, DSP {t.dsp}",
-                          str(t.get("finn_board", "")))
+                          t.finn_board)
     Console().print(table)
     return 0

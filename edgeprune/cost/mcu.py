@@ -1,6 +1,6 @@
 """MCU cost model: TFLite-Micro int8 inference on a Cortex-M core.
 
-Per deployed op (the TFLite op plan the exporter emits, ``tflm_memory.lower``):
+Per deployed op (the TFLite op plan the exporter emits, ``backends.tflm.plan.lower``):
 
     cycles(op) = sum over terms t of  C[core][kernel][t] * terms_t(op)
     latency_ms = sum(cycles) / (clock_mhz * 1e3)
@@ -18,14 +18,17 @@ Per deployed op (the TFLite op plan the exporter emits, ``tflm_memory.lower``):
 BatchNorm folds into the conv/linear before it, ReLU/ReLU6 fuse into the conv/linear/add before
 it, dropout/identity vanish: those nodes cost nothing (they have no op in the plan).
 
-Flash and RAM come from ``edgeprune.cost.tflm_memory`` (the serialised .tflite size and TFLM's
-greedy arena plan), so they describe the file the exporter writes.
+Flash and RAM come from ``edgeprune.backends.tflm.memory`` (the serialised .tflite size and
+TFLM's greedy arena plan), so they describe the file the exporter writes.
 """
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
+from ..backends.support import Support, approx, fused, native, noop
+from ..deploy import Deployment
 from ..errors import EdgepruneError
+from ..layergraph import OpKind
 from . import mcu_constants as K
 from .mcu_terms import conv_terms, dwconv_terms, eltwise_terms, fc_terms, pool_terms
 from .report import CostReport
@@ -50,6 +53,31 @@ COMMON_KERNELS = {"MAX_POOL_2D": "ref_maxpool", "AVERAGE_POOL_2D": "ref_avgpool"
                   "SOFTMAX": "ref_relu", "LOGISTIC": "ref_relu", "TANH": "ref_relu"}
 UNMEASURED = ("SOFTMAX", "LOGISTIC", "TANH", "TRANSPOSE")
 
+# How the cycle model costs each op kind (through the TFLite op it lowers to, see
+# backends.tflm.plan.SUPPORT).
+SUPPORT: Dict[OpKind, Support] = {
+    OpKind.INPUT: noop("no work"),
+    OpKind.OUTPUT: noop("no work"),
+    OpKind.CONV2D: native("measured CONV_2D kernel (+ PAD when emitted)"),
+    OpKind.DWCONV2D: native("measured DEPTHWISE_CONV_2D kernel"),
+    OpKind.LINEAR: native("measured FULLY_CONNECTED kernel"),
+    OpKind.BATCHNORM: fused("folded into the conv/linear: no cycles"),
+    OpKind.RELU: fused("fused: no cycles (else a measured element-wise pass)"),
+    OpKind.RELU6: fused("fused: no cycles (else a measured element-wise pass)"),
+    OpKind.SIGMOID: approx("LOGISTIC has no measured kernel: one requantising pass per element"),
+    OpKind.TANH: approx("TANH has no measured kernel: one requantising pass per element"),
+    OpKind.MAXPOOL2D: native("measured reference-style pooling kernel"),
+    OpKind.AVGPOOL2D: native("measured reference-style pooling kernel"),
+    OpKind.GAP: native("measured reference-style pooling kernel over the whole map"),
+    OpKind.PAD: fused("folded into the conv, else a measured PAD copy"),
+    OpKind.DROPOUT: noop(),
+    OpKind.IDENTITY: noop(),
+    OpKind.SOFTMAX: approx("SOFTMAX has no measured kernel: one requantising pass per element"),
+    OpKind.FLATTEN: native("RESHAPE: a measured copy (or nothing)"),
+    OpKind.ADD: native("measured reference-style ADD kernel"),
+    OpKind.CONCAT: native("CONCATENATION: a measured copy"),
+}
+
 
 class McuCostError(EdgepruneError, ValueError):
     pass
@@ -63,7 +91,7 @@ def _prod(shape) -> int:
 
 
 def op_terms(plan, op) -> Dict[str, int]:
-    """Work terms of one TFLite op of a ``tflm_memory.TflPlan`` (NHWC tensors)."""
+    """Work terms of one TFLite op of a ``backends.tflm.plan.TflPlan`` (NHWC tensors)."""
     t = plan.tensors
     out = t[op.outputs[0]].shape
     code = op.opcode
@@ -94,25 +122,32 @@ def op_cycles(core: str, kernel: str, terms: Dict[str, int]) -> float:
     return max(0.0, sum(c * terms.get(t, 1 if t == "call" else 0) for t, c in coef.items()))
 
 
-def _check_target(target) -> None:
+def _check(dep: Deployment) -> None:
+    target = dep.target
     if target.core not in ISA:
         raise McuCostError(f"target '{target.name}': no cycle model for core '{target.core}'")
-    if target.runtime not in KERNEL_FOR:
-        raise McuCostError(f"target '{target.name}': no cycle model for runtime '{target.runtime}'")
+    if dep.runtime not in KERNEL_FOR:
+        raise McuCostError(f"target '{target.name}': no cycle model for runtime '{dep.runtime}'")
 
 
-def estimate_mcu(graph, target, *, compression=None, plan=None) -> CostReport:
-    """Per-layer cycles / latency / flash / RAM of `graph` on MCU `target`.
+def estimate_mcu(graph, deployment: Deployment, *, lut=None, plan=None,
+                 weight_density: Optional[Dict[str, float]] = None) -> CostReport:
+    """Per-layer cycles / latency / flash / RAM of `graph` in an MCU `deployment`.
 
-    ``compression``: passed to ``tflm_memory`` (LUT-compressed clustered weights shrink flash).
+    ``lut``: {layer: index bits or {'bits', 'values'}} of LUT-compressed clustered weights (they
+    shrink flash, and their decoded copies sit in the arena); see backends.tflm.memory.
+    ``weight_density``: TFLM's int8 kernels are dense, so scattered zeros change nothing here.
     """
-    from . import tflm_memory as tm
-    _check_target(target)
-    core, runtime = target.core, target.runtime
+    from ..backends.tflm import memory as tflm_memory
+    from ..backends.tflm import plan as tflm_plan
+    _check(deployment)
+    target = deployment.target
+    compression = lut
+    core, runtime = target.core, deployment.runtime
     clock_khz = float(target.clock_mhz) * 1e3
-    plan = plan or tm.lower(graph)
-    flash = tm.estimate_flash(graph, compression=compression, plan=plan)
-    arena = tm.estimate_arena(graph, compression=compression, runtime=runtime, plan=plan)
+    plan = plan or tflm_plan.lower(graph)
+    flash = tflm_memory.estimate_flash(graph, compression=compression, plan=plan)
+    arena = tflm_memory.estimate_arena(graph, compression=compression, runtime=runtime, plan=plan)
 
     ops_by_node: Dict[str, list] = {}
     owner: Dict[str, str] = {}
@@ -125,7 +160,7 @@ def estimate_mcu(graph, target, *, compression=None, plan=None) -> CostReport:
     rows: List[Dict[str, Any]] = []
     total_cycles = 0.0
     for n in graph.nodes:
-        if n.op in ("input", "output"):
+        if n.op in (OpKind.INPUT, OpKind.OUTPUT):
             continue
         ops = [o for o in ops_by_node.get(n.name, []) if o.opcode != "DECODE"]
         cycles = 0.0
@@ -146,7 +181,7 @@ def estimate_mcu(graph, target, *, compression=None, plan=None) -> CostReport:
         mem = arena["layers"].get(n.name, {})
         rows.append({
             "name": n.name, "op": n.op, "tflite_op": tfl, "out_shape": list(n.out_shape),
-            "params": n.params if n.op in ("conv2d", "dwconv2d", "linear") else 0,
+            "params": n.params if n.op.is_compute else 0,
             "macs": n.macs, "intensity": round(n.intensity, 3),
             "cycles": int(round(cycles)), "latency_ms": cycles / clock_khz,
             "flash_bytes": int(flash["layers"].get(n.name, 0)),
@@ -193,17 +228,18 @@ MCU_METRICS = ("cycles", "latency_ms", "flash_bytes", "ram_bytes")
 
 
 def _channel_group_of(graph, node) -> Optional[Any]:
-    role = "dw" if node.op == "dwconv2d" else "out"
+    role = "dw" if node.op == OpKind.DWCONV2D else "out"
     for g in graph.groups:
         if any(m.node == node.name and m.role == role for m in g.members):
             return g
     return None
 
 
-def what_if_mcu(graph, target, fraction: float = 0.1, *, compression=None) -> List[Dict[str, Any]]:
+def what_if_mcu(graph, deployment: Deployment, fraction: float = 0.1, *,
+                lut=None) -> List[Dict[str, Any]]:
     """Savings on `target` from removing `fraction` of each compute layer's weights (scattered)
     or output channels (its whole coupled channel group). Positive = cheaper."""
-    base = estimate_mcu(graph, target, compression=compression)
+    base = estimate_mcu(graph, deployment, lut=lut)
     rows: List[Dict[str, Any]] = []
     cache: Dict[int, Dict[str, float]] = {}
     for n in graph.compute_nodes():
@@ -230,8 +266,8 @@ def what_if_mcu(graph, target, fraction: float = 0.1, *, compression=None) -> Li
             rows.append(row)
             continue
         if g.id not in cache:
-            smaller = estimate_mcu(graph.with_group_sizes({g.id: g.size - nc}), target,
-                                   compression=compression)
+            smaller = estimate_mcu(graph.with_group_sizes({g.id: g.size - nc}), deployment,
+                                   lut=lut)
             cache[g.id] = {m: base.totals[m] - smaller.totals[m] for m in MCU_METRICS}
             cache[g.id]["macs"] = base.totals["macs"] - smaller.totals["macs"]
             cache[g.id]["params"] = base.totals["params"] - smaller.totals["params"]

@@ -8,6 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
+from ..errors import EdgepruneError
+
+
+class CostError(EdgepruneError, ValueError):
+    """A cost question that cannot be answered (unknown metric, bad fraction, ...)."""
+
 
 @dataclass
 class CostReport:

@@ -1,8 +1,9 @@
 """Plain-C int8 export (the edgeprune-c runtime): ``edgeprune export c MODEL --target T -o OUT``.
 
 Pipeline (``export_c``):
-1. lower the layer graph to the TFLite op plan (``edgeprune.cost.tflm_memory.lower``) and refuse,
-   before any conversion, an op the C runtime has no kernel for (naming op and layer);
+1. refuse, before any conversion, a layer the C runtime has no kernel for (its support table,
+   ``backends/c/support.py``, naming the layer), and lower the layer graph to the TFLite op
+   plan (``backends/tflm/plan.py``);
 2. quantize exactly as the TFLM export does (Keras mirror of the plan, TFLiteConverter
    full-integer conversion, canonical flatbuffer): the C code then runs the very scales, zero
    points, int8 weights and int32 biases that TFLM and LiteRT run;
@@ -20,19 +21,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from ..artifacts import staged_output
 from ..backends.c import build as cbuild
 from ..backends.c.codegen import CORE_DSP, generate
 from ..backends.c.ir import read_tflite
 from ..backends.c.lower import check_supported
 from ..backends.c.quant import ROUNDINGS
+from ..backends.c.support import check_graph
 from ..backends.c.variants import VARIANTS
-from ..cost import tflm_memory as tm
+from ..backends.tflm import flatbuffer as tflm_flatbuffer
+from ..backends.tflm import plan as tflm_plan
 from ..errors import EdgepruneError
-from ..outdir import staged_output
 
 SEED = 0
 N_CALIBRATION = 256
@@ -42,44 +45,50 @@ class CExportError(EdgepruneError):
     """The C export cannot proceed; the message says why."""
 
 
-def quantize(model, graph, plan, cal_nchw: np.ndarray, seed: int = SEED) -> bytes:
-    """The canonical int8 flatbuffer of `model`, converted as ``export_tflm`` converts it."""
-    from .keras_mirror import build_keras_mirror, to_nhwc
+def quantize(model, graph, plan, cal_nchw: np.ndarray, seed: int = SEED,
+             check_nchw: Optional[np.ndarray] = None) -> Tuple[bytes, Optional[float]]:
+    """(canonical int8 flatbuffer of `model`, converted as ``export_tflm`` converts it; max
+    |torch - Keras mirror| on `check_nchw`, which raises above tolerance, or None)."""
+    from .keras_mirror import build_keras_mirror, check_mirror, to_nhwc
     from .tflm import _quiet_tf, convert_int8, match_ops
     _quiet_tf()
     import keras
     import warnings
     keras.utils.set_random_seed(seed)
+    diff = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mirror = build_keras_mirror(model, graph, plan)
-    plain = tm.canonicalize(convert_int8(mirror, to_nhwc(cal_nchw)))
+        if check_nchw is not None:
+            diff = check_mirror(model, mirror, check_nchw)
+    plain = tflm_flatbuffer.canonicalize(convert_int8(mirror, to_nhwc(cal_nchw)))
     match_ops(plain, plan)
-    return plain
+    return plain, diff
 
 
-def export_c(model, target, out_dir, dataset=None, *, input_shape=None, n_eval: int = 1000,
+def export_c(model, deployment, out_dir, dataset=None, *, input_shape=None, n_eval: int = 1000,
              n_calibration: int = N_CALIBRATION, objective: str = "cycles",
              variant: Optional[str] = None, variant_per_layer: Optional[Dict[str, str]] = None,
              rounding: str = "tflm", seed: int = SEED, overwrite: bool = True,
              verify: bool = True) -> dict:
     """Export `model` (a float torch module) as edgeprune-c sources into `out_dir`; returns the
-    report. target: Target, name or .toml path (MCU). dataset: as for export_tflm (None =
+    report. deployment: a Deployment, or a target (McuTarget, name or .toml path); only its
+    target matters (the runtime is edgeprune-c, int8). dataset: as for export_tflm (None =
     random inputs, no accuracy). variant: dense | sparse | clustered for every weighted layer
     where it applies (default: chosen per layer for `objective`, cycles | flash).
     rounding: tflm | litert, the runtime to be bit-exact with."""
     import torch
+    from ..deploy import as_deployment
     from ..graph import extract
-    from ..targets import Target, load_target
+    from ..targets import McuTarget
     from .keras_mirror import to_nhwc
     from .tflm import _samples, io_quant, match_ops, quantize_input, run_litert, run_tflm
 
-    if not isinstance(target, Target):
-        target = load_target(str(target))
-    if target.kind != "mcu":
+    target = as_deployment(deployment).target
+    if not isinstance(target, McuTarget):
         raise CExportError(f"target '{target.name}' is an {target.kind} target; the C export needs "
                            f"an MCU target")
-    core = target.get("core")
+    core = target.core
     if core not in CORE_DSP:
         raise CExportError(f"target '{target.name}': core '{core}' is not supported by the C "
                            f"runtime (supported: {', '.join(CORE_DSP)})")
@@ -95,11 +104,12 @@ def export_c(model, target, out_dir, dataset=None, *, input_shape=None, n_eval: 
                                f"not '{v}'")
     model = model.eval()
     graph = extract(model, input_shape)
-    plan = tm.lower(graph)                              # refuses what TFLite cannot express
-    check_supported((op.opcode, op.node) for op in plan.ops)   # ... and what edgeprune-c lacks
+    check_graph(graph)                                  # what edgeprune-c has no kernel for
+    plan = tflm_plan.lower(graph)                       # refuses what TFLite cannot express
+    check_supported((op.opcode, op.node) for op in plan.ops)
     torch.manual_seed(seed)
     cal, ev, labels, data_note = _samples(model, graph, dataset, n_calibration, n_eval, seed)
-    plain = quantize(model, graph, plan, cal, seed)
+    plain, mirror_diff = quantize(model, graph, plan, cal, seed, ev[:16])
     names = [node for node, _ in sorted(match_ops(plain, plan), key=lambda p: p[1])]
     cgraph = read_tflite(plain, names)
     model_name = type(model).__name__
@@ -116,6 +126,7 @@ def export_c(model, target, out_dir, dataset=None, *, input_shape=None, n_eval: 
         "rounding": rounding, "objective": objective, "forced_variant": variant,
         "variant_per_layer": dict(variant_per_layer or {}),
         "io": q, "data": data_note, "eval_samples": int(len(ev)),
+        "mirror_max_abs_diff": mirror_diff,
         "layers": [vars(l) for l in gen.layers],
         "arena_bytes": gen.arena_bytes,
         "arena_bytes_tflm_greedy_plan": gen.arena_bytes_tflm_greedy,
@@ -170,7 +181,7 @@ def export_c(model, target, out_dir, dataset=None, *, input_shape=None, n_eval: 
                 "flash_bytes": cb.flash_bytes, "ram_bytes": cb.ram_bytes,
                 "warnings": cb.warnings.strip(),
             }
-            flash_kb, ram_kb = target.get("flash_kb"), target.get("ram_kb")
+            flash_kb, ram_kb = target.flash_kb or None, target.ram_kb or None
             report["fits_target"] = {
                 "flash_kb": flash_kb, "ram_kb": ram_kb,
                 "flash_fits": None if flash_kb is None else cb.flash_bytes <= flash_kb * 1024,

@@ -12,7 +12,7 @@ order (qonnx ``GiveUniqueNodeNames``), and ``step_specialize_layers`` turns ``MV
 names predictable the project pins every layer to its HLS variant with
 ``specialize_layers_config.json`` (keyed by the pre-specialization names ``MVAU_0``, ...), and the
 folding file is keyed by the resulting ``MVAU_hls_0``, ``ConvolutionInputGenerator_hls_0``, ...
-(names computed by edgeprune's cost model, ``edgeprune.cost.fpga_layers.lower``). FINN's
+(names computed by edgeprune's cost model, ``edgeprune.backends.finn.layers.lower``). FINN's
 ``ApplyConfig`` only *warns* about config keys that match no node, so build.py adds a step right
 after ``step_apply_folding_config`` that fails the build, naming the node, if any planned layer is
 missing, has another op type or shape, or did not receive its PE/SIMD.
@@ -27,8 +27,9 @@ from typing import Any, Dict, List, Mapping, Optional
 import numpy as np
 
 from ..errors import EdgepruneError
-from ..fpga.pipeline import FpgaExportError, prepare, quant_summary, write_json
-from ..outdir import staged_output
+from ..artifacts import write_json
+from ..quant.fpga_prepare import quant_summary
+from .fpga_common import FpgaExportError, fpga_export
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO / "docker"
@@ -156,7 +157,7 @@ def render_build_py(model_name: str, target) -> str:
     clk_ns = round(1000.0 / float(target.clock_mhz), 6)
     return BUILD_PY.format(
         model=model_name, board=target.name, part=target.part, clk_ns=repr(clk_ns),
-        finn_board=target.get("finn_board") or target.name,
+        finn_board=target.finn_board or target.name,
         verify_steps="\n".join(f"        build_cfg.VerificationStepType.{s}," for s in VERIFY_STEPS),
         outputs="\n".join(f"        build_cfg.DataflowOutputType.{o}," for o in GENERATE_OUTPUTS))
 
@@ -262,7 +263,7 @@ def estimates_json(folding, est) -> Dict[str, Any]:
             "estimated_cycles": "output_<board>/report/estimate_layer_cycles.json (per node name)",
             "estimated_resources": "output_<board>/report/estimate_layer_resources.json",
             "totals": "output_<board>/report/estimate_network_performance.json"},
-        "model": "edgeprune FINN-style analytic model (edgeprune/cost/fpga.py, "
+        "model": "edgeprune FINN-style analytic model (edgeprune/cost/fpga.py + edgeprune/backends/finn/, "
                  "docs/cost_model_fpga.md), FINN HLS back ends",
         "layers": layers,
         "totals": {k: est.totals[k] for k in ("ii_cycles", "cycles", "fps", "latency_ms", "lut",
@@ -274,36 +275,33 @@ def estimates_json(folding, est) -> Dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Public entry point
 
-def export_finn(model, target, out, *, model_name: str = "model", wbits: int = 4, abits: int = 4,
-                per_layer: Optional[Mapping] = None, fps: Optional[float] = None,
-                data: str = "fashion-mnist", epochs: int = 2, lr: float = 1e-3, seed: int = 0,
-                max_steps_per_epoch: Optional[int] = None, verify_images: int = 1000,
-                overwrite: bool = False, progress: bool = True) -> Dict[str, Any]:
-    """Write the FINN project for `model` on FPGA `target` into `out`; returns report.json's dict."""
-    from ..cost.fpga import auto_fold, estimate_fpga
-    from ..fpga.qonnx_io import brevitas_execute
+def export_finn(model, deployment, out, *, data, model_name: str = "model", epochs: int = 2,
+                lr: float = 1e-3, seed: int = 0, max_steps_per_epoch: Optional[int] = None,
+                verify_images: int = 1000, overwrite: bool = False,
+                progress: bool = True) -> Dict[str, Any]:
+    """Write the FINN project for `model` in an FPGA `deployment` (a Deployment, Target or target
+    name: its bits, per-layer bits and fps) into `out`; QAT and verification use `data`.
+    Returns report.json's dict."""
+    from ..deploy import as_deployment
+    from ..quant.qonnx_io import brevitas_execute
 
-    if getattr(target, "kind", None) != "fpga":
-        raise FpgaExportError(f"target '{getattr(target, 'name', target)}' is not an FPGA target")
-    if not target.get("finn_board"):
+    dep = as_deployment(deployment)
+    target = dep.target
+    if dep.kind == "fpga" and not target.finn_board:
         raise FpgaExportError(f"target '{target.name}' has no finn_board (FINN's board name)")
-    with staged_output(out, overwrite) as tmp:
-        prep = prepare(model, tmp / "model.onnx", wbits=wbits, abits=abits, per_layer=per_layer,
-                       data=data, epochs=epochs, lr=lr, seed=seed,
-                       max_steps_per_epoch=max_steps_per_epoch, verify_images=verify_images,
-                       progress=progress)
-        bitmaps = prep.cost_bit_maps()
-        folding = auto_fold(prep.graph, target, wbits=wbits, abits=abits, target_fps=fps, **bitmaps)
-        est = estimate_fpga(prep.graph, target, wbits=wbits, abits=abits, folding=folding, **bitmaps)
+    with fpga_export(model, dep, out, data=data, epochs=epochs, lr=lr, seed=seed,
+                     max_steps_per_epoch=max_steps_per_epoch, verify_images=verify_images,
+                     overwrite=overwrite, progress=progress, what="the FINN export") as build:
+        tmp, prep, folding, est = build.dir, build.prep, build.folding, build.estimate
         fold_cfg = folding.finn_folding_config()
         spec_cfg = folding.specialize_layers_config()
         estimates = estimates_json(folding, est)
         check_folding(fold_cfg, [l.to_dict() for l in folding.layers])
         build_src = render_build_py(model_name, target)
         build_info = check_build_py(build_src)
-        write_json(tmp / "folding_config.json", fold_cfg)
-        write_json(tmp / "specialize_layers_config.json", spec_cfg)
-        write_json(tmp / "estimates.json", estimates)
+        write_json(tmp / "folding_config.json", fold_cfg, sort_keys=True)
+        write_json(tmp / "specialize_layers_config.json", spec_cfg, sort_keys=True)
+        write_json(tmp / "estimates.json", estimates, sort_keys=True)
         (tmp / "build.py").write_text(build_src)
         # FINN's verify_steps input/expected pair: pixels and the quantized model's output.
         (tmp / "verify").mkdir()
@@ -318,10 +316,9 @@ def export_finn(model, target, out, *, model_name: str = "model", wbits: int = 4
         report = {
             "export": "finn", "finn_ref": FINN_REF,
             "target": {"name": target.name, "part": target.part, "finn_board": target.finn_board,
-                       "clock_mhz": target.clock_mhz,
-                       "capacity": {r: int(target.get(r, 0))
-                                    for r in ("lut", "ff", "bram18", "uram", "dsp")}},
-            "requested_fps": fps,
+                       "clock_mhz": target.clock_mhz, "capacity": target.capacity},
+            "deployment": build.deployment.to_dict(),
+            "requested_fps": dep.fps,
             "quantization": quant_summary(prep),
             "estimate": est.to_dict(),
             "folding": folding.to_dict(),
@@ -335,5 +332,5 @@ def export_finn(model, target, out, *, model_name: str = "model", wbits: int = 4
                 "bias may stay outside the dataflow partition (dataflow_parent.onnx) and run on "
                 "the host."],
         }
-        write_json(tmp / "report.json", report)
+        write_json(tmp / "report.json", report, sort_keys=True)
     return report

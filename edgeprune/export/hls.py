@@ -1,7 +1,7 @@
 """`edgeprune export hls`: an hls4ml (Vitis HLS, io_stream) dataflow project with a bit-exact
 C-simulation, plus the Vivado flow from the generated IP to a bitstream.
 
-Pipeline: float model -> Brevitas QAT (edgeprune.fpga) -> QONNX (verified) -> hls4ml's QONNX front
+Pipeline: float model -> Brevitas QAT (edgeprune.quant) -> QONNX (verified) -> hls4ml's QONNX front
 end. hls4ml does the HLS generation; edgeprune only sets its configuration:
 
 * precision: every Quant node has a power-of-two scale and zero point 0, so hls4ml turns each into
@@ -26,13 +26,15 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from ..errors import EdgepruneError
-from ..fpga.pipeline import FpgaExportError, Prepared, prepare, quant_summary, write_json
-from ..outdir import staged_output
+from ..artifacts import write_json
+from ..layergraph import OpKind
+from ..quant.fpga_prepare import Prepared, quant_summary
+from .fpga_common import fpga_export
 
 REPO = Path(__file__).resolve().parents[2]
 HLS_TEMPLATES = REPO / "hls"
@@ -109,7 +111,7 @@ def plan_layers(prep: Prepared, folding, onnx_model) -> List[HlsLayerPlan]:
         gnode = prep.graph[info.node]
         w = prep.qnet.core[info.index].weight.detach()
         zeros, total = int((w == 0).sum()), int(w.numel())
-        if info.kind == "conv2d":
+        if info.kind == OpKind.CONV2D:
             cout, cin, kh, kw = info.weight_shape
             n_in, n_out = cin * kh * kw, cout
             out_pos = int(gnode.out_shape[1] * gnode.out_shape[2])
@@ -164,7 +166,7 @@ def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: i
     cfg["Model"]["Strategy"] = "Latency"
     # hls4ml's own testbench data: the first test images and the Brevitas outputs.
     tb_x = np.ascontiguousarray(prep.x_test[:tb_images].transpose(0, 2, 3, 1))
-    from ..fpga.qonnx_io import brevitas_execute
+    from ..quant.qonnx_io import brevitas_execute
     tb_y = brevitas_execute(prep.qnet, prep.x_test[:tb_images])
     prj_dir.mkdir(parents=True, exist_ok=True)
     np.save(prj_dir.parent / "tb_input.npy", tb_x)
@@ -218,7 +220,7 @@ def run_csim(hm, prep: Prepared, n_images: int) -> CsimResult:
     import contextlib
     import io
 
-    from ..fpga.qonnx_io import brevitas_execute
+    from ..quant.qonnx_io import brevitas_execute
 
     t0 = time.time()
     with contextlib.redirect_stdout(io.StringIO()):
@@ -292,7 +294,7 @@ def write_vivado_flow(dst: Path, hm, target, prep: Prepared, tb_images: int = 10
         (vdir / out_name).write_text(_render(tpl, **values))
     os.chmod(vdir / "run_vivado.sh", 0o755)
     # Testbench data: pixels and the expected integer outputs (output / output_scale).
-    from ..fpga.qonnx_io import brevitas_execute
+    from ..quant.qonnx_io import brevitas_execute
     x = prep.x_test[:tb_images]
     y = np.round(brevitas_execute(prep.qnet, x) / scale).astype(np.int64)
     (vdir / "tb_pixels.txt").write_text(
@@ -322,27 +324,20 @@ def compile_axi_testbench(vdir: Path, prj_dir: Path, timeout: int = 600) -> Dict
 # --------------------------------------------------------------------------------------------
 # Public entry point
 
-def export_hls(model, target, out, *, wbits: int = 4, abits: int = 4,
-               per_layer: Optional[Mapping] = None, fps: Optional[float] = None,
-               data: str = "fashion-mnist", epochs: int = 2, lr: float = 1e-3, seed: int = 0,
-               max_steps_per_epoch: Optional[int] = None, verify_images: int = 1000,
-               csim_images: int = 1000, axi_testbench: bool = True, overwrite: bool = False,
-               progress: bool = True) -> Dict[str, Any]:
-    """Write the hls4ml project for `model` on FPGA `target` into `out`; returns report.json's dict.
+def export_hls(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-3,
+               seed: int = 0, max_steps_per_epoch: Optional[int] = None,
+               verify_images: int = 1000, csim_images: int = 1000, axi_testbench: bool = True,
+               overwrite: bool = False, progress: bool = True) -> Dict[str, Any]:
+    """Write the hls4ml project for `model` in an FPGA `deployment` (a Deployment, Target or
+    target name) into `out`; QAT and verification use `data`. Returns report.json's dict.
 
     Raises HlsExportError if the C-simulation is not bit-exact (the project is not written).
     """
-    from ..cost.fpga import auto_fold, estimate_fpga
-
-    if getattr(target, "kind", None) != "fpga":
-        raise FpgaExportError(f"target '{getattr(target, 'name', target)}' is not an FPGA target")
-    with staged_output(out, overwrite) as tmp:
-        prep = prepare(model, tmp / "model.onnx", wbits=wbits, abits=abits, per_layer=per_layer,
-                       data=data, epochs=epochs, lr=lr, seed=seed,
-                       max_steps_per_epoch=max_steps_per_epoch, verify_images=verify_images,
-                       progress=progress)
-        bitmaps = prep.cost_bit_maps()
-        folding = auto_fold(prep.graph, target, wbits=wbits, abits=abits, target_fps=fps, **bitmaps)
+    with fpga_export(model, deployment, out, data=data, epochs=epochs, lr=lr, seed=seed,
+                     max_steps_per_epoch=max_steps_per_epoch, verify_images=verify_images,
+                     overwrite=overwrite, progress=progress, what="the HLS export") as build:
+        tmp, prep, folding, est = build.dir, build.prep, build.folding, build.estimate
+        target = build.deployment.target
         prj = tmp / "hls4ml_prj"
         t0 = time.time()
         hm, plans, cfg, _ = build_hls4ml(prep, folding, target, prj)
@@ -361,25 +356,25 @@ def export_hls(model, target, out, *, wbits: int = 4, abits: int = 4,
         for so in prj.glob("firmware/*.so"):
             so.unlink()
         shutil.rmtree(prj / "__pycache__", ignore_errors=True)
-        est = estimate_fpga(prep.graph, target, wbits=wbits, abits=abits, folding=folding, **bitmaps)
-        report = _hls_report(prep, folding, est, plans, csim, target, cfg, tb, fps, t_conv)
-        write_json(tmp / "report.json", report)
-        write_json(tmp / "hls4ml_config.json", cfg)
+        report = _hls_report(prep, folding, est, plans, csim, build.deployment, cfg, tb, t_conv)
+        write_json(tmp / "report.json", report, sort_keys=True)
+        write_json(tmp / "hls4ml_config.json", cfg, sort_keys=True)
     return report
 
 
-def _hls_report(prep, folding, est, plans, csim, target, cfg, tb, fps, t_conv) -> Dict[str, Any]:
+def _hls_report(prep, folding, est, plans, csim, deployment, cfg, tb, t_conv) -> Dict[str, Any]:
+    target = deployment.target
     f_hz = target.clock_mhz * 1e6
     # hls4ml io_stream layers run concurrently (DATAFLOW); the slowest sets the frame rate.
     layer_rows = [p.to_dict() for p in plans]
     ii = max(p.cycles for p in plans)
     lat = sum(p.cycles for p in plans)
-    cap = {r: int(target.get(r, 0)) for r in ("lut", "ff", "bram18", "uram", "dsp")}
     return {
         "export": "hls4ml", "backend": f"hls4ml {_hls4ml_version()} {HLS_BACKEND} io_stream",
         "target": {"name": target.name, "part": target.part, "clock_mhz": target.clock_mhz,
-                   "capacity": cap},
-        "requested_fps": fps,
+                   "capacity": target.capacity},
+        "deployment": deployment.to_dict(),
+        "requested_fps": deployment.fps,
         "quantization": quant_summary(prep),
         "csim": csim.to_dict(),
         "axi_testbench": tb,

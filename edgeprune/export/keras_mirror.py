@@ -1,7 +1,7 @@
 """A Keras (NHWC) mirror of a torch model, built from the TFLite op plan of its layer graph.
 
 The mirror has one Keras layer per planned TFLite op, so the converter's output has the ops the
-cost model (``edgeprune.cost.tflm_memory.lower``) counted:
+cost model (``edgeprune.backends.tflm.plan.lower``) counted:
 
 - BatchNorm is folded into the conv/linear before it (w' = w * g / sqrt(v + eps),
   b' = (b - mean) * g / sqrt(v + eps) + beta);
@@ -20,7 +20,7 @@ from typing import Dict, Tuple
 import numpy as np
 import torch
 
-from ..cost.tflm_memory import TflPlan, TflmUnsupportedError
+from ..backends.tflm.plan import TflPlan, TflmUnsupportedError
 from ..errors import EdgepruneError
 
 

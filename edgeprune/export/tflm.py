@@ -1,7 +1,7 @@
 """TFLite-Micro export: int8 .tflite (LUT-compressed where it pays) + C sources, verified.
 
 Pipeline (``export_tflm``):
-1. lower the layer graph to a TFLite op plan (``edgeprune.cost.tflm_memory.lower``); an op
+1. lower the layer graph to a TFLite op plan (``edgeprune.backends.tflm.plan.lower``); an op
    TFLM cannot run stops here, naming the op and the layer;
 2. build the Keras NHWC mirror of that plan and check it computes what torch computes;
 3. convert with TFLiteConverter: per-channel symmetric int8 weights, per-tensor asymmetric
@@ -24,13 +24,16 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..cost import tflm_memory as tm
+from ..backends.tflm import compress as tflm_compress
+from ..backends.tflm import flatbuffer as tflm_flatbuffer
+from ..backends.tflm import memory as tflm_memory
+from ..backends.tflm import plan as tflm_plan
 from ..errors import EdgepruneError
-from ..outdir import staged_output
+from ..artifacts import staged_output
 
 N_CALIBRATION = 256       # representative samples for activation ranges
 SEED = 0
@@ -108,7 +111,7 @@ def _opname(fb, m, op) -> str:
     return names.get(code, str(code))
 
 
-def match_ops(model_bytes: bytes, plan: tm.TflPlan) -> List[Tuple[str, int]]:
+def match_ops(model_bytes: bytes, plan: tflm_plan.TflPlan) -> List[Tuple[str, int]]:
     """For each op of the converted model: (graph node, op index). Raises ExportError when the
     converter's graph is not the planned one (an unplanned op, e.g. a QUANTIZE or TRANSPOSE)."""
     fb, m = _model_t(model_bytes)
@@ -141,7 +144,7 @@ def match_ops(model_bytes: bytes, plan: tm.TflPlan) -> List[Tuple[str, int]]:
     return out
 
 
-def weight_value_counts(model_bytes: bytes, plan: tm.TflPlan) -> Dict[str, dict]:
+def weight_value_counts(model_bytes: bytes, plan: tflm_plan.TflPlan) -> Dict[str, dict]:
     """Per weighted layer: tensor index, quantized axis, and the largest number of distinct
     int8 values in one output channel."""
     fb, m = _model_t(model_bytes)
@@ -281,29 +284,32 @@ def _samples(model, graph, dataset, n_cal: int, n_eval: int, seed: int):
 # --------------------------------------------------------------------------------------------
 # The export
 
-def export_tflm(model, target, out_dir, dataset=None, *, input_shape=None,
+def export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
                 arena_margin: float = 0.1, n_eval: int = 1000, n_calibration: int = N_CALIBRATION,
-                compress="auto", seed: int = SEED, overwrite: bool = True) -> dict:
+                compress: Optional[str] = None, seed: int = SEED, overwrite: bool = True) -> dict:
     """Export `model` (a float torch module) for TFLite-Micro into `out_dir`; returns the report.
 
-    target: a Target, a target name or path (MCU only). dataset: 'fashion-mnist', 'mnist-10k',
-    a directory, a Dataset, or None for random inputs (then no accuracy is reported).
+    deployment: an MCU Deployment (target + runtime + LUT-compression policy), or a Target,
+    target name or path (its default deployment). dataset: 'fashion-mnist', 'mnist-10k', a
+    directory, a Dataset, or None for random inputs (then no accuracy is reported).
+    compress: auto | flash | off, overriding the deployment's policy.
     n_eval: test samples verified in both interpreters (0 = the whole test set).
     """
     import torch
+    from ..deploy import as_deployment
     from ..graph import extract
-    from ..targets import Target, load_target
+    from ..targets import require_kind
 
-    if not isinstance(target, Target):
-        target = load_target(str(target))
-    if target.kind != "mcu":
-        raise ExportError(f"target '{target.name}' is an {target.kind} target; the TFLM export "
-                          f"needs an MCU target (use 'edgeprune export finn' or 'hls')")
+    dep = as_deployment(deployment)
+    require_kind(dep.target, "mcu", "the TFLM export", "use 'edgeprune export finn' or 'hls'")
+    if compress is not None:
+        dep = dep.with_(compression=compress)
+    target = dep.target
     if not 0 <= arena_margin <= 10:
         raise ExportError(f"--arena-margin must be between 0 and 10, got {arena_margin}")
     model = model.eval()
     graph = extract(model, input_shape)
-    plan = tm.lower(graph)              # raises naming op and layer for anything TFLM lacks
+    plan = tflm_plan.lower(graph)              # raises naming op and layer for anything TFLM lacks
     torch.manual_seed(seed)
 
     cal, ev, labels, data_note = _samples(model, graph, dataset, n_calibration, n_eval, seed)
@@ -318,13 +324,11 @@ def export_tflm(model, target, out_dir, dataset=None, *, input_shape=None,
         mirror_diff = check_mirror(model, mirror, ev[:16])
 
     raw = convert_int8(mirror, to_nhwc(cal))
-    plain = tm.canonicalize(raw)
+    plain = tflm_flatbuffer.canonicalize(raw)
     match_ops(plain, plan)              # the converter emitted exactly the planned ops
 
     # Clustered / few-valued weights: LUT-compress per channel where it pays.
-    policy = {True: "auto", False: "off", None: "off"}.get(compress, compress)
-    if policy not in ("auto", "flash", "off"):
-        raise ExportError(f"compression policy must be auto, flash or off, not {compress!r}")
+    policy = dep.compression
     compress = policy != "off"
     counts = weight_value_counts(plain, plan)
     float_counts = _float_value_counts(model, graph, plan)
@@ -334,7 +338,7 @@ def export_tflm(model, target, out_dir, dataset=None, *, input_shape=None,
     for node, c in counts.items():
         bits = max(1, math.ceil(math.log2(c["max_values"]))) if c["max_values"] > 1 else 1
         t = plan.tensors[plan.op_for_node(node).inputs[1]]
-        if compress and bits <= tm.LUT_MAX_BITS and tm.lut_pays(t, bits, c["max_values"]):
+        if compress and bits <= tflm_compress.LUT_MAX_BITS and tflm_compress.lut_pays(t, bits, c["max_values"]):
             compression[node] = {"bits": bits, "values": c["max_values"]}
             tensor_bits[c["tensor"]] = (bits, c["axis"])
     # Decoded copies live in the arena (flash down, RAM up). Policy 'auto' keeps the set of
@@ -343,8 +347,8 @@ def export_tflm(model, target, out_dir, dataset=None, *, input_shape=None,
     dropped_for_memory: List[str] = []
     if compression and policy == "auto":
         def memory_with(comp):
-            return (tm.estimate_flash(graph, compression=comp or None, plan=plan)["total_bytes"]
-                    + tm.estimate_arena(graph, compression=comp or None, plan=plan)["total_bytes"])
+            return (tflm_memory.estimate_flash(graph, compression=comp or None, plan=plan)["total_bytes"]
+                    + tflm_memory.estimate_arena(graph, compression=comp or None, plan=plan)["total_bytes"])
         trial = dict(compression)
         best, best_bytes = dict(trial), memory_with(trial)
         for node in sorted(compression, key=lambda n: -counts[n]["elements"]):
@@ -358,10 +362,10 @@ def export_tflm(model, target, out_dir, dataset=None, *, input_shape=None,
             del compression[node]
     # Either way the arena must fit the target's RAM: drop the largest compressed tensors
     # until it does (only when it fits without them).
-    ram_kb = target.get("ram_kb")
+    ram_kb = target.ram_kb
     if compression and ram_kb:
         def arena_with(comp):
-            return tm.estimate_arena(graph, compression=comp or None, plan=plan)["total_bytes"]
+            return tflm_memory.estimate_arena(graph, compression=comp or None, plan=plan)["total_bytes"]
         if arena_with(compression) > ram_kb * 1024 and arena_with({}) <= ram_kb * 1024:
             for node in sorted(compression, key=lambda n: -counts[n]["elements"]):
                 dropped_for_ram.append(node)
@@ -369,7 +373,7 @@ def export_tflm(model, target, out_dir, dataset=None, *, input_shape=None,
                 del compression[node]
                 if arena_with(compression) <= ram_kb * 1024:
                     break
-    final = tm.compress_model(plain, tensor_bits) if tensor_bits else plain
+    final = tflm_compress.compress_model(plain, tensor_bits) if tensor_bits else plain
 
     # Verification
     q = io_quant(final)
@@ -396,7 +400,7 @@ def export_tflm(model, target, out_dir, dataset=None, *, input_shape=None,
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if tflm_runs_with(final, mid, x_int8) else (mid, hi)
     arena_min = hi
-    arena_size = tm._align(int(math.ceil(arena_min * (1 + arena_margin))))
+    arena_size = tflm_memory.align(int(math.ceil(arena_min * (1 + arena_margin))))
 
     acc_float = acc_int8 = None
     with torch.no_grad():
@@ -405,14 +409,15 @@ def export_tflm(model, target, out_dir, dataset=None, *, input_shape=None,
         acc_float = float((float_out.argmax(1) == labels).mean())
         acc_int8 = float((out_tflm.reshape(len(labels), -1).argmax(1) == labels).mean())
 
-    flash_est = tm.estimate_flash(graph, compression=compression or None, plan=plan)
-    arena_est = tm.estimate_arena(graph, compression=compression or None, plan=plan)
+    flash_est = tflm_memory.estimate_flash(graph, compression=compression or None, plan=plan)
+    arena_est = tflm_memory.estimate_arena(graph, compression=compression or None, plan=plan)
     ops = [op for op in _ops_used(final)]
-    flash_kb, ram_kb = target.get("flash_kb"), target.get("ram_kb")
+    flash_kb, ram_kb = target.flash_kb, target.ram_kb
     report = {
         "model": getattr(model, "__class__", type(model)).__name__,
         "target": target.name,
-        "runtime": target.get("runtime"),
+        "runtime": dep.runtime,
+        "deployment": dep.to_dict(),
         "flash_bytes_estimate": flash_est["total_bytes"],
         "flash_bytes_actual": len(final),
         "flash_error_pct": _pct(flash_est["total_bytes"], len(final)),

@@ -11,13 +11,12 @@ Accepted:
 """
 from __future__ import annotations
 
-import json
 import logging
 import operator
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.fx as fx
@@ -85,24 +84,26 @@ def load_model(spec: str, weights: Optional[str] = None, trust_pickle: bool = Fa
 
 
 def _load_output_dir(path: Path, weights: Optional[str]) -> nn.Module:
-    for name in ("model.pt2", "shrunk.pt2"):
-        if (path / name).is_file():
-            model = load_pt2(path / name)
-            if weights:
-                _apply_weights(model, load_state_dict_file(Path(weights)), Path(weights))
-            return model
-    summary = path / "summary.json"
-    if not summary.is_file():
+    """An edgeprune model directory (see edgeprune.artifacts.ModelDir)."""
+    from ..artifacts import ArtifactError, ModelDir
+    md = ModelDir(path)
+    program = md.program()
+    if program is not None:
+        model = load_pt2(program)
+        if weights:
+            _apply_weights(model, load_state_dict_file(Path(weights)), Path(weights))
+        return model
+    if not (path / ModelDir.SUMMARY).is_file():
         raise ModelLoadError(f"{path}: directory has no model.pt2, shrunk.pt2 or summary.json")
     try:
-        meta = json.loads(summary.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{summary}: invalid JSON ({e})") from e
+        meta = md.summary()
+    except ArtifactError as e:
+        raise ModelLoadError(str(e)) from e
     name = meta.get("model")
     if name not in ZOO:
-        raise ModelLoadError(f"{summary}: 'model' is {name!r}, not a zoo model")
+        raise ModelLoadError(f"{path / ModelDir.SUMMARY}: 'model' is {name!r}, not a zoo model")
     model = build(name, **meta.get("model_kwargs", {}))
-    wfile = Path(weights) if weights else path / "model.pt"
+    wfile = Path(weights) if weights else md.state_dict_file()
     _apply_weights(model, load_state_dict_file(wfile), wfile)
     return model
 
@@ -330,18 +331,3 @@ def exported_to_module(ep, source: str = "program") -> fx.GraphModule:
 def _aten_overload(name: str):
     op = _aten(name)
     return getattr(op, "default", None) if op is not None else None
-
-
-def save_pt2(model: nn.Module, path: Path, input_shape: Optional[Sequence[int]] = None) -> None:
-    """torch.export the model (eval mode, batch 1) and save atomically."""
-    shape = tuple(input_shape or model.input_shape)
-    was_training = model.training
-    model.eval()
-    try:
-        ep = torch.export.export(model, (torch.zeros((1,) + shape),))
-    finally:
-        model.train(was_training)
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.pt2")
-    torch.export.save(ep, str(tmp))
-    tmp.replace(path)

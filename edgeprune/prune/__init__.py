@@ -13,7 +13,8 @@ from .masks import (GRANULARITIES, Granularity, PruneError, PruningMasks, parse_
                     baked_state_dict, count_nonzero_params, effective_macs, dead_channels,
                     plain_copy)
 from .criteria import CRITERIA, make_criterion
-from .orientation import ORIENTATIONS, Budget, BudgetError, parse_budgets, select
+from .budgets import Budget, BudgetError, parse_budgets
+from .orientation import ORIENTATIONS, select
 from .decision_log import DecisionLog
 
 __all__ = ["GRANULARITIES", "Granularity", "PruneError", "PruningMasks", "parse_granularity",

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from ..graph import ChannelGroup, LayerGraph
+from ..layergraph import OpKind
 from .masks import PruneError, PruningMasks
 
 CRITERIA = ("l1", "l2", "taylor", "density", "apoz", "mean_act", "random")
@@ -172,7 +173,7 @@ def activation_sites(graph: LayerGraph, group: ChannelGroup) -> List[Tuple[str, 
     """
     sites = []
     for n in graph.nodes:
-        if n.op in ("relu", "relu6") and n.target is not None:
+        if n.op in (OpKind.RELU, OpKind.RELU6) and n.target is not None:
             off = 0
             for gid, length in getattr(n, "channels", []):
                 if gid == group.id:

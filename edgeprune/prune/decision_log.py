@@ -13,31 +13,13 @@ Entries (JSON-ready dicts, in order):
 """
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-
-def _readable(path) -> None:
-    """mkstemp creates 0600 files; outputs get the usual permissions (0666 minus umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        _readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from ..artifacts import write_bytes, write_json
 
 
 def _plain(v: Any) -> Any:
@@ -95,7 +77,8 @@ class DecisionLog:
 
     def save_json(self, path: os.PathLike) -> Path:
         path = Path(path)
-        _atomic_write(path, (json.dumps(self.to_dict(), indent=1) + "\n").encode())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, self.to_dict(), indent=1)
         return path
 
     def save_png(self, path: os.PathLike) -> Path:
@@ -136,18 +119,12 @@ class DecisionLog:
         fig.suptitle(title, fontsize=10)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".png", dir=path.parent)
-        os.close(fd)
+        buf = io.BytesIO()
         try:
-            fig.savefig(tmp, dpi=90, metadata={"Software": None})
-            _readable(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
         finally:
             plt.close(fig)
-        return path
+        return write_bytes(path, buf.getvalue())
 
 
 __all__ = ["DecisionLog"]

@@ -42,6 +42,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import EdgepruneError
 from ..graph import ChannelGroup, LayerGraph
+from ..layergraph import OpKind
 
 GRANULARITIES = ("weight", "kernel", "channel", "nm")
 
@@ -60,10 +61,6 @@ class Granularity:
 
     def __str__(self) -> str:
         return f"{self.n}:{self.m}" if self.kind == "nm" else self.kind
-
-    @property
-    def structured(self) -> bool:
-        return self.kind == "channel"
 
 
 def parse_granularity(spec: str) -> Granularity:
@@ -395,7 +392,7 @@ def dead_channels(model: nn.Module, graph: LayerGraph, tol: float = 0.0) -> Dict
                     rz &= mod.bias.abs() <= tol
                 zero &= rz
         # an all-zero channel stays zero only through ops with f(0) = 0
-        zero_passes = not any(n.op in ("sigmoid", "tanh", "softmax") for n in graph.nodes)
+        zero_passes = not any(n.op in (OpKind.SIGMOID, OpKind.TANH, OpKind.SOFTMAX) for n in graph.nodes)
         dead = (zero if zero_passes else torch.zeros_like(zero)) | \
             (unread if has_in else torch.zeros_like(unread))
         if bool(dead.all()):  # a group keeps at least one channel: keep the strongest

@@ -35,33 +35,21 @@ Orientation = the price of a unit
     the pruned layers: memory/uniform -> parameters, workload -> MACs, target -> normalised cost.
     The most important unit of every family (and channel of every group) is never removed.
 
-Budgets
-    ``--budget latency_ms=5 --budget flash_kb=32,ram_kb=16 --budget macs=300k fps=20000``: names
-    from ``edgeprune.cost.BUDGET_METRICS``; suffixes k (1e3), M (1e6), G (1e9). ``fps`` is a
-    minimum, every other metric a maximum. ``macs`` and ``params`` are measured on the masked
-    model (effective MACs, non-zero parameters) and need no target; the others come from
-    ``edgeprune.cost.estimate`` on the graph with the kept channel counts
-    (``LayerGraph.with_group_sizes``) and need ``--target``.
+Budgets: ``edgeprune.prune.budgets``.
 """
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..errors import EdgepruneError
 from ..graph import ChannelGroup, LayerGraph
 from .criteria import Criterion
 from .masks import Granularity, PruneError, PruningMasks
 
 ORIENTATIONS = ("memory", "workload", "target", "uniform")
-
-
-class BudgetError(EdgepruneError, ValueError):
-    """A budget cannot be met (or parsed); the message says how close pruning got."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -341,127 +329,6 @@ def attach_target_savings(families: Sequence[Family], graph: LayerGraph, margina
         f.saving = f.saving.clamp_min(floor)
 
 
-# ------------------------------------------------------------------------------------------
-# Budgets
-
-_SUFFIX = {"": 1.0, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9}
-MIN_METRICS = ("fps",)
-LOCAL_METRICS = ("macs", "params")   # measured on the masked model itself
-
-
-@dataclass(frozen=True)
-class Budget:
-    metric: str
-    limit: float
-
-    @property
-    def is_min(self) -> bool:
-        return self.metric in MIN_METRICS
-
-    def met(self, value: float) -> bool:
-        return value >= self.limit if self.is_min else value <= self.limit
-
-    def gap(self, value: float) -> float:
-        """How far `value` is from the budget, as a fraction of the limit (0 when met)."""
-        over = (self.limit - value) if self.is_min else (value - self.limit)
-        return max(over, 0.0) / max(abs(self.limit), 1e-12)
-
-    def __str__(self) -> str:
-        return f"{self.metric}={_fmt(self.limit)}"
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.4g}"
-
-
-def parse_budgets(specs: Sequence[str]) -> List[Budget]:
-    """Parse ``['latency_ms=5', 'flash_kb=32,ram_kb=16', 'macs=300k fps=2e4']``."""
-    from ..cost import BUDGET_METRICS
-    out: Dict[str, Budget] = {}
-    for spec in specs or ():
-        for item in re.split(r"[,\s]+", str(spec).strip()):
-            if not item:
-                continue
-            mt = re.fullmatch(r"([A-Za-z0-9_]+)=([0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)([kKmMgG]?)", item)
-            if not mt:
-                raise BudgetError(f"budget '{item}': expected METRIC=VALUE (e.g. flash_kb=32, macs=300k)")
-            name, num, suf = mt.groups()
-            if name not in BUDGET_METRICS:
-                raise BudgetError(f"budget '{item}': unknown metric '{name}'; known: "
-                                  f"{', '.join(BUDGET_METRICS)}")
-            value = float(num) * _SUFFIX[suf]
-            if value <= 0:
-                raise BudgetError(f"budget '{item}': the limit must be positive")
-            out[name] = Budget(name, value)
-    return list(out.values())
-
-
-def needs_target(budgets: Sequence[Budget]) -> List[str]:
-    return [b.metric for b in budgets if b.metric not in LOCAL_METRICS]
-
-
-def estimate_kwargs(estimate_fn, densities: Dict[str, float]) -> dict:
-    """Pass per-layer weight densities to a cost model that accepts them (unstructured sparsity
-    only pays off on targets/runtimes that exploit it; the cost model decides)."""
-    import inspect
-    try:
-        params = inspect.signature(estimate_fn).parameters
-    except (TypeError, ValueError):
-        return {}
-    for name in ("weight_density", "density", "densities"):
-        if name in params:
-            return {name: densities}
-    return {}
-
-
-def measure(masks: PruningMasks, target=None, metrics: Sequence[str] = ()) -> Dict[str, float]:
-    """Current figures of the masked model: params (non-zero), macs (effective) and, with a
-    target, the cost model's totals for the kept channel counts (+ weight densities when the
-    cost model takes them)."""
-    vals: Dict[str, float] = {"params": float(masks.nonzero_params()),
-                              "macs": float(masks.effective_macs())}
-    if target is not None:
-        vals.update(target_figures(masks, target, metrics))
-    return vals
-
-
-def target_figures(masks: PruningMasks, target, metrics: Sequence[str] = ()) -> Dict[str, float]:
-    from .. import cost
-    sizes = {gid: max(int(k.sum()), 1) for gid, k in masks.channel_keep.items()
-             if int(k.sum()) < k.numel()}
-    g = masks.graph.with_group_sizes(sizes) if sizes else masks.graph
-    stats = masks.layer_stats()
-    dens = {n: 1.0 - s["sparsity"] for n, s in stats.items()}
-    rep = cost.estimate(g, target, **estimate_kwargs(cost.estimate, dens))
-    out = {}
-    for m in (metrics or [k for k in cost.BUDGET_METRICS if k not in LOCAL_METRICS]):
-        if m in LOCAL_METRICS:
-            continue
-        try:
-            out[m] = cost.budget_value(rep, m)
-        except EdgepruneError:
-            continue
-    return out
-
-
-def check_budgets(budgets: Sequence[Budget], values: Dict[str, float]) -> bool:
-    return all(b.met(values[b.metric]) for b in budgets if b.metric in values)
-
-
-def describe(budgets: Sequence[Budget], values: Dict[str, float], dense: Dict[str, float]) -> str:
-    parts = []
-    for b in budgets:
-        v = values.get(b.metric)
-        d = dense.get(b.metric)
-        if v is None:
-            continue
-        state = "met" if b.met(v) else "NOT met"
-        parts.append(f"{b.metric} {_fmt(v)} (budget {_fmt(b.limit)}, dense {_fmt(d) if d is not None else '?'}, "
-                     f"{state})")
-    return "; ".join(parts)
-
-
-__all__ = ["ORIENTATIONS", "BudgetError", "Family", "build_families", "layer_families",
-           "group_families", "channel_cost", "lamp_normalise", "select", "nm_masks",
-           "apply_selection", "attach_target_savings", "Budget", "parse_budgets", "needs_target",
-           "measure", "target_figures", "check_budgets", "describe"]
+__all__ = ["ORIENTATIONS", "Family", "build_families", "layer_families", "group_families",
+           "channel_cost", "lamp_normalise", "select", "nm_masks", "apply_selection",
+           "attach_target_savings"]

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
 import os
 import shutil
 import tempfile
@@ -49,7 +48,11 @@ class PruneConfig:
     orientation: str = "memory"
     criterion: Optional[str] = None         # None: the method's default
     sparsity: Optional[float] = None        # amount of the orientation's resource to remove
-    target: Optional[str] = None
+    target: Optional[str] = None            # target name or .toml; with the settings below it
+    runtime: Optional[str] = None           # makes the run's Deployment (edgeprune.deploy)
+    wbits: Optional[int] = None
+    abits: Optional[int] = None
+    fps: Optional[float] = None
     budgets: Sequence[str] = ()
     epochs: int = 10
     seed: int = 0
@@ -137,77 +140,45 @@ def _partial_dir(out: Path) -> Path:
     return out.parent / (out.name + ".partial")
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Replace `out` by `tmp` (rename; an existing `out` is moved aside first, then deleted)."""
-    old = None
-    if out.exists():
-        old = out.parent / (out.name + f".old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _readable(path) -> None:
-    """mkstemp creates 0600 files; outputs get the usual permissions (0666 minus umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    import io
-    buf = io.BytesIO()           # torch.save names the zip's folder after the file: save to a
-    torch.save(obj, buf)         # buffer so the bytes do not depend on the temp file's name
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        _readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    _readable(tmp)
-    os.replace(tmp, path)
-
-
-def _cost_figures(graph, target) -> Optional[Dict[str, float]]:
-    if target is None:
+def _cost_figures(graph, deployment) -> Optional[Dict[str, float]]:
+    if deployment is None:
         return None
     from .. import cost
-    rep = cost.estimate(graph, target)
-    out = {}
-    for m in cost.BUDGET_METRICS:
-        try:
-            out[m] = cost.budget_value(rep, m)
-        except EdgepruneError:
-            pass
-    return out
+    from ..cost.metrics import budget_value, figures
+    rep = cost.estimate(graph, deployment)
+    return {"macs": budget_value(rep, "macs"), "params": budget_value(rep, "params"),
+            **figures(rep, deployment.kind)}
 
 
-def build_method(cfg: PruneConfig, model, graph, log=None, target=None):
+def deployment_of(cfg: PruneConfig):
+    """The run's Deployment (None without a target)."""
+    if not cfg.target:
+        for flag, v in (("--runtime", cfg.runtime), ("--wbits", cfg.wbits), ("--abits", cfg.abits),
+                        ("--fps", cfg.fps)):
+            if v is not None:
+                raise PruneError(f"{flag} needs --target")
+        return None
+    from ..deploy import Deployment
+    return Deployment.for_target(cfg.target, runtime=cfg.runtime, wbits=cfg.wbits,
+                                 abits=cfg.abits, fps=cfg.fps)
+
+
+def build_method(cfg: PruneConfig, model, graph, log=None, deployment=None):
     """The configured pruning hook on `model` (its layer graph `graph`)."""
     from .methods import DEFAULT_CRITERION, METHODS, PruneSpec
-    from .orientation import ORIENTATIONS, parse_budgets
+    from .budgets import parse_budgets
+    from .orientation import ORIENTATIONS
     if cfg.method not in METHODS:
         raise PruneError(f"unknown method '{cfg.method}'; known: {', '.join(METHODS)}")
     if cfg.orientation not in ORIENTATIONS:
         raise PruneError(f"unknown orientation '{cfg.orientation}'; known: {', '.join(ORIENTATIONS)}")
     gran = parse_granularity(cfg.granularity)
-    budgets = parse_budgets(cfg.budgets)
+    budgets = parse_budgets(cfg.budgets, deployment)
     amount = cfg.sparsity
     if amount is None and not budgets and cfg.method != "activation_density":
         amount = DEFAULT_AMOUNT
     spec = PruneSpec(granularity=gran, criterion=(cfg.criterion or DEFAULT_CRITERION[cfg.method]),
-                     orientation=cfg.orientation, amount=amount, budgets=budgets, target=target,
+                     orientation=cfg.orientation, amount=amount, budgets=budgets, deployment=deployment,
                      seed=cfg.seed, prune_bias=cfg.prune_bias, pretrained=bool(cfg.weights),
                      max_acc_drop=cfg.max_acc_drop)
     return METHODS[cfg.method](model, graph, spec, log)
@@ -216,17 +187,17 @@ def build_method(cfg: PruneConfig, model, graph, log=None, target=None):
 def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneResult:
     from ..data import load_dataset
     from ..graph import extract
-    from ..targets import load_target
     from ..train import TrainConfig, Trainer, evaluate, is_main_process, seed_everything
     from .decision_log import DecisionLog
     from .masks import baked_state_dict, count_nonzero_params, dead_channels, effective_macs, plain_copy
-    from .orientation import parse_budgets
-    from .shrink import export_pt2, shrink_model
+    from .budgets import parse_budgets
+    from ..artifacts import ModelDir, publish, save_pt2, save_torch, write_json
+    from ..surgery import shrink_model
 
     # ---- validate everything cheap before any training
     parse_granularity(cfg.granularity)
-    parse_budgets(cfg.budgets)
-    target = load_target(cfg.target) if cfg.target else None
+    deployment = deployment_of(cfg)
+    parse_budgets(cfg.budgets, deployment)
     if cfg.epochs < 1:
         raise PruneError(f"--epochs must be >= 1, got {cfg.epochs}")
     out = Path(out_dir) if out_dir is not None else None
@@ -251,7 +222,7 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
 
         # ---- every check that needs no training, before the (long) dense baseline:
         # method/criterion/granularity compatibility and budgets out of reach
-        probe = build_method(cfg, copy.deepcopy(model), graph, None, target)
+        probe = build_method(cfg, copy.deepcopy(model), graph, None, deployment)
         probe._feasibility()
         probe.criterion.close()
         del probe
@@ -277,7 +248,7 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
         log = DecisionLog({"model": cfg.model, "dataset": cfg.data, "method": cfg.method,
                            "granularity": cfg.granularity, "orientation": cfg.orientation,
                            "acc_dense": acc_dense})
-        method = build_method(cfg, model, graph, log, target)
+        method = build_method(cfg, model, graph, log, deployment)
         if cfg.progress and main:
             print(f"pruning: {cfg.method} / {method.spec.granularity} / {method.spec.criterion} / "
                   f"{cfg.orientation}", flush=True)
@@ -317,24 +288,24 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
                                     for g in final_graph.groups}},
             "seed": cfg.seed, "epochs": cfg.epochs, "lr": cfg.lr, "lr_schedule": cfg.lr_schedule,
             "target": cfg.target,
+            "deployment": deployment.to_dict() if deployment is not None else None,
             "budgets": [str(b) for b in method.spec.budgets], "budgets_met":
                 (method.met if method.spec.budgets else None),
-            "cost_dense": _cost_figures(dense_graph, target),
-            "cost_pruned": _cost_figures(shrunk_graph, target),
+            "cost_dense": _cost_figures(dense_graph, deployment),
+            "cost_pruned": _cost_figures(shrunk_graph, deployment),
             "layers": {n: round(s["sparsity"], 6) for n, s in method.masks.layer_stats().items()},
         }
         log.meta.update({"acc_pruned": acc_pruned})
         if out is None or not main:
             return PruneResult(summary, None, final)
-        _atomic_torch_save(baked_state_dict(final), work / "model.pt")
-        export_pt2(shrunk, final_graph.input_shape, work / "shrunk.pt2")
-        _readable(work / "shrunk.pt2")
+        save_torch(baked_state_dict(final), work / ModelDir.STATE_DICT)
+        save_pt2(shrunk, work / ModelDir.SHRUNK, final_graph.input_shape)
         log.save_json(work / "log.json")
         log.save_png(work / "log.png")
-        _write_json(work / "summary.json", summary)
+        write_json(work / ModelDir.SUMMARY, summary, indent=1)
         for ck in ("ckpt-dense", "ckpt-prune"):
             shutil.rmtree(work / ck, ignore_errors=True)
-        _publish(work, out)
+        publish(work, out)
         return PruneResult(summary, out, final)
     except EdgepruneError:
         shutil.rmtree(work, ignore_errors=True)   # a user error: nothing to resume

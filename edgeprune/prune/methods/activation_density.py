@@ -26,7 +26,7 @@ from typing import Dict
 import torch
 
 from .base import MAX_AMOUNT, PruneMethod
-from ..orientation import check_budgets, describe
+from ..budgets import check_budgets, describe
 
 
 class ActivationDensity(PruneMethod):

@@ -26,9 +26,9 @@ from ...train import TrainHook, evaluate
 from ..criteria import ACTIVATION_CRITERIA, make_criterion
 from ..decision_log import DecisionLog
 from ..masks import Granularity, PruneError, PruningMasks, plain_copy
-from ..orientation import (Budget, BudgetError, apply_selection, attach_target_savings,
-                           build_families, channel_removed_fn, check_budgets, describe, measure,
-                           needs_target, nm_masks, select)
+from ..budgets import Budget, BudgetError, check_budgets, describe, measure, needs_target
+from ..orientation import (apply_selection, attach_target_savings, build_families,
+                           channel_removed_fn, nm_masks, select)
 
 # The largest fraction of the orientation's resource a budget run may remove before it declares
 # the budget out of reach (every family keeps its most important unit anyway).
@@ -44,7 +44,7 @@ class PruneSpec:
     orientation: str = "memory"
     amount: Optional[float] = 0.9       # fraction of the orientation's resource to remove
     budgets: Sequence[Budget] = ()
-    target: Any = None                  # edgeprune.targets.Target
+    deployment: Any = None              # edgeprune.deploy.Deployment (target + runtime + bits)
     seed: int = 0
     prune_bias: Optional[bool] = None   # None: the method decides
     start: Optional[float] = None       # fraction of the steps before the first decision
@@ -75,10 +75,10 @@ class PruneMethod(TrainHook):
                              f"got '{spec.criterion}'")
         if spec.criterion in ACTIVATION_CRITERIA and g.kind != "channel":
             raise PruneError(f"criterion '{spec.criterion}' scores channels; use --granularity channel")
-        if spec.orientation == "target" and spec.target is None:
+        if spec.orientation == "target" and spec.deployment is None:
             raise PruneError("--orientation target needs --target")
         missing = needs_target(spec.budgets)
-        if missing and spec.target is None:
+        if missing and spec.deployment is None:
             raise BudgetError(f"budget {', '.join(missing)} needs --target (only macs and params "
                               f"are measured without one)")
         if spec.amount is not None and not 0.0 <= spec.amount < 1.0:
@@ -110,15 +110,10 @@ class PruneMethod(TrainHook):
         new = trainer.model
         self._build(new, extract(plain_copy(new), getattr(new, "input_shape", None)
                                  or self.graph.input_shape))
-        if getattr(trainer, "ddp", None) is not None:
-            # parametrizations registered after DistributedDataParallel wrapped the module leave
-            # its gradients un-synchronised (measured: ranks diverge from the next step on);
-            # wrap again now that the masks are in place
-            trainer._wrap()
 
     # ------------------------------------------------------------------ figures
     def figures(self) -> Dict[str, float]:
-        return measure(self.masks, self.spec.target)
+        return measure(self.masks, self.spec.deployment)
 
     # ------------------------------------------------------------------ schedule
     def steps_per_epoch(self, trainer) -> int:
@@ -178,22 +173,22 @@ class PruneMethod(TrainHook):
     def marginal(self):
         if self._marginal is None:
             from ... import cost
-            self._marginal = cost.marginal_costs(self.graph, self.spec.target)
+            self._marginal = cost.marginal_costs(self.graph, self.spec.deployment)
         return self._marginal
 
     def metric_scales(self) -> Dict[str, float]:
         """Budgeted metrics weigh by the distance to their budget, others by their dense total."""
-        from ...cost import BUDGET_METRICS
+        # Savings (what_if) are in the cost report's units (flash_bytes); figures and budgets are
+        # in the metric's (flash_kb): the metric table converts.
+        from ...cost.metrics import METRICS
         scales: Dict[str, float] = {}
         dense = self.dense_figures
         budgets = {b.metric: b for b in self.spec.budgets}
-        keys = {"flash_kb": "flash_bytes", "ram_kb": "ram_bytes"}
         if budgets:
             for m, b in budgets.items():
-                if m == "fps":
-                    continue   # a rise, not a saving: weighed through cycles below
-                key = keys.get(m, BUDGET_METRICS[m][0])
-                div = BUDGET_METRICS[m][1]
+                if METRICS[m].minimum:
+                    continue   # fps: a rise, not a saving: weighed through cycles below
+                key, div = METRICS[m].total_key, METRICS[m].scale
                 cur = self.last_figures.get(m, dense.get(m))
                 if cur is None:
                     continue
@@ -205,10 +200,9 @@ class PruneMethod(TrainHook):
                     scales.setdefault("cycles", cur)
         else:
             for m, v in dense.items():
-                if m in ("params", "macs", "fps") or not v:
+                if m not in METRICS or not METRICS[m].needs_target or METRICS[m].minimum or not v:
                     continue
-                key = keys.get(m, BUDGET_METRICS.get(m, (m, 1.0))[0])
-                scales[key] = abs(v) * BUDGET_METRICS.get(m, (m, 1.0))[1]
+                scales[METRICS[m].total_key] = abs(v) * METRICS[m].scale
         return scales
 
     def update_masks(self, step: int, amount: float) -> None:

@@ -8,7 +8,7 @@ training (no accuracy feedback exists at initialisation).
 from __future__ import annotations
 
 from .base import PruneMethod
-from ..orientation import BudgetError, check_budgets, describe
+from ..budgets import BudgetError, check_budgets, describe
 
 
 class RandomInit(PruneMethod):

@@ -93,10 +93,6 @@ class Statistical(PruneMethod):
                 hi = mid
         return hi
 
-    def remaining_decisions(self, step: int) -> int:
-        s = self.sched
-        return max(1, (s["end"] - step) // s["interval"] + 1)
-
     def update_masks(self, step: int, amount: float) -> None:
         fams = self.families()
         # the per-layer goals (the orientation's allocation at the run's amount) move slowly with

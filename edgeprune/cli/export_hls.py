@@ -1,9 +1,10 @@
-"""`edgeprune export hls MODEL --target T -o OUT`: argparse only; the work is in hls.py."""
+"""`edgeprune export hls MODEL --target T -o OUT`: argparse only; the work is in
+edgeprune/export/hls.py."""
 from __future__ import annotations
 
 import argparse
 
-from .finn_cli import add_fpga_arguments, common_inputs
+from .export_finn import add_fpga_arguments, common_inputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,11 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .hls import export_hls
+    from ..export.hls import export_hls
 
-    target, model, bits = common_inputs(args)
-    r = export_hls(model, target, args.output, wbits=args.wbits, abits=args.abits,
-                   per_layer=bits, fps=args.fps, data=args.data, epochs=args.epochs, lr=args.lr,
+    dep, model = common_inputs(args)
+    r = export_hls(model, dep, args.output, data=args.data, epochs=args.epochs, lr=args.lr,
                    seed=args.seed, max_steps_per_epoch=args.max_steps,
                    verify_images=args.verify_images, csim_images=args.csim_images,
                    axi_testbench=not args.no_axi_testbench, overwrite=args.overwrite)

@@ -38,9 +38,6 @@ class KeepZerosHook(TrainHook):
         for w, mask in self._weights():
             w.mul_(mask)
 
-    def zero_count(self) -> int:
-        return int(sum((~m).sum().item() for m in self.masks.values()))
-
 
 def qat(qnet: QuantNet, ds: Dataset, *, epochs: int = 2, lr: float = 1e-3, seed: int = 0,
         batch_size: int = 128, max_steps_per_epoch: Optional[int] = None,

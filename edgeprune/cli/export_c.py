@@ -1,4 +1,5 @@
-"""`edgeprune export c MODEL --target T -o OUT`: argparse only; the work is in c.py."""
+"""`edgeprune export c MODEL --target T -o OUT`: argparse only; the work is in
+edgeprune/export/c.py."""
 from __future__ import annotations
 
 import argparse
@@ -51,13 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from ..deploy import Deployment
+    from ..export.c import export_c
     from ..models.loading import load_model
-    from ..targets import load_target
-    from .c import export_c
 
-    target = load_target(args.target)
+    dep = Deployment.for_target(args.target)
     model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle)
-    r = export_c(model, target, args.output, args.data, n_eval=args.eval_samples,
+    r = export_c(model, dep, args.output, args.data, n_eval=args.eval_samples,
                  objective=args.objective, variant=None if args.variant == "auto" else args.variant,
                  variant_per_layer=args.variant_per_layer, rounding=args.rounding, seed=args.seed)
     ver = r["verification"]

@@ -35,10 +35,12 @@ import torch.nn as nn
 
 from ..errors import EdgepruneError
 from ..graph import LayerGraph, LayerNode, UnsupportedOpError, extract
+from ..layergraph import OpKind
+from .fpga_support import SUPPORT as FPGA_SUPPORT
 
-# Ops the FPGA path converts. Others raise UnsupportedOpError naming node and op.
-SUPPORTED_OPS = ("input", "output", "conv2d", "linear", "batchnorm", "relu", "relu6",
-                 "maxpool2d", "flatten", "dropout", "identity", "softmax")
+# Ops the FPGA path converts (quant/fpga_support.py); others raise UnsupportedOpError naming
+# node, op and reason.
+SUPPORTED_OPS = tuple(k for k, s in FPGA_SUPPORT.items() if s.supported)
 # Ops a ReLU may be moved across (they commute with a monotonic non-decreasing function).
 _COMMUTE_WITH_RELU = ("maxpool2d", "flatten", "dropout", "identity")
 MIN_BITS, MAX_BITS = 2, 8
@@ -144,9 +146,6 @@ class QuantNet(nn.Module):
     def bits_map(self) -> Dict[str, Dict[str, Optional[int]]]:
         return {l.node: {"w": l.bits.w, "a": l.bits.a} for l in self.layers}
 
-    def compute_modules(self) -> List[nn.Module]:
-        return [self.core[l.index] for l in self.layers]
-
     @torch.no_grad()
     def output_scale(self) -> float:
         """Scale of the last layer's accumulator (input scale x weight scale, a power of two):
@@ -183,12 +182,13 @@ def _chain(graph: LayerGraph) -> List[LayerNode]:
     for n in graph.nodes:
         if n.op not in SUPPORTED_OPS:
             raise UnsupportedOpError(
-                f"node '{n.name}' ({n.op}): not supported by the FPGA export path "
-                f"(supported: {', '.join(o for o in SUPPORTED_OPS if o not in ('input', 'output'))})")
-        if n.op == "conv2d" and int(n.attrs.get("groups", 1)) != 1:
+                f"node '{n.name}' ({n.op}): not supported by the FPGA export path: "
+                f"{FPGA_SUPPORT[n.op].note} (supported: "
+                f"{', '.join(o for o in SUPPORTED_OPS if o not in ('input', 'output'))})")
+        if n.op == OpKind.CONV2D and int(n.attrs.get("groups", 1)) != 1:
             raise UnsupportedOpError(f"node '{n.name}': grouped convolution is not supported by "
                                      f"the FPGA export path")
-        if n.op == "conv2d" and tuple(n.attrs.get("dilation", (1, 1))) != (1, 1):
+        if n.op == OpKind.CONV2D and tuple(n.attrs.get("dilation", (1, 1))) != (1, 1):
             raise UnsupportedOpError(f"node '{n.name}': dilated convolution is not supported by "
                                      f"the FPGA export path")
         if len(n.inputs) > 1 or len(graph.consumers(n.name)) > 1:
@@ -221,7 +221,7 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
     nodes = _chain(graph)
     modules = dict(graph.gm.named_modules())
     Wq, Aq, Uq, PixelQ, BiasQ = _quantizers()
-    compute = [n for n in nodes if n.op in ("conv2d", "linear")]
+    compute = [n for n in nodes if n.op in (OpKind.CONV2D, OpKind.LINEAR)]
     if not compute:
         raise FpgaConversionError("the model has no conv/linear layer to put on the FPGA")
     last_compute = compute[-1].name
@@ -231,16 +231,16 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
     absorbed: set = set()
     bn_of: Dict[str, LayerNode] = {}
     for i, n in enumerate(nodes):
-        if n.op not in ("conv2d", "linear"):
+        if n.op not in (OpKind.CONV2D, OpKind.LINEAR):
             continue
         j = i + 1
-        if j < len(nodes) and nodes[j].op == "batchnorm":
+        if j < len(nodes) and nodes[j].op == OpKind.BATCHNORM:
             bn_of[n.name] = nodes[j]
             absorbed.add(nodes[j].name)
             j += 1
         while j < len(nodes) and nodes[j].op in _COMMUTE_WITH_RELU:
             j += 1
-        if j < len(nodes) and nodes[j].op in ("relu", "relu6"):
+        if j < len(nodes) and nodes[j].op in (OpKind.RELU, OpKind.RELU6):
             relu_of[n.name] = nodes[j]
             absorbed.add(nodes[j].name)
 
@@ -248,12 +248,12 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
     infos: List[QuantLayerInfo] = []
     seen_compute = False
     for n in nodes:
-        if n.op in ("input", "output") or n.name in absorbed:
+        if n.op in (OpKind.INPUT, OpKind.OUTPUT) or n.name in absorbed:
             continue
-        if n.op == "batchnorm":
+        if n.op == OpKind.BATCHNORM:
             raise UnsupportedOpError(f"node '{n.name}': BatchNorm not directly after a conv/linear "
                                      f"cannot be folded")
-        if n.op in ("conv2d", "linear"):
+        if n.op in (OpKind.CONV2D, OpKind.LINEAR):
             mod = modules[n.target]
             w = mod.weight.detach().clone()
             b = mod.bias.detach().clone() if mod.bias is not None else None
@@ -267,7 +267,7 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
             relu = relu_of.get(n.name)
             a_bits = ov.get("a", abits) if (relu is not None or not is_last) else None
             bits = LayerBits(ov.get("w", wbits), a_bits)
-            if n.op == "conv2d":
+            if n.op == OpKind.CONV2D:
                 q = qnn.QuantConv2d(mod.in_channels, mod.out_channels, mod.kernel_size,
                                     stride=mod.stride, padding=mod.padding, bias=b is not None,
                                     weight_quant=Wq(bits.w), bias_quant=BiasQ,
@@ -290,21 +290,21 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
             elif a_bits is not None:
                 layers.append(qnn.QuantIdentity(act_quant=Aq(a_bits), return_quant_tensor=True))
             continue
-        if n.op in ("relu", "relu6"):
+        if n.op in (OpKind.RELU, OpKind.RELU6):
             # A ReLU with no compute layer to attach to (e.g. right after the input).
             layers.append(qnn.QuantReLU(act_quant=Uq(abits), return_quant_tensor=True))
             continue
-        if n.op == "maxpool2d":
+        if n.op == OpKind.MAXPOOL2D:
             k, s, p = n.attrs["kernel_size"], n.attrs["stride"], n.attrs["padding"]
             layers.append(nn.MaxPool2d(k, s, p))
             continue
-        if n.op == "flatten":
+        if n.op == OpKind.FLATTEN:
             layers.append(nn.Flatten())
             continue
-        if n.op in ("dropout", "identity"):
+        if n.op in (OpKind.DROPOUT, OpKind.IDENTITY):
             continue
-        if n.op == "softmax":
-            if graph.consumers(n.name)[0].op != "output":
+        if n.op == OpKind.SOFTMAX:
+            if graph.consumers(n.name)[0].op != OpKind.OUTPUT:
                 raise UnsupportedOpError(f"node '{n.name}': softmax inside the network is not "
                                          f"supported by the FPGA export path")
             continue  # argmax-invariant; left to the host (FINN and hls4ml alike)

@@ -1,4 +1,5 @@
-"""`edgeprune export tflm MODEL --target T -o OUT`: argparse only; the work is in tflm.py."""
+"""`edgeprune export tflm MODEL --target T -o OUT`: argparse only; the work is in
+edgeprune/export/tflm.py."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="arena = measured minimum * (1 + F) (default 0.1)")
     parser.add_argument("--eval-samples", type=int, default=1000, metavar="N",
                         help="test images verified in both interpreters (0 = all; default 1000)")
-    parser.add_argument("--compress", choices=("auto", "flash", "off"), default="auto",
+    parser.add_argument("--runtime", default=None,
+                        help="tflm-cmsis-nn | tflm-reference [the target's]")
+    parser.add_argument("--compress", choices=("auto", "flash", "off"), default=None,
                         help="LUT-compress clustered weights: auto = only where flash + arena bytes "
                              "shrink together (decoded weights live in the arena); flash = wherever "
                              "the file shrinks and the arena still fits RAM; off = never [auto]")
@@ -37,14 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from ..export.tflm import export_tflm
     from ..models.loading import load_model
-    from ..targets import load_target
-    from .tflm import export_tflm
+    from .common import deployment_from_args
 
-    target = load_target(args.target)
+    dep = deployment_from_args(args)
     model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle)
-    r = export_tflm(model, target, args.output, args.data, arena_margin=args.arena_margin,
-                    n_eval=args.eval_samples, compress=args.compress, seed=args.seed)
+    r = export_tflm(model, dep, args.output, args.data, arena_margin=args.arena_margin,
+                    n_eval=args.eval_samples, seed=args.seed)
     acc = ""
     if r["accuracy_float"] is not None:
         acc = (f", accuracy float {100 * r['accuracy_float']:.2f} % / int8 "

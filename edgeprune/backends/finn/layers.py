@@ -34,13 +34,40 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import EdgepruneError
-from ..layergraph import LayerGraph, LayerNode
+from ...errors import EdgepruneError
+from ...layergraph import LayerGraph, LayerNode, OpKind
+from ..support import Support, fused, native, noop
 
 # Activation ops that a MultiThreshold can implement (any monotonic function of the accumulator).
-_ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh")
+_ACTIVATIONS = (OpKind.RELU, OpKind.RELU6, OpKind.SIGMOID, OpKind.TANH)
 # Ops that produce no hardware in a FINN dataflow build.
-_NO_HW = ("batchnorm", "dropout", "identity", "flatten", "softmax") + _ACTIVATIONS
+_NO_HW = (OpKind.BATCHNORM, OpKind.DROPOUT, OpKind.IDENTITY, OpKind.FLATTEN,
+          OpKind.SOFTMAX) + _ACTIVATIONS
+
+# What each op kind becomes in the FINN dataflow (the table `lower` dispatches on).
+SUPPORT: Dict[OpKind, Support] = {
+    OpKind.INPUT: native("input stream (uint8 pixels)"),
+    OpKind.OUTPUT: native("output stream"),
+    OpKind.CONV2D: native("[FMPadding] -> ConvolutionInputGenerator -> MVAU; groups > 1 refused"),
+    OpKind.DWCONV2D: native("[FMPadding] -> ConvolutionInputGenerator(depthwise) -> VVAU"),
+    OpKind.LINEAR: native("MVAU"),
+    OpKind.BATCHNORM: fused("absorbed into the producer's MultiThreshold"),
+    OpKind.RELU: fused("the producer's MultiThreshold"),
+    OpKind.RELU6: fused("the producer's MultiThreshold"),
+    OpKind.SIGMOID: fused("the producer's MultiThreshold (monotonic)"),
+    OpKind.TANH: fused("the producer's MultiThreshold (monotonic)"),
+    OpKind.MAXPOOL2D: native("StreamingMaxPool, or ConvolutionInputGenerator -> Pool"),
+    OpKind.AVGPOOL2D: native("ConvolutionInputGenerator -> Pool(QuantAvgPool), or "
+                             "GlobalAccPool over the whole map"),
+    OpKind.GAP: native("GlobalAccPool"),
+    OpKind.PAD: native("FMPadding"),
+    OpKind.DROPOUT: noop(),
+    OpKind.IDENTITY: noop(),
+    OpKind.SOFTMAX: noop("left to the host (FINN maps no softmax; argmax is unchanged)"),
+    OpKind.FLATTEN: noop("a stream needs no reshape"),
+    OpKind.ADD: native("AddStreams (+ Thresholding), DuplicateStreams at the fork"),
+    OpKind.CONCAT: native("StreamingConcat"),
+}
 
 # FINN's HWCustomOp default resource estimate is 0 for ops that do not override lut_estimation /
 # bram_estimation (src/finn/custom_op/fpgadataflow/hwcustomop.py). These ops therefore have no
@@ -157,7 +184,7 @@ def lower(graph: LayerGraph, *, wbits: int = 8, abits: int = 8, input_bits: int 
             node = graph[name]
         except KeyError:
             raise EdgepruneError(f"per-layer bit width given for unknown layer '{name}'") from None
-        if node.op not in ("conv2d", "dwconv2d", "linear", "add"):
+        if node.op not in (OpKind.CONV2D, OpKind.DWCONV2D, OpKind.LINEAR, OpKind.ADD):
             raise EdgepruneError(f"per-layer bit width given for '{name}', which is a {node.op}, "
                                  f"not a conv/linear layer")
     for b in [wbits, abits, input_bits] + list(wmap.values()) + list(amap.values()):
@@ -196,11 +223,14 @@ def lower(graph: LayerGraph, *, wbits: int = 8, abits: int = 8, input_bits: int 
     skipped = set()
     for node in graph.nodes:
         op = node.op
-        if op == "input":
+        if not SUPPORT[op].supported:
+            raise EdgepruneError(f"FPGA cost model: layer '{node.name}' ({op}) has no FINN "
+                                 f"mapping ({SUPPORT[op].note})")
+        if op == OpKind.INPUT:
             producer[node.name] = -1
             bits[node.name] = input_bits
             continue
-        if op == "output":
+        if op == OpKind.OUTPUT:
             continue
         src_name = node.inputs[0] if node.inputs else None
         a_in = bits.get(src_name, input_bits)
@@ -210,13 +240,13 @@ def lower(graph: LayerGraph, *, wbits: int = 8, abits: int = 8, input_bits: int 
             # Thresholding after an add re-quantizes: handled at the add. Other pass-throughs keep
             # the stream (and its width) as is.
             bits[node.name] = a_in
-            if op == "softmax" and "softmax" not in skipped:
+            if op == OpKind.SOFTMAX and OpKind.SOFTMAX not in skipped:
                 skipped.add("softmax")
                 notes.append("softmax is not mapped to hardware (FINN leaves it to the host; "
                              "argmax/LabelSelect could replace it)")
             continue
 
-        if op in ("conv2d", "dwconv2d", "linear"):
+        if op in (OpKind.CONV2D, OpKind.DWCONV2D, OpKind.LINEAR):
             w_b = wmap.get(node.name, wbits)
             out_b = None if node.name in no_act else amap.get(node.name, abits)
             idx = _lower_compute(graph, node, source(src_name), a_in, w_b, out_b, add)
@@ -225,7 +255,7 @@ def lower(graph: LayerGraph, *, wbits: int = 8, abits: int = 8, input_bits: int 
             bits[node.name] = out_b if out_b is not None else acc
             continue
 
-        if op == "pad":
+        if op == OpKind.PAD:
             c, h, w = _chw(node.in_shape)
             _, oh, ow = _chw(node.out_shape)
             l, r, t, b = (list(node.attrs.get("padding", (0, 0, 0, 0))) + [0, 0, 0, 0])[:4]
@@ -236,13 +266,13 @@ def lower(graph: LayerGraph, *, wbits: int = 8, abits: int = 8, input_bits: int 
             bits[node.name] = a_in
             continue
 
-        if op in ("maxpool2d", "avgpool2d", "gap"):
+        if op in (OpKind.MAXPOOL2D, OpKind.AVGPOOL2D, OpKind.GAP):
             idx = _lower_pool(node, source(src_name), a_in, add)
             producer[node.name] = idx
             bits[node.name] = layers[idx].out_bits
             continue
 
-        if op == "add":
+        if op == OpKind.ADD:
             c, h, w = _chw(node.out_shape)
             ins = [source(i) for i in node.inputs]
             a_add = max(bits.get(i, input_bits) for i in node.inputs)
@@ -259,7 +289,7 @@ def lower(graph: LayerGraph, *, wbits: int = 8, abits: int = 8, input_bits: int 
             bits[node.name] = layers[idx].out_bits
             continue
 
-        if op == "concat":
+        if op == OpKind.CONCAT:
             c, h, w = _chw(node.out_shape)
             ins = [source(i) for i in node.inputs]
             chans = [_chw(graph[i].out_shape)[0] for i in node.inputs]
@@ -281,15 +311,15 @@ def _accumulator_outputs(graph: LayerGraph) -> set:
     """Compute/add nodes whose output reaches the model output through pass-through ops only:
     these keep their accumulator (FINN noActivation=1) - there is no quantizer after them."""
     out = set()
-    stop = ("conv2d", "dwconv2d", "linear", "add", "concat")
+    stop = (OpKind.CONV2D, OpKind.DWCONV2D, OpKind.LINEAR, OpKind.ADD, OpKind.CONCAT)
     for node in graph.nodes:
-        if node.op not in ("conv2d", "dwconv2d", "linear", "add"):
+        if node.op not in (OpKind.CONV2D, OpKind.DWCONV2D, OpKind.LINEAR, OpKind.ADD):
             continue
         frontier, seen, reaches = [node.name], set(), False
         while frontier:
             cur = frontier.pop()
             for cons in graph.consumers(cur):
-                if cons.op == "output":
+                if cons.op == OpKind.OUTPUT:
                     reaches = True
                 elif cons.op not in stop and cons.name not in seen:
                     seen.add(cons.name)
@@ -309,7 +339,7 @@ def _hw_reader_counts(graph: LayerGraph) -> Tuple[Dict[str, int], Dict[str, str]
             alias[node.name] = alias.get(node.inputs[0], node.inputs[0])
     counts: Dict[str, int] = {}
     for node in graph.nodes:
-        if node.op in _NO_HW or node.op in ("input", "output"):
+        if node.op in _NO_HW or node.op in (OpKind.INPUT, OpKind.OUTPUT):
             continue
         for i in set(node.inputs):
             t = alias.get(i, i)
@@ -319,7 +349,7 @@ def _hw_reader_counts(graph: LayerGraph) -> Tuple[Dict[str, int], Dict[str, str]
 
 def _lower_compute(graph: LayerGraph, node: LayerNode, src: int, a_in: int, w_b: int,
                    out_b: Optional[int], add) -> int:
-    if node.op == "linear":
+    if node.op == OpKind.LINEAR:
         mw = int(node.weight_shape[1])
         mh = int(node.weight_shape[0])
         return add(_mvau(node, [src], mw, mh, [1], a_in, w_b, out_b))
@@ -329,7 +359,7 @@ def _lower_compute(graph: LayerGraph, node: LayerNode, src: int, a_in: int, w_b:
     sh, sw = _pair(node.attrs.get("stride"))
     dh, dw = _pair(node.attrs.get("dilation"))
     groups = int(node.attrs.get("groups", 1))
-    if node.op == "conv2d" and groups != 1:
+    if node.op == OpKind.CONV2D and groups != 1:
         raise EdgepruneError(f"FPGA cost model: layer '{node.name}' is a grouped convolution "
                              f"(groups={groups}); FINN supports only dense and depthwise convs")
     pad_attr = node.attrs.get("padding")
@@ -346,7 +376,7 @@ def _lower_compute(graph: LayerGraph, node: LayerNode, src: int, a_in: int, w_b:
                           {"ImgDim": [ih, iw], "Padding": [top, left, ph - top, pw - left],
                            "NumChannels": cin, "OFMDim": [ih + ph, iw + pw]}, a_in, out_bits=a_in))
         ih, iw = ih + ph, iw + pw
-    if node.op == "dwconv2d":
+    if node.op == OpKind.DWCONV2D:
         swg = add(HWLayer("ConvolutionInputGenerator_hls", node.name, [cur],
                           _swg_shape(cin, (ih, iw), (oh, ow), (kh, kw), (sh, sw), (dh, dw), True),
                           a_in, out_bits=a_in))
@@ -395,7 +425,7 @@ def _vvau(node, inputs, ch, k, dim, a_in, w_b, out_b) -> HWLayer:
 def _lower_pool(node: LayerNode, src: int, a_in: int, add) -> int:
     c, ih, iw = _chw(node.in_shape)
     _, oh, ow = _chw(node.out_shape)
-    if node.op == "gap" or (node.op == "avgpool2d" and (oh, ow) == (1, 1)
+    if node.op == OpKind.GAP or (node.op == OpKind.AVGPOOL2D and (oh, ow) == (1, 1)
                             and _pair(node.attrs.get("kernel_size")) == (ih, iw)):
         # GlobalAccPool sums H*W values: output grows by ceil(log2(H*W)) bits
         # (globalaccpool.py get_output_datatype: smallest type holding npixels * max).
@@ -405,7 +435,7 @@ def _lower_pool(node: LayerNode, src: int, a_in: int, add) -> int:
     k = _pair(node.attrs.get("kernel_size"))
     s = _pair(node.attrs.get("stride"), default=k[0])
     p = _pair(node.attrs.get("padding"), default=0)
-    if (node.op == "maxpool2d" and k == s and p == (0, 0)
+    if (node.op == OpKind.MAXPOOL2D and k == s and p == (0, 0)
             and ih % k[0] == 0 and iw % k[1] == 0):
         return add(HWLayer("StreamingMaxPool_hls", node.name, [src],
                            {"ImgDim": [ih, iw], "PoolDim": list(k), "NumChannels": c},
@@ -422,7 +452,7 @@ def _lower_pool(node: LayerNode, src: int, a_in: int, add) -> int:
     swg = add(HWLayer("ConvolutionInputGenerator_hls", node.name, [cur],
                       _swg_shape(c, (ih, iw), (oh, ow), k, s, (1, 1), True), a_in, out_bits=a_in))
     # QuantAvgPool shifts the window sum back to the input width (pool.py execute_node).
-    fn = "MaxPool" if node.op == "maxpool2d" else "QuantAvgPool"
+    fn = "MaxPool" if node.op == OpKind.MAXPOOL2D else "QuantAvgPool"
     return add(HWLayer("Pool_hls", node.name, [swg],
                        {"Channels": c, "KernelSize": list(k), "OutImgDims": [oh, ow],
                         "Function": fn}, a_in, out_bits=a_in))

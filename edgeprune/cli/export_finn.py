@@ -1,7 +1,11 @@
-"""`edgeprune export finn MODEL --target T -o OUT`: argparse only; the work is in finn.py."""
+"""`edgeprune export finn MODEL --target T -o OUT`: argparse only; the work is in
+edgeprune/export/finn.py."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from .common import add_deployment_arguments, deployment_from_args
 
 
 def add_fpga_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,14 +16,10 @@ def add_fpga_arguments(parser: argparse.ArgumentParser) -> None:
                         help="FPGA target name (edgeprune targets) or path to a .toml")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory")
     parser.add_argument("--weights", metavar="W", help="state_dict file for a zoo MODEL")
-    parser.add_argument("--fps", type=float, default=None, metavar="N",
-                        help="throughput target; default: the highest FPS that fits the part")
-    parser.add_argument("--wbits", type=int, default=4, help="weight bits, 2..8 (default 4)")
-    parser.add_argument("--abits", type=int, default=4, help="activation bits, 2..8 (default 4)")
-    parser.add_argument("--bits-map", metavar="JSON",
-                        help='per-layer bits, JSON or a .json file: {"conv1": {"w": 8, "a": 8}}')
-    parser.add_argument("--data", default="fashion-mnist", metavar="DATA",
-                        help="fashion-mnist | mnist-10k | PATH: QAT data and verification images")
+    add_deployment_arguments(parser, fpga_only=True)
+    parser.add_argument("--data", default=None, metavar="DATA",
+                        help="fashion-mnist | mnist-10k | PATH: QAT data and verification images "
+                             "(required)")
     parser.add_argument("--epochs", type=int, default=2,
                         help="quantization-aware fine-tuning epochs (default 2; 0 = calibrate only)")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -44,26 +44,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def common_inputs(args: argparse.Namespace):
-    from ..fpga.pipeline import load_bits_map
+    """(deployment, model) of an FPGA export. Bits not given on the command line come from the
+    deployment a prune output recorded for the same target, so the export builds what the
+    budgets were checked on; otherwise the FPGA default (W4A4)."""
+    from ..artifacts import ModelDir
     from ..models.loading import load_model
     from ..targets import load_target
 
     target = load_target(args.target)
+    recorded = {}
+    if ModelDir.is_model_dir(args.model):
+        dep = ModelDir(Path(args.model)).summary().get("deployment") or {}
+        if dep.get("target") == target.name and dep.get("kind") == "fpga":
+            recorded = {k: dep.get(k) for k in ("wbits", "abits", "fps")}
+            if dep.get("bits_per_layer"):
+                recorded["bits_per_layer"] = dep["bits_per_layer"]
+    deployment = deployment_from_args(args, target=target, **recorded)
     model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle)
-    return target, model, load_bits_map(args.bits_map)
+    return deployment, model
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from ..export.finn import export_finn
 
-    from .finn import export_finn
-
-    target, model, bits = common_inputs(args)
-    r = export_finn(model, target, args.output, model_name=Path(str(args.model)).name,
-                    wbits=args.wbits, abits=args.abits, per_layer=bits, fps=args.fps,
-                    data=args.data, epochs=args.epochs, lr=args.lr, seed=args.seed,
-                    max_steps_per_epoch=args.max_steps, verify_images=args.verify_images,
-                    overwrite=args.overwrite)
+    dep, model = common_inputs(args)
+    r = export_finn(model, dep, args.output, data=args.data,
+                    model_name=Path(str(args.model)).name, epochs=args.epochs, lr=args.lr,
+                    seed=args.seed, max_steps_per_epoch=args.max_steps,
+                    verify_images=args.verify_images, overwrite=args.overwrite)
     q, t = r["quantization"], r["estimate"]["totals"]
     acc = q["accuracy_quant"]
     print(f"wrote {args.output}: FINN project for {r['target']['finn_board']} "

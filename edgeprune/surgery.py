@@ -1,4 +1,5 @@
-"""Physical shrinking: channel keep-masks -> a smaller dense ``nn.Module``, and the masked twin.
+"""Model surgery beside the layer graph: physical channel removal (channel keep-masks -> a smaller
+dense ``nn.Module``), the channel-masked twin, and plain copies with masks baked in.
 
 Both functions read the coupled channel groups of the layer graph (``edgeprune.graph``).
 ``keep`` maps a ``ChannelGroup.id`` to a bool tensor over that group's channels (True = keep);
@@ -26,19 +27,16 @@ method that masks through its own hooks must bake its masks (or re-register) aft
 from __future__ import annotations
 
 import copy
-import io
-import os
-import tempfile
 from collections import OrderedDict
-from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from ..errors import EdgepruneError
-from ..graph import LayerGraph
+from .errors import EdgepruneError
+from .graph import LayerGraph
+from .layergraph import OpKind
 
 AXES = ("out", "in", "dw", "bn")
 
@@ -99,7 +97,7 @@ def axis_masks(graph: LayerGraph, keep: Mapping[int, torch.Tensor]) -> Dict[str,
     per_target: Dict[str, Dict[str, torch.Tensor]] = {}
     for name, axes in per_node.items():
         node = graph[name]
-        if node.op == "conv2d" and "out" in axes and int(node.attrs.get("groups", 1)) != 1:
+        if node.op == OpKind.CONV2D and "out" in axes and int(node.attrs.get("groups", 1)) != 1:
             raise ShrinkError(f"layer '{node.target}': cannot remove output channels of a grouped "
                               f"convolution (groups={node.attrs['groups']})")
         prev = per_target.get(node.target)
@@ -160,11 +158,6 @@ def _get(model: nn.Module, target: str) -> nn.Module:
     except AttributeError as e:
         raise ShrinkError(f"the model has no module '{target}' named by the layer graph; was the "
                           f"graph extracted from another model?") from e
-
-
-def _set(model: nn.Module, target: str, module: nn.Module) -> None:
-    parent, _, leaf = target.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
 def _raw(module: nn.Module, name: str) -> Optional[torch.Tensor]:
@@ -229,7 +222,16 @@ _HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_a
                "_backward_pre_hooks")
 
 
-def _copy_without_hooks(model: nn.Module) -> nn.Module:
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` with every mask baked into plain parameters (torch
+    parametrizations and torch.nn.utils.prune reparametrizations) and no hooks; `model` itself
+    is untouched. What the layer graph traces, exporters convert and checkpoints store."""
+    m = copy_without_hooks(model)
+    bake_masks(m)
+    return m
+
+
+def copy_without_hooks(model: nn.Module) -> nn.Module:
     memo: dict = {}
     for m in model.modules():
         for attr in _HOOK_DICTS:
@@ -237,7 +239,7 @@ def _copy_without_hooks(model: nn.Module) -> nn.Module:
             if d is not None:
                 memo[id(d)] = OrderedDict()
         # torch.nn.utils.prune keeps `weight = weight_orig * weight_mask` as a plain non-leaf
-        # attribute, which deepcopy refuses; _bake_masks recomputes it.
+        # attribute, which deepcopy refuses; bake_masks recomputes it.
         for name in list(m._parameters):
             base = name[: -len("_orig")] if name.endswith("_orig") else None
             if base and isinstance(m.__dict__.get(base), torch.Tensor):
@@ -246,7 +248,7 @@ def _copy_without_hooks(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def _bake_masks(model: nn.Module) -> None:
+def bake_masks(model: nn.Module) -> None:
     """Turn parametrized / torch-prune-reparametrized tensors back into plain parameters that
     hold the masked values (the hooks that applied them were not copied)."""
     for mod in model.modules():
@@ -294,8 +296,8 @@ def shrink_model(model: nn.Module, graph: LayerGraph, keep: Mapping[int, torch.T
     plan = axis_masks(graph, keep)
     for target in plan:
         _check_module(graph, model, target)
-    new = _copy_without_hooks(model)
-    _bake_masks(new)
+    new = copy_without_hooks(model)
+    bake_masks(new)
     for target, axes in plan.items():
         node = graph.node_for_module(target)
         mod = _get(new, target)
@@ -310,60 +312,14 @@ def shrink_model(model: nn.Module, graph: LayerGraph, keep: Mapping[int, torch.T
         if mod.bias is not None:
             _replace_tensor(mod, "bias", _slice(mod.bias, _dims_for("bias", axes)))
         w = mod.weight
-        if node.op == "linear":
+        if node.op == OpKind.LINEAR:
             mod.out_features, mod.in_features = int(w.shape[0]), int(w.shape[1])
-        elif node.op == "dwconv2d":
+        elif node.op == OpKind.DWCONV2D:
             mod.in_channels = mod.out_channels = mod.groups = int(w.shape[0])
         else:  # conv2d with groups == 1
             mod.out_channels, mod.in_channels = int(w.shape[0]), int(w.shape[1])
     return new
 
 
-# --------------------------------------------------------------------------------------------
-# Export
-
-def export_pt2(module: nn.Module, input_shape: Sequence[int], path: os.PathLike) -> Path:
-    """Write ``torch.export.export(module.eval(), (example,))`` to `path` with
-    ``torch.export.save``, atomically (temp file in the same directory, then rename).
-
-    The batch dimension is dynamic (example ``zeros(2, *input_shape)``); a model whose trace
-    pins the batch is exported with batch 1 instead. The example is all zeros, so the same
-    module gives the same program; the file bytes
-    are deterministic for the same module and torch version (zip entries carry a fixed 1980
-    date; checked by tests/test_prune_shrink.py).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = module.training
-    module.eval()
-    try:
-        shape = tuple(int(d) for d in input_shape)
-        try:
-            # Batch 2 so the batch dimension is not specialised to 1 (0/1 are special-cased).
-            program = torch.export.export(module, (torch.zeros((2,) + shape),),
-                                          dynamic_shapes=({0: torch.export.Dim("batch")},))
-        except Exception:  # noqa: BLE001 - some models pin the batch; fall back to batch 1
-            try:
-                program = torch.export.export(module, (torch.zeros((1,) + shape),))
-            except Exception as e:  # noqa: BLE001 - any export failure is reported with its cause
-                raise EdgepruneError(f"torch.export cannot export {type(module).__name__}: "
-                                     f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-        # Saved into memory first: given a file name, torch.export.save names the archive's
-        # top folder after it, so the random temp name would leak into the bytes.
-        buf = io.BytesIO()
-        torch.export.save(program, buf)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buf.getvalue())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    finally:
-        module.train(was_training)
-    return path
-
-
 __all__ = ["ShrinkError", "axis_masks", "kept_indices", "mask_channels_inplace", "shrink_model",
-           "export_pt2"]
+           "plain_copy", "bake_masks", "copy_without_hooks"]

@@ -1,14 +1,15 @@
-"""The part both FPGA exporters share: float model -> Brevitas QAT -> QONNX, verified; plus the
-staged (temp dir, then rename) output directory and the FINN-style estimate."""
+"""A float model prepared for the FPGA exporters: Brevitas twin -> QAT -> QONNX, verified.
+
+`prepare` is what the FINN, hls4ml (and RTL) exports start from: the quantized network, its
+QONNX file checked against Brevitas on real test images, and the facts every report carries
+(`quant_summary`)."""
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from .brevitas_model import QuantNet, parse_bits_map, to_brevitas
 from .qonnx_io import QonnxCheck, export_qonnx_model, pixels, verify_qonnx
 
 
-class FpgaExportError(EdgepruneError, ValueError):
+class FpgaPrepareError(EdgepruneError, ValueError):
     pass
 
 
@@ -43,38 +44,16 @@ class Prepared:
     bits: Dict[str, Dict[str, Optional[int]]]
     timings_s: Dict[str, float] = field(default_factory=dict)
 
-    def cost_bit_maps(self) -> Dict[str, Dict[str, int]]:
-        """Per-layer bit maps in the form edgeprune.cost.fpga takes."""
-        w = {k: v["w"] for k, v in self.bits.items()}
-        a = {k: v["a"] for k, v in self.bits.items() if v["a"] is not None}
-        return {"weight_bits_per_layer": w, "act_bits_per_layer": a}
 
-
-def load_bits_map(spec: Optional[str]) -> Optional[Dict[str, Any]]:
-    """--bits-map: a JSON string or a path to a JSON file ``{"conv1": {"w": 8, "a": 8}}``."""
-    if not spec:
-        return None
-    text = spec
-    p = Path(spec)
-    if not spec.lstrip().startswith("{"):
-        if not p.is_file():
-            raise FpgaExportError(f"--bits-map {spec}: not a JSON object and no such file")
-        text = p.read_text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise FpgaExportError(f"--bits-map: invalid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise FpgaExportError("--bits-map must be a JSON object {layer: {\"w\": b, \"a\": b}}")
-    return data
-
-
-def prepare(model: nn.Module, onnx_path: os.PathLike, *, wbits: int = 4, abits: int = 4,
-            per_layer: Optional[Mapping] = None, data: str = "fashion-mnist", epochs: int = 2,
+def prepare(model: nn.Module, deployment, onnx_path: os.PathLike, *, data, epochs: int = 2,
             lr: float = 1e-3, seed: int = 0, max_steps_per_epoch: Optional[int] = None,
             verify_images: int = 1000, progress: bool = True) -> Prepared:
-    """Convert, QAT-fine-tune, export QONNX to `onnx_path` and verify it on test images."""
-    from ..data import load_dataset
+    """Convert to the `deployment`'s bit widths (an FPGA edgeprune.deploy.Deployment),
+    QAT-fine-tune on `data` (a dataset name, path or Dataset), export QONNX to `onnx_path` and
+    verify it on test images."""
+    wbits, abits = deployment.wbits, deployment.abits
+    per_layer = dict(deployment.bits_per_layer) or None
+    from ..data import Dataset, load_dataset
     from ..train import dataset_tensors, evaluate
     from .qat import qat
 
@@ -83,10 +62,10 @@ def prepare(model: nn.Module, onnx_path: os.PathLike, *, wbits: int = 4, abits: 
     torch.manual_seed(seed)
     graph = extract(model)
     parse_bits_map(per_layer, graph)
-    ds = load_dataset(data)
+    ds = data if isinstance(data, Dataset) else load_dataset(data)
     shape = graph.input_shape
     if tuple(ds.image_shape) != tuple(shape) and int(np.prod(ds.image_shape)) != int(np.prod(shape)):
-        raise FpgaExportError(f"dataset {ds.name} images {ds.image_shape} do not fit the model "
+        raise FpgaPrepareError(f"dataset {ds.name} images {ds.image_shape} do not fit the model "
                               f"input {shape}")
     _, _, x_te01, y_te = dataset_tensors(ds, shape)
     acc_float = evaluate(model.eval(), x_te01, y_te)
@@ -103,7 +82,7 @@ def prepare(model: nn.Module, onnx_path: os.PathLike, *, wbits: int = 4, abits: 
     check = verify_qonnx(qnet, onnx_path, x_pix[:n])
     timings["qonnx_verify"] = time.time() - t2
     if not check.ok:
-        raise FpgaExportError(
+        raise FpgaPrepareError(
             f"QONNX execution differs from the Brevitas model: max |diff| "
             f"{check.max_abs_diff:.3g}, argmax agreement {100 * check.argmax_agreement:.2f} % "
             f"on {check.images} images")
@@ -114,21 +93,6 @@ def prepare(model: nn.Module, onnx_path: os.PathLike, *, wbits: int = 4, abits: 
         total += w.numel()
     return Prepared(qnet, graph, Path(onnx_path), check, acc_float, res.test_accuracy, epochs,
                     ds.name, x_pix, np.asarray(ds.y_test), zeros, total, qnet.bits_map(), timings)
-
-
-@contextlib.contextmanager
-def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
-
-
-def _jsonable(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def quant_summary(prep: Prepared) -> Dict[str, Any]:

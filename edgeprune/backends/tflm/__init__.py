@@ -1,0 +1,2 @@
+"""The TFLite-Micro backend: op plan (`plan`), canonical flatbuffer (`flatbuffer`), LUT
+compression rules (`compress`), flash and arena (`memory`). Torch-free."""

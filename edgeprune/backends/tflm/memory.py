@@ -1,0 +1,292 @@
+"""TFLite-Micro flash and arena of an int8 export, computed from its op plan.
+
+- Flash (``estimate_flash``): the plan serialised exactly as the exporter serialises a converted
+  model (``flatbuffer.canonicalize``), with placeholder weights of the right sizes; LUT
+  compression simulated by running tflite-micro's own compressor on placeholder weights with the
+  requested number of values per channel. The figure is the size of the file.
+- Arena (``estimate_arena``): head = TFLM's GreedyMemoryPlanner re-implemented
+  (micro/memory_planner/greedy_memory_planner.cc: buffers sorted by size, descending, stable;
+  each placed at the first gap between buffers alive at the same time; lifetimes from
+  micro_allocation_info.cc; sizes rounded up to 16 bytes), over activations, DECODE outputs and
+  kernel scratch buffers. Tail = persistent structs, with per-struct sizes measured on the 64-bit
+  host runtime (``benchmarks/tflm_memory.py --calibrate``; see ``PERSISTENT``).
+
+The arena figures are for TFLM's Python runtime (64-bit host, reference kernels), the runtime
+the exporter measures. On a 32-bit MCU the pointer-holding structs are smaller, so the tail is
+an upper bound there; with ``runtime='tflm-cmsis-nn'`` the CMSIS-NN scratch buffers are added.
+Import-light: no torch, no tensorflow.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .compress import compress_model, lut_choice, lut_sizes
+from .flatbuffer import canonicalize, pack_aligned, plan_model_t
+from .plan import TflOp, TflPlan, lower
+
+ALIGN = 16  # MicroArenaBufferAlignment() (micro/memory_helpers.h) and flatbuffer force_align
+
+
+def align(n: int, a: int = ALIGN) -> int:
+    """`n` rounded up to a multiple of `a`."""
+    return -(-n // a) * a
+
+
+# --------------------------------------------------------------------------------------------
+# Flash
+
+def estimate_flash(graph, *, compression=None, plan: Optional[TflPlan] = None) -> dict:
+    """Size of the exported .tflite: ``{total_bytes, layers: {node: bytes}, overhead_bytes,
+    compressed: [node...]}``.
+
+    ``compression``: {node_name: index_bits} or {node_name: {'bits': b, 'values': n}} (n = the
+    largest number of distinct int8 values in one output channel; default 2**bits). Nodes
+    where per-channel LUT compression would grow the file are left uncompressed.
+    """
+    plan = plan or lower(graph)
+    chosen = lut_choice(plan, compression)
+    lut_values = {i: (nv or 2 ** b) for i, (b, nv) in chosen.items()}
+    base = canonicalize(pack_aligned(plan_model_t(plan, lut_values)))
+    if chosen:
+        total = len(compress_model(base, {i: (b, plan.tensors[i].quant_axis)
+                                          for i, (b, _) in chosen.items()}))
+    else:
+        total = len(base)
+    layers: Dict[str, int] = {}
+    for op in plan.ops:
+        b = 0
+        for i in op.inputs:
+            if i < 0 or not plan.tensors[i].const:
+                continue
+            t = plan.tensors[i]
+            if i in chosen:
+                enc, anc = lut_sizes(t, *chosen[i])
+                b += align(enc) + align(anc)
+            else:
+                b += align(t.nbytes)
+            b += t.quant_channels * (4 + 8)   # float32 scale + int64 zero point per channel
+        layers[op.node] = layers.get(op.node, 0) + b
+    return {"total_bytes": total, "layers": layers,
+            "overhead_bytes": total - sum(layers.values()),
+            "compressed": [plan.tensors[i].node for i in sorted(chosen)]}
+
+
+# --------------------------------------------------------------------------------------------
+# Arena
+
+# Persistent (tail) allocations of the TFLM Python runtime on a 64-bit host. All sizes were
+# measured with benchmarks/tflm_memory.py --calibrate (RecordingMicroAllocator categories of
+# synthetic single-op models; results in benchmarks/results/tflm_calibration.json); the struct
+# names are those micro_allocator.cc / recording_micro_allocator.cc report.
+PERSISTENT = {
+    "eval_tensor": 24,            # TfLiteEvalTensor, one per tensor of the subgraph
+    "node_and_registration": 64,  # NodeAndRegistration, one per operator
+    "io_tensor": 64 + 32,         # persistent TfLiteTensor + its quantization, per model input/output
+    "buffers_base": 16,           # the two persistent buffers every model had ('Persistent buffer data')
+    "fixed": 488,                 # uncategorised tail: allocator objects, subgraph allocations
+    "slack_base": 12,             # alignment padding between persistent buffers: base + per op
+    "slack_per_op": 4,
+}
+# Per op: (kernel persistent buffer bytes independent of channels, bytes per output channel
+# (int32 output multiplier + shift), builtin-data bytes (TfLite*Params, uncategorised tail)).
+OP_PERSISTENT = {
+    "CONV_2D": (80, 8, 28), "DEPTHWISE_CONV_2D": (80, 8, 28), "FULLY_CONNECTED": (72, 8, 32),
+    "MAX_POOL_2D": (32, 0, 40), "AVERAGE_POOL_2D": (32, 0, 40), "RESHAPE": (0, 0, 40),
+    "SOFTMAX": (80, 0, 4), "ADD": (60, 0, 8), "CONCATENATION": (80, 0, 8), "PAD": (56, 0, 0),
+    "LOGISTIC": (16, 0, 0), "TANH": (16, 0, 0), "RELU": (16, 0, 0), "RELU6": (16, 0, 0),
+    # DECODE: a DecodeStateLUT object (72 B) + 12 B alignment slack, measured on clustered
+    # LeNet-5 exports (+8 B per decoded output for the DecodeState* array, decode.cc).
+    "TRANSPOSE": (0, 0, 0), "DECODE": (84, 0, 0),
+}
+
+
+# Temporaries while the interpreter allocates (see estimate_arena). Struct sizes of the 64-bit
+# host build; the two adjustments were fitted on synthetic MLPs (--calibrate cases mlp2, mlp8).
+INIT_TEMP = {"tensor": 64, "quant": 24, "prepare_adjust": -48, "allocation_info": 32,
+             "planner_per_buffer": 40, "planning_adjust": -16, "conv_extra": 304}
+
+
+def _cmsis_scratch(plan: TflPlan, op: TflOp) -> int:
+    """CMSIS-NN scratch (im2col) a kernel requests on a Cortex-M with DSP extension."""
+    if op.opcode == "CONV_2D":
+        w = plan.tensors[op.inputs[1]].shape
+        k_h, k_w, c_in = w[1], w[2], w[3]
+        if k_h == 1 and k_w == 1 and op.options["padding"] == "VALID":
+            return 0   # arm_convolve_1x1_s8_fast needs no buffer
+        # arm_convolve_s8_get_buffer_size (CMSIS-NN arm_convolve_s8.c, ARM_MATH_DSP branch of the
+        # v4-v6 releases): 2 * ch_in * k_h * k_w * sizeof(int16). Newer releases size it
+        # differently; not measured here (no Cortex-M TFLM build on this machine).
+        return 2 * c_in * k_h * k_w * 2
+    if op.opcode == "DEPTHWISE_CONV_2D":
+        w = plan.tensors[op.inputs[1]].shape
+        k_h, k_w, c = w[1], w[2], w[3]
+        if k_h == 3 and k_w == 3:
+            return 0   # arm_depthwise_conv_3x3_s8 needs no buffer
+        # arm_depthwise_conv_s8_opt_get_buffer_size: ch * k_h * k_w * sizeof(int16)
+        return c * k_h * k_w * 2
+    return 0
+
+
+def greedy_plan(buffers: Sequence[Tuple[int, int, int]]) -> Tuple[int, List[int]]:
+    """TFLM GreedyMemoryPlanner over (size, first_used, last_used): (arena bytes, offsets)."""
+    # CalculateOffsetsIfNeeded fills the online buffers from the tail of its sort array, then
+    # bubble-sorts by size (stable): equal sizes end up in reverse index order.
+    order = sorted(range(len(buffers)), key=lambda i: (-buffers[i][0], -i))
+    placed: List[Tuple[int, int]] = []   # (offset, id) sorted by offset
+    offsets = [0] * len(buffers)
+    for bid in order:
+        size, first, last = buffers[bid]
+        cand = 0
+        for off, other in placed:
+            osz, ofirst, olast = buffers[other]
+            if ofirst > last or first > olast:
+                continue
+            if off - cand >= size:
+                break
+            cand = max(cand, off + osz)
+        offsets[bid] = cand
+        placed.append((cand, bid))
+        placed.sort(key=lambda p: p[0])
+    total = max((offsets[i] + buffers[i][0] for i in range(len(buffers))), default=0)
+    return total, offsets
+
+
+def _compressed_plan(plan: TflPlan, chosen) -> List[TflOp]:
+    """Op list with one DECODE op inserted before each consumer of compressed tensors
+    (mirrors compression/decode_insert.py)."""
+    ops: List[TflOp] = []
+    for op in plan.ops:
+        comp = [i for i in op.inputs if i in chosen]
+        if comp:
+            d = TflOp("DECODE", op.node, [], [], {}, [], {"decodes": comp})
+            ops.append(d)
+        ops.append(op)
+    return ops
+
+
+def estimate_arena(graph, *, compression=None, runtime: str = "tflm-reference",
+                   alt_decompression: bool = False, plan: Optional[TflPlan] = None) -> dict:
+    """Tensor arena the TFLM interpreter needs: ``{total_bytes, activations_bytes,
+    scratch_bytes, persistent_bytes, decode_bytes, layers: {node: {...}}}``.
+
+    ``runtime``: 'tflm-reference' (what the Python runtime runs; no scratch) or
+    'tflm-cmsis-nn' (adds CMSIS-NN im2col scratch buffers). ``alt_decompression``: DECODE
+    outputs go to a separate buffer (reported as decode_bytes, not in the arena).
+    """
+    plan = plan or lower(graph)
+    chosen = lut_choice(plan, compression)
+    ops = _compressed_plan(plan, chosen)
+    n_tensors = len(plan.tensors)
+    # Buffers in TFLM's order: tensors by index (the canonical order: inputs, then each op's
+    # outputs in op order, DECODE outputs included), then scratch requests in op order.
+    # Lifetimes as micro_allocation_info.cc marks them: inputs from scope 0, op i at scope i+1,
+    # outputs to the last scope.
+    entries: List[list] = []           # [size, first, last, node, kind]
+    by_tensor: Dict[int, list] = {}
+    for t in plan.inputs:
+        by_tensor[t] = [align(plan.tensors[t].nbytes), 0, 0, plan.tensors[t].node, "act"]
+        entries.append(by_tensor[t])
+    scratch: List[list] = []
+    step = 0
+    for op in ops:
+        step += 1
+        if op.opcode == "DECODE":
+            n_tensors += 2 * len(op.attrs["decodes"])   # ancillary + decoded output per input
+            for i in op.attrs["decodes"]:
+                # decoded copy, alive from this DECODE to its consumer, the next op
+                entries.append([align(plan.tensors[i].nbytes), step, step + 1, op.node, "decode"])
+            continue
+        for i in op.inputs:
+            if i >= 0 and i in by_tensor:
+                by_tensor[i][2] = step
+        for o in op.outputs:
+            by_tensor[o] = [align(plan.tensors[o].nbytes), step, step, plan.tensors[o].node, "act"]
+            entries.append(by_tensor[o])
+        if runtime == "tflm-cmsis-nn":
+            s = _cmsis_scratch(plan, op)
+            if s:
+                scratch.append([align(s), step, step, op.node, "scratch"])
+    for t in plan.outputs:
+        by_tensor[t][2] = step
+    decode_bytes = 0
+    if alt_decompression:
+        decode_bytes = max((e[0] for e in entries if e[4] == "decode"), default=0)
+        entries = [e for e in entries if e[4] != "decode"]
+    all_entries = entries + scratch
+    buffers = [(e[0], e[1], e[2]) for e in all_entries]
+    head, offsets = greedy_plan(buffers)
+    head = align(head)
+
+    n_ops = len(ops)
+    p = PERSISTENT
+    n_io = len(set(plan.inputs + plan.outputs))
+    persistent = (align(p["eval_tensor"] * n_tensors, 8) + p["node_and_registration"] * n_ops
+                  + p["io_tensor"] * n_io + p["buffers_base"] + p["fixed"] + p["slack_base"])
+    layers: Dict[str, dict] = {}
+    for op in ops:
+        fixed, per_ch, builtin = OP_PERSISTENT.get(op.opcode, (0, 0, 0))
+        pb = fixed + builtin
+        if per_ch:
+            ch = plan.tensors[op.inputs[1]].quant_channels
+            pb += 2 * align(per_ch // 2 * ch)     # two int32 arrays, each 16-byte aligned
+        if fixed:
+            pb += p["slack_per_op"]
+        if op.opcode == "DECODE":
+            pb += 8 * len(op.attrs["decodes"])    # DecodeState* per output (decode.cc)
+        persistent += pb
+        L = layers.setdefault(op.node, {"op": [], "activation_bytes": 0, "scratch_bytes": 0,
+                                        "decode_bytes": 0, "persistent_bytes": 0})
+        L["op"].append(op.opcode)
+        L["persistent_bytes"] += pb
+        if op.opcode != "DECODE":
+            L["activation_bytes"] += sum(plan.tensors[o].nbytes for o in op.outputs)
+    # Peak during AllocateTensors (measured minimum arenas exceed the final head + tail on
+    # models with small activations and wide per-channel layers):
+    # - each op's Prepare holds temp TfLiteTensors for its inputs/outputs (64 B each on a
+    #   64-bit host, plus TfLiteAffineQuantization 24 B + int32 zero-point array 4 + 4C B)
+    #   while the per-channel arrays of later ops are not yet allocated;
+    # - planning holds an AllocationInfo (32 B) per tensor and 40 B of planner state per
+    #   planned buffer (greedy_memory_planner.h per_buffer_size()).
+    # Constants: benchmarks/tflm_memory.py --calibrate (cases mlp2, mlp8: minimum arena found
+    # by bisection in child processes).
+    later_arrays = [0] * (len(ops) + 1)
+    for k in range(len(ops) - 1, -1, -1):
+        op = ops[k]
+        arr = 0
+        if OP_PERSISTENT.get(op.opcode, (0, 0, 0))[1]:
+            arr = 2 * align(4 * plan.tensors[op.inputs[1]].quant_channels)
+        later_arrays[k] = later_arrays[k + 1] + arr
+    prepare_peak = 0
+    for k, op in enumerate(ops):
+        ids = op.attrs["decodes"] if op.opcode == "DECODE" else [i for i in op.inputs + op.outputs if i >= 0]
+        temp = 0
+        for i in ids:
+            t = plan.tensors[i]
+            temp += INIT_TEMP["tensor"] + (INIT_TEMP["quant"] + 4 + 4 * t.quant_channels
+                                           if t.quant_channels else 0)
+        if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            # conv Prepare holds more temporaries than its four tensors (fitted on the
+            # conv_c*/dwconv_c* calibration cases: 304 B + 4 B per output channel)
+            temp += INIT_TEMP["conv_extra"] + 4 * plan.tensors[op.inputs[1]].quant_channels
+        prepare_peak = max(prepare_peak, persistent - later_arrays[k + 1] + temp
+                           + INIT_TEMP["prepare_adjust"])
+    n_planned = len(all_entries)
+    planning_peak = (persistent + INIT_TEMP["allocation_info"] * n_tensors
+                     + INIT_TEMP["planner_per_buffer"] * n_planned + INIT_TEMP["planning_adjust"])
+    init_peak = align(max(prepare_peak, planning_peak))
+    for e in all_entries:
+        if e[4] in ("scratch", "decode"):
+            layers[e[3]][e[4] + "_bytes"] += e[0]
+    # Peak bytes attributable to scratch and to decoded weights: re-plan without them.
+    head_no_scratch = align(greedy_plan([(e[0], e[1], e[2]) for e in entries])[0]) if scratch else head
+    acts = [(e[0], e[1], e[2]) for e in entries if e[4] == "act"]
+    head_no_decode = align(greedy_plan(acts)[0]) if len(acts) != len(entries) else head_no_scratch
+    return {"total_bytes": max(head + persistent, init_peak),
+            "init_peak_bytes": init_peak,
+            "activations_bytes": head_no_decode,
+            "decode_bytes": (head_no_scratch - head_no_decode) if not alt_decompression else decode_bytes,
+            "scratch_bytes": head - head_no_scratch,
+            "persistent_bytes": persistent,
+            "head_bytes": head,
+            "runtime": runtime,
+            "layers": layers}

@@ -1,0 +1,63 @@
+"""Argument groups several subcommands share, and turning them into the objects the API takes."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+
+def add_deployment_arguments(p: argparse.ArgumentParser, *, fpga_only: bool = False) -> None:
+    """--runtime, --wbits, --abits, --fps, --bits-map: the settings of a Deployment besides the
+    target (edgeprune.deploy). Defaults are None so that the target's kind decides them."""
+    g = p.add_argument_group("deployment")
+    if not fpga_only:
+        g.add_argument("--runtime", default=None,
+                       help="MCU targets: tflm-cmsis-nn | tflm-reference [the target's]")
+    g.add_argument("--wbits", type=int, default=None,
+                   help="FPGA targets: weight bits, 1..8 [4; MCU: int8]")
+    g.add_argument("--abits", type=int, default=None,
+                   help="FPGA targets: activation bits, 1..8 [4; MCU: int8]")
+    g.add_argument("--fps", type=float, default=None, metavar="N",
+                   help="FPGA targets: fold for this frame rate with the least resources "
+                        "[the highest frame rate that fits the part]")
+    g.add_argument("--bits-map", metavar="JSON", default=None,
+                   help='FPGA targets: per-layer bits, JSON or a .json file: '
+                        '{"conv1": {"w": 8, "a": 8}}')
+
+
+def load_bits_map(spec: Optional[str]) -> Optional[Dict[str, Any]]:
+    """--bits-map: a JSON string or a path to a JSON file ``{"conv1": {"w": 8, "a": 8}}``."""
+    from ..deploy import DeploymentError
+    if not spec:
+        return None
+    text = spec
+    if not spec.lstrip().startswith("{"):
+        p = Path(spec)
+        if not p.is_file():
+            raise DeploymentError(f"--bits-map {spec}: not a JSON object and no such file")
+        try:
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise DeploymentError(f"--bits-map {spec}: cannot read ({e})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DeploymentError(f"--bits-map: invalid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise DeploymentError("--bits-map must be a JSON object {layer: {\"w\": b, \"a\": b}}")
+    return data
+
+
+def deployment_from_args(args: argparse.Namespace, target=None, **defaults):
+    """The Deployment the flags describe (target from --target unless given). `defaults` fill
+    settings the user did not give (e.g. the bits recorded in a prune output)."""
+    from ..deploy import Deployment
+    settings = {"runtime": getattr(args, "runtime", None), "wbits": getattr(args, "wbits", None),
+                "abits": getattr(args, "abits", None), "fps": getattr(args, "fps", None),
+                "bits_per_layer": load_bits_map(getattr(args, "bits_map", None)),
+                "compression": getattr(args, "compress", None)}
+    for k, v in defaults.items():
+        if settings.get(k) is None:
+            settings[k] = v
+    return Deployment.for_target(target if target is not None else args.target, **settings)

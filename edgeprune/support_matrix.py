@@ -1,0 +1,37 @@
+"""The support matrix: every backend's table over `OpKind` (see edgeprune.backends.support).
+
+It names modules of several layers (backends, cost, quant), so it sits at the top with the
+exporters; `edgeprune ops` prints it and `edgeprune estimate` reads the export columns.
+Every module named here is torch-free.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Dict, Tuple
+
+from .backends.support import Support
+from .layergraph import OpKind
+
+# The backends of the support matrix: column name -> (module, attribute, what the column means).
+# Imported lazily; every module named here must stay torch-free.
+BACKENDS: Dict[str, Tuple[str, str, str]] = {
+    "tflm-plan": ("edgeprune.backends.tflm.plan", "SUPPORT",
+                  "TFLite-Micro op plan (export tflm, flash/arena model)"),
+    "mcu-cycles": ("edgeprune.cost.mcu", "SUPPORT", "MCU cycle model (estimate on MCU targets)"),
+    "fpga-cost": ("edgeprune.backends.finn.layers", "SUPPORT",
+                  "FINN-style HW layers (estimate on FPGA targets, folding)"),
+    "fpga-export": ("edgeprune.quant.fpga_support", "SUPPORT",
+                    "Brevitas/QONNX twin (export finn, export hls)"),
+    "c-runtime": ("edgeprune.backends.c.support", "SUPPORT",
+                  "edgeprune-c kernels (export c)"),
+}
+
+
+def table(backend: str) -> Dict[OpKind, Support]:
+    module, attr, _ = BACKENDS[backend]
+    return getattr(importlib.import_module(module), attr)
+
+
+def matrix() -> Dict[str, Dict[OpKind, Support]]:
+    """{backend: {op kind: Support}} for every backend of the matrix."""
+    return {name: table(name) for name in BACKENDS}
