@@ -95,7 +95,6 @@ class Program:
     input_zero_point: int
     output_scale: float
     output_zero_point: int
-    notes: List[str] = field(default_factory=list)
     rounding: str = "tflm"
 
 
@@ -190,9 +189,9 @@ def lower(graph: Graph, rounding: str = "tflm") -> Program:
         raise CModelError("the C runtime takes models with one input and one output")
     check_supported((op.opcode, op.layer) for op in graph.ops)
     tin, tout = tensors[graph.inputs[0]], tensors[graph.outputs[0]]
-    _int8(tin, graph.ops[0] if graph.ops else Op(0, "INPUT", [], []), "the model input")
-    if tout.dtype != "int8":
-        raise CModelError(f"the model output is {tout.dtype}; the C runtime is int8 only")
+    for t, what in ((tin, "input"), (tout, "output")):
+        if t.dtype != "int8":
+            raise CModelError(f"the model {what} is {t.dtype}; the C runtime is int8 only")
 
     buffers: Dict[str, Buffer] = {}
     tensor_buf: Dict[int, str] = {}
@@ -207,7 +206,6 @@ def lower(graph: Graph, rounding: str = "tflm") -> Program:
     buf_for(graph.inputs[0], "input")
     steps: List[Step] = []
     folded_pads: Dict[int, Tuple[int, Tuple[int, int, int, int], str]] = {}  # padded tensor -> (src, (top, bottom, left, right), layer)
-    notes: List[str] = []
 
     for op in graph.ops:
         ins = [tensors[i] if i >= 0 else None for i in op.inputs]
@@ -366,7 +364,7 @@ def lower(graph: Graph, rounding: str = "tflm") -> Program:
         if b.last < 0:
             b.last = b.first  # written, never read (cannot happen for a connected graph)
     return Program(steps, buffers, tensor_buf[graph.inputs[0]], out_name, tuple(tin.shape),
-                   tuple(tout.shape), tin.s, tin.zp, tout.s, tout.zp, notes, rounding)
+                   tuple(tout.shape), tin.s, tin.zp, tout.s, tout.zp, rounding)
 
 
 def _conv_quant(op: Op, x: Tensor, w: Tensor, b: Optional[Tensor], out: Tensor, channels: int,
