@@ -26,7 +26,7 @@ from .quant.runner import ClusterConfig, ClusterResult
 
 __all__ = ["Deployment", "deployment", "load_model", "layer_graph", "estimate", "what_if",
            "prune", "PruneConfig", "PruneResult", "cluster", "ClusterConfig", "ClusterResult",
-           "export_tflm", "export_finn", "export_hls"]
+           "export_tflm", "export_c", "export_finn", "export_hls"]
 
 
 def deployment(target, **settings) -> Deployment:
@@ -92,6 +92,13 @@ def cluster(config: ClusterConfig, out=None) -> ClusterResult:
 def export_tflm(model, deployment, out, data=None, **kw) -> dict:
     """edgeprune.export.tflm.export_tflm with a MODEL spec or module; returns the report."""
     from .export.tflm import export_tflm as _export
+    return _export(load_model(model), deployment, out, data, **kw)
+
+
+def export_c(model, deployment, out, data=None, **kw) -> dict:
+    """edgeprune.export.c.export_c (edgeprune-c sources) with a MODEL spec or module; returns the
+    report."""
+    from .export.c import export_c as _export
     return _export(load_model(model), deployment, out, data, **kw)
 
 

@@ -22,6 +22,8 @@ BACKENDS: Dict[str, Tuple[str, str, str]] = {
                   "FINN-style HW layers (estimate on FPGA targets, folding)"),
     "fpga-export": ("edgeprune.quant.fpga_support", "SUPPORT",
                     "Brevitas/QONNX twin (export finn, export hls)"),
+    "c-runtime": ("edgeprune.backends.c.support", "SUPPORT",
+                  "edgeprune-c kernels (export c)"),
 }
 
 

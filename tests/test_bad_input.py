@@ -217,6 +217,7 @@ CASES_BY_CLASS = {
         ("target-util", ["estimate", "lenet5", "-t", "{t_util}"], "util_limits"),
         ("target-util-key", ["estimate", "lenet5", "-t", "{t_util_key}"], "watts"),
         ("tflm-fpga-target", ["export", "tflm", "lenet5", "-t", "pynq-z2", "-o", "{out}"], "MCU target"),
+        ("c-fpga-target", ["export", "c", "lenet5", "-t", "pynq-z2", "-o", "{out}"], "MCU target"),
         ("finn-mcu-target", ["export", "finn", "lenet5", "-t", M4, "--data", "{d_ok}", "-o", "{out}"], "FPGA target"),
         ("hls-mcu-target", ["export", "hls", "lenet5", "-t", M4, "--data", "{d_ok}", "-o", "{out}"], "FPGA target"),
         ("finn-no-board", ["export", "finn", "lenet5", "-t", "{t_no_board}", "--data", "{d_ok}", "-o", "{out}"], "finn_board"),
@@ -225,6 +226,7 @@ CASES_BY_CLASS = {
     ],
     "does not fit": [
         ("tflm-does-not-fit", ["export", "tflm", "lenet5", "-t", "{t_tiny_mcu}", "-o", "{out}"], "does not fit"),
+        ("c-does-not-fit", ["export", "c", "lenet5", "-t", "{t_tiny_mcu}", "--eval-samples", "4", "-o", "{out}"], "does not fit"),
         ("finn-does-not-fit", ["export", "finn", "lenet5", "-t", "{t_tiny_fpga}", "--wbits", "8", "--abits", "8", "--data", "{d_ok}", "-o", "{out}"], "does not fit"),
         ("hls-does-not-fit", ["export", "hls", "lenet5", "-t", "{t_tiny_fpga}", "--wbits", "8", "--abits", "8", "--data", "{d_ok}", "-o", "{out}"], "does not fit"),
     ],
@@ -267,6 +269,7 @@ CASES_BY_CLASS = {
         ("out-not-empty-prune", ["prune", "lenet5", "--data", "{d_ok}", *Q, "-o", "{user_dir}"], "--overwrite"),
         ("out-not-empty-cluster", ["cluster", "lenet5", "--data", "{d_ok}", "--epochs", "0", "-o", "{user_dir}"], "--overwrite"),
         ("out-not-empty-tflm", ["export", "tflm", "lenet5", "-t", M4, "-o", "{user_dir}"], "--overwrite"),
+        ("out-not-empty-c", ["export", "c", "lenet5", "-t", M4, "-o", "{user_dir}"], "--overwrite"),
         ("out-not-empty-finn", ["export", "finn", "lenet5", "-t", "pynq-z2", "--data", "{d_ok}", "-o", "{user_dir}"], "--overwrite"),
         ("out-not-empty-hls", ["export", "hls", "lenet5", "-t", "pynq-z2", "--data", "{d_ok}", "-o", "{user_dir}"], "--overwrite"),
         ("out-dot", ["export", "tflm", "lenet5", "-t", M4, "-o", "."], "--overwrite"),

@@ -1,4 +1,4 @@
-"""Every writing command (prune, cluster, export tflm|finn|hls):
+"""Every writing command (prune, cluster, export tflm|c|finn|hls):
 - never removes or overwrites a file it did not write, even with --overwrite;
 - gives byte-identical outputs for the same command and seed, also from an untrained zoo model;
 - refuses --resume with settings other than the interrupted run's.
@@ -76,6 +76,8 @@ COMMANDS = {
                            "--epochs", "0"],
     "export-tflm": lambda fx: ["export", "tflm", "lenet5", "-t", "stm32l4r5-m4", "--seed", "3",
                                "--eval-samples", "16"],
+    "export-c": lambda fx: ["export", "c", "lenet5", "-t", "stm32l4r5-m4", "--seed", "3",
+                            "--eval-samples", "8"],
     "export-finn": lambda fx: ["export", "finn", str(fx["tiny"]), "-t", "pynq-z2", "--data",
                                "fashion-mnist", "--epochs", "0", "--verify-images", "16"],
     "export-hls": lambda fx: ["export", "hls", str(fx["tiny"]), "-t", "pynq-z2", "--data",

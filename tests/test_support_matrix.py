@@ -110,6 +110,13 @@ def _lowers(backend: str, model, graph) -> None:
         pytest.importorskip("brevitas")
         from edgeprune.quant.brevitas_model import to_brevitas
         to_brevitas(model, wbits=4, abits=4)
+    elif backend == "c-runtime":
+        # the C export's gate on the graph, then the TFLite plan it generates C from (the
+        # conversion to int8 itself is tests/test_export_c.py's)
+        from edgeprune.backends.c.support import check_graph
+        from edgeprune.backends.tflm.plan import lower
+        check_graph(graph)
+        lower(graph)
     else:  # pragma: no cover - a new backend needs a case here
         raise AssertionError(f"no lowering check for backend {backend}")
 

@@ -1,4 +1,4 @@
-"""`edgeprune export {tflm,finn,hls} MODEL --target T -o OUT`.
+"""`edgeprune export {tflm,finn,hls,c} MODEL --target T -o OUT`.
 
 Each exporter has an argparse module ``edgeprune.cli.export_<name>`` with ``add_arguments(parser)``
 (light) and ``run(args)``; the work is in ``edgeprune.export.<name>``, imported inside run.
@@ -11,6 +11,7 @@ EXPORTERS = {
     "tflm": "TFLite-Micro flatbuffer + C sources for an MCU firmware",
     "finn": "FINN build project (QONNX + folding + build.py) for an FPGA",
     "hls": "hls4ml HLS dataflow project with a bit-exact C-simulation",
+    "c": "plain-C int8 inference code (edgeprune-c runtime) for an MCU firmware",
 }
 
 

@@ -47,7 +47,7 @@ class ExportError(EdgepruneError):
 # --------------------------------------------------------------------------------------------
 # Conversion
 
-def _quiet_tf():
+def quiet_tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")
@@ -77,7 +77,7 @@ def capture_fd2():
 
 def convert_int8(mirror, calib_nhwc: np.ndarray) -> bytes:
     """Full-integer TFLite conversion of the Keras mirror."""
-    tf = _quiet_tf()
+    tf = quiet_tf()
 
     def representative():
         for i in range(len(calib_nhwc)):
@@ -253,7 +253,7 @@ def quantize_input(x_nhwc: np.ndarray, scale: float, zp: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Data
 
-def _samples(model, graph, dataset, n_cal: int, n_eval: int, seed: int):
+def samples(model, graph, dataset, n_cal: int, n_eval: int, seed: int):
     """(calibration NCHW float, eval NCHW float, eval labels or None, source description)."""
     shape = tuple(graph.input_shape)
     rng = np.random.default_rng(seed)
@@ -338,9 +338,9 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
                               f"writes it anyway)")
     torch.manual_seed(seed)
 
-    cal, ev, labels, data_note = _samples(model, graph, dataset, n_calibration, n_eval, seed)
+    cal, ev, labels, data_note = samples(model, graph, dataset, n_calibration, n_eval, seed)
     from .keras_mirror import build_keras_mirror, check_mirror, to_nhwc
-    _quiet_tf()
+    quiet_tf()
     import keras
     keras.utils.set_random_seed(seed)
     import warnings
@@ -479,7 +479,7 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
         },
         "arena_estimate_breakdown": {k: v for k, v in arena_est.items() if k != "layers"},
     }
-    overflow = _overflow(len(final), arena_size, target)
+    overflow = target_overflow(len(final), arena_size, target)
     report["fits_target"]["overflow"] = overflow
     if overflow and not allow_overflow:
         raise ExportError(f"does not fit {target.name}: {'; '.join(overflow)} (nothing written; "
@@ -488,7 +488,7 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     return report
 
 
-def _overflow(flash_bytes: int, arena_bytes: int, target) -> List[str]:
+def target_overflow(flash_bytes: int, arena_bytes: int, target) -> List[str]:
     """What exceeds the target's flash or RAM, and by how much."""
     out = []
     for what, used, kb in (("flash", flash_bytes, target.flash_kb),

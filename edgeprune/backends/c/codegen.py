@@ -1,0 +1,371 @@
+"""C code generation: the program (``lower``), one weight encoding per layer (``variants``), the
+arena plan (``planner``) -> the C sources of a model.
+
+Output (all in one folder, plain C99, no runtime library):
+- ``edgeprune_model.h``: ``int edgeprune_invoke(const int8_t *in, int8_t *out)`` and the I/O
+  sizes and quantization;
+- ``edgeprune_model.c``: the weights and per-layer parameters (``static const``: flash), the arena
+  (one ``static`` array: RAM), and the invoke function, one kernel call per layer, bracketed by
+  ``EP_LAYER_BEGIN(i)`` / ``EP_LAYER_END(i)`` (empty unless defined, e.g. by a profiler);
+- ``ep_config.h`` and the kernel sources the model uses, copied from ``kernels/``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from . import planner
+from .ir import CModelError, Graph
+from .lower import Buffer, Program, Step, lower
+from .variants import Encoding, candidates, choose
+
+KERNELS = Path(__file__).resolve().parent / "kernels"
+
+# Cortex-M cores (targets/mcu/*.toml 'core') and whether they have the DSP extension (SMLAD,
+# SXTB16): Armv7E-M (M4, M7), Armv8-M Mainline with DSP (M33 as configured by ST and GCC's
+# default -mcpu=cortex-m33), Armv8.1-M (M55). The M0+ (Armv6-M) has not.
+CORE_DSP = {"cortex-m0plus": False, "cortex-m0": False, "cortex-m3": False, "cortex-m4": True,
+            "cortex-m7": True, "cortex-m33": True, "cortex-m55": True}
+
+HEADERS = ("ep_common.h", "ep_kernels.h", "ep_im2col.h")
+
+
+@dataclass
+class LayerReport:
+    index: int
+    layer: str
+    op: str
+    kernel: str
+    variant: str
+    macs: int
+    weights: int                   # int8 weights of the layer
+    nonzero_weights: int
+    weight_bytes: int              # bytes of its encoding (flash)
+    instructions_estimate: float
+    folded: List[str] = field(default_factory=list)
+    alternatives: Dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass
+class Generated:
+    files: Dict[str, str]
+    program: Program
+    arena_bytes: int
+    arena_bytes_tflm_greedy: int
+    layers: List[LayerReport]
+    core: str
+
+
+def _ident(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", s)
+
+
+def _comment(s: str) -> str:
+    return s.replace("*/", "* /")
+
+
+def _array(ctype: str, name: str, a: np.ndarray, per_line: int = 16) -> str:
+    a = np.asarray(a).reshape(-1)
+    if ctype == "uint32_t":
+        items = [f"0x{int(v):08x}u" for v in a]
+        per_line = 8
+    elif ctype == "int32_t":
+        items = [("(-2147483647 - 1)" if int(v) == -2**31 else str(int(v))) for v in a]
+        per_line = 10
+    else:
+        items = [str(int(v)) for v in a]
+    if not items:
+        items = ["0"]  # C forbids empty arrays; never read
+    lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
+    body = ",\n  ".join(lines)
+    return f"static const {ctype} {name}[{max(len(a), 1)}] = {{\n  {body}\n}};\n"
+
+
+_CTYPE = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.uint16): "uint16_t",
+          np.dtype(np.uint32): "uint32_t", np.dtype(np.int32): "int32_t"}
+
+
+def _scratch_bytes(step: Step, enc: Encoding) -> int:
+    if step.kind != "conv":
+        return 0
+    g = step.params["g"]
+    k = g["k_h"] * g["k_w"] * g["in_c"]
+    if enc.variant == "dense-dsp":
+        return 5 * ((k + 3) // 4 * 4)
+    if enc.variant in ("dense-plain", "clustered"):
+        return k
+    return 0
+
+
+def generate(graph: Graph, core: str, objective: str = "cycles", force: Optional[str] = None,
+             per_layer: Optional[Dict[str, str]] = None, model_name: str = "model",
+             rounding: str = "tflm") -> Generated:
+    """C sources for `graph` on `core`. force: variant family for every weighted layer where
+    it applies; per_layer: {layer name: family} overrides; rounding: 'tflm' (bit-exact with
+    TFLM and CMSIS-NN) or 'litert' (bit-exact with LiteRT's reference kernels)."""
+    if core not in CORE_DSP:
+        raise CModelError(f"core '{core}' is not supported by the C runtime "
+                          f"(supported: {', '.join(CORE_DSP)})")
+    dsp = CORE_DSP[core]
+    prog = lower(graph, rounding)
+    per_layer = dict(per_layer or {})
+    unknown = set(per_layer) - {st.layer for st in prog.steps if st.weighted is not None}
+    if unknown:
+        raise CModelError(f"--variant-per-layer names no weighted layer: {', '.join(sorted(unknown))}")
+    layers: List[LayerReport] = []
+    for st in prog.steps:
+        if st.weighted is None:
+            continue
+        alts = {e.family: {"weight_bytes": e.flash_bytes, "instructions_estimate": round(e.instructions)}
+                for e in candidates(st, dsp)}
+        enc = choose(st, dsp, objective, per_layer.get(st.layer, force))
+        st.params["encoding"] = enc
+        sb = _scratch_bytes(st, enc)
+        if sb:
+            name = f"scratch{st.index}"
+            prog.buffers[name] = Buffer(name, sb, "scratch", st.index, st.index)
+            st.scratch = name
+        w = st.weighted.w
+        layers.append(LayerReport(st.index, st.layer, st.opcode, _kernel_name(st, enc), enc.family,
+                                  st.macs, int(w.size), int(np.count_nonzero(w)), enc.flash_bytes,
+                                  round(enc.instructions), st.folded, alts))
+    arena = planner.plan(prog)
+    planner.verify(prog)
+    tflm_greedy = planner.plan(prog, overlaps=False, orders=("size",), apply=False)
+    files = _emit(prog, arena, core, model_name)
+    return Generated(files, prog, arena, tflm_greedy, layers, core)
+
+
+def _kernel_name(st: Step, enc: Optional[Encoding]) -> str:
+    if st.kind == "conv":
+        return {"dense-dsp": "ep_conv_dense_dsp", "dense-plain": "ep_conv_dense_plain",
+                "sparse": "ep_conv_sparse", "clustered": "ep_conv_clustered"}[enc.variant]
+    if st.kind == "dwconv":
+        return "ep_dwconv_dsp" if enc.variant == "dense-dsp" else "ep_dwconv_plain"
+    if st.kind == "fc":
+        return {"dense-dsp": "ep_fc_dense_dsp", "dense-plain": "ep_fc_dense_plain",
+                "sparse": "ep_fc_sparse", "clustered": "ep_fc_clustered"}[enc.variant]
+    return {"maxpool": "ep_maxpool", "avgpool": "ep_avgpool", "add": "ep_add", "pad": "ep_pad",
+            "concat": "ep_concat", "softmax": "ep_softmax", "relu": "ep_relu"}[st.kind]
+
+
+_SOURCE_OF = {  # kernel function -> source file
+    "ep_conv_dense_dsp": "ep_conv.c", "ep_conv_dense_plain": "ep_conv.c",
+    "ep_conv_sparse": "ep_conv_sparse.c", "ep_conv_clustered": "ep_conv_clustered.c",
+    "ep_dwconv_dsp": "ep_dwconv.c", "ep_dwconv_plain": "ep_dwconv.c",
+    "ep_fc_dense_dsp": "ep_fc.c", "ep_fc_dense_plain": "ep_fc.c", "ep_fc_sparse": "ep_fc_sparse.c",
+    "ep_fc_clustered": "ep_fc_clustered.c", "ep_maxpool": "ep_pool.c", "ep_avgpool": "ep_pool.c",
+    "ep_add": "ep_add.c", "ep_pad": "ep_pad.c", "ep_concat": "ep_concat.c",
+    "ep_softmax": "ep_softmax.c", "ep_relu": "ep_relu.c",
+}
+
+
+def _g_init(g: dict) -> str:
+    keys = ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w", "stride_h",
+            "stride_w", "dil_h", "dil_w", "pad_top", "pad_left")
+    return "{" + ", ".join(str(int(g[k])) for k in keys) + "}"
+
+
+def _emit(prog: Program, arena: int, core: str, model_name: str) -> Dict[str, str]:
+    decl: List[str] = []
+    body: List[str] = []
+    used: List[str] = []
+    cluster_bits = set()
+    buf = prog.buffers
+
+    def A(name: str) -> str:
+        return f"EP_A({buf[name].offset})"
+
+    for st in prog.steps:
+        enc: Optional[Encoding] = st.params.get("encoding")
+        kname = _kernel_name(st, enc)
+        if _SOURCE_OF[kname] not in used:
+            used.append(_SOURCE_OF[kname])
+        p = f"L{st.index}_"
+        folded = f" (+ folded {', '.join(st.folded)})" if st.folded else ""
+        decl.append(f"/* layer {st.index}: {_comment(st.layer)}{folded}, {st.opcode}, "
+                    f"{kname}{'' if enc is None else ', ' + enc.variant} */\n")
+        x = A(st.inputs[0])
+        y = A(st.output)
+        if st.weighted is not None:
+            wq = st.weighted
+            decl.append(_array("int32_t", p + "bias", wq.bias))
+            decl.append(_array("int32_t", p + "mult", wq.mult))
+            decl.append(_array("int8_t", p + "shift", wq.shift))
+            decl.append(f"static const ep_requant {p}q = {{{p}bias, {p}mult, {p}shift, {wq.in_zp}, "
+                        f"{wq.out_zp}, {wq.act_min}, {wq.act_max}}};\n")
+            for role, arr in enc.arrays.items():
+                decl.append(_array(_CTYPE[arr.dtype], p + role, arr))
+        if st.kind in ("conv", "dwconv", "maxpool", "avgpool"):
+            decl.append(f"static const ep_window {p}g = {_g_init(st.params['g'])};\n")
+        if st.kind == "conv":
+            if enc.variant == "dense-dsp":
+                call = f"{kname}(&{p}g, &{p}q, {p}w, {x}, {y}, ep_arena + {buf[st.scratch].offset // 4})"
+            elif enc.variant == "dense-plain":
+                call = f"{kname}(&{p}g, &{p}q, {p}w, {x}, {y}, {A(st.scratch)})"
+            elif enc.variant == "sparse":
+                tap = f"{p}tap" if "tap" in enc.arrays else "0"
+                decl.append(f"static const ep_sparse {p}s = {{{p}count, {p}pos, {p}value, {tap}}};\n")
+                call = f"{kname}(&{p}g, &{p}q, &{p}s, {x}, {y})"
+            else:
+                cluster_bits.add(enc.scalars["bits"])
+                decl.append(f"static const ep_clustered {p}c = {{{p}index, {p}codebook, "
+                            f"{enc.scalars['bits']}, {enc.scalars['row_words']}}};\n")
+                call = f"{kname}(&{p}g, &{p}q, &{p}c, {x}, {y}, {A(st.scratch)})"
+        elif st.kind == "dwconv":
+            call = f"{kname}(&{p}g, &{p}q, {p}w, {x}, {y})"
+        elif st.kind == "fc":
+            dims = f"{st.params['batches']}, {st.params['in_n']}, {st.params['out_n']}"
+            if enc.family == "dense":
+                call = f"{kname}({dims}, &{p}q, {p}w, {x}, {y})"
+            elif enc.variant == "sparse":
+                decl.append(f"static const ep_sparse {p}s = {{{p}count, {p}pos, {p}value, 0}};\n")
+                call = f"{kname}({dims}, &{p}q, &{p}s, {x}, {y})"
+            else:
+                cluster_bits.add(enc.scalars["bits"])
+                decl.append(f"static const ep_clustered {p}c = {{{p}index, {p}codebook, "
+                            f"{enc.scalars['bits']}, {enc.scalars['row_words']}}};\n")
+                call = f"{kname}({dims}, &{p}q, &{p}c, {x}, {y})"
+        elif st.kind in ("maxpool", "avgpool"):
+            call = f"{kname}(&{p}g, {st.params['act_min']}, {st.params['act_max']}, {x}, {y})"
+        elif st.kind == "add":
+            q = st.params
+            fields = ("in1_offset", "in2_offset", "left_shift", "in1_mult", "in1_shift", "in2_mult",
+                      "in2_shift", "out_mult", "out_shift", "out_zp", "act_min", "act_max")
+            decl.append(f"static const ep_add_params {p}p = {{" + ", ".join(str(int(q[f])) for f in fields) + "};\n")
+            call = f"{kname}(&{p}p, {q['n']}, {x}, {A(st.inputs[1])}, {y})"
+        elif st.kind == "pad":
+            q = st.params
+            decl.append(f"static const ep_pad_params {p}p = {{{{{', '.join(map(str, q['in_dims']))}}}, "
+                        f"{{{', '.join(map(str, q['before']))}}}, {{{', '.join(map(str, q['out_dims']))}}}, "
+                        f"{q['value']}}};\n")
+            call = f"{kname}(&{p}p, {x}, {y})"
+        elif st.kind == "concat":
+            q = st.params
+            decl.append(_array("uint32_t", p + "inner", np.array(q["inner"], dtype=np.uint32)))
+            ins = ", ".join(A(b) for b in st.inputs)
+            call = (f"{{\n    const int8_t *const in_{st.index}[{len(st.inputs)}] = {{{ins}}};\n"
+                    f"    {kname}({q['outer']}, {len(st.inputs)}, in_{st.index}, {p}inner, {y});\n  }}")
+        elif st.kind == "softmax":
+            q = st.params
+            decl.append(f"static const ep_softmax_params {p}p = {{{q['input_multiplier']}, "
+                        f"{q['input_left_shift']}, {q['diff_min']}}};\n")
+            call = f"{kname}(&{p}p, {q['rows']}, {q['depth']}, {x}, {y})"
+        elif st.kind == "relu":
+            q = st.params
+            decl.append(f"static const ep_relu_params {p}p = {{{q['in_zp']}, {q['out_zp']}, "
+                        f"{q['mult']}, {q['shift']}, {q['act_min']}, {q['act_max']}}};\n")
+            call = f"{kname}(&{p}p, {q['n']}, {x}, {y})"
+        else:  # pragma: no cover
+            raise CModelError(f"no kernel for {st.kind}")
+        if not call.endswith("}"):
+            call += ";"
+        body.append(f"  EP_LAYER_BEGIN({st.index});\n  {call}\n  EP_LAYER_END({st.index});\n")
+
+    inb, outb = buf[prog.input], buf[prog.output]
+    in_bytes = int(np.prod(prog.input_shape))
+    out_bytes = int(np.prod(prog.output_shape))
+    files: Dict[str, str] = {}
+    files["edgeprune_model.h"] = _HEADER.format(
+        model=_comment(model_name), core=core, in_bytes=in_bytes, out_bytes=out_bytes,
+        arena=arena, in_shape=" x ".join(map(str, prog.input_shape)),
+        out_shape=" x ".join(map(str, prog.output_shape)),
+        in_scale=_float(prog.input_scale), in_zp=prog.input_zero_point,
+        out_scale=_float(prog.output_scale), out_zp=prog.output_zero_point,
+        n_layers=len(prog.steps))
+    files["edgeprune_model.c"] = _SOURCE.format(
+        model=_comment(model_name), core=core, arena=arena, arena_words=(arena + 3) // 4,
+        decl="\n".join(decl), body="".join(body), in_off=inb.offset, out_off=outb.offset)
+    from .quant import ROUNDINGS
+    single = ROUNDINGS[prog.rounding]
+    cfg = f"/* requantization rounding of {'LiteRT' if prog.rounding == 'litert' else 'TFLM / CMSIS-NN'} (ep_common.h) */\n"
+    cfg += "".join(f"#define EP_{fam.upper()}_SINGLE_ROUNDING {int(fam in single)}\n"
+                   for fam in ("conv", "dw", "fc", "add", "softmax", "relu"))
+    cfg += "".join(f"#define EP_CLUSTER_BITS_{b} 1\n" for b in sorted(cluster_bits))
+    files["ep_config.h"] = ("/* edgeprune-c configuration of this model: requantization rounding "
+                            "per op and the clustered weight widths it uses. */\n#ifndef EP_CONFIG_H\n"
+                            "#define EP_CONFIG_H\n" + cfg + "#endif\n")
+    for h in HEADERS + (("ep_clustered.h",) if cluster_bits else ()):
+        files[h] = (KERNELS / h).read_text()
+    for src in used:
+        files[src] = (KERNELS / src).read_text()
+    return files
+
+
+def _float(x: float) -> str:
+    return f"{float(np.float32(x)):.9g}f"
+
+
+_HEADER = """\
+/* edgeprune-c model "{model}" for {core}: generated by `edgeprune export c`. Plain C99, no
+ * runtime library. {n_layers} kernel calls; activations in one static arena of {arena} bytes.
+ */
+#ifndef EDGEPRUNE_MODEL_H
+#define EDGEPRUNE_MODEL_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {{
+#endif
+
+#define EDGEPRUNE_INPUT_BYTES {in_bytes}      /* int8, {in_shape} (NHWC) */
+#define EDGEPRUNE_OUTPUT_BYTES {out_bytes}    /* int8, {out_shape} */
+#define EDGEPRUNE_ARENA_BYTES {arena}
+/* real = scale * (q - zero_point) */
+#define EDGEPRUNE_INPUT_SCALE {in_scale}
+#define EDGEPRUNE_INPUT_ZERO_POINT {in_zp}
+#define EDGEPRUNE_OUTPUT_SCALE {out_scale}
+#define EDGEPRUNE_OUTPUT_ZERO_POINT {out_zp}
+
+/* Runs the model on `in` (EDGEPRUNE_INPUT_BYTES), writes `out` (EDGEPRUNE_OUTPUT_BYTES).
+ * Returns 0. `in` is copied into the arena first unless it is edgeprune_input(); `out` is
+ * copied from the arena unless it is edgeprune_output(). The arena input is overwritten. */
+int edgeprune_invoke(const int8_t *in, int8_t *out);
+
+/* The input and output buffers inside the arena (to fill and read without copies). */
+int8_t *edgeprune_input(void);
+int8_t *edgeprune_output(void);
+
+#ifdef __cplusplus
+}}
+#endif
+
+#endif /* EDGEPRUNE_MODEL_H */
+"""
+
+_SOURCE = """\
+/* edgeprune-c model "{model}" for {core}: generated by `edgeprune export c`.
+ * Weights and layer parameters are static const (flash); activations and kernel scratch
+ * share one static arena (RAM) laid out by edgeprune's planner. */
+#include <string.h>
+
+#include "edgeprune_model.h"
+#include "ep_config.h"
+#include "ep_kernels.h"
+
+/* Per-layer hooks (e.g. a cycle counter read); empty by default. */
+#ifndef EP_LAYER_BEGIN
+#define EP_LAYER_BEGIN(i) ((void)0)
+#endif
+#ifndef EP_LAYER_END
+#define EP_LAYER_END(i) ((void)0)
+#endif
+
+static uint32_t ep_arena[{arena_words}];   /* {arena} bytes */
+#define EP_A(off) ((int8_t *)ep_arena + (off))
+
+{decl}
+int8_t *edgeprune_input(void) {{ return EP_A({in_off}); }}
+int8_t *edgeprune_output(void) {{ return EP_A({out_off}); }}
+
+int edgeprune_invoke(const int8_t *in, int8_t *out) {{
+  if (in != EP_A({in_off})) memcpy(EP_A({in_off}), in, EDGEPRUNE_INPUT_BYTES);
+{body}  if (out != EP_A({out_off})) memcpy(out, EP_A({out_off}), EDGEPRUNE_OUTPUT_BYTES);
+  return 0;
+}}
+"""

@@ -1,0 +1,152 @@
+/* edgeprune-c: dense int8 convolution (NHWC input, OHWI weights), as TFLite's
+ * reference_integer_ops::ConvPerChannel computes it.
+ *
+ * ep_conv_dense_plain: im2col of one pixel into an int8 column, then one dot product per
+ *   output channel (cores without the DSP extension, e.g. Cortex-M0+).
+ *   Scratch `col`: K = k_h * k_w * in_c bytes.
+ * ep_conv_dense_dsp: im2col of two pixels into int16 columns, then a 2 x 2 block (two output
+ *   channels x two pixels) of SMLAD dual multiply-accumulates, four int8 weights per word
+ *   (the structure of CMSIS-NN's arm_nn_mat_mult_kernel_s8_s16, with the weights of two
+ *   channels interleaved word by word so that one pointer walks both).
+ *   Scratch `col`: 5 * K4 bytes (K4 = K rounded up to a multiple of 4).
+ */
+#include "ep_common.h"
+#include "ep_im2col.h"
+#include "ep_kernels.h"
+
+static int32_t dot_s8(const int8_t *x, const int8_t *w, int n) {
+  int32_t acc = 0;
+  int k = 0;
+  for (; k + 4 <= n; k += 4) {
+    acc += x[k] * w[k];
+    acc += x[k + 1] * w[k + 1];
+    acc += x[k + 2] * w[k + 2];
+    acc += x[k + 3] * w[k + 3];
+  }
+  for (; k < n; k++) acc += x[k] * w[k];
+  return acc;
+}
+
+void ep_conv_dense_plain(const ep_window *g, const ep_requant *q_arg, const int8_t *w,
+                         const int8_t *in, int8_t *out, int8_t *col) {
+  /* a local copy: stores through the int8 output cannot alias it, so its fields stay in
+   * registers instead of being reloaded for every output */
+  const ep_requant q_copy = *q_arg, *const q = &q_copy;
+  const int K = g->k_h * g->k_w * g->in_c;
+  for (int oy = 0; oy < g->out_h; oy++) {
+    for (int ox = 0; ox < g->out_w; ox++) {
+      ep_im2col_s8(g, in, oy, ox, (int8_t)q->in_zp, col);
+      const int8_t *wc = w;
+      for (int c = 0; c < g->out_c; c++) {
+        *out++ = ep_out(q, q->bias[c] + dot_s8(col, wc, K), c, EP_CONV_SINGLE_ROUNDING);
+        wc += K;
+      }
+    }
+  }
+}
+
+/* Columns of two output pixels A and B, interleaved: for each group g of four window
+ * elements, words 4g .. 4g+3 hold A's (x0, x2), A's (x1, x3), B's (x0, x2), B's (x1, x3) as
+ * int16 pairs, the pairs SXTB16 and SXTB16 ROR #8 make of four packed int8 weights. Elements
+ * past K are zero (their weights are zero too). `stage` (K4 bytes) holds the int8 column. */
+static void im2col_pair(const ep_window *g, const int8_t *in, int oy, int ox, int8_t zp,
+                        int K, int K4, int8_t *stage, uint32_t *col) {
+  ep_im2col_s8(g, in, oy, ox, zp, stage);
+  for (int j = K; j < K4; j++) stage[j] = 0;
+  for (int j = 0; j < K4; j += 4) {
+    const uint32_t v = ep_load32(stage + j);
+    col[0] = ep_sxtb16(v);
+    col[1] = ep_sxtb16_ror8(v);
+    col += 4;
+  }
+}
+
+/* Output channels c, c+1 (weight words interleaved: c's group g, then c+1's) times pixels
+ * A, B: acc = {A.c, B.c, A.c+1, B.c+1}. */
+EP_HOT static void block_2x2(const uint32_t *x, const uint32_t *w, int groups, int32_t *acc) {
+  int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+#pragma GCC unroll 2
+  for (int n = groups; n > 0; n--) {
+    const uint32_t va = w[0], vb = w[1];
+    w += 2;
+    const uint32_t x00 = x[0], x01 = x[1];          /* pixel A */
+    const uint32_t wa02 = ep_sxtb16(va), wa13 = ep_sxtb16_ror8(va);
+    a00 = ep_smlad(wa02, x00, a00);
+    a00 = ep_smlad(wa13, x01, a00);
+    const uint32_t wb02 = ep_sxtb16(vb), wb13 = ep_sxtb16_ror8(vb);
+    a10 = ep_smlad(wb02, x00, a10);
+    a10 = ep_smlad(wb13, x01, a10);
+    const uint32_t x10 = x[2], x11 = x[3];          /* pixel B */
+    x += 4;
+    a01 = ep_smlad(wa02, x10, a01);
+    a01 = ep_smlad(wa13, x11, a01);
+    a11 = ep_smlad(wb02, x10, a11);
+    a11 = ep_smlad(wb13, x11, a11);
+  }
+  acc[0] = a00; acc[1] = a01; acc[2] = a10; acc[3] = a11;
+}
+
+/* The last output channel of an odd out_c (its words in order) times pixels A, B. */
+EP_HOT static void block_1x2(const uint32_t *x, const uint32_t *w, int groups, int32_t *acc) {
+  int32_t a0 = acc[0], a1 = acc[1];
+  for (int n = groups; n > 0; n--) {
+    const uint32_t v = *w++;
+    const uint32_t w02 = ep_sxtb16(v), w13 = ep_sxtb16_ror8(v);
+    a0 = ep_smlad(w02, x[0], a0);
+    a0 = ep_smlad(w13, x[1], a0);
+    a1 = ep_smlad(w02, x[2], a1);
+    a1 = ep_smlad(w13, x[3], a1);
+    x += 4;
+  }
+  acc[0] = a0; acc[1] = a1;
+}
+
+/* w: the weights in ep_conv_dense_dsp's layout (see above), K4 = K rounded up to 4 zero-padded.
+ * col: scratch of 5 * K4 bytes, 4-byte aligned. */
+void ep_conv_dense_dsp(const ep_window *g, const ep_requant *q_arg, const uint32_t *w,
+                       const int8_t *in, int8_t *out, uint32_t *col) {
+  /* a local copy: stores through the int8 output cannot alias it, so its fields stay in
+   * registers instead of being reloaded for every output */
+  const ep_requant q_copy = *q_arg, *const q = &q_copy;
+  const int K = g->k_h * g->k_w * g->in_c;
+  const int K4 = (K + 3) & ~3, groups = K4 >> 2;
+  const int oc = g->out_c;
+  const int n_pix = g->out_h * g->out_w;
+  int8_t *stage = (int8_t *)(col + K4);
+  const int8_t zp = (int8_t)q->in_zp;
+  int oy = 0, ox = 0;
+  for (int p = 0; p < n_pix; p += 2) {
+    im2col_pair(g, in, oy, ox, zp, K, K4, stage, col);
+    if (++ox == g->out_w) { ox = 0; oy++; }
+    const int two = p + 1 < n_pix;
+    if (two) {
+      im2col_pair(g, in, oy, ox, zp, K, K4, stage, col + 2);
+      if (++ox == g->out_w) { ox = 0; oy++; }
+    } else {
+      for (int j = 0; j < groups; j++) {   /* odd last pixel: B = A, B's outputs not stored */
+        col[4 * j + 2] = col[4 * j];
+        col[4 * j + 3] = col[4 * j + 1];
+      }
+    }
+    int8_t *o0 = out + p * oc, *o1 = o0 + oc;
+    const uint32_t *wc = w;
+    int c = 0;
+    for (; c + 2 <= oc; c += 2) {
+      int32_t acc[4] = {q->bias[c], q->bias[c], q->bias[c + 1], q->bias[c + 1]};
+      block_2x2(col, wc, groups, acc);
+      wc += 2 * groups;
+      o0[c] = ep_out(q, acc[0], c, EP_CONV_SINGLE_ROUNDING);
+      o0[c + 1] = ep_out(q, acc[2], c + 1, EP_CONV_SINGLE_ROUNDING);
+      if (two) {
+        o1[c] = ep_out(q, acc[1], c, EP_CONV_SINGLE_ROUNDING);
+        o1[c + 1] = ep_out(q, acc[3], c + 1, EP_CONV_SINGLE_ROUNDING);
+      }
+    }
+    if (c < oc) {
+      int32_t acc[2] = {q->bias[c], q->bias[c]};
+      block_1x2(col, wc, groups, acc);
+      o0[c] = ep_out(q, acc[0], c, EP_CONV_SINGLE_ROUNDING);
+      if (two) o1[c] = ep_out(q, acc[1], c, EP_CONV_SINGLE_ROUNDING);
+    }
+  }
+}

@@ -1,0 +1,109 @@
+/* edgeprune-c: dense int8 fully-connected layer (weights [out_n][in_n]), as TFLite's
+ * reference_integer_ops::FullyConnectedPerChannel computes it.
+ *
+ * ep_fc_dense_plain: one dot product per output (cores without the DSP extension).
+ * ep_fc_dense_dsp: four output rows at a time; four inputs per load, expanded once into
+ *   int16 pairs (SXTB16) and shared by the four rows, whose weights (interleaved word by
+ *   word, so one pointer walks all four) are expanded the same way; SMLAD does two
+ *   multiply-accumulates. No scratch memory.
+ */
+#include "ep_common.h"
+#include "ep_im2col.h"
+#include "ep_kernels.h"
+
+void ep_fc_dense_plain(int batches, int in_n, int out_n, const ep_requant *q_arg, const int8_t *w,
+                       const int8_t *in, int8_t *out) {
+  /* a local copy: stores through the int8 output cannot alias it, so its fields stay in
+   * registers instead of being reloaded for every output */
+  const ep_requant q_copy = *q_arg, *const q = &q_copy;
+  for (int b = 0; b < batches; b++) {
+    const int8_t *wr = w;
+    for (int o = 0; o < out_n; o++) {
+      int32_t acc = q->bias[o];
+      int k = 0;
+      for (; k + 4 <= in_n; k += 4) {
+        acc += in[k] * wr[k];
+        acc += in[k + 1] * wr[k + 1];
+        acc += in[k + 2] * wr[k + 2];
+        acc += in[k + 3] * wr[k + 3];
+      }
+      for (; k < in_n; k++) acc += in[k] * wr[k];
+      *out++ = ep_out(q, acc, o, EP_FC_SINGLE_ROUNDING);
+      wr += in_n;
+    }
+    in += in_n;
+  }
+}
+
+/* w: for each block of four output rows o .. o+3: per group g of four inputs, the four rows'
+ * words (4 int8 weights each); then per remaining input k (in_n % 4 of them) one word holding
+ * w[o][k], w[o+1][k], w[o+2][k], w[o+3][k]. Rows past the last full block: each row's words,
+ * its last word zero-padded. */
+/* Four rows o .. o+3 over the first 4 * groups inputs; returns the weight pointer after them. */
+EP_HOT static const uint32_t *rows4(const int8_t *x, const uint32_t *wp, int groups, int32_t *acc) {
+  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+  for (int n = groups; n > 0; n--) {
+    const uint32_t xv = ep_load32(x);
+    x += 4;
+    const uint32_t x02 = ep_sxtb16(xv), x13 = ep_sxtb16_ror8(xv);
+    const uint32_t v0 = wp[0], v1 = wp[1];
+    a0 = ep_smlad(ep_sxtb16(v0), x02, a0);
+    a0 = ep_smlad(ep_sxtb16_ror8(v0), x13, a0);
+    a1 = ep_smlad(ep_sxtb16(v1), x02, a1);
+    a1 = ep_smlad(ep_sxtb16_ror8(v1), x13, a1);
+    const uint32_t v2 = wp[2], v3 = wp[3];
+    wp += 4;
+    a2 = ep_smlad(ep_sxtb16(v2), x02, a2);
+    a2 = ep_smlad(ep_sxtb16_ror8(v2), x13, a2);
+    a3 = ep_smlad(ep_sxtb16(v3), x02, a3);
+    a3 = ep_smlad(ep_sxtb16_ror8(v3), x13, a3);
+  }
+  acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+  return wp;
+}
+
+void ep_fc_dense_dsp(int batches, int in_n, int out_n, const ep_requant *q_arg, const uint32_t *w,
+                     const int8_t *in, int8_t *out) {
+  /* a local copy: stores through the int8 output cannot alias it, so its fields stay in
+   * registers instead of being reloaded for every output */
+  const ep_requant q_copy = *q_arg, *const q = &q_copy;
+  const int groups = in_n >> 2, n4 = in_n & ~3;
+  for (int b = 0; b < batches; b++) {
+    const uint32_t *wp = w;
+    int o = 0;
+    for (; o + 4 <= out_n; o += 4) {
+      int32_t acc[4] = {q->bias[o], q->bias[o + 1], q->bias[o + 2], q->bias[o + 3]};
+      wp = rows4(in, wp, groups, acc);
+      int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+      for (int k = n4; k < in_n; k++) {
+        const int32_t xv = in[k];
+        const uint32_t v = *wp++;
+        a0 += xv * (int8_t)(v & 0xff);
+        a1 += xv * (int8_t)((v >> 8) & 0xff);
+        a2 += xv * (int8_t)((v >> 16) & 0xff);
+        a3 += xv * (int8_t)(v >> 24);
+      }
+      out[o] = ep_out(q, a0, o, EP_FC_SINGLE_ROUNDING);
+      out[o + 1] = ep_out(q, a1, o + 1, EP_FC_SINGLE_ROUNDING);
+      out[o + 2] = ep_out(q, a2, o + 2, EP_FC_SINGLE_ROUNDING);
+      out[o + 3] = ep_out(q, a3, o + 3, EP_FC_SINGLE_ROUNDING);
+    }
+    for (; o < out_n; o++) {
+      const int8_t *x = in;
+      int32_t a0 = q->bias[o];
+      for (int n = groups; n > 0; n--) {
+        const uint32_t xv = ep_load32(x), v = *wp++;
+        x += 4;
+        a0 = ep_smlad(ep_sxtb16(v), ep_sxtb16(xv), a0);
+        a0 = ep_smlad(ep_sxtb16_ror8(v), ep_sxtb16_ror8(xv), a0);
+      }
+      if (n4 < in_n) {
+        uint32_t v = *wp++;
+        for (int k = n4; k < in_n; k++, v >>= 8) a0 += in[k] * (int8_t)(v & 0xff);
+      }
+      out[o] = ep_out(q, a0, o, EP_FC_SINGLE_ROUNDING);
+    }
+    in += in_n;
+    out += out_n;
+  }
+}
