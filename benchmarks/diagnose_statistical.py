@@ -3,10 +3,15 @@
 Runs the method with its two suspects switched on and off, at the same allocation, seed, epochs
 and schedule, and traces every decision:
 
-* ``bias``: biases pruned with their layer's weight threshold (DNS), or never pruned;
-* ``regrow``: soft masks with straight-through gradients, so pruned weights keep training and are
-  spliced back (DNS), or hard masks (a pruned weight is zeroed and stays pruned: the same
-  thresholds, no regrowth);
+* bias pruning: biases pruned with their layer's weight threshold (DNS), or never (``-nobias``);
+* regrowth: soft masks with straight-through gradients, so pruned weights keep training and are
+  spliced back (DNS), or hard masks (``-hard``: a pruned weight is zeroed and stays pruned: the
+  same thresholds, no regrowth);
+* ``v1`` is the method before issue 14; ``v2`` the method now, whose three fixes can be undone
+  one by one (``v2-undo-landing``, ``v2-undo-zero``, ``v2-undo-cadence``, combinable):
+  landing (the last decision drops the weakest kept weights instead of re-selecting the top-k of
+  all dense magnitudes), zero (spliced-back weights restart at 0 instead of their shadow value),
+  cadence (decisions as often as the cost estimate allows instead of at most 4 per epoch);
 * ``agp``: the AGP method (hard masks, magnitude, same allocation), the reference that does not
   collapse.
 
@@ -16,7 +21,7 @@ incoming weights are all pruned and whose bias is pruned or negative outputs rel
 input.
 
     benchmarks/diagnose_statistical.py --model lenet300100 --dataset fashion-mnist --epochs 10 \\
-        --sparsity 40x 80x --variants bias+regrow nobias+regrow bias+hard nobias+hard agp
+        --sparsity 40x 80x --variants v1 v1-nobias v1-hard v2 agp
 
 Rows go to benchmarks/results/diagnose_statistical.json (one per variant and sparsity, with the
 trace); `--report` renders benchmarks/results/diagnose_statistical.md from them.
@@ -55,6 +60,62 @@ def _dead_units(masks) -> dict:
     return out
 
 
+def make_variant(variant: str, methods):
+    """The method class of a variant name: 'agp', or the statistical method with one of its three
+    fixes undone ('v1' = all three undone = the method before issue 14) and suffixes
+    '-nobias' (biases never pruned) and '-hard' (hard masks: no regrowth)."""
+    from edgeprune.prune.methods.base import PruneMethod
+    if variant == "agp":
+        return methods["agp"]
+    base = methods["statistical"]
+    undo = set()
+    name = variant.replace("-nobias", "").replace("-hard", "")
+    if name == "v1":
+        undo = {"landing", "zero", "cadence"}
+    elif name.startswith("v2"):
+        undo = set(x for x in name.split("-undo-")[1:]) if "-undo-" in name else set()
+    else:
+        raise SystemExit(f"unknown variant {variant}")
+    attrs = {}
+    if "-hard" in variant:
+        attrs["soft"] = False
+    if "landing" in undo:
+        # v1: the last decision re-selected the top-k of all dense magnitudes, and a layer that
+        # fell under its goal did too (splicing shadow weights back in)
+        def _land(s, kept, new_kept, target_keep, last, prot):
+            nk = int(new_kept.sum())
+            if nk < target_keep or (last and nk > target_keep):
+                order = torch.argsort(s, descending=True, stable=True)
+                new_kept = torch.zeros_like(new_kept)
+                new_kept[order[:target_keep]] = True
+            return new_kept
+        attrs["_land"] = staticmethod(_land)
+    if "zero" in undo:
+        # v1: a spliced-back weight or bias came back with its straight-through shadow value
+        attrs["_splice_at_zero"] = lambda self, fam, back: None
+        orig_bias_rule = base._bias_rule
+
+        def _bias_rule(self, node, t):
+            mod = self.masks.layers[node]
+            if "bias" not in getattr(mod, "parametrizations", {}):
+                return
+            dense = self.masks.dense(mod, "bias")
+            before = dense.detach().clone()
+            orig_bias_rule(self, node, t)
+            with torch.no_grad():
+                dense.copy_(before)
+        attrs["_bias_rule"] = _bias_rule
+    if name == "v1":
+        # v1 recomputed the per-layer goals every 5th decision
+        def _goal_due(self, step):
+            return self._goal is None or self._n_updates % 5 == 1 or step >= self.sched["end"]
+        attrs["_goal_due"] = _goal_due
+    if "cadence" in undo:
+        # v1: at most 4 decisions per epoch (the base class's cap)
+        attrs["derive_schedule"] = PruneMethod.derive_schedule
+    return type(f"Statistical_{variant}", (base,), attrs)
+
+
 def run_variant(args, variant: str, sparsity: str, acc_dense: float) -> dict:
     from edgeprune.data import load_dataset
     from edgeprune.graph import extract
@@ -69,16 +130,9 @@ def run_variant(args, variant: str, sparsity: str, acc_dense: float) -> dict:
     model = build(args.model, num_classes=ds.num_classes)
     graph = extract(model)
     amount = parse_sparsity(sparsity)
-    if variant == "agp":
-        hook = METHODS["agp"](model, graph, PruneSpec(granularity=parse_granularity("weight"),
-                                                      amount=amount, seed=args.seed))
-    else:
-        bias, regrow = variant.split("+")
-        cls = METHODS["statistical"]
-        if regrow == "hard":
-            cls = type("StatisticalHard", (cls,), {"soft": False})
-        hook = cls(model, graph, PruneSpec(granularity=parse_granularity("weight"), amount=amount,
-                                           seed=args.seed, prune_bias=(bias == "bias")))
+    spec = PruneSpec(granularity=parse_granularity("weight"), amount=amount, seed=args.seed,
+                     prune_bias="nobias" not in variant)
+    hook = make_variant(variant, METHODS)(model, graph, spec)
 
     class Before(TrainHook):
         """Runs before the method in after_step: the accuracy the decision starts from."""
@@ -206,9 +260,10 @@ def main() -> None:
     p.add_argument("--lr-schedule", default="cosine", choices=("constant", "cosine"))
     p.add_argument("--sparsity", nargs="+", default=["40x", "80x"])
     p.add_argument("--variants", nargs="+",
-                   default=["bias+regrow", "nobias+regrow", "bias+hard", "nobias+hard", "agp"])
+                   default=["v1", "v1-nobias", "v1-hard", "v1-nobias-hard", "v2-undo-zero-undo-cadence",
+                            "v2-undo-cadence", "v2", "v2-nobias", "v2-hard", "agp"])
     p.add_argument("--every", type=int, default=10, help="trace every n-th decision")
-    p.add_argument("--method-rev", default="v1", help="label of the method version under test")
+    p.add_argument("--method-rev", default="issue14", help="label of the code version under test")
     p.add_argument("--report", action="store_true")
     args = p.parse_args()
     if args.report:

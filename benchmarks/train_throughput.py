@@ -8,7 +8,12 @@ alike; reports the median ms/step and the ratio to the NCHW dense step of the sa
 * ``channels_last``: model and data in NHWC (what `edgeprune.train.Trainer` does since
   TrainConfig.channels_last);
 * ``soft_masks``: channels_last plus the statistical method's soft (straight-through) masks on
-  every conv/linear weight and bias - the per-step cost of pruning between decisions.
+  every conv/linear weight and bias - the per-step cost of pruning between decisions;
+* ``decision``: one mask update of the statistical method (weight granularity, memory, 80x; the
+  mean over a simulated window of 50 decisions, goals recomputed at every quarter as in a run),
+  in ms and in training steps. ``decision_cost_k`` = steps x batch x MACs / prunable weights:
+  the constant of the method's cost estimate (edgeprune/prune/methods/statistical.py,
+  DECISION_COST), which sets how often it can afford to decide.
 
     benchmarks/train_throughput.py --models lenet5 lenet300100 --steps 20 --repeats 5
 
@@ -65,6 +70,27 @@ def _time_steps(model, opt, x, y, batch: int, steps: int) -> float:
     return (time.perf_counter() - t) / steps * 1000.0
 
 
+def _decision_ms(name: str, decisions: int = 50) -> tuple:
+    """Mean ms of Statistical.update_masks over a simulated pruning window; (ms, n_weights, macs)."""
+    from edgeprune.graph import extract
+    from edgeprune.models import build
+    from edgeprune.prune.masks import parse_granularity
+    from edgeprune.prune.methods import METHODS, PruneSpec
+    torch.manual_seed(0)
+    model = build(name)
+    graph = extract(model)
+    h = METHODS["statistical"](model, graph, PruneSpec(granularity=parse_granularity("weight"),
+                                                       amount=1 - 1 / 80))
+    h.sched = {"start": 0, "end": decisions, "interval": 1}
+    t = time.perf_counter()
+    for step in range(1, decisions + 1):
+        h.update_masks(step, 0.0)
+    ms = (time.perf_counter() - t) / decisions * 1000.0
+    n_weights = sum(int(m.weight.numel()) for m in h.masks.layers.values())
+    macs = sum(n.macs for n in graph.compute_nodes())
+    return ms, n_weights, macs
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["lenet5", "lenet300100"])
@@ -90,6 +116,17 @@ def main() -> None:
                    "command": command_line()}
             rows.append(row)
             print(f"{name:14s} {v:14s} {med:8.2f} ms/step  x{med / base:.3f}", flush=True)
+        step_ms = statistics.median(times["soft_masks"])
+        dec = [_decision_ms(name) for _ in range(3)]
+        dms = statistics.median(d[0] for d in dec)
+        _, n_w, macs = dec[0]
+        k = dms / step_ms * args.batch * macs / n_w
+        rows.append({"model": name, "variant": "decision", "batch": args.batch, "threads": 1,
+                     "ms_per_decision": round(dms, 2), "steps_per_decision": round(dms / step_ms, 3),
+                     "prunable_weights": n_w, "macs": macs, "decision_cost_k": round(k, 1),
+                     "command": command_line()})
+        print(f"{name:14s} decision       {dms:8.2f} ms = {dms / step_ms:.2f} steps  k={k:.0f}",
+              flush=True)
     upsert_rows("train_throughput.json", rows, key=("model", "variant", "batch", "threads"))
 
 
