@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-METHOD_NAMES = ("statistical", "activation_density", "filter_while_training", "agp", "random_init")
+METHOD_NAMES = ("statistical", "activation_density", "filter_while_training", "agp", "random_init",
+                "reconstruct")
 
 
 def register(subparsers) -> None:
@@ -28,6 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--budget", action="append", default=[], metavar="METRIC=VALUE[,...]",
                    help="latency_ms=5, flash_kb=32,ram_kb=16, macs=300k, params=2k, fps=20000, "
                         "lut=20000 ... (repeatable); pruning stops once all are met")
+    p.add_argument("--calibration", type=int, default=1000, metavar="N",
+                   help="--method reconstruct: unlabelled training images it reconstructs on [1000]")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -59,7 +62,8 @@ def run(args) -> int:
         batch_size=args.batch_size, lr_schedule=args.lr_schedule, weights=args.weights, trust_pickle=args.trust_pickle,
         resume=args.resume, baseline=not args.no_baseline,
         max_steps_per_epoch=args.max_steps_per_epoch, progress=not args.quiet,
-        max_acc_drop=args.max_acc_drop, n_train=args.n_train, n_test=args.n_test)
+        max_acc_drop=args.max_acc_drop, n_train=args.n_train, n_test=args.n_test,
+        calibration=args.calibration)
     res = run_prune(cfg, args.out)
     s = res.summary
     if res.out_dir is not None:
