@@ -94,7 +94,8 @@ class CalibrationSaliency(Criterion):
 
 
 class _LayerStats:
-    """H = X_p^T X_p and C = X_d^T X_p per conv group, over im2col rows (+ a ones column)."""
+    """Per conv group, over im2col rows (+ a ones column): H = X_p^T X_p, C = X_d^T X_p and
+    D = X_d^T X_d (D gives the layer's reconstruction error without another pass)."""
 
     def __init__(self, mod: nn.Module):
         self.mod = mod
@@ -102,33 +103,56 @@ class _LayerStats:
         self.bias = getattr(mod, "bias", None) is not None
         self.H: Optional[torch.Tensor] = None      # (G, d, d) float64
         self.C: Optional[torch.Tensor] = None
+        self.D: Optional[torch.Tensor] = None
         self.rows = 0
 
     def patches(self, x: torch.Tensor) -> torch.Tensor:
-        """(rows, G, d) inputs of the layer's dot products, ones column last when biased."""
+        """(G, rows, d) inputs of the layer's dot products, ones column last when biased."""
         m = self.mod
         if isinstance(m, nn.Conv2d):
             if isinstance(m.padding, str):
                 raise PruneError(f"reconstruct: conv padding '{m.padding}' is not supported")
-            cols = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=m.padding,
-                            stride=m.stride)                          # (N, C*kh*kw, L)
+            cols = F.unfold(x.contiguous(), m.kernel_size, dilation=m.dilation,
+                            padding=m.padding, stride=m.stride)       # (N, C*kh*kw, L)
             n, d, L = cols.shape
             cols = cols.transpose(1, 2).reshape(n * L, self.groups, d // self.groups)
         else:
             cols = x.reshape(-1, x.shape[-1])[:, None, :]
-        cols = cols.double()
         if self.bias:
             cols = torch.cat([cols, torch.ones(cols.shape[0], cols.shape[1], 1,
                                                dtype=cols.dtype)], 2)
-        return cols
+        return cols.transpose(0, 1)
 
-    def add(self, xd: torch.Tensor, xp: torch.Tensor) -> None:
-        pd, pp = self.patches(xd), self.patches(xp)
-        h = torch.einsum("ngi,ngj->gij", pp, pp)
-        c = torch.einsum("ngi,ngj->gij", pd, pp)
-        self.H = h if self.H is None else self.H + h
-        self.C = c if self.C is None else self.C + c
-        self.rows += pp.shape[0]
+    @staticmethod
+    def _acc(total: Optional[torch.Tensor], a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        # float32 BLAS products per batch (LeNet-5's conv2: 6,400 rows x 501 columns per 100
+        # images), summed in float64 over batches
+        prod = (a.transpose(1, 2) @ b).double()
+        return prod if total is None else total + prod
+
+    def add(self, xd: torch.Tensor, xp: Optional[torch.Tensor]) -> None:
+        """One batch; xp None: the pruned layer sees the dense inputs (H = C = D)."""
+        pd = self.patches(xd)
+        if xp is None:
+            self.D = self._acc(self.D, pd, pd)
+            self.H, self.C = self.D, self.D
+        else:
+            pp = self.patches(xp)
+            self.H = self._acc(self.H, pp, pp)
+            self.C = self._acc(self.C, pd, pp)
+            self.D = self._acc(self.D, pd, pd)
+        self.rows += pd.shape[1]
+
+    def rel_error(self, W: torch.Tensor, Wn: torch.Tensor, rows: torch.Tensor) -> float:
+        """||X_d W^T - X_p Wn^T|| / ||X_d W^T|| over the output rows `rows` (G, O/G) bool."""
+        num = den = 0.0
+        for g in range(W.shape[0]):
+            w, wn = W[g][rows[g]], Wn[g][rows[g]]
+            d = float(torch.einsum("oi,ij,oj->", w, self.D[g], w))
+            num += d - 2 * float(torch.einsum("oi,ij,oj->", w, self.C[g], wn)) \
+                + float(torch.einsum("oi,ij,oj->", wn, self.H[g], wn))
+            den += d
+        return math.sqrt(max(num, 0.0) / max(den, 1e-30))
 
 
 def _weight_rows(mod: nn.Module, w: torch.Tensor, b: Optional[torch.Tensor]) -> torch.Tensor:
@@ -160,34 +184,45 @@ class Reconstruct(PruneMethod):
         self.errors: Dict[str, float] = {}
 
     # ------------------------------------------------------------------ calibration passes
-    def _inputs(self, dense: nn.Module, node: str, x: torch.Tensor):
-        """Yield (dense input, pruned input) of `node` per calibration batch."""
-        mod_p = self.masks.node_module[node]
-        target = self.graph[node].target
-        mod_d = dict(dense.named_modules())[target]
-        for i in range(0, len(x), BATCH):
-            xb = x[i:i + BATCH]
-            got = {}
-
-            def grab(key):
-                def hook(_m, args):
-                    got[key] = args[0].detach()
+    def _forward_grab(self, model: nn.Module, mods: Dict[str, nn.Module], xb: torch.Tensor,
+                      stop_at: Optional[str]) -> Dict[str, torch.Tensor]:
+        """Inputs of `mods` on one batch (the pass stops at `stop_at` when given)."""
+        got: Dict[str, torch.Tensor] = {}
+        hooks = []
+        for key, mod in mods.items():
+            def hook(_m, args, key=key):
+                got[key] = args[0].detach()
+                if key == stop_at:
                     raise _Stop
-                return hook
-            for key, model, mod in (("d", dense, mod_d), ("p", self.model, mod_p)):
-                h = mod.register_forward_pre_hook(grab(key))
-                try:
-                    with torch.no_grad():
-                        model(xb)
-                except _Stop:
-                    pass
-                finally:
-                    h.remove()
-            yield got["d"], got["p"]
+            hooks.append(mod.register_forward_pre_hook(hook))
+        try:
+            model(xb)
+        except _Stop:
+            pass
+        finally:
+            for h in hooks:
+                h.remove()
+        return got
+
+    def _dense_stats(self, dense: nn.Module, x: torch.Tensor, nodes: List[str]) -> Dict[str, _LayerStats]:
+        """Stats of every layer in `nodes` with the dense inputs (one pass over the data)."""
+        by_target = dict(dense.named_modules())
+        mods = {n: by_target[self.graph[n].target] for n in nodes}
+        stats = {n: _LayerStats(self.masks.node_module[n]) for n in nodes}
+        for i in range(0, len(x), BATCH):
+            got = self._forward_grab(dense, mods, x[i:i + BATCH], None)
+            for n in nodes:
+                stats[n].add(got[n], None)
+        return stats
 
     def _stats(self, dense: nn.Module, node: str, x: torch.Tensor) -> _LayerStats:
+        """Stats of one layer: dense inputs vs the inputs the pruned model gives it now."""
+        mod_d = dict(dense.named_modules())[self.graph[node].target]
         st = _LayerStats(self.masks.node_module[node])
-        for xd, xp in self._inputs(dense, node, x):
+        for i in range(0, len(x), BATCH):
+            xb = x[i:i + BATCH]
+            xd = self._forward_grab(dense, {node: mod_d}, xb, node)[node]
+            xp = self._forward_grab(self.model, {node: self.masks.node_module[node]}, xb, node)[node]
             st.add(xd, xp)
         return st
 
@@ -221,8 +256,8 @@ class Reconstruct(PruneMethod):
             for rows, s in blocks:
                 if s.numel() == 0:
                     continue
-                L = torch.linalg.cholesky(Hl[g][s][:, s])
-                sol = torch.cholesky_solve(R[g][rows][:, s].T, L).T      # (rows, |S|)
+                L = torch.linalg.cholesky(Hl[g][s[:, None], s[None, :]])
+                sol = torch.cholesky_solve(R[g][rows[:, None], s[None, :]].T, L).T   # (rows, |S|)
                 out[g, rows[:, None], s[None, :]] = sol
                 if want_diag:
                     dinv[g, rows[:, None], s[None, :]] = torch.diagonal(torch.cholesky_inverse(L))
@@ -239,13 +274,12 @@ class Reconstruct(PruneMethod):
                 self.masks.dense(mod, "bias").copy_(rows[:, :, nw].reshape(-1).to(w.dtype))
         if keep_w is not None:
             self.masks.weight_masks[node] = keep_w[:, :, :nw].reshape(w.shape).clone()
-        del g
 
     def _rows_of(self, node: str) -> torch.Tensor:
-        mod = self.masks.node_module[node]
-        w = self.masks.dense(mod, "weight").detach()
-        b = self.masks.dense(mod, "bias").detach() if getattr(mod, "bias", None) is not None else None
-        return _weight_rows(mod, w, b)
+        """The dense layer's rows (the reconstruction target and the ridge's centre)."""
+        mod = dict(self._dense.named_modules())[self.graph[node].target]
+        b = mod.bias.detach() if getattr(mod, "bias", None) is not None else None
+        return _weight_rows(mod, mod.weight.detach(), b)
 
     def _effective_keep(self, node: str) -> torch.Tensor:
         """(G, O/G, d) support allowed by the masks (channel masks included); bias column kept."""
@@ -256,6 +290,17 @@ class Reconstruct(PruneMethod):
         if getattr(mod, "bias", None) is not None:
             keep = torch.cat([keep, torch.ones(keep.shape[0], keep.shape[1], 1, dtype=torch.bool)], 2)
         return keep
+
+    def _kept_rows(self, node: str) -> torch.Tensor:
+        """(G, O/G) output rows not removed by a channel mask."""
+        mod = self.masks.node_module[node]
+        keep = torch.ones(mod.weight.shape[0], dtype=torch.bool)
+        for g in self.graph.prunable_groups():
+            for mem in g.members:
+                if mem.node == node and mem.role in ("out", "dw"):
+                    keep[mem.offset:mem.offset + g.size] &= self.masks.channel_keep[g.id]
+        grp = getattr(mod, "groups", 1)
+        return keep.reshape(grp, -1)
 
     # ------------------------------------------------------------------ the two granularities
     def _prune_layer_weights(self, node: str, st: _LayerStats, n_keep: int) -> None:
@@ -283,14 +328,15 @@ class Reconstruct(PruneMethod):
             kept = int(prunable.sum())
             cur, dinv = self._solve_rows(Hl, R, keep, want_diag=kept > n_keep)
         self._write(node, cur, keep)
+        self.errors[node] = st.rel_error(rows, cur, self._kept_rows(node))
 
     def _resolve_layer(self, node: str, st: _LayerStats) -> None:
         """Re-solve the kept weights of a layer on its current support (shared by its rows)."""
         rows = self._rows_of(node)
         Hl, R = self._targets(st, rows)
-        keep = self._effective_keep(node)
-        cur, _ = self._solve_rows(Hl, R, keep, want_diag=False)
+        cur, _ = self._solve_rows(Hl, R, self._effective_keep(node), want_diag=False)
         self._write(node, cur, None)
+        self.errors[node] = st.rel_error(rows, cur, self._kept_rows(node))
 
     def _weight_saliency(self, node: str, st: _LayerStats) -> torch.Tensor:
         """OBS saliency of every weight with the full support: W*^2 / [H_l^-1]_qq."""
@@ -304,33 +350,31 @@ class Reconstruct(PruneMethod):
         sal = (wstar * wstar / d)[:, :, :w[0].numel()]
         return sal.reshape(w.shape).float()
 
-    def _channel_saliency(self, dense: nn.Module, x: torch.Tensor) -> Dict[int, torch.Tensor]:
+    def _channel_saliency(self, stats: Dict[str, _LayerStats]) -> Dict[int, torch.Tensor]:
         """Per group, the OBS increase of the consumers' output error when a channel's input
-        columns are removed and the others compensate (summed over consumers)."""
+        columns are removed and the others compensate (summed over consumers), from each
+        consumer's latest statistics."""
         out: Dict[int, torch.Tensor] = {}
-        stats: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
+        cache: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
         for grp in self.graph.prunable_groups():
             if grp.size < 2:
                 continue
             score = torch.zeros(grp.size, dtype=torch.float64)
             for mem in grp.members:
-                if mem.role != "in" or mem.node not in self.masks.layers:
+                if mem.role != "in" or mem.node not in stats:
                     continue
                 mod = self.masks.node_module[mem.node]
                 if getattr(mod, "groups", 1) != 1:
                     continue
-                if mem.node not in stats:
-                    st = self._stats(dense, mem.node, x)
-                    rows = self._rows_of(mem.node)
-                    Hl, R = self._targets(st, rows)
+                if mem.node not in cache:
+                    Hl, R = self._targets(stats[mem.node], self._rows_of(mem.node))
                     Hinv = torch.linalg.inv(Hl[0])
-                    stats[mem.node] = (R[0] @ Hinv, Hinv)
-                wstar, Hinv = stats[mem.node]
+                    cache[mem.node] = (R[0] @ Hinv, Hinv)
+                wstar, Hinv = cache[mem.node]
                 per = mem.repeat * (mod.kernel_size[0] * mod.kernel_size[1]
                                     if isinstance(mod, nn.Conv2d) else 1)
                 for c in range(grp.size):
-                    lo = (mem.offset + c) * per
-                    q = slice(lo, lo + per)
+                    q = slice((mem.offset + c) * per, (mem.offset + c + 1) * per)
                     wq = wstar[:, q]
                     score[c] += float(torch.einsum("oi,ij,oj->", wq, torch.linalg.inv(Hinv[q, q]), wq))
             out[grp.id] = score.float()
@@ -364,42 +408,53 @@ class Reconstruct(PruneMethod):
     def prune_once(self, x: torch.Tensor) -> None:
         """Prune and reconstruct with calibration inputs `x` (model's input shape, no labels)."""
         self.model.eval()
-        dense = plain_copy(self.model).eval()
+        self._dense = dense = plain_copy(self.model).eval()
+        if x.dim() == 4:   # NHWC: oneDNN's conv and pooling are 1.5x faster (train.py)
+            x = x.contiguous(memory_format=torch.channels_last)
+            dense.to(memory_format=torch.channels_last)
+            self.model.to(memory_format=torch.channels_last)
         before = self.figures()
         order = self._compute_order()
+        stats = self._dense_stats(dense, x, order)     # one pass: every layer, dense inputs
         if self.spec.granularity.kind == "weight":
             for node in order:   # saliencies for the allocation, on the dense model
-                self.criterion.weights[node] = self._weight_saliency(node, self._stats(dense, node, x))
+                self.criterion.weights[node] = self._weight_saliency(node, stats[node])
             amount = self._amount_for_budgets() if self.spec.budgets else self.goal_amount()
             sel = self._select_amount(amount)
             n_keep = {f.node: int(f.n - int(sel[f.key].sum())) for f in self._fams}
-            for node in order:   # cascade: inputs from the layers already pruned and re-solved
-                st = self._stats(dense, node, x)
+            for i, node in enumerate(order):
+                # cascade: inputs from the layers already pruned and re-solved (the first
+                # layer reads the model input, unchanged)
+                st = stats[node] if i == 0 else self._stats(dense, node, x)
                 self._prune_layer_weights(node, st, n_keep[node])
                 self.masks.refresh()
-                self.errors[node] = self._rel_error(dense, node, x)
         else:
             goal = self.goal_amount()
             if self.spec.budgets:
-                self.criterion.channels = self._channel_saliency(dense, x)
+                self.criterion.channels = self._channel_saliency(stats)
                 goal = self._amount_for_budgets()
             kept_frac, amount = 1.0, 0.0
+            for node in order:
+                self.errors[node] = 0.0
             while amount < goal - 1e-9:
                 # halving rounds: scores are re-estimated on the reconstructed model each time
                 kept_frac = max(1.0 - goal, kept_frac / 2)
                 amount = 1.0 - kept_frac
-                self.criterion.channels = self._channel_saliency(dense, x)
+                self.criterion.channels = self._channel_saliency(stats)
                 sel = self._select_amount(amount)
                 prev = {gid: k.clone() for gid, k in self.masks.channel_keep.items()}
                 apply_selection(self.masks, self._fams, sel, self.spec.granularity)
                 for gid, k in prev.items():      # a round never brings a channel back
                     self.masks.channel_keep[gid] &= k
                 self.masks.refresh()
-                for node in order:
-                    self._resolve_layer(node, self._stats(dense, node, x))
+                for i, node in enumerate(order):
+                    if i > 0:
+                        stats[node] = self._stats(dense, node, x)
+                    self._resolve_layer(node, stats[node])
                     self.masks.refresh()
-            for node in order:
-                self.errors[node] = self._rel_error(dense, node, x)
+        if x.dim() == 4:
+            self.model.to(memory_format=torch.contiguous_format)
+        del self._dense
         self.masks.harden()
         self.amount = self._amount_reached()
         after = self.figures()
@@ -427,23 +482,6 @@ class Reconstruct(PruneMethod):
             tot += float(r.sum())
             rem += float(r[gone].sum())
         return rem / tot if tot else 0.0
-
-    def _rel_error(self, dense: nn.Module, node: str, x: torch.Tensor) -> float:
-        """||y_dense - y_pruned|| / ||y_dense|| of the layer's outputs on the calibration set,
-        over the output channels it keeps (a removed channel's consumers compensate for it)."""
-        mod_p = self.masks.node_module[node]
-        mod_d = dict(dense.named_modules())[self.graph[node].target]
-        keep = torch.ones(mod_p.weight.shape[0], dtype=torch.bool)
-        for g in self.graph.prunable_groups():
-            for mem in g.members:
-                if mem.node == node and mem.role in ("out", "dw"):
-                    keep[mem.offset:mem.offset + g.size] &= self.masks.channel_keep[g.id]
-        num = den = 0.0
-        for xd, xp in self._inputs(dense, node, x):
-            yd, yp = mod_d(xd)[:, keep], mod_p(xp)[:, keep]
-            num += float(((yd - yp) ** 2).sum())
-            den += float((yd ** 2).sum())
-        return math.sqrt(num / max(den, 1e-30))
 
     # ------------------------------------------------------------------ not a training hook
     def on_train_begin(self, trainer) -> None:
