@@ -12,6 +12,7 @@ and schedule, and traces every decision:
   landing (the last decision drops the weakest kept weights instead of re-selecting the top-k of
   all dense magnitudes), zero (spliced-back weights restart at 0 instead of their shadow value),
   cadence (decisions as often as the cost estimate allows instead of at most 4 per epoch);
+* suffix ``-everyN``: a decision every N steps whatever it costs (PruneSpec.interval);
 * ``agp``: the AGP method (hard masks, magnitude, same allocation), the reference that does not
   collapse.
 
@@ -69,7 +70,8 @@ def make_variant(variant: str, methods):
         return methods["agp"]
     base = methods["statistical"]
     undo = set()
-    name = variant.replace("-nobias", "").replace("-hard", "")
+    name = "-".join(t for t in variant.split("-") if t not in ("nobias", "hard")
+                    and not t.startswith("every"))
     if name == "v1":
         undo = {"landing", "zero", "cadence"}
     elif name.startswith("v2"):
@@ -130,8 +132,9 @@ def run_variant(args, variant: str, sparsity: str, acc_dense: float) -> dict:
     model = build(args.model, num_classes=ds.num_classes)
     graph = extract(model)
     amount = parse_sparsity(sparsity)
+    every = [int(t[5:]) for t in variant.split("-") if t.startswith("every")]
     spec = PruneSpec(granularity=parse_granularity("weight"), amount=amount, seed=args.seed,
-                     prune_bias="nobias" not in variant)
+                     prune_bias="nobias" not in variant, interval=every[0] if every else None)
     hook = make_variant(variant, METHODS)(model, graph, spec)
 
     class Before(TrainHook):

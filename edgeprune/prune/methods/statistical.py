@@ -19,27 +19,37 @@ The forward uses W * T; the gradient of the masked weights updates *every* dense
 What differs from DNS (where c_k, the mask-update probability (1 + gamma * iter)^-power and the
 stop iteration are hand-tuned per layer) is that nothing is tuned here; the schedule is derived:
 
-* Decisions every ``interval`` steps (about 200 over the pruning window, at most 4 per epoch;
-  see base.py), the statistics recomputed each time over the *surviving* weights.
+* Decisions every ``interval`` steps: as often as DECISION_BUDGET (5 %) of the training time
+  allows by a cost estimate of a decision (derive_schedule), at least 4 per epoch and at most
+  about 200 over the window; the statistics are recomputed each time over the *surviving* weights.
 * c_k is derived from where the layer must be: its kept count follows the cubic trajectory of
   Zhu & Gupta 2017 from dense to its goal, n_keep(p) = n - (n - n*_k) (1 - (1 - p)^3) at
   progress p of the pruning window (fast early, slow at the end, when the survivors matter most).
   c_k is the value that puts t_k = mu_k + c_k sigma_k where the rule above, hysteresis included,
-  leaves exactly n_keep(p) weights kept (found by bisection on t; the kept count falls as t
-  grows): c_k = (t_k - mu_k) / sigma_k. Weights that grew past 1.1 t_k are spliced back and as
+  leaves exactly n_keep(p) weights kept (a selection: t is the (n_keep + 1)-th largest of
+  |w| / 0.9 over kept and |w| / 1.1 over pruned weights): c_k = (t_k - mu_k) / sigma_k. Weights that grew past 1.1 t_k are spliced back and as
   many weaker ones drop out. (A closed form from an exponential-tail model of the magnitudes,
   c_k = -1 + ln(d_k / d*_k) / n for a constant decay rate, stalls on real, lighter tails:
   measured on LeNet-5, sparsity stayed near 80 % until the window's end; aiming at the m-th
   smallest survivor without counting the hysteresis left the last decision a large catch-up.)
 * The goal density d*_k of each layer comes from the orientation (orientation.select at the
   run's amount: memory / workload / target), i.e. the one number every method shares.
-* Guards: a decision never prunes a layer past its goal (it keeps the d*_k best instead), the
-  last decision lands exactly on the goal, and a layer at its goal keeps its last threshold
-  (weights can still swap in and out across the hysteresis band).
+* Guards: a decision never prunes a layer past its goal, the last decision lands exactly on the
+  goal, both by moving the fewest weights (the weakest of those the rule keeps are dropped, or
+  the strongest of those kept before come back), and a layer at its goal keeps its last
+  threshold (weights can still swap in and out across the hysteresis band).
+* A weight spliced back restarts at 0 (as in RigL): its straight-through shadow value was moved
+  by the optimiser while it did not act on the loss, and splicing it in at that value changed the
+  function at once (see _splice_at_zero and benchmarks/diagnose_statistical.py).
 * After the window the masks are hardened; the last quarter of training fine-tunes.
 
 Biases are pruned with their layer's threshold (as DNS does) at weight granularity; that is what
-lets whole units die and fold away (params_compression counts biases).
+lets whole units die and fold away (params_compression counts biases). A bias spliced back
+restarts at 0 too.
+
+Issue 14 (LeNet-300-100 / Fashion-MNIST collapsing at 40x-80x) traced the collapse to
+regrowth, not to bias pruning alone: the fixes above (landing, splice at zero, cadence) are
+measured one by one in benchmarks/results/diagnose_statistical.md.
 """
 from __future__ import annotations
 
