@@ -63,9 +63,10 @@ from ..orientation import protected, resource
 
 # Cost of one decision in training steps ~= DECISION_COST x prunable weights / (batch x MACs of
 # one sample): a decision is a few passes over every weight, a step about 3 x batch x MACs.
-# Measured 1,014-1,200 on LeNet-5 and LeNet-300-100 (benchmarks/train_throughput.py, variant
-# "decision", column decision_cost_k; rows in benchmarks/results/train_throughput.json).
-DECISION_COST = 1100.0
+# Measured 661-885 on LeNet-5, LeNet-300-100, ResNet-8 and DS-CNN, median 761
+# (benchmarks/train_throughput.py, variant "decision", column decision_cost_k; rows in
+# benchmarks/results/train_throughput.json).
+DECISION_COST = 760.0
 # Share of the training time the decisions may take: the interval between two decisions is at
 # least the decision's cost divided by this (the issue-14 goal is <= 10 % overhead per epoch,
 # soft masks themselves take 1-5 % of a LeNet-5 step).
