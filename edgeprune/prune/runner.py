@@ -259,7 +259,7 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
 
         # ---- the dense reference
         acc_source = None
-        one_shot = bool(getattr(probe_cls(cfg), "retraining_free", False))
+        one_shot = bool(getattr(_method_cls(cfg), "retraining_free", False))
         if one_shot and not cfg.weights and cfg.model in _zoo_names():
             raise PruneError(f"--method {cfg.method} prunes a trained model without training: pass "
                              f"--weights W (its state_dict) or a trained .pt2 / output directory")
@@ -358,7 +358,7 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
             shutil.rmtree(work, ignore_errors=True)
 
 
-def probe_cls(cfg: PruneConfig):
+def _method_cls(cfg: PruneConfig):
     from .methods import METHODS
     return METHODS.get(cfg.method)
 
