@@ -280,8 +280,9 @@ def retraining_free_section():
         lines += [""] + reach
         cli = [r for r in _rows() if r.get("experiment") == "retraining_free_cli"
                and (r["model"], r["dataset"], r["dense_epochs"]) == (model, ds, dep)]
+        root = str(Path(__file__).resolve().parent.parent) + "/"
         for r in cli:
-            lines.append(f"- whole command, seed {r['seed']}: `{r['cli']}` took {r['wall_s']} s "
+            lines.append(f"- whole command, seed {r['seed']}: `{r['cli'].replace(root, '')}` took {r['wall_s']} s "
                          f"wall ({r['params_compression']:.1f}x, {100 * r['acc_dense']:.2f} -> "
                          f"{100 * r['acc_pruned']:.2f} %)")
         lines.append("")

@@ -97,7 +97,8 @@ def cli_time(args, seed: int, weights: Path) -> None:
            "dataset": args.dataset, "method": "reconstruct", "granularity": "weight",
            "orientation": "memory", "goal": "10x", "epochs": 0, "dense_epochs": args.epochs,
            "lr_schedule": args.lr_schedule, "seed": seed, "calibration_images": 1000,
-           "cli": " ".join(["edgeprune"] + cmd[3:-1] + ["OUT"]), "wall_s": round(wall, 1),
+           "cli": " ".join(["edgeprune"] + cmd[3:-1] + ["OUT"]).replace(str(ROOT) + "/", ""),
+           "wall_s": round(wall, 1),
            "acc_dense": s["acc_dense"], "acc_pruned": s["acc_pruned"],
            "params_compression": round(s["params_compression"], 3), "command": command_line()}
     upsert_rows("pruning.json", [row], key=RF_KEY)
