@@ -239,11 +239,11 @@ def report() -> None:
              "trace). loss = dense - pruned test accuracy (pt); min acc = lowest end-of-epoch test "
              "accuracy of the run; dead = hidden units with every incoming weight pruned and no "
              "positive bias; regrown = weights spliced back over the run.", "",
-             "| model | dataset | ep | seed | method rev | goal | variant | params x | acc dense | acc pruned | loss (pt) | min acc | dead units (final) | biases kept | regrown |",
+             "| model | dataset | ep | lr | seed | goal | variant | params x | acc dense | acc pruned | loss (pt) | min acc | dead units (final) | biases kept | regrown |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["model"], r["dataset"], r["method_rev"], r["sparsity"], r["variant"])):
+    for r in sorted(rows, key=lambda r: (r["model"], r["dataset"], r["lr_schedule"], r["sparsity"], r["variant"])):
         lines.append(
-            f"| {r['model']} | {r['dataset']} | {r['epochs']} | {r['seed']} | {r['method_rev']} | {r['sparsity']} | "
+            f"| {r['model']} | {r['dataset']} | {r['epochs']} | {r['lr_schedule']} | {r['seed']} | {r['sparsity']} | "
             f"{r['variant']} | {r['params_compression']:.1f} | {100 * r['acc_dense']:.2f} | "
             f"{100 * r['acc_pruned']:.2f} | {r['loss_pt']:.2f} | {100 * r['min_test_acc']:.2f} | "
             f"{json.dumps(r['dead_units_final'])} | {json.dumps(r['bias_kept_final']) or '-'} | "
