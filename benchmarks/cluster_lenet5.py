@@ -104,7 +104,8 @@ def torch_magnitude_prune(args, out: Path) -> None:
                 prune.global_unstructured(targets, pruning_method=prune.L1Unstructured,
                                           amount=extra, importance_scores=scores)
 
-    cfg = TrainConfig(epochs=args.prune_epochs, lr=5e-4, seed=args.seed + 1)
+    # torch.nn.utils.prune flattens weights with .view(-1): NCHW (contiguous) weights only
+    cfg = TrainConfig(epochs=args.prune_epochs, lr=5e-4, seed=args.seed + 1, channels_last=False)
     Trainer(model, ds, cfg, hooks=[AGP()]).fit()
     for m, name in targets:
         prune.remove(m, name)

@@ -36,7 +36,10 @@ def _window(trainer, epochs: int):
     return start, end
 
 
-def run_peer(args, peer: str, level: str, acc_dense: float) -> dict:
+def train_peer(model_name: str, dataset: str, epochs: int, seed: int, lr: float, batch: int,
+               lr_schedule: str, peer: str, level: str, progress: bool = False) -> dict:
+    """Train `model_name` from the seed's initialisation with a peer pruning hook; the figures
+    of the result (the same accounting as edgeprune's summary)."""
     from edgeprune.data import load_dataset
     from edgeprune.graph import extract
     from edgeprune.models import build
@@ -45,9 +48,9 @@ def run_peer(args, peer: str, level: str, acc_dense: float) -> dict:
     from edgeprune.train import TrainConfig, TrainHook, Trainer, seed_everything
     import torch.nn.utils.prune as tprune
 
-    ds = load_dataset(args.dataset)
-    seed_everything(args.seed)
-    model = build("lenet5", num_classes=ds.num_classes)
+    ds = load_dataset(dataset)
+    seed_everything(seed)
+    model = build(model_name, num_classes=ds.num_classes)
     dense_graph = extract(model)
 
     class TorchPruneAGP(TrainHook):
@@ -60,7 +63,7 @@ def run_peer(args, peer: str, level: str, acc_dense: float) -> dict:
             self.done = 0
 
         def on_train_begin(self, trainer):
-            self.start, self.end = _window(trainer, args.epochs)
+            self.start, self.end = _window(trainer, epochs)
             self.interval = max(1, (self.end - self.start) // 100)
 
         def after_step(self, trainer):
@@ -78,12 +81,13 @@ def run_peer(args, peer: str, level: str, acc_dense: float) -> dict:
         def __init__(self, ratio: float, steps: int = 10):
             import torch_pruning as tp
             self.ratio, self.steps, self.k = ratio, steps, 0
+            classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
             self.pruner = tp.pruner.MagnitudePruner(
                 model, torch.zeros(1, *model.input_shape), importance=tp.importance.MagnitudeImportance(p=1),
-                iterative_steps=steps, pruning_ratio=ratio, ignored_layers=[model.fc2])
+                iterative_steps=steps, pruning_ratio=ratio, ignored_layers=[classifier])
 
         def on_train_begin(self, trainer):
-            self.start, self.end = _window(trainer, args.epochs)
+            self.start, self.end = _window(trainer, epochs)
             self.points = {self.start + round(i * (self.end - self.start) / (self.steps - 1))
                            for i in range(self.steps)}
 
@@ -99,10 +103,11 @@ def run_peer(args, peer: str, level: str, acc_dense: float) -> dict:
     else:
         hook = TorchPruningChannels(float(level))
         gran, crit = "channel", "l1"
-    t0 = time.process_time()
-    trainer = Trainer(model, ds, TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch,
-                                             seed=args.seed, lr_schedule=args.lr_schedule,
-                                             progress=args.progress), [hook])
+    t0, w0 = time.process_time(), time.time()
+    # torch.nn.utils.prune flattens weights with .view(-1): NCHW (contiguous) weights only
+    trainer = Trainer(model, ds, TrainConfig(epochs=epochs, lr=lr, batch_size=batch, seed=seed,
+                                             lr_schedule=lr_schedule, progress=progress,
+                                             channels_last=peer != "torch_prune_agp"), [hook])
     trainer.fit()
     acc = trainer.evaluate()
     for m in trainer.model.modules():
@@ -111,16 +116,27 @@ def run_peer(args, peer: str, level: str, acc_dense: float) -> dict:
     final_graph = extract(trainer.model)
     nz = count_nonzero_params(trainer.model)
     macs = effective_macs(trainer.model, final_graph)
+    return {"granularity": gran, "criterion": crit,
+            "orientation": "global" if gran == "weight" else "uniform", "acc_pruned": acc,
+            "params_compression": dense_graph.total_params / nz,
+            "macs_reduction": sum(n.macs for n in dense_graph.compute_nodes()) / macs,
+            "params_nonzero": nz, "macs_effective": macs,
+            "cpu_s": round(time.process_time() - t0, 1), "wall_s": round(time.time() - w0, 1)}
+
+
+def run_peer(args, peer: str, level: str, acc_dense: float) -> dict:
+    r = train_peer("lenet5", args.dataset, args.epochs, args.seed, args.lr, args.batch,
+                   args.lr_schedule, peer, level, args.progress)
     row = {"experiment": "peers", "dataset": args.dataset, "model": "lenet5", "method": peer,
-           "granularity": gran, "criterion": crit, "orientation": "global" if gran == "weight" else "uniform",
-           "sparsity": str(level),
-           "params_compression": round(dense_graph.total_params / nz, 2),
-           "macs_reduction": round(sum(n.macs for n in dense_graph.compute_nodes()) / macs, 2),
-           "acc_dense": acc_dense, "acc_pruned": acc,
-           "acc_loss_pt": round(100 * (acc_dense - acc), 2), "params_nonzero": nz,
-           "macs_effective": macs, "epochs": args.epochs, "seed": args.seed,
-           "lr_schedule": args.lr_schedule,
-           "cpu_s": round(time.process_time() - t0, 1), "command": command_line()}
+           "granularity": r["granularity"], "criterion": r["criterion"],
+           "orientation": r["orientation"], "sparsity": str(level),
+           "params_compression": round(r["params_compression"], 2),
+           "macs_reduction": round(r["macs_reduction"], 2),
+           "acc_dense": acc_dense, "acc_pruned": r["acc_pruned"],
+           "acc_loss_pt": round(100 * (acc_dense - r["acc_pruned"]), 2),
+           "params_nonzero": r["params_nonzero"], "macs_effective": r["macs_effective"],
+           "epochs": args.epochs, "seed": args.seed, "lr_schedule": args.lr_schedule,
+           "cpu_s": r["cpu_s"], "command": command_line()}
     upsert_rows("pruning.json", [row], key=KEY)
     print(json.dumps({k: row[k] for k in ("method", "sparsity", "params_compression",
                                           "macs_reduction", "acc_dense", "acc_pruned")}), flush=True)

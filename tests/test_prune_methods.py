@@ -1,4 +1,6 @@
 """Each pruning method on a tiny model and a tiny synthetic dataset, a few steps each."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -98,6 +100,57 @@ def test_statistical_pruned_weights_regrow():
     h.update_masks(20, 0.0)
     assert bool(h.masks.weight_masks["fc1"][idx[0], idx[1]])       # spliced back
     assert h.masks.soft
+    # ... at 0, not at its shadow value: the function does not jump when it comes back
+    assert float(h.masks.dense_weight("fc1").detach()[idx[0], idx[1]]) == 0.0
+
+
+def test_statistical_threshold_leaves_exactly_the_wanted_count():
+    from edgeprune.prune.methods.statistical import Statistical
+    g = torch.Generator().manual_seed(0)
+    for n, want in ((1000, 37), (5000, 1234), (10, 3), (100, 99), (100, 0)):
+        s = torch.rand(n, generator=g)
+        kept = torch.rand(n, generator=g) > 0.3
+        t = Statistical._threshold_for(s, kept, want)
+        assert int(torch.where(kept, s > 0.9 * t, s > 1.1 * t).sum()) == want
+
+
+def test_statistical_landing_moves_as_few_weights_as_possible():
+    from edgeprune.prune.methods.statistical import Statistical
+    s = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.5])
+    kept = torch.tensor([False, True, True, True, True, True])
+    prot = torch.tensor([False, True, False, False, False, False])
+    # the rule kept 5 (one spliced back), the goal is 3 at the last decision: drop the 2 weakest
+    # of those the rule kept, never re-select among all dense magnitudes
+    rule = torch.tensor([True, True, True, True, True, False])
+    out = Statistical._land(s, kept, rule, 3, True, prot)
+    assert out.tolist() == [True, True, True, False, False, False]
+    # under the goal: give back the strongest of those kept before this decision first
+    rule = torch.tensor([False, True, False, False, False, False])
+    out = Statistical._land(s, kept, rule, 3, False, prot)
+    assert out.tolist() == [False, True, True, True, False, False]
+
+
+def test_statistical_decides_more_often_when_decisions_are_cheap():
+    from edgeprune.prune.methods.statistical import DECISION_BUDGET, DECISION_COST
+
+    class FakeTrainer:
+        def __init__(self, spe, epochs, batch=128):
+            self.config = TrainConfig(epochs=epochs, batch_size=batch)
+            self._spe = spe
+
+        def _steps_per_epoch(self):
+            return self._spe
+
+    torch.manual_seed(0)
+    m = build("lenet5")
+    h = METHODS["statistical"](m, extract(m), PruneSpec(amount=0.9))
+    long_epochs = h.derive_schedule(FakeTrainer(469, 10))     # Fashion-MNIST
+    macs = sum(n.macs for n in h.dense_graph.compute_nodes())
+    cost = DECISION_COST * sum(mm.weight.numel() for mm in h.masks.layers.values()) / (128 * macs)
+    assert long_epochs["interval"] == math.ceil(cost / DECISION_BUDGET) < 469 // 4
+    short_run = h.derive_schedule(FakeTrainer(63, 2))     # a short run: at least 20 decisions
+    window = short_run["end"] - short_run["start"]
+    assert short_run["interval"] == window // 20 < math.ceil(cost / DECISION_BUDGET)
 
 
 def test_random_init_prunes_once_before_training():

@@ -5,7 +5,8 @@ import argparse
 
 from .common import bits, non_negative_int, positive_float, positive_int, unit_fraction
 
-METHOD_NAMES = ("statistical", "activation_density", "filter_while_training", "agp", "random_init")
+METHOD_NAMES = ("statistical", "activation_density", "filter_while_training", "agp", "random_init",
+                "reconstruct")
 
 
 def register(subparsers) -> None:
@@ -39,6 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--budget", action="append", default=[], metavar="METRIC=VALUE[,...]",
                    help="latency_ms=5, flash_kb=32,ram_kb=16, macs=300k, params=2k, fps=20000, "
                         "lut=20000 ... (repeatable); pruning stops once all are met")
+    p.add_argument("--calibration", type=positive_int, default=1000, metavar="N",
+                   help="--method reconstruct: unlabelled training images it reconstructs on [1000]")
     p.add_argument("--epochs", type=positive_int, default=10)
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--lr", type=positive_float, default=1e-3)
@@ -73,7 +76,8 @@ def run(args) -> int:
         batch_size=args.batch_size, lr_schedule=args.lr_schedule, weights=args.weights, trust_pickle=args.trust_pickle,
         resume=args.resume, overwrite=args.overwrite, baseline=not args.no_baseline,
         max_steps_per_epoch=args.max_steps_per_epoch, progress=not args.quiet,
-        max_acc_drop=args.max_acc_drop, n_train=args.n_train, n_test=args.n_test)
+        max_acc_drop=args.max_acc_drop, n_train=args.n_train, n_test=args.n_test,
+        calibration=args.calibration)
     res = run_prune(cfg, args.out)
     s = res.summary
     if res.out_dir is not None:

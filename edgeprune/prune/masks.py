@@ -79,16 +79,30 @@ def parse_granularity(spec: str) -> Granularity:
     raise PruneError(f"unknown granularity '{spec}'; use weight, kernel, channel or N:M (e.g. 2:4)")
 
 
-class _StraightThroughMask(torch.autograd.Function):
-    """w * m forward; the gradient passes to every entry of w unchanged (d(w*m)/dw := 1)."""
+class _MaskMul(torch.autograd.Function):
+    """w * m, the product laid out exactly like w (strides included).
+
+    Keeping w's strides matters for channels-last training (edgeprune.train): a conv weight with
+    one input channel (LeNet-5's conv1) is channels-last only through the stride of its size-1
+    dim, which a plain ``w * m`` drops; oneDNN then runs that conv and the pooling after it in
+    NCHW, 1.5x slower per step (measured: benchmarks/train_throughput.py, soft_masks).
+    Backward: ``grad * m`` (hard), or ``grad`` for every entry (soft: straight-through, so pruned
+    weights keep learning)."""
 
     @staticmethod
-    def forward(ctx, w: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        return w * m
+    def forward(ctx, w: torch.Tensor, m: torch.Tensor, straight_through: bool) -> torch.Tensor:
+        ctx.straight_through = straight_through
+        if not straight_through:
+            ctx.save_for_backward(m)
+        out = torch.empty_like(w)              # preserve_format: w's exact strides
+        return torch.mul(w, m, out=out)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return grad, None
+        if ctx.straight_through:
+            return grad, None, None
+        (m,) = ctx.saved_tensors
+        return grad * m, None, None
 
 
 class _MaskParametrization(nn.Module):
@@ -101,11 +115,9 @@ class _MaskParametrization(nn.Module):
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         m = self.mask.to(w.dtype)
-        if self.soft and w.requires_grad and torch.is_grad_enabled():
-            # value w*m; gradient 1 for every entry so pruned weights keep learning (one
-            # autograd node: the w*m + (w - w.detach())*(1 - m) formulation cost 4x the ops)
-            return _StraightThroughMask.apply(w, m)
-        return w * m
+        # value w*m; soft: gradient 1 for every entry so pruned weights keep learning (one
+        # autograd node: the w*m + (w - w.detach())*(1 - m) formulation cost 4x the ops)
+        return _MaskMul.apply(w, m, bool(self.soft and w.requires_grad and torch.is_grad_enabled()))
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -71,6 +71,7 @@ class PruneConfig:
     prune_bias: Optional[bool] = None
     n_train: Optional[int] = None           # use the first n training samples (quick runs)
     n_test: Optional[int] = None
+    calibration: int = 1000                 # --method reconstruct: calibration images (no labels)
 
 
 @dataclass
@@ -274,10 +275,14 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
 
         # ---- the dense reference
         acc_source = None
-        if cfg.weights:
+        one_shot = bool(getattr(_method_cls(cfg), "retraining_free", False))
+        if one_shot and not cfg.weights and cfg.model in _zoo_names():
+            raise PruneError(f"--method {cfg.method} prunes a trained model without training: pass "
+                             f"--weights W (its state_dict) or a trained .pt2 / output directory")
+        if cfg.weights or one_shot:
             _, _, xte, yte = _tensors(ds, model)
             acc_dense = evaluate(model, xte, yte)
-            acc_source = f"weights {cfg.weights}"
+            acc_source = f"weights {cfg.weights}" if cfg.weights else f"the trained model {cfg.model}"
         elif cfg.baseline:
             dense = copy.deepcopy(model)
             if cfg.progress and main:
@@ -297,11 +302,18 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
         if cfg.progress and main:
             print(f"pruning: {cfg.method} / {method.spec.granularity} / {method.spec.criterion} / "
                   f"{cfg.orientation}", flush=True)
-        trainer = Trainer(model, ds, TrainConfig(**tc, checkpoint_dir=str(work / "ckpt-prune")),
-                          [method])
-        trainer.fit()
-        final = trainer.model
-        acc_pruned = trainer.evaluate()
+        if one_shot:       # retraining-free: calibration images in, pruned model out
+            from .methods.reconstruct import calibration_images
+            xtr, _, xte, yte = _tensors(ds, model)
+            method.prune_once(calibration_images(xtr, cfg.calibration, cfg.seed))
+            final, x_check = model, xte[:256]
+            acc_pruned = evaluate(final, xte, yte)
+        else:
+            trainer = Trainer(model, ds, TrainConfig(**tc, checkpoint_dir=str(work / "ckpt-prune")),
+                              [method])
+            trainer.fit()
+            final, x_check = trainer.model, trainer.x_test[:256]
+            acc_pruned = trainer.evaluate()
 
         # ---- outputs
         plain = plain_copy(final)
@@ -311,7 +323,7 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
             if gid in keep:
                 keep[gid] &= k
         shrunk = shrink_model(plain, final_graph, keep)
-        _check_equal(plain, shrunk, trainer.x_test[:256])
+        _check_equal(plain, shrunk, x_check)
         shrunk_graph = extract(shrunk)
         params_dense = dense_graph.total_params
         macs_dense = sum(n.macs for n in dense_graph.compute_nodes())
@@ -331,7 +343,9 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
                        "macs": sum(n.macs for n in shrunk_graph.compute_nodes()),
                        "channels": {str(g.id): int(keep[g.id].sum()) if g.id in keep else g.size
                                     for g in final_graph.groups}},
-            "seed": cfg.seed, "epochs": cfg.epochs, "lr": cfg.lr, "lr_schedule": cfg.lr_schedule,
+            "seed": cfg.seed, "epochs": 0 if one_shot else cfg.epochs, "lr": cfg.lr,
+            "lr_schedule": cfg.lr_schedule,
+            "calibration_images": min(cfg.calibration, len(ds.x_train)) if one_shot else None,
             "target": cfg.target,
             "deployment": deployment.to_dict() if deployment is not None else None,
             "budgets": [str(b) for b in method.spec.budgets], "budgets_met":
@@ -370,6 +384,16 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
     finally:
         if out is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _method_cls(cfg: PruneConfig):
+    from .methods import METHODS
+    return METHODS.get(cfg.method)
+
+
+def _zoo_names():
+    from ..models import ZOO
+    return ZOO
 
 
 def _tensors(ds, model):

@@ -1,0 +1,181 @@
+"""Retraining-free pruning (`--method reconstruct`) on small models: error vs magnitude pruning,
+exactness when nothing is pruned, budgets, the CLI path."""
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edgeprune.cli import main
+from edgeprune.data import Dataset
+from edgeprune.graph import extract
+from edgeprune.models import build
+from edgeprune.prune.masks import PruneError, parse_granularity
+from edgeprune.prune.methods import METHODS, PruneSpec
+from edgeprune.prune.methods.reconstruct import calibration_images
+from edgeprune.prune.budgets import parse_budgets
+from edgeprune.train import TrainConfig, Trainer, dataset_tensors
+
+
+def _dataset(n_train=512, n_test=256, seed=0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    templates = rng.uniform(0, 255, size=(10, 28, 28))
+
+    def make(n):
+        y = rng.integers(0, 10, n)
+        x = np.clip(templates[y] * 0.6 + rng.uniform(0, 100, size=(n, 28, 28)), 0, 255)
+        return x.astype(np.uint8), y.astype(np.int64)
+    xtr, ytr = make(n_train)
+    xte, yte = make(n_test)
+    return Dataset("tiny", xtr, ytr, xte, yte)
+
+
+DS = _dataset()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """Small trained models (a few hundred steps): name -> (model, x_calib, x_test)."""
+    out = {}
+    for name in ("lenet300100", "lenet5"):
+        torch.manual_seed(0)
+        m = build(name)
+        Trainer(m, DS, TrainConfig(epochs=2, batch_size=64, progress=False)).fit()
+        xtr, _, xte, _ = dataset_tensors(DS, m.input_shape)
+        out[name] = (m.eval(), calibration_images(xtr, 256, 0), xte)
+    return out
+
+
+def _prune(method, model, gran, amount, x=None, orientation="memory", budgets=()):
+    m = copy.deepcopy(model)
+    crit = "obs" if method == "reconstruct" else "l1"
+    spec = PruneSpec(granularity=parse_granularity(gran), criterion=crit, amount=amount,
+                     orientation=orientation, budgets=parse_budgets(budgets), pretrained=True)
+    h = METHODS[method](m, extract(m), spec)
+    if method == "reconstruct":
+        h.prune_once(x)
+    else:                        # plain magnitude pruning, one shot, no retraining
+        h.apply_amount(0, amount)
+        h.masks.harden()
+    return m.eval(), h
+
+
+def _rel_err(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("name,gran,amount", [("lenet300100", "weight", 0.9),
+                                              ("lenet5", "weight", 0.9),
+                                              ("lenet300100", "channel", 0.6)])
+def test_reconstruction_error_below_magnitude_pruning(trained, name, gran, amount):
+    dense, xc, xte = trained[name]
+    with torch.no_grad():
+        ref = dense(xte)
+        pm, hm = _prune("agp", dense, gran, amount)
+        pr, hr = _prune("reconstruct", dense, gran, amount, xc)
+        err_mag, err_rec = _rel_err(pm(xte), ref), _rel_err(pr(xte), ref)
+    # the same resource removed (params within 2 %), on held-out images
+    assert hr.figures()["params"] == pytest.approx(hm.figures()["params"], rel=0.02)
+    assert err_rec < 0.7 * err_mag, (err_rec, err_mag)
+
+
+def test_channel_reconstruction_equals_the_masked_model_when_nothing_is_pruned(trained):
+    dense, xc, xte = trained["lenet5"]
+    pr, h = _prune("reconstruct", dense, "channel", 0.0, xc)
+    with torch.no_grad():
+        assert torch.allclose(pr(xte), dense(xte), atol=1e-4, rtol=1e-4)
+    assert all(bool(k.all()) for k in h.masks.channel_keep.values())
+    assert max(h.errors.values()) < 1e-5
+
+
+def test_channel_reconstruction_removes_channels_and_keeps_mask_semantics(trained):
+    dense, xc, xte = trained["lenet5"]
+    pr, h = _prune("reconstruct", dense, "channel", 0.6, xc, orientation="workload")
+    dropped = {gid: int((~k).sum()) for gid, k in h.masks.channel_keep.items()}
+    assert sum(dropped.values()) > 0
+    # a dropped channel carries exactly zero (the channel-masked model the shrink reproduces)
+    for g in h.graph.prunable_groups():
+        gone = (~h.masks.channel_keep[g.id]).nonzero().flatten()
+        for mem in g.members:
+            if mem.role == "out":
+                w = h.masks.node_module[mem.node].weight
+                assert float(w.detach()[gone].abs().sum()) == 0
+    assert 1 - h.figures()["macs"] / h.dense_figures["macs"] == pytest.approx(0.6, abs=0.05)
+
+
+def test_reconstruct_meets_a_budget(trained):
+    dense, xc, _ = trained["lenet300100"]
+    _, h = _prune("reconstruct", dense, "weight", None, xc, budgets=("params=20k",))
+    assert h.met and h.figures()["params"] <= 20000
+    assert h.figures()["params"] > 15000      # the smallest amount that meets it, not 99.9 %
+
+
+def test_reconstruct_is_deterministic(trained):
+    dense, xc, _ = trained["lenet300100"]
+    a, _ = _prune("reconstruct", dense, "weight", 0.8, xc)
+    b, _ = _prune("reconstruct", dense, "weight", 0.8, xc)
+    for (k, v), (_, w) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(v, w), k
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tinydata")
+    np.savez(d / "tiny.npz", x_train=DS.x_train[:192], y_train=DS.y_train[:192],
+             x_test=DS.x_test[:64], y_test=DS.y_test[:64])
+    return d
+
+
+def test_cli_reconstruct_needs_a_trained_model_and_writes_outputs(data_dir, tmp_path, trained, capsys):
+    out = tmp_path / "r"
+    # a bare zoo name is untrained: one error line, exit 2, nothing written
+    assert main(["prune", "lenet300100", "--data", str(data_dir), "--method", "reconstruct",
+                 "--quiet", "-o", str(out)]) == 2
+    assert "edgeprune: error: --method reconstruct prunes a trained model" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "r.partial").exists()
+    w = tmp_path / "dense.pt"
+    torch.save(trained["lenet300100"][0].state_dict(), w)
+    assert main(["prune", "lenet300100", "--weights", str(w), "--data", str(data_dir),
+                 "--method", "reconstruct", "--sparsity", "10x", "--calibration", "100",
+                 "--quiet", "-o", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["method"] == "reconstruct" and s["epochs"] == 0 and s["calibration_images"] == 100
+    assert 8 < s["params_compression"] < 12
+    log = json.loads((out / "log.json").read_text())
+    assert set(log["meta"]["reconstruction_rel_error"]) == {"fc1", "fc2", "fc3"}
+    for name in ("model.pt", "shrunk.pt2", "log.json", "summary.json"):
+        assert (out / name).is_file()
+
+
+def test_reconstruct_rejects_other_granularities():
+    m = build("lenet300100")
+    with pytest.raises(PruneError):
+        METHODS["reconstruct"](m, extract(m), PruneSpec(granularity=parse_granularity("kernel"),
+                                                        criterion="obs"))
+
+
+@pytest.mark.parametrize("name", ["resnet8", "dscnn"])
+def test_channel_reconstruction_on_residual_and_depthwise_models_shrinks_exactly(name):
+    """BatchNorm, residual adds (coupled groups) and depthwise convs: the reconstructed,
+    channel-masked model shrinks to a thinner model that computes the same outputs."""
+    from edgeprune.prune.masks import dead_channels, plain_copy
+    from edgeprune.surgery import shrink_model
+    torch.manual_seed(0)
+    m = build(name).eval()
+    x = torch.rand(16, *m.input_shape)
+    spec = PruneSpec(granularity=parse_granularity("channel"), criterion="obs", amount=0.5,
+                     orientation="workload", pretrained=True)
+    h = METHODS["reconstruct"](m, extract(m), spec)
+    h.prune_once(x)
+    assert sum(int((~k).sum()) for k in h.masks.channel_keep.values()) > 0
+    plain = plain_copy(m).eval()
+    g = extract(plain)
+    keep = dead_channels(plain, g)
+    for gid, k in h.masks.channel_keep.items():
+        keep[gid] &= k
+    small = shrink_model(plain, g, keep).eval()
+    assert extract(small).total_macs < 0.6 * extract(build(name)).total_macs
+    with torch.no_grad():
+        a, b = plain(x), small(x)
+    assert torch.allclose(a, b, atol=1e-4 * max(float(a.abs().max()), 1.0), rtol=1e-4)
