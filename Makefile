@@ -3,7 +3,12 @@
 PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
-APT_PKGS := dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm g++
+# Debian packages the project uses: data, the Cortex-M toolchain and emulator (C runtime, TFLM
+# under QEMU; TFLM's Makefile runs python3 scripts needing numpy/PIL), the open FPGA flow (RTL
+# export), and chromium (headless test of the HTML report).
+APT_PKGS := dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib \
+            qemu-system-arm g++ python3-numpy python3-pil \
+            yosys nextpnr-ice40 fpga-icestorm verilator iverilog chromium
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup apt venv demo test clean
