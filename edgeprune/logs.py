@@ -38,6 +38,11 @@ def verbose() -> bool:
     return _VERBOSE
 
 
+def current_log() -> Optional[Path]:
+    """The file third-party output goes to now (None when verbose or not writable)."""
+    return _LOG_FILE
+
+
 def configure(verbose: bool = False) -> Optional[Path]:
     """Route third-party output: to the terminal when `verbose`, else to the log file (returned)."""
     global _VERBOSE, _LOG_FILE
@@ -50,10 +55,22 @@ def configure(verbose: bool = False) -> Optional[Path]:
     # torch sets up its own log handlers when it loads; its ONNX exporter's registration lines
     # ("torchvision is not installed ...") are silenced through its own switch.
     os.environ.setdefault("TORCH_LOGS", "-onnx")
-    path = log_path()
+    return _route_to(log_path(), mode="w")
+
+
+def redirect(path: Path) -> Optional[Path]:
+    """From now on, write the log to `path` (appended; `edgeprune run` keeps its run's log in
+    OUT/run.log). A no-op when verbose: third-party output then goes to the terminal."""
+    if _VERBOSE:
+        return None
+    return _route_to(Path(path), mode="a")
+
+
+def _route_to(path: Optional[Path], mode: str) -> Optional[Path]:
+    global _LOG_FILE
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as f:
+        with open(path, mode) as f:
             f.write(f"edgeprune {' '.join(sys.argv[1:])}\n")
     except OSError:
         path = None     # no writable cache: noise is dropped rather than shown
@@ -67,6 +84,8 @@ def configure(verbose: bool = False) -> Optional[Path]:
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     pw = logging.getLogger("py.warnings")
+    for old in pw.handlers:          # the previous log file's handler (shared by all loggers)
+        old.close()
     pw.handlers[:] = [handler]
     pw.propagate = False
     for name in _NOISY_LOGGERS:

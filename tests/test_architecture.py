@@ -18,6 +18,7 @@ LAYERS = [
     {"train"},
     {"prune", "quant"},
     {"export", "verify", "support_matrix", "api"},
+    {"flow"},
     {"cli", "__main__"},
 ]
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
