@@ -31,8 +31,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(VPY) -m pip install -q --no-deps -e .
 	touch $@
 
+# The whole flow from one recipe (recipes/demo.toml); ends by printing where report.html is.
+# A second `make demo` reuses the finished stages (--resume).
 demo: setup
-	$(VENV)/bin/edgeprune demo
+	$(VENV)/bin/edgeprune run recipes/demo.toml -o runs/demo $$([ -d runs/demo/.flow ] && echo --resume)
 
 test: setup
 	$(VPY) -m pytest -q tests

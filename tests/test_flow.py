@@ -120,6 +120,7 @@ def test_estimate_recipe_skips_unchanged_stages(tmp_path, capsys):
     assert main(["run", str(ROOT / "recipes" / "estimate.toml"), "-o", str(out), "--resume"]) == 0
     text = capsys.readouterr().out
     assert "estimate (dense model)             unchanged, reused" in text
+    assert "report                             done" in text      # the report is always rewritten
     again = json.loads((out / ".flow" / "state.json").read_text())["stages"]
     assert again["estimate"]["finished"] == first["estimate"]["finished"]
     # A changed target list changes the estimate's key: it re-runs.

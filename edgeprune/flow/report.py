@@ -397,14 +397,19 @@ def write_report(ctx) -> Path:
                        ("flash_bytes", "flash (B)"), ("ram_bytes", "RAM (B)")) if kind == "mcu" else \
             (("fps", "frames/s"), ("latency_ms", "latency (ms)"), ("lut", "LUT"),
              ("bram18", "BRAM18"), ("dsp", "DSP"))
+        models = ("dense", "pruned") if after is not None else ("dense",)
         trows = []
         for key, label in totals_keys:
             b = t["before"]["totals"].get(key)
-            a = t["after"]["totals"].get(key) if t["after"] else None
+            if after is None:
+                trows.append([_esc(label), _num(b, 2)])
+                continue
+            a = t["after"]["totals"].get(key)
             ratio = (f"{b / a:.2f}x" if isinstance(a, (int, float)) and a and b else "-")
             trows.append([_esc(label), _num(b, 2), _num(a, 2), ratio])
         parts.append(f"<h3>{_esc(name)} ({kind.upper()})</h3>"
-                     + _table(["total", "dense", "pruned", "dense / pruned"], trows))
+                     + _table(["total", *models] + (["dense / pruned"] if after is not None else []),
+                              trows))
         metrics = _metrics(kind)
         amap = {x["name"]: x for x in (after or [])}
         lrows = []
@@ -412,10 +417,12 @@ def write_report(ctx) -> Path:
             a = amap.get(row["name"])
             cells = [_esc(row["name"]), _esc(row.get("op", ""))]
             for key, _, _ in metrics:
-                cells += [_num(row.get(key), 0), _num(a.get(key) if a else None, 0)]
+                cells.append(_num(row.get(key), 0))
+                if after is not None:
+                    cells.append(_num(a.get(key) if a else None, 0))
             lrows.append(cells)
         head = ["layer", "op"] + [f"{lab.split(' (')[0]} {w}" for _, lab, _ in metrics
-                                  for w in ("dense", "pruned")]
+                                  for w in models]
         parts.append(_table(head, lrows, left=2))
         fname = f"cost-{Path(name).stem}.png"
         figs[fname] = fig_layer_costs(name, kind, before, after)
@@ -467,9 +474,10 @@ def write_report(ctx) -> Path:
                               "estimate vs measured"))
 
     # ---- Pareto
-    parts.append("<h2>Pareto front</h2><p>One run is one point; <code>edgeprune sweep "
-                 f"{_esc(r.source)} --budget latency_ms=A,B,C</code> runs one per budget in "
-                 "parallel and draws the front in its own report.</p>")
+    if "prune" in res:
+            parts.append("<h2>Pareto front</h2><p>One run is one point; <code>edgeprune sweep "
+                     f"{_esc(r.source)} --budget latency_ms=A,B,C</code> runs one per budget in "
+                     "parallel and draws the front in its own report.</p>")
 
     parts.append('<p class="muted">Log of third-party output: run.log. Data: report.json. Recipe: '
                  "recipe.toml.</p>")

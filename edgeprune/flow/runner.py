@@ -1,6 +1,7 @@
 """The engine of `edgeprune run`: the stages a recipe asks for, each keyed by a hash of its
-inputs, run in order into OUT with a progress bar on stderr and third-party output in
-OUT/run.log.
+inputs, run in order into OUT with a progress bar on stderr and one line per stage on stdout;
+the stages' own output (training epochs, ...) and third-party output go to OUT/run.log (with
+`-v`, to the terminal as well).
 
 OUT layout:
 
@@ -56,6 +57,8 @@ class StageSpec:
     files: List[str] = field(default_factory=list)   # input files/directories it reads (fingerprinted)
     outputs: List[str] = field(default_factory=list)  # what it writes, relative to OUT
     params: Dict[str, Any] = field(default_factory=dict)  # not hashed: which export, ...
+    always: bool = False                        # re-run every time (the report: cheap, and it
+                                                # reads every stage's record)
 
 
 def fingerprint(path: str) -> Optional[str]:
@@ -92,14 +95,17 @@ class _LogTap(io.TextIOBase):
 
     _EPOCH = re.compile(r"epoch (\d+)/(\d+)\s+loss ([0-9.]+)\s+test acc ([0-9.]+)%")
 
-    def __init__(self, log: Path, bar):
+    def __init__(self, log: Path, bar, echo=None):
         self._f = open(log, "a")
         self._bar = bar
+        self._echo = echo            # -v: the stage's own output shows on the terminal too
         self._buf = ""
 
     def write(self, s: str) -> int:
         self._f.write(s)
         self._f.flush()
+        if self._echo is not None:
+            self._echo.write(s)
         self._buf += s
         while "\n" in self._buf:
             line, self._buf = self._buf.split("\n", 1)
@@ -237,7 +243,7 @@ class Flow:
                 if bar is not None:
                     bar.set_description(spec.title)
                     bar.set_postfix_str("")
-                if (rec.get("status") == "done" and rec.get("key") == key
+                if (not spec.always and rec.get("status") == "done" and rec.get("key") == key
                         and all((self.out / o).exists() for o in spec.outputs)):
                     ctx.results[spec.name] = rec["result"]
                     self._say(bar, f"  {spec.title:<34} unchanged, reused")
@@ -249,7 +255,7 @@ class Flow:
                                      "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 self._save_state(state)
                 t0 = time.time()
-                tap = _LogTap(log, bar)
+                tap = _LogTap(log, bar, sys.stdout if logs.verbose() else None)
                 try:
                     with contextlib.redirect_stdout(tap):
                         print(f"=== stage {spec.name} (key {key[:12]}"

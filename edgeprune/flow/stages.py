@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..errors import EdgepruneError
+from ..errors import first_line
 from .recipe import EXPORT_KINDS, Recipe, RecipeError
 from .runner import RunContext, StageSpec
 
@@ -288,8 +288,9 @@ def stage_verify(ctx: RunContext, spec: StageSpec, _cont: bool) -> Dict[str, Any
                 continue
             try:
                 res = verifier(ctx.path(rel), vctx)
-            except EdgepruneError as err:
-                res = {"status": "fail", "detail": str(err), "checks": [], "runs": []}
+            except Exception as err:  # noqa: BLE001 - an artefact that does not run fails verification
+                res = {"status": "fail", "detail": f"{type(err).__name__}: {first_line(err)}",
+                       "checks": [], "runs": []}
             results[rel] = {"kind": e["kind"], "target": e["target"], **res}
     with staged_output(ctx.path("verify"), overwrite=True) as tmp:
         write_json(tmp / "verify.json", results)
@@ -363,5 +364,6 @@ def plan(recipe: Recipe) -> List[StageSpec]:
                                {"data": d["data"], "verify": d["verify"], "exports": d["export"]},
                                after=exports, files=files[2:], outputs=["verify"]))
     specs.append(StageSpec("report", "report", stage_report, {"recipe": d},
-                           after=[s.name for s in specs], outputs=["report.html", "report.json"]))
+                           after=[s.name for s in specs], outputs=["report.html", "report.json"],
+                           always=True))
     return specs

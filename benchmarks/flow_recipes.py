@@ -1,0 +1,82 @@
+"""Run the shipped recipes (`edgeprune run recipes/NAME.toml`) and record what the terminal showed,
+the wall time, and the report's figures: the README's output excerpts come from here.
+
+    python benchmarks/flow_recipes.py estimate mcu fpga demo [--out-root runs/flow-bench]
+    python benchmarks/flow_recipes.py --sweep mcu latency_ms=10,15,20
+
+Writes benchmarks/results/flow_recipes.json (one row per recipe or sweep: command, seconds,
+cores, terminal output, accuracy rows, per-target totals, verification status) and
+benchmarks/results/flow_recipes.md (the terminal output of each, as the README quotes it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, command_line, upsert_rows  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(argv, out: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-m", "edgeprune", *argv], capture_output=True, text=True,
+                       env=env, cwd=ROOT)
+    return {"returncode": p.returncode, "seconds": round(time.time() - t0, 1),
+            "terminal": p.stdout + (p.stderr if p.returncode else ""), "out": str(out)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("recipes", nargs="*", help="names in recipes/ (estimate, mcu, fpga, demo)")
+    ap.add_argument("--sweep", nargs=2, metavar=("RECIPE", "BUDGET"))
+    ap.add_argument("--out-root", default="runs/flow-bench")
+    args = ap.parse_args()
+    root = ROOT / args.out_root
+    rows = []
+    jobs = [(n, ["run", f"recipes/{n}.toml", "-o", str(root / n)], root / n) for n in args.recipes]
+    if args.sweep:
+        n, budget = args.sweep
+        o = root / f"{n}-sweep"
+        jobs.append((f"sweep:{n}:{budget}", ["sweep", f"recipes/{n}.toml", "--budget", budget,
+                                             "-o", str(o)], o))
+    for name, argv, out in jobs:
+        if out.exists():
+            argv = argv + ["--resume"]
+        res = _run(argv, out)
+        row = {"recipe": name, "edgeprune_command": "edgeprune " + " ".join(argv),
+               "benchmark_command": command_line(), "cores": os.cpu_count(), **res}
+        rep = out / ("sweep.json" if name.startswith("sweep:") else "report.json")
+        if rep.is_file():
+            data = json.loads(rep.read_text())
+            if name.startswith("sweep:"):
+                row["points"] = [{k: p.get(k) for k in ("label", "status", "accuracy", "costs")}
+                                 for p in data["points"]]
+            else:
+                row["accuracy"] = data.get("accuracy")
+                row["totals"] = {t: {"dense": c["before"]["totals"],
+                                     "pruned": (c["after"] or {}).get("totals")}
+                                 for t, c in data.get("costs", {}).items()}
+                row["verification"] = {k: v["status"] for k, v in data.get("verification", {}).items()}
+        rows.append(row)
+        print(f"{name}: exit {res['returncode']}, {res['seconds']:.0f} s", flush=True)
+        upsert_rows("flow_recipes.json", [row], key=("recipe",))
+    table = json.loads((RESULTS / "flow_recipes.json").read_text())
+    md = ["# `edgeprune run` on the shipped recipes", "",
+          "Produced by `benchmarks/flow_recipes.py` (command per section).", ""]
+    for r in table:
+        md += [f"## {r['recipe']}", "", f"`{r['benchmark_command']}` ran `{r['edgeprune_command']}`: "
+               f"exit {r['returncode']}, {r['seconds']:.0f} s wall on {r['cores']} cores.", "",
+               "```", r["terminal"].rstrip(), "```", ""]
+    (RESULTS / "flow_recipes.md").write_text("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
