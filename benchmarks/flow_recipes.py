@@ -38,15 +38,19 @@ def main() -> None:
     ap.add_argument("recipes", nargs="*", help="names in recipes/ (estimate, mcu, fpga, demo)")
     ap.add_argument("--sweep", nargs=2, metavar=("RECIPE", "BUDGET"))
     ap.add_argument("--out-root", default="runs/flow-bench")
+    ap.add_argument("--md-only", action="store_true", help="rewrite flow_recipes.md from the JSON")
     args = ap.parse_args()
+    if args.md_only:
+        write_md()
+        return
     root = ROOT / args.out_root
     rows = []
-    jobs = [(n, ["run", f"recipes/{n}.toml", "-o", str(root / n)], root / n) for n in args.recipes]
+    rel = Path(args.out_root)
+    jobs = [(n, ["run", f"recipes/{n}.toml", "-o", str(rel / n)], root / n) for n in args.recipes]
     if args.sweep:
         n, budget = args.sweep
-        o = root / f"{n}-sweep"
         jobs.append((f"sweep:{n}:{budget}", ["sweep", f"recipes/{n}.toml", "--budget", budget,
-                                             "-o", str(o)], o))
+                                             "-o", str(rel / f"{n}-sweep")], root / f"{n}-sweep"))
     for name, argv, out in jobs:
         if out.exists():
             argv = argv + ["--resume"]
@@ -68,13 +72,47 @@ def main() -> None:
         rows.append(row)
         print(f"{name}: exit {res['returncode']}, {res['seconds']:.0f} s", flush=True)
         upsert_rows("flow_recipes.json", [row], key=("recipe",))
+    write_md()
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.2f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return "-" if v is None else str(v)
+
+
+def write_md() -> None:
     table = json.loads((RESULTS / "flow_recipes.json").read_text())
     md = ["# `edgeprune run` on the shipped recipes", "",
-          "Produced by `benchmarks/flow_recipes.py` (command per section).", ""]
+          "Produced by `benchmarks/flow_recipes.py` (command per section); the tables are read "
+          "from each run's report.json.", ""]
     for r in table:
         md += [f"## {r['recipe']}", "", f"`{r['benchmark_command']}` ran `{r['edgeprune_command']}`: "
-               f"exit {r['returncode']}, {r['seconds']:.0f} s wall on {r['cores']} cores.", "",
-               "```", r["terminal"].rstrip(), "```", ""]
+               f"exit {r['returncode']}, {r['seconds']:.0f} s wall on {r['cores']} cores (shared "
+               f"machine).", "", "```", r["terminal"].rstrip(), "```", ""]
+        for t, c in (r.get("totals") or {}).items():
+            keys = [k for k in ("latency_ms", "flash_bytes", "ram_bytes", "fps", "lut", "bram18",
+                                "dsp") if k in c["dense"]]
+            md += [f"{t} (cost model) | " + " | ".join(keys), "|".join(["---"] * (len(keys) + 1))]
+            for name, tot in (("dense", c["dense"]), ("pruned", c["pruned"])):
+                if tot:
+                    md.append(f"{name} | " + " | ".join(_fmt(tot.get(k)) for k in keys))
+            md.append("")
+        if r.get("accuracy"):
+            md += ["model stage | test accuracy | images", "---|---|---"]
+            md += [f"{a['model_stage']} | {100 * a['accuracy']:.2f} % | {a['images']:,}"
+                   for a in r["accuracy"]]
+            md.append("")
+        if r.get("verification"):
+            md += ["verification: " + ", ".join(f"{k} {v}" for k, v in r["verification"].items()), ""]
+        for p in r.get("points") or []:
+            acc = f"{100 * p['accuracy']:.2f} %" if p.get("accuracy") is not None else "-"
+            md.append(f"- {p['label']}: {p['status']}, accuracy {acc}, " + "; ".join(
+                f"{t}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in c.items())
+                for t, c in (p.get("costs") or {}).items()))
+        md.append("")
     (RESULTS / "flow_recipes.md").write_text("\n".join(md))
 
 

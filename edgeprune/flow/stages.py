@@ -56,10 +56,9 @@ def stage_estimate(ctx: RunContext, spec: StageSpec, _cont: bool) -> Dict[str, A
     with staged_output(ctx.path("estimate"), overwrite=True) as tmp:
         write_json(tmp / "estimate.json", {"model": model, "graph": "dense", "targets": per_target})
     totals = {n: d["totals"] for n, d in per_target.items()}
-    first = r.targets[0]["name"]
     return {"totals": totals, "params": graph.compute_params,
             "macs": sum(n.macs for n in graph.compute_nodes()),
-            "headline": _cost_headline(first, totals[first])}
+            "headline": "; ".join(_cost_headline(n, t) for n, t in totals.items())}
 
 
 def _cost_headline(target: str, t: Dict[str, Any]) -> str:
