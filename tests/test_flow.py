@@ -216,3 +216,21 @@ def test_kill_mid_prune_then_resume(tmp_path):
     assert not (out / "prune.partial").exists()
     summary = json.loads((out / "prune" / "summary.json").read_text())
     assert summary["epochs"] == 3
+
+
+@pytest.mark.parametrize("name", ["estimate", "mcu", "fpga", "demo"])
+def test_shipped_recipes_are_valid(name):
+    from edgeprune.flow.recipe import check_targets, load_recipe
+    from edgeprune.flow.stages import plan
+    r = load_recipe(ROOT / "recipes" / f"{name}.toml")
+    check_targets(r)
+    stages = [s.name for s in plan(r)]
+    assert stages[0] == "estimate" and stages[-1] == "report"
+    if name != "estimate":
+        assert {"train", "prune", "shrink", "verify"} <= set(stages)
+
+
+def test_demo_command_runs_the_demo_recipe():
+    from edgeprune.cli.demo import DEMO_RECIPE
+    assert DEMO_RECIPE == ROOT / "recipes" / "demo.toml"
+    assert "edgeprune run recipes/demo.toml" in (ROOT / "Makefile").read_text()

@@ -274,13 +274,12 @@ def check_targets(recipe: Recipe) -> None:
     """Load every target and deployment, and check each export's kind against its target's
     kind (cheap; before any stage runs)."""
     from ..deploy import Deployment
-    from ..errors import EdgepruneError as _E
     kinds = {}
     for t in recipe.targets:
         settings = {k: v for k, v in t.items() if k != "name"}
         try:
             dep = Deployment.for_target(t["name"], **settings)
-        except _E as e:
+        except EdgepruneError as e:
             raise RecipeError(f"{recipe.source}: [[targets]] {t['name']}: {e}") from None
         kinds[t["name"]] = dep.kind
     for e in recipe.exports:

@@ -75,17 +75,21 @@ def _cost_headline(target: str, t: Dict[str, Any]) -> str:
 def stage_train(ctx: RunContext, spec: StageSpec, cont: bool) -> Dict[str, Any]:
     from ..api import load_model
     from ..artifacts import save_torch, staged_output, write_json
+    from ..models.loading import load_model as zoo_load
+    from ..prune.runner import _zoo_kwargs
     r = ctx.recipe
     m = r.model
     tr = r.section("train")
     if tr is None:      # given weights or a model file: loaded and evaluated, not trained
-        model = load_model(m["name"], m.get("weights"), m.get("trust_pickle", False))
+        if _is_zoo(m["name"]):      # the architecture sized for the data (classes, channels)
+            model = zoo_load(m["name"], weights=m.get("weights"),
+                             **_zoo_kwargs(m["name"], ctx.dataset()))
+        else:
+            model = load_model(m["name"], m.get("weights"), m.get("trust_pickle", False))
         acc = _test_accuracy(ctx, model)
         return {"trained": False, "model": m["name"], "weights": m.get("weights"),
                 "acc_dense": acc["accuracy"], "test_images": acc["images"],
                 "headline": f"loaded; dense accuracy {100 * acc['accuracy']:.2f} %"}
-    from ..prune.runner import _zoo_kwargs
-    from ..models.loading import load_model as zoo_load
     from ..train import TrainConfig, Trainer, seed_everything
     ds = ctx.dataset()
     seed_everything(tr["seed"])
