@@ -14,7 +14,8 @@ def register(sub) -> None:
                     "(processes on this machine) or ray (pip install ray).")
     p.add_argument("recipe", metavar="RECIPE.toml")
     p.add_argument("--budget", required=True, metavar="METRIC=V1,V2,...",
-                   help="the budget to vary, e.g. latency_ms=2,4,8 (replaces the recipe's budgets)")
+                   help="the budget to vary, e.g. latency_ms=2,4,8 (replaces the recipe's budget on that "
+                        "metric; its budgets on other metrics stay)")
     p.add_argument("-o", "--out", default=None, help="output directory [runs/<recipe name>-sweep]")
     p.add_argument("--jobs", "-j", type=positive_int, default=None,
                    help="runs at a time [CPU count, at most one per budget value]")

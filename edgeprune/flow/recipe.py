@@ -32,7 +32,8 @@ one `RecipeError` line naming the file, the key and what was expected.
     target = "stm32l4r5-m4"
 
     [verify]                     # images: test images each verifier runs (0 = the full test set)
-    images = 0
+    images = 0                   # qonnx_images: at most this many for QONNX execution, which
+    qonnx_images = 1000          # runs node by node in Python (0 = as many as images)
 
 Relative paths in a recipe are relative to the recipe file.
 """
@@ -95,7 +96,8 @@ _KEYS: Dict[str, Dict[str, tuple]] = {
                  "max_steps_per_epoch": (_pos_int, "an integer >= 1")},
     "export": {"kind": (lambda v: v in EXPORT_KINDS, " | ".join(EXPORT_KINDS)),
                "target": (_str, "the name of one of [[targets]]")},
-    "verify": {"images": (_nonneg_int, "an integer >= 0 (0 = the full test set)")},
+    "verify": {"images": (_nonneg_int, "an integer >= 0 (0 = the full test set)"),
+               "qonnx_images": (_nonneg_int, "an integer >= 0 (0 = as many as images)")},
     "report": {"title": (_str, "a string")},
 }
 
@@ -104,7 +106,7 @@ _DEFAULTS: Dict[str, Dict[str, Any]] = {
     "prune": {"method": "statistical", "granularity": "channel", "orientation": "target",
               "budgets": [], "epochs": 4, "lr": 1e-3, "lr_schedule": "constant"},
     "quantize": {"cluster_epochs": 1, "qat_epochs": 1},
-    "verify": {"images": 0},
+    "verify": {"images": 0, "qonnx_images": 1000},
 }
 
 

@@ -334,9 +334,13 @@ def _img(name: str, data: bytes, alt: str) -> str:
             f'{base64.b64encode(data).decode()}"><div class="muted">figures/{_esc(name)}</div>')
 
 
-def _table(head: List[str], rows: List[List[str]], left: int = 1) -> str:
-    th = "".join(f'<th class="{"l" if i < left else ""}">{h}</th>' for i, h in enumerate(head))
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>'
+def _table(head: List[str], rows: List[List[str]], left: int = 1, text_last: bool = False) -> str:
+    """An HTML table; the first `left` columns (and the last, if `text_last`) are left-aligned
+    text, the others right-aligned numbers."""
+    def cls(i: int) -> str:
+        return "l" if i < left or (text_last and i == len(head) - 1) else ""
+    th = "".join(f'<th class="{cls(i)}">{h}</th>' for i, h in enumerate(head))
+    body = "".join("<tr>" + "".join(f'<td class="{cls(i)}">{c}</td>'
                                     for i, c in enumerate(r)) + "</tr>" for r in rows)
     return f"<table><tr>{th}</tr>{body}</table>"
 
@@ -362,15 +366,16 @@ def write_report(ctx) -> Path:
     state = _read(out / ".flow" / "state.json") or {"stages": {}}
     srows = []
     for name, rec in state["stages"].items():
-        if name == "report":
+        if name == "report" or name not in ctx.keys:    # stages this recipe no longer has
             continue
         result = res.get(name) or {}
         status = rec.get("status", "?")
         if name == "verify" and result.get("failed"):
             status = "fail"
         srows.append([_esc(name), _badge(status), _num(rec.get("seconds")),
-                      f'<span class="l">{_esc(result.get("headline", ""))}</span>'])
-    parts.append("<h2>Stages</h2>" + _table(["stage", "status", "seconds", "result"], srows))
+                      _esc(result.get("headline", ""))])
+    parts.append("<h2>Stages</h2>" + _table(["stage", "status", "seconds", "result"], srows,
+                                            text_last=True))
 
     # ---- accuracy
     acc = accuracy_rows(ctx) if any(k in res for k in ("train", "prune", "verify")) else []
@@ -381,7 +386,7 @@ def write_report(ctx) -> Path:
                      f"({len(ctx.dataset().y_test):,} images); rows that ran on fewer say so.</p>"
                      + _table(["model stage", "test accuracy", "images", "measured by"],
                               [[_esc(a["model_stage"]), f"{100 * a['accuracy']:.2f} %",
-                                _num(a["images"]), _esc(a["source"])] for a in acc])
+                                _num(a["images"]), _esc(a["source"])] for a in acc], text_last=True)
                      + _img("accuracy.png", figs["accuracy.png"], "accuracy by model stage"))
 
     # ---- costs per target
@@ -452,8 +457,8 @@ def write_report(ctx) -> Path:
                            if x.get("accuracy") is not None)
             checks = _table(["check", "result", "detail"],
                             [[_esc(c["what"]), _badge("pass" if c["ok"] else "fail"),
-                              f'<span class="l">{_esc(c["detail"])}</span>'] for c in v.get("checks", [])]
-                            ) if v.get("checks") else ""
+                              _esc(c["detail"])] for c in v.get("checks", [])],
+                            text_last=True) if v.get("checks") else ""
             parts.append(f"<h3>{_esc(rel)} {_badge(v['status'])}</h3>"
                          + (f"<p>{_esc(v['detail'])}</p>" if v.get("detail") else "")
                          + (f"<ul>{runs}</ul>" if runs else "") + checks)
@@ -467,7 +472,7 @@ def write_report(ctx) -> Path:
             [[_esc(x["artefact"]), _esc(x["quantity"]), f"{_num(x['estimate'])} {_esc(x['unit'])}",
               f"{_num(x['measured'])} {_esc(x['unit'])}" if x["measured"] is not None else "not measured here",
               f"{x['measured'] / x['estimate']:.4f}" if x["measured"] is not None and x["estimate"] else "-",
-              f'<span class="l">{_esc(x["source"])}</span>'] for x in evm], left=2))
+              _esc(x["source"])] for x in evm], left=2, text_last=True))
         if measured:
             figs["estimate-vs-measured.png"] = fig_estimate_vs_measured(measured)
             parts.append(_img("estimate-vs-measured.png", figs["estimate-vs-measured.png"],

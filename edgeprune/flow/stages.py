@@ -279,7 +279,8 @@ def stage_verify(ctx: RunContext, spec: StageSpec, _cont: bool) -> Dict[str, Any
     from ..logs import native_stderr_to_log
     from .verify import VERIFIERS, VerifyContext
     r = ctx.recipe
-    vctx = VerifyContext(dataset=ctx.dataset(), images=r.data["verify"]["images"])
+    vctx = VerifyContext(dataset=ctx.dataset(), images=r.data["verify"]["images"],
+                         qonnx_images=r.data["verify"].get("qonnx_images", 0))
     results = {}
     with native_stderr_to_log():
         for e in r.exports:

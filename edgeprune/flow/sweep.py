@@ -199,9 +199,12 @@ def sweep(recipe: Recipe, out: os.PathLike, budget: str, *, executor: str = "loc
     jobs = max(1, min(jobs or cpus, n))
     threads = max(1, cpus // jobs)
     items = []
+    # The swept metric's budget is replaced; the recipe's budgets on other metrics are kept.
+    others = [part.strip() for b in recipe.data["prune"]["budgets"] for part in b.split(",")
+              if part.strip() and part.split("=")[0].strip() != metric]
     for v in values:
         label = f"{metric}={v}"
-        r = point_recipe.with_budgets([label])
+        r = point_recipe.with_budgets(others + [label])
         items.append({"label": label, "recipe": r.data, "source": recipe.source,
                       "out": str(out / "runs" / label), "threads": threads,
                       "resume": resume and (out / "runs" / label).exists()})
