@@ -40,7 +40,12 @@ def main() -> None:
     ap.add_argument("--out-root", default="runs/flow-bench")
     ap.add_argument("--md-only", action="store_true", help="rewrite flow_recipes.md from the JSON")
     args = ap.parse_args()
-    if args.md_only:
+    if args.md_only:           # re-read the runs' report.json (e.g. after they were resumed)
+        table = json.loads((RESULTS / "flow_recipes.json").read_text())
+        for row in table:
+            _read_results(row, Path(row["out"]) if Path(row["out"]).is_absolute()
+                          else ROOT / row["out"])
+        (RESULTS / "flow_recipes.json").write_text(json.dumps(table, indent=2) + "\n")
         write_md()
         return
     root = ROOT / args.out_root
@@ -57,22 +62,32 @@ def main() -> None:
         res = _run(argv, out)
         row = {"recipe": name, "edgeprune_command": "edgeprune " + " ".join(argv),
                "benchmark_command": command_line(), "cores": os.cpu_count(), **res}
-        rep = out / ("sweep.json" if name.startswith("sweep:") else "report.json")
-        if rep.is_file():
-            data = json.loads(rep.read_text())
-            if name.startswith("sweep:"):
-                row["points"] = [{k: p.get(k) for k in ("label", "status", "accuracy", "costs")}
-                                 for p in data["points"]]
-            else:
-                row["accuracy"] = data.get("accuracy")
-                row["totals"] = {t: {"dense": c["before"]["totals"],
-                                     "pruned": (c["after"] or {}).get("totals")}
-                                 for t, c in data.get("costs", {}).items()}
-                row["verification"] = {k: v["status"] for k, v in data.get("verification", {}).items()}
+        _read_results(row, out)
         rows.append(row)
         print(f"{name}: exit {res['returncode']}, {res['seconds']:.0f} s", flush=True)
         upsert_rows("flow_recipes.json", [row], key=("recipe",))
     write_md()
+
+
+def _read_results(row: dict, out: Path) -> None:
+    """The figures of a finished run, read from its report.json / sweep.json."""
+    name = row["recipe"]
+    rep = out / ("sweep.json" if name.startswith("sweep:") else "report.json")
+    if rep.is_file():
+        data = json.loads(rep.read_text())
+        if name.startswith("sweep:"):
+            row["points"] = [{k: p.get(k) for k in ("label", "status", "accuracy", "costs")}
+                             for p in data["points"]]
+        else:
+            row["accuracy"] = data.get("accuracy")
+            row["totals"] = {t: {"dense": c["before"]["totals"],
+                                 "pruned": (c["after"] or {}).get("totals")}
+                             for t, c in data.get("costs", {}).items()}
+            row["verification"] = {k: v["status"] for k, v in data.get("verification", {}).items()}
+            # when the run was resumed, these are the durations of the run that did the work
+            row["stage_seconds"] = {k: v.get("seconds") for k, v in data.get("stages", {}).items()}
+            row["headlines"] = {k: (v.get("result") or {}).get("headline")
+                                for k, v in data.get("stages", {}).items()}
 
 
 def _fmt(v) -> str:
@@ -105,6 +120,10 @@ def write_md() -> None:
             md += [f"{a['model_stage']} | {100 * a['accuracy']:.2f} % | {a['images']:,}"
                    for a in r["accuracy"]]
             md.append("")
+        if r.get("stage_seconds"):
+            total = sum(v or 0 for v in r["stage_seconds"].values())
+            md += [f"stage durations (s) of the run that did the work, {total / 60:.1f} min in all: "
+                   + ", ".join(f"{k} {v}" for k, v in r["stage_seconds"].items()), ""]
         if r.get("verification"):
             md += ["verification: " + ", ".join(f"{k} {v}" for k, v in r["verification"].items()), ""]
         for p in r.get("points") or []:

@@ -159,7 +159,8 @@ def test_tiny_recipe_end_to_end(tmp_path):
     assert ver["export/tflm-stm32l4r5-m4"]["status"] == "pass"
     assert ver["export/c-stm32l4r5-m4"]["status"] == "pass"
     stages = [a["model_stage"] for a in rep["accuracy"]]
-    assert stages[:4] == ["dense (trained)", "pruned (masked, float)",
+    assert stages[:4] == ["dense (trained, 1 epoch)",
+                          "pruned (masked, float, 1 epoch more from the dense weights)",
                           "shrunk (channels removed, float)", "clustered 4-bit, fine-tuned (float)"]
     assert any(s.startswith("int8 TFLM") for s in stages)
     assert any(s.startswith("int8 C runtime") for s in stages)

@@ -228,20 +228,28 @@ def _read(path: Path) -> Any:
         return None
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
+
+
 def accuracy_rows(ctx) -> List[Dict[str, Any]]:
     """Every accuracy of the run, labelled by model stage, with the test images it used."""
     res, rows = ctx.results, []
     ds = ctx.dataset()
     full = int(len(ds.y_test))
     tr, pr, sh, qu = res.get("train"), res.get("prune"), res.get("shrink"), res.get("quantize")
+    d = ctx.recipe.data
     if tr:
-        rows.append({"model_stage": "dense (trained)" if tr.get("trained") else "dense (given weights)",
-                     "accuracy": tr["acc_dense"], "images": tr["test_images"], "source": "train"})
+        label = (f"dense (trained, {_epochs(d['train']['epochs'])})" if tr.get("trained")
+                 else "dense (given weights)")
+        rows.append({"model_stage": label, "accuracy": tr["acc_dense"], "images": tr["test_images"],
+                     "source": "train"})
     elif pr and pr.get("acc_dense") is not None:
-        rows.append({"model_stage": "dense baseline", "accuracy": pr["acc_dense"], "images": full,
-                     "source": "prune"})
+        rows.append({"model_stage": "dense baseline (same seed and epochs)",
+                     "accuracy": pr["acc_dense"], "images": full, "source": "prune"})
     if pr:
-        rows.append({"model_stage": "pruned (masked, float)", "accuracy": pr["acc_pruned"],
+        more = f", {_epochs(d['prune']['epochs'])} more from the dense weights" if tr else ""
+        rows.append({"model_stage": f"pruned (masked, float{more})", "accuracy": pr["acc_pruned"],
                      "images": full, "source": "prune"})
     if sh:
         rows.append({"model_stage": "shrunk (channels removed, float)", "accuracy": sh["acc_shrunk"],
