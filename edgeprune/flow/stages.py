@@ -311,7 +311,9 @@ def stage_verify(ctx: RunContext, spec: StageSpec, _cont: bool) -> Dict[str, Any
 def stage_report(ctx: RunContext, spec: StageSpec, _cont: bool) -> Dict[str, Any]:
     from .report import write_report
     path = write_report(ctx)
-    return {"html": str(path.relative_to(ctx.out)), "headline": str(path)}
+    figures = sorted(p.name for p in (ctx.out / "figures").glob("*.png"))
+    return {"html": str(path.relative_to(ctx.out)),
+            "headline": f"report.html, report.json, {len(figures)} figures"}
 
 
 # --------------------------------------------------------------------------------------------
