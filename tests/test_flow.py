@@ -235,3 +235,26 @@ def test_demo_command_runs_the_demo_recipe():
     from edgeprune.cli.demo import DEMO_RECIPE
     assert DEMO_RECIPE == ROOT / "recipes" / "demo.toml"
     assert "edgeprune run recipes/demo.toml" in (ROOT / "Makefile").read_text()
+
+
+def test_stage_keys_follow_only_what_each_stage_reads():
+    from edgeprune.flow.recipe import load_recipe, recipe_from_dict
+    from edgeprune.flow.runner import stage_key
+    from edgeprune.flow.stages import plan
+
+    def keys(recipe):
+        k = {}
+        for spec in plan(recipe):
+            k[spec.name] = stage_key(spec, k)
+        return k
+    base = load_recipe(ROOT / "recipes" / "demo.toml")
+    a = keys(base)
+    d = json.loads(json.dumps(base.data))
+    d["verify"]["qonnx_images"] = 10            # read by the verify stage only
+    b = keys(recipe_from_dict(d, base.source))
+    assert [n for n in a if a[n] != b[n]] == ["verify", "report"]
+    d["quantize"]["cluster_bits"] = 3           # the MCU exports read the clustered model
+    c = keys(recipe_from_dict(d, base.source))
+    changed = [n for n in a if a[n] != c[n]]
+    assert changed[0] == "quantize" and "prune" not in changed and "train" not in changed
+    assert "export/tflm-stm32l4r5-m4" in changed

@@ -362,7 +362,9 @@ def plan(recipe: Recipe) -> List[StageSpec]:
         exports.append(name)
         specs.append(StageSpec(name, f"export {e['kind']} ({Path(e['target']).stem})", stage_export,
                                {**common, "export": e, "target": recipe.target(e["target"]),
-                                "quantize": d.get("quantize"), "verify": d["verify"]},
+                                "quantize": d.get("quantize"),
+                                # the HLS export C-simulates this many test images
+                                "verify": {"images": d["verify"]["images"]}},
                                after=list(upstream), files=files, outputs=[rel],
                                params={"kind": e["kind"], "target": e["target"]}))
     if exports:
