@@ -258,3 +258,8 @@ def test_stage_keys_follow_only_what_each_stage_reads():
     changed = [n for n in a if a[n] != c[n]]
     assert changed[0] == "quantize" and "prune" not in changed and "train" not in changed
     assert "export/tflm-stm32l4r5-m4" in changed
+    # FPGA exports start from the pruned float model: clustering does not re-run them
+    assert "export/hls-pynq-z2" not in changed and "export/finn-pynq-z2" not in changed
+    d["quantize"]["qat_epochs"] = 2
+    e = keys(recipe_from_dict(d, base.source))
+    assert e["export/hls-pynq-z2"] != c["export/hls-pynq-z2"]

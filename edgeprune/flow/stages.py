@@ -360,12 +360,19 @@ def plan(recipe: Recipe) -> List[StageSpec]:
         rel = export_dir(e["kind"], e["target"])
         name = f"export/{e['kind']}-{Path(e['target']).stem}"
         exports.append(name)
+        q = dict(d.get("quantize") or {})
+        after = list(upstream)
+        if EXPORT_KINDS[e["kind"]] == "fpga":
+            # FPGA exports start from the float (pruned) model and train their own W/A bits:
+            # clustering settings are not theirs
+            q = {k: q[k] for k in ("qat_epochs", "max_steps_per_epoch") if k in q}
+            after = [a for a in after if a != "quantize"]
         specs.append(StageSpec(name, f"export {e['kind']} ({Path(e['target']).stem})", stage_export,
                                {**common, "export": e, "target": recipe.target(e["target"]),
-                                "quantize": d.get("quantize"),
+                                "quantize": q,
                                 # the HLS export C-simulates this many test images
                                 "verify": {"images": d["verify"]["images"]}},
-                               after=list(upstream), files=files, outputs=[rel],
+                               after=after, files=files, outputs=[rel],
                                params={"kind": e["kind"], "target": e["target"]}))
     if exports:
         specs.append(StageSpec("verify", "verify (run the artefacts)", stage_verify,
