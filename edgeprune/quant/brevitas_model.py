@@ -303,12 +303,14 @@ def _pool_window(n: LayerNode) -> Tuple[Tuple[int, int], Tuple[int, int], Tuple[
 
 def _ones_quant():
     """Weight quantizer of the summing convolution: 2-bit narrow signed, constant scale 1, so
-    the all-ones kernel is integer 1 exactly (and stays 1: it is not trained)."""
+    the all-ones kernel is integer 1 exactly (and stays 1: it is not trained). Brevitas'
+    fixed-point signed quantizers divide the constant by 2^(bits-1) (not by the narrow range's
+    maximum 1), so a scale of 1 needs the constant 2 (tests/test_fpga_zoo.py checks the scale)."""
     from brevitas.core.scaling import ScalingImplType
     from brevitas.quant import Int8WeightPerTensorFixedPoint
     return type("EdgepruneOnes", (Int8WeightPerTensorFixedPoint,),
                 {"bit_width": 2, "scaling_impl_type": ScalingImplType.CONST,
-                 "scaling_const": 1.0})
+                 "scaling_const": 2.0})
 
 
 def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
