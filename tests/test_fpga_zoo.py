@@ -51,11 +51,12 @@ def test_zoo_twin_qat_and_qonnx_equal_brevitas(name, tmp_path):
             # One quantizer instance on both branches: equal scale and sign (FINN AddStreams).
             assert steps[f"{n.name}:in0"] == steps[f"{n.name}:in1"]
     pools = [n for n in graph.nodes if n.op in (OpKind.AVGPOOL2D, OpKind.GAP)]
-    assert len(q.sum_pools) == len(pools) == 1
-    summ = q.core[q.sum_pools[0].index]
-    qw = summ.quant_weight()
-    assert torch.all(qw.value == 1) and float(qw.scale) == 1.0      # exact window sum
-    assert summ.groups == summ.in_channels                         # depthwise
+    assert len(q.sum_pools) == len(pools) == (0 if name == "fc_autoencoder" else 1)
+    for sp in q.sum_pools:
+        summ = q.core[sp.index]
+        qw = summ.quant_weight()
+        assert torch.all(qw.value == 1) and float(qw.scale) == 1.0      # exact window sum
+        assert summ.groups == summ.in_channels                         # depthwise
     dws = [l for l in q.layers if l.kind == OpKind.DWCONV2D]
     assert len(dws) == sum(n.op == OpKind.DWCONV2D for n in graph.nodes)
     for l in dws:
