@@ -57,21 +57,3 @@ def test_hls_export_csim_bit_exact(tmp_path, monkeypatch):
     assert r["finn_style_estimate"]["totals"]["capacity"]["dsp"] == 220
     assert any("do NOT apply" in s for s in r["which_model_applies"])
 
-
-@pytest.mark.slow
-def test_hls_csim_bit_exact_on_branches_depthwise_and_average_pools(tmp_path):
-    """Pad, depthwise conv, residual add (shared quantizer), concat, windowed and global average
-    pooling (summing convs, 1/N folded into the next layer) through hls4ml: the g++
-    C-simulation equals the Brevitas model on every output (synthetic 12x12 data)."""
-    from edgeprune.data import synthetic_dataset
-    from test_fpga_common import tiny_branchy
-
-    ds = synthetic_dataset((1, 12, 12), 10, n_train=64, n_test=24)
-    r = export_hls(tiny_branchy(), load_target("pynq-z2"), tmp_path / "hls", data=ds, epochs=1,
-                   max_steps_per_epoch=2, verify_images=8, csim_images=24, axi_testbench=False,
-                   progress=False)
-    c = r["csim"]
-    assert c["images"] == 24 and c["bit_exact"] and c["mismatched_outputs"] == 0
-    assert r["quantization"]["qonnx_vs_brevitas"]["max_abs_diff"] == 0.0
-    nodes = [l["node"] for l in r["hls4ml_layers"]]
-    assert "pool:sum" in nodes and "gap:sum" in nodes and "dw" in nodes

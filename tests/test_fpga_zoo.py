@@ -71,6 +71,39 @@ def test_zoo_twin_qat_and_qonnx_equal_brevitas(name, tmp_path):
         assert np.array_equal(scales[0], scales[1])
 
 
+def test_toy_graph_with_concat_pad_windowed_pool_qonnx_equals_brevitas(tmp_path):
+    """Concat (shared quantizer on both inputs), asymmetric pad, a windowed 2x2 average pool and
+    a global one, depthwise conv and a residual add on one toy graph."""
+    from test_fpga_common import tiny_branchy
+
+    torch.manual_seed(0)
+    ds = synthetic_dataset((1, 12, 12), 10, n_train=32, n_test=8)
+    q = to_brevitas(tiny_branchy(), wbits=3, abits=4)
+    qat(q, ds, epochs=1, max_steps_per_epoch=2, batch_size=16, progress=False)
+    path = export_qonnx_model(q, tmp_path / "m.onnx")
+    check = verify_qonnx(q, path, pixels(ds.x_test, (1, 12, 12)))
+    assert check.max_abs_diff == 0.0 and check.exact_integer_outputs == 1.0
+    steps = {out: idx for out, idx, _ in q.core.steps}
+    assert steps["cat:in0"] == steps["cat:in1"] and steps["add:in0"] == steps["add:in1"]
+    assert [s.kernel for s in q.sum_pools] == [(2, 2), (4, 4)]
+    from qonnx.core.modelwrapper import ModelWrapper
+    ops = [n.op_type for n in ModelWrapper(str(path)).graph.node]
+    assert {"Concat", "Add"} <= set(ops)      # (the input Pad may be merged into the Conv)
+
+
+def test_w2a2_resnet8_qonnx_equals_brevitas(tmp_path):
+    """The lowest bit widths the twin takes (2-bit weights and activations, shared add
+    quantizers included) stay exact through QONNX."""
+    torch.manual_seed(0)
+    ds = synthetic_dataset((3, 32, 32), 10, n_train=32, n_test=4)
+    q = to_brevitas(build("resnet8"), wbits=2, abits=2)
+    qat(q, ds, epochs=0, progress=False)
+    assert {l.bits.w for l in q.layers} == {2}
+    path = export_qonnx_model(q, tmp_path / "m.onnx")
+    check = verify_qonnx(q, path, pixels(ds.x_test, (3, 32, 32)))
+    assert check.max_abs_diff == 0.0 and check.exact_integer_outputs == 1.0
+
+
 def test_average_pool_without_a_following_layer_is_refused():
     from edgeprune.errors import EdgepruneError
     m = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.AvgPool2d(2))
