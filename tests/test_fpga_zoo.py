@@ -149,3 +149,24 @@ def test_finn_project_for_resnet8_with_addstreams_and_vvau_rules(tmp_path):
     assert [l["name"] for l in plan["layers"]] == [l["name"] for l in layers]
     for f in ("model.onnx", "build.py", "folding_config.json", "verify/input.npy"):
         assert (tmp_path / "finn" / f).is_file()
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_every_zoo_model_converts_and_its_finn_folding_is_legal_on_pynq_z2(name):
+    """What `export finn|hls` does before QAT, for all seven zoo models: the Brevitas twin is
+    built, and the cost model's folding for pynq-z2 fits and passes FINN's divisibility rules
+    (the export's own check_folding)."""
+    from edgeprune.backends.finn.folding import auto_fold
+    from edgeprune.cost.fpga import estimate_fpga
+    from edgeprune.deploy import Deployment
+    from edgeprune.export.finn import check_folding
+    from edgeprune.targets import load_target
+
+    model = build(name).eval()
+    q = to_brevitas(model, wbits=4, abits=4)
+    assert q.layers
+    graph = extract(model)
+    dep = Deployment.for_target(load_target("pynq-z2"), wbits=4, abits=4)
+    fold = auto_fold(graph, dep.target, wbits=4, abits=4, target_fps=None, input_bits=8)
+    check_folding(fold.finn_folding_config(), [l.to_dict() for l in fold.layers])
+    assert estimate_fpga(graph, dep, folding=fold).totals["fits"]
