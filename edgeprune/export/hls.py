@@ -135,7 +135,8 @@ def plan_layers(prep: Prepared, folding, onnx_model) -> List[HlsLayerPlan]:
         mv = [l for l in folding.for_node(node) if l.op_type in ("MVAU_hls", "VVAU_hls")]
         finn_rf = mv[0].hls4ml_reuse_factor if mv else 1
         if kind == OpKind.DWCONV2D:
-            # hls4ml's depthwise io_stream kernel is generated for the Latency strategy only.
+            # Depthwise layers (and the summing convs) use the Latency strategy: the one edgeprune
+            # has checked bit-exact in C-simulation for them (dscnn).
             strategy = "Latency"
         else:
             strategy = "Latency" if (n_in * n_out <= LATENCY_MAX_WEIGHTS or finn_rf == 1) \
