@@ -217,8 +217,54 @@ def mnist10k_dir() -> Optional[Path]:
     return None
 
 
+SYNTHETIC_PREFIX = "synthetic:"
+
+
+def synthetic_dataset(shape, classes: int = 10, n_train: int = 2048, n_test: int = 1024,
+                      seed: int = 0) -> Dataset:
+    """A labelled SYNTHETIC data set of uint8 samples shaped `shape` ((C, H, W) or (F,)), for
+    models whose real data (CIFAR-10, speech MFCCs, wake-word images, machine sounds) is not on
+    this machine. Each class is a fixed random template; a sample is its class template blended
+    with uniform noise, so the task is learnable but says nothing about accuracy on real data.
+    Deterministic in `seed`."""
+    shape = tuple(int(d) for d in shape)
+    if not shape or any(d < 1 for d in shape) or len(shape) not in (1, 3):
+        raise DataError(f"synthetic data: shape must be C,H,W or F with positive sizes, got {shape}")
+    if classes < 2:
+        raise DataError(f"synthetic data: need at least 2 classes, got {classes}")
+    rng = np.random.default_rng(seed)
+    templates = rng.integers(0, 256, size=(classes,) + shape).astype(np.float32)
+    store = shape if len(shape) == 3 else (1,) + shape   # Dataset holds (N, H, W) or (N, C, H, W)
+
+    def draw(n):
+        y = rng.integers(0, classes, size=n).astype(np.int64)
+        noise = rng.integers(0, 256, size=(n,) + shape).astype(np.float32)
+        x = np.clip(np.rint(0.5 * templates[y] + 0.5 * noise), 0, 255).astype(np.uint8)
+        return x.reshape((n,) + store), y
+    xtr, ytr = draw(n_train)
+    xte, yte = draw(n_test)
+    name = f"{SYNTHETIC_PREFIX}{'x'.join(map(str, shape))}:{classes}"
+    return Dataset(name, xtr, ytr, xte, yte).validate(name)
+
+
+def parse_synthetic(spec: str) -> Dataset:
+    """'synthetic:CxHxW[:classes]' (or 'synthetic:F[:classes]') -> synthetic_dataset."""
+    parts = spec[len(SYNTHETIC_PREFIX):].split(":")
+    try:
+        shape = tuple(int(v) for v in parts[0].split("x"))
+        classes = int(parts[1]) if len(parts) > 1 else 10
+        if len(parts) > 2:
+            raise ValueError
+    except ValueError:
+        raise DataError(f"'{spec}': synthetic data is written synthetic:CxHxW[:classes], e.g. "
+                        f"synthetic:3x32x32:10") from None
+    return synthetic_dataset(shape, classes)
+
+
 def load_dataset(spec: str) -> Dataset:
-    """'fashion-mnist', 'mnist-10k' or a directory path."""
+    """'fashion-mnist', 'mnist-10k', 'synthetic:CxHxW[:classes]' or a directory path."""
+    if spec.startswith(SYNTHETIC_PREFIX):
+        return parse_synthetic(spec)
     if spec == "fashion-mnist":
         if not FASHION_MNIST_DIR.is_dir():
             raise DataError(f"{FASHION_MNIST_DIR}: not found; install the Debian package "

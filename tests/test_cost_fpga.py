@@ -77,9 +77,11 @@ def test_vvau_maxpool_pool_and_stream_ops():
     # depthwise 3x3 on 25x5x64: Ch*K*K/(PE*SIMD) * H*W = 64*9/8 * 125 = 9000
     assert fl.evaluate(vvau, fl.LayerConfig(8, 1, "lut", "block")).cycles == 9000
     assert fl.evaluate(vvau, fl.LayerConfig(64, 3, "dsp", "block")).cycles == 375
-    gap = _layer(g, "GlobalAccPool_hls")
-    # H*W*Ch/PE + Ch/PE = 125*64/4 + 16
-    assert fl.evaluate(gap, fl.LayerConfig(PE=4)).cycles == 125 * 16 + 16
+    # The 25x5 average pool is what the export builds: an all-ones depthwise conv (2-bit
+    # weights) over the whole map, requantized by its thresholds: Ch*K/(PE*SIMD) * 1 position.
+    gap = _layer(g, "VVAU_hls", "pool")
+    assert gap.shape["Kernel"] == [25, 5] and gap.shape["Dim"] == [1, 1] and gap.w_bits == 2
+    assert fl.evaluate(gap, fl.LayerConfig(4, 1, "lut", "block")).cycles == 64 * 125 // 4
     lenet = extract(build("lenet5"))
     mp = _layer(lenet, "StreamingMaxPool_hls", "pool1")
     # 24*24*(1 + 1/4) = 720

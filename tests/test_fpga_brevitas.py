@@ -84,8 +84,10 @@ def test_qonnx_export_exact_deterministic_uint8_input(trained, ds, tmp_path):
 
 
 def test_bad_inputs_raise_one_line_errors():
-    with pytest.raises(UnsupportedOpError, match="branching"):
-        to_brevitas(Residual())
+    with pytest.raises(UnsupportedOpError, match="sigmoid"):
+        to_brevitas(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4),
+                                        torch.nn.Sigmoid(), torch.nn.Linear(4, 2)),
+                    input_shape=(1, 8, 8))
     with pytest.raises(EdgepruneError, match="bit width"):
         to_brevitas(tiny_pruned(), wbits=1)
     with pytest.raises(EdgepruneError, match="not a conv/linear layer"):

@@ -48,3 +48,44 @@ class Residual(nn.Module):
 
     def forward(self, x):
         return self.fc((self.conv(x) + x).flatten(1))
+
+
+class TinyBranchy(nn.Module):
+    """Every op the zoo's FPGA path needs beyond a chain, at toy size: asymmetric pad, depthwise
+    conv, residual add (identity shortcut, shared quantizer), concat, a windowed average pool
+    and a global average pool into the classifier."""
+
+    input_shape = (1, 12, 12)
+
+    def __init__(self):
+        super().__init__()
+        self.pad = nn.ZeroPad2d((1, 1, 2, 0))
+        self.conv1 = nn.Conv2d(1, 4, 3)                        # 14x14 -> 12x12
+        self.bn1 = nn.BatchNorm2d(4)
+        self.relu1 = nn.ReLU()
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)      # depthwise
+        self.bn2 = nn.BatchNorm2d(4)
+        self.relu2 = nn.ReLU()
+        self.side = nn.Conv2d(4, 2, 1)
+        self.pool = nn.AvgPool2d(2)                            # 12x12 -> 6x6
+        self.conv2 = nn.Conv2d(6, 8, 3)                        # 6x6 -> 4x4
+        self.relu3 = nn.ReLU()
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.relu1(self.bn1(self.conv1(self.pad(x))))
+        y = self.relu2(self.bn2(self.dw(x)) + x)               # residual add, then ReLU
+        y = torch.cat([y, self.side(y)], dim=1)                # concat
+        y = self.relu3(self.conv2(self.pool(y)))
+        return self.fc(torch.flatten(self.gap(y), 1))
+
+
+def tiny_branchy(seed: int = 0) -> TinyBranchy:
+    torch.manual_seed(seed)
+    m = TinyBranchy()
+    with torch.no_grad():
+        for bn in (m.bn1, m.bn2):
+            bn.running_mean.uniform_(-0.1, 0.1)
+            bn.running_var.uniform_(0.5, 2.0)
+    return m.eval()

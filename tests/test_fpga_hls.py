@@ -5,6 +5,7 @@ import shutil
 import subprocess
 
 import pytest
+import torch
 
 pytest.importorskip("hls4ml")
 pytest.importorskip("brevitas")
@@ -56,3 +57,24 @@ def test_hls_export_csim_bit_exact(tmp_path, monkeypatch):
     assert "xc7z020clg400-1" in tcl and "processing_system7" in tcl
     assert r["finn_style_estimate"]["totals"]["capacity"]["dsp"] == 220
     assert any("do NOT apply" in s for s in r["which_model_applies"])
+
+
+
+@pytest.mark.slow
+def test_hls_csim_bit_exact_on_depthwise_pad_and_summing_pool(tmp_path):
+    """DS-CNN at width 8 (asymmetric input pad, depthwise convs, the 25x5 average pool as an
+    all-ones summing conv with 1/125 folded into the classifier) through hls4ml: the g++
+    C-simulation equals the Brevitas model on every output (synthetic 49x10 data)."""
+    from edgeprune.data import synthetic_dataset
+    from edgeprune.models.mlperf_tiny import DSCNN
+
+    torch.manual_seed(0)
+    ds = synthetic_dataset((1, 49, 10), 12, n_train=32, n_test=16)
+    r = export_hls(DSCNN(width=8).eval(), load_target("pynq-z2"), tmp_path / "hls", data=ds,
+                   epochs=1, max_steps_per_epoch=1, verify_images=4, csim_images=16,
+                   axi_testbench=False, progress=False)
+    c = r["csim"]
+    assert c["images"] == 16 and c["bit_exact"] and c["mismatched_outputs"] == 0
+    nodes = {l["node"]: l for l in r["hls4ml_layers"]}
+    assert nodes["pool:sum"]["kind"] == "dwconv2d" and nodes["pool:sum"]["n_out"] == 8
+    assert sum(l["kind"] == "dwconv2d" for l in nodes.values()) == 5     # 4 depthwise + the sum

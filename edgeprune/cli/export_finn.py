@@ -19,7 +19,7 @@ def add_fpga_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", metavar="W", help="state_dict file for a zoo MODEL")
     add_deployment_arguments(parser, fpga_only=True)
     parser.add_argument("--data", default=None, metavar="DATA",
-                        help="fashion-mnist | mnist-10k | PATH: QAT data and verification images "
+                        help="fashion-mnist | mnist-10k | synthetic:CxHxW[:classes] | PATH: QAT data and verification images "
                              "(required)")
     parser.add_argument("--epochs", type=non_negative_int, default=2,
                         help="quantization-aware fine-tuning epochs (default 2; 0 = calibrate only)")

@@ -96,39 +96,63 @@ def _valid_reuse(backend, n_in: int, n_out: int, want: int, strategy: str) -> in
     return max(below) if below else min(valid)
 
 
+def _hw_convs(prep: Prepared):
+    """The quantized core's conv/linear modules in core (= ONNX export) order: each compute
+    layer, and each average pool's summing all-ones depthwise convolution."""
+    rows = [(l.index, l.node, l.kind, tuple(l.weight_shape), False) for l in prep.qnet.layers]
+    for s in getattr(prep.qnet, "sum_pools", ()):
+        w = prep.qnet.core[s.index].weight
+        rows.append((s.index, s.node, OpKind.DWCONV2D, tuple(w.shape), True))
+    return sorted(rows)
+
+
 def plan_layers(prep: Prepared, folding, onnx_model) -> List[HlsLayerPlan]:
-    """One plan per compute layer, matching ONNX Conv/MatMul nodes to graph nodes in order."""
+    """One plan per conv/linear module, matching ONNX Conv/MatMul nodes to them in order."""
     import hls4ml
 
     backend = hls4ml.backends.get_backend(HLS_BACKEND)
     onnx_nodes = [n for n in onnx_model.graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]
-    layers = prep.qnet.layers
-    if len(onnx_nodes) != len(layers):
+    rows = _hw_convs(prep)
+    if len(onnx_nodes) != len(rows):
         raise HlsExportError(f"QONNX has {len(onnx_nodes)} conv/matmul nodes, the model "
-                             f"{len(layers)} compute layers")
+                             f"{len(rows)} conv/linear modules")
     plans = []
-    for info, on in zip(layers, onnx_nodes):
-        gnode = prep.graph[info.node]
-        w = prep.qnet.core[info.index].weight.detach()
+    for (index, node, kind, wshape, is_sum), on in zip(rows, onnx_nodes):
+        gnode = prep.graph[node]
+        w = prep.qnet.core[index].weight.detach()
         zeros, total = int((w == 0).sum()), int(w.numel())
-        if info.kind == OpKind.CONV2D:
-            cout, cin, kh, kw = info.weight_shape
+        if kind in (OpKind.CONV2D, OpKind.DWCONV2D):
+            cout, cin_g, kh, kw = wshape
+            cin = int(gnode.in_shape[0])
+            # hls4ml's multiplier count for (depthwise) Conv2D: n_chan*kh*kw x n_filt
+            # (FPGABackend.get_layer_mult_size).
             n_in, n_out = cin * kh * kw, cout
             out_pos = int(gnode.out_shape[1] * gnode.out_shape[2])
             in_pos = int(gnode.in_shape[1] * gnode.in_shape[2])
         else:
-            n_out, n_in = info.weight_shape
+            n_out, n_in = wshape
             out_pos = in_pos = 1
-        mv = [l for l in folding.for_node(info.node) if l.op_type in ("MVAU_hls", "VVAU_hls")]
+        mv = [l for l in folding.for_node(node) if l.op_type in ("MVAU_hls", "VVAU_hls")]
         finn_rf = mv[0].hls4ml_reuse_factor if mv else 1
-        strategy = "Latency" if (n_in * n_out <= LATENCY_MAX_WEIGHTS or finn_rf == 1) \
-            else "Resource_Unrolled"
+        if kind == OpKind.DWCONV2D:
+            # Depthwise layers (and the summing convs) use the Latency strategy: the one edgeprune
+            # has checked bit-exact in C-simulation for them (dscnn).
+            strategy = "Latency"
+        else:
+            strategy = "Latency" if (n_in * n_out <= LATENCY_MAX_WEIGHTS or finn_rf == 1) \
+                else "Resource_Unrolled"
         rf = _valid_reuse(backend, n_in, n_out, finn_rf, strategy)
         if strategy == "Resource_Unrolled" and rf == 1:
             strategy = "Latency"
-        plans.append(HlsLayerPlan(info.node, on.name, info.kind, n_in, n_out, out_pos, in_pos,
-                                  finn_rf, rf, strategy, zeros, total))
+        plans.append(HlsLayerPlan(node + (":sum" if is_sum else ""), on.name, kind, n_in, n_out,
+                                  out_pos, in_pos, finn_rf, rf, strategy, zeros, total))
     return plans
+
+
+def _channels_last_batch(x: np.ndarray) -> np.ndarray:
+    """NCHW images -> NHWC (what the channels-last hls4ml model takes); feature vectors as is."""
+    x = np.asarray(x)
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1) if x.ndim == 4 else x)
 
 
 def _channels_last(onnx_path: Path):
@@ -163,9 +187,16 @@ def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: i
             raise HlsExportError(f"hls4ml config has no layer '{p.onnx_name}'")
         names[p.onnx_name]["ReuseFactor"] = p.reuse_factor
         names[p.onnx_name]["Strategy"] = p.strategy
+        if p.node.endswith(":sum"):
+            # The summing convolution has no bias; hls4ml's depthwise conversion still declares
+            # one (zeros) whose type 'auto' would stay unresolved.
+            prec = names[p.onnx_name].setdefault("Precision", {})
+            if not isinstance(prec, dict):
+                prec = names[p.onnx_name]["Precision"] = {}
+            prec["bias"] = "ap_int<2>"
     cfg["Model"]["Strategy"] = "Latency"
     # hls4ml's own testbench data: the first test images and the Brevitas outputs.
-    tb_x = np.ascontiguousarray(prep.x_test[:tb_images].transpose(0, 2, 3, 1))
+    tb_x = _channels_last_batch(prep.x_test[:tb_images])
     from ..quant.qonnx_io import brevitas_execute
     tb_y = brevitas_execute(prep.qnet, prep.x_test[:tb_images])
     prj_dir.mkdir(parents=True, exist_ok=True)
@@ -178,13 +209,20 @@ def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: i
             hls_config=cfg, input_data_tb=str(prj_dir.parent / "tb_input.npy"),
             output_data_tb=str(prj_dir.parent / "tb_output.npy"))
     for p in plans:
-        layer = next((l for l in hm.get_layers() if l.name.endswith(p.onnx_name)), None)
+        layer = next((l for l in hm.get_layers() if l.name.endswith(p.onnx_name)
+                      and l.get_attr("reuse_factor") is not None), None)
         if layer is None:
             raise HlsExportError(f"hls4ml model has no layer for '{p.onnx_name}'")
         got = int(layer.get_attr("reuse_factor"))
         if got != p.reuse_factor:
-            raise HlsExportError(f"hls4ml changed ReuseFactor of {p.onnx_name} from "
-                                 f"{p.reuse_factor} to {got}")
+            # hls4ml rewrites 1x1 convolutions as PointwiseConv2D and re-picks a ReuseFactor
+            # valid for that kernel (backends/vivado/passes/pointwise.py); the report carries
+            # the one the project really has. Any other change is a configuration bug.
+            is_pointwise = "pointwise" in type(layer).__name__.lower()
+            if not is_pointwise:
+                raise HlsExportError(f"hls4ml changed ReuseFactor of {p.onnx_name} from "
+                                     f"{p.reuse_factor} to {got}")
+            p.reuse_factor = got
         p.strategy = {"latency": "Latency", "resource_unrolled": "Resource_Unrolled",
                       "resource": "Resource"}.get(str(layer.get_attr("strategy")).lower(), p.strategy)
     return hm, plans, cfg, log.getvalue()
@@ -232,7 +270,7 @@ def run_csim(hm, prep: Prepared, n_images: int) -> CsimResult:
     n = len(prep.x_test) if n_images <= 0 else min(n_images, len(prep.x_test))
     x = prep.x_test[:n]
     ref = brevitas_execute(prep.qnet, x)
-    got = np.asarray(hm.predict(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))).reshape(ref.shape)
+    got = np.asarray(hm.predict(_channels_last_batch(x))).reshape(ref.shape)
     t2 = time.time()
     scale = prep.qnet.output_scale()
     ri, gi = np.round(ref / scale), np.round(got / scale)
@@ -297,7 +335,8 @@ def write_vivado_flow(dst: Path, hm, target, prep: Prepared, tb_images: int = 10
     x = prep.x_test[:tb_images]
     y = np.round(brevitas_execute(prep.qnet, x) / scale).astype(np.int64)
     (vdir / "tb_pixels.txt").write_text(
-        "\n".join(" ".join(str(int(v)) for v in img.transpose(1, 2, 0).ravel()) for img in x) + "\n")
+        "\n".join(" ".join(str(int(v)) for v in img.ravel())
+                  for img in _channels_last_batch(x)) + "\n")
     (vdir / "tb_expected.txt").write_text("\n".join(" ".join(str(int(v)) for v in row)
                                                    for row in y) + "\n")
     return sorted(files) + ["tb_pixels.txt", "tb_expected.txt"]

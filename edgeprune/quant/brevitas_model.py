@@ -43,6 +43,10 @@ from .fpga_support import SUPPORT as FPGA_SUPPORT
 SUPPORTED_OPS = tuple(k for k, s in FPGA_SUPPORT.items() if s.supported)
 # Ops a ReLU may be moved across (they commute with a monotonic non-decreasing function).
 _COMMUTE_WITH_RELU = ("maxpool2d", "flatten", "dropout", "identity")
+# Ops a positive scalar (an average pool's 1/N) may be moved across to the next compute layer.
+_FOLD_THROUGH = (OpKind.FLATTEN, OpKind.DROPOUT, OpKind.IDENTITY, OpKind.RELU, OpKind.RELU6,
+                 OpKind.MAXPOOL2D, OpKind.PAD, OpKind.BATCHNORM)
+COMPUTE_KINDS = (OpKind.CONV2D, OpKind.DWCONV2D, OpKind.LINEAR)
 MIN_BITS, MAX_BITS = 2, 8
 INPUT_BITS = 8          # uint8 pixels
 
@@ -65,10 +69,23 @@ class QuantLayerInfo:
 
     node: str                   # layer-graph node name (e.g. 'conv1')
     index: int                  # position of its QuantConv2d/QuantLinear in `core`
-    kind: str                   # 'conv2d' | 'linear'
+    kind: str                   # 'conv2d' | 'dwconv2d' | 'linear'
     bits: LayerBits
     act: str                    # 'relu' (unsigned) | 'identity' (signed) | 'none' (accumulator)
+                                # | 'merge' (quantized by the add/concat's shared quantizer)
     weight_shape: Tuple[int, ...]
+
+
+@dataclass
+class SumPoolInfo:
+    """An average pool in the quantized core: an all-ones depthwise convolution (the exact
+    window sum) and its requantizer; the 1/N is in the next compute layer's weights."""
+
+    node: str                   # layer-graph node name (e.g. 'pool')
+    index: int                  # position of its summing QuantConv2d in `core`
+    kernel: Tuple[int, int]
+    abits: int                  # bits of the requantized sum
+    signed: bool
 
 
 def parse_bits_map(spec: Optional[Mapping], graph: LayerGraph) -> Dict[str, Dict[str, int]]:
@@ -128,9 +145,11 @@ class QuantNet(nn.Module):
     """The Brevitas twin. ``core`` takes raw pixels (0..255) and is what gets exported;
     ``forward`` takes the Trainer's [0, 1] pixels so QAT reuses edgeprune's training loop."""
 
-    def __init__(self, core: nn.Sequential, input_shape: Sequence[int],
-                 layers: List[QuantLayerInfo], wbits: int, abits: int, source_graph: LayerGraph):
+    def __init__(self, core: nn.Module, input_shape: Sequence[int],
+                 layers: List[QuantLayerInfo], wbits: int, abits: int, source_graph: LayerGraph,
+                 sum_pools: Sequence[SumPoolInfo] = ()):
         super().__init__()
+        self.sum_pools = list(sum_pools)
         self.core = core
         self.input_shape = tuple(int(d) for d in input_shape)
         self.layers = layers
@@ -155,13 +174,18 @@ class QuantNet(nn.Module):
 
 
 @torch.no_grad()
-def _input_scale_of(core: nn.Sequential, index: int) -> float:
-    x = torch.zeros((1,) + tuple(core._edgeprune_input_shape))
-    for i, m in enumerate(core):
-        if i == index:
-            return float(x.scale)
-        x = m(x)
-    raise IndexError(index)
+def _input_scale_of(core: nn.Module, index: int) -> float:
+    """Scale of the QuantTensor that module `index` of the core receives."""
+    seen = []
+    h = core[index].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    was_training = core.training
+    core.eval()
+    try:
+        core(torch.zeros((1,) + tuple(core._edgeprune_input_shape)))
+    finally:
+        h.remove()
+        core.train(was_training)
+    return float(seen[0].scale)
 
 
 def _fold_bn(w: torch.Tensor, b: Optional[torch.Tensor], bn: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -177,34 +201,140 @@ def _fold_bn(w: torch.Tensor, b: Optional[torch.Tensor], bn: nn.Module) -> Tuple
     return w2, b2
 
 
-def _chain(graph: LayerGraph) -> List[LayerNode]:
-    """The graph's nodes as a single chain; raise naming the first fork or unsupported op."""
-    for n in graph.nodes:
-        if n.op not in SUPPORTED_OPS:
-            raise UnsupportedOpError(
-                f"node '{n.name}' ({n.op}): not supported by the FPGA export path: "
-                f"{FPGA_SUPPORT[n.op].note} (supported: "
-                f"{', '.join(o for o in SUPPORTED_OPS if o not in ('input', 'output'))})")
+class QuantGraph(nn.Module):
+    """The quantized core as a dataflow graph: ``mods`` in graph (= ONNX export) order and the
+    wiring ``steps``: (output tensor, index into ``mods``, input tensors). A module that appears
+    in several steps is *shared* (one quantizer, one scale: the residual-add / concat rule).
+    ``core[i]`` and ``iter(core)`` reach the modules as a Sequential would."""
+
+    def __init__(self, mods: List[nn.Module], steps: List[Tuple[str, int, Tuple[str, ...]]],
+                 output: str, input_shape: Sequence[int]):
+        super().__init__()
+        self.mods = nn.ModuleList(mods)
+        self.steps = [(o, int(i), tuple(ins)) for o, i, ins in steps]
+        self.output = output
+        self._edgeprune_input_shape = tuple(input_shape)
+
+    def __getitem__(self, i: int) -> nn.Module:
+        return self.mods[i]
+
+    def __len__(self) -> int:
+        return len(self.mods)
+
+    def __iter__(self):
+        return iter(self.mods)
+
+    def forward(self, x):
+        env = {INPUT_TENSOR: x}
+        for out, idx, ins in self.steps:
+            env[out] = self.mods[idx](*[env[i] for i in ins])
+        return env[self.output]
+
+
+INPUT_TENSOR = "__input__"
+
+
+class _Add(nn.Module):
+    """Element-wise sum of two quantized tensors that share one quantizer (equal scales)."""
+
+    def forward(self, a, b):
+        return a + b
+
+
+class _Concat(nn.Module):
+    """Channel concatenation of quantized tensors that share one quantizer."""
+
+    def forward(self, *xs):
+        return torch.cat(list(xs), dim=1)
+
+
+def _commutes_with_relu(n: LayerNode) -> bool:
+    return n.op in _COMMUTE_WITH_RELU
+
+
+def _single_consumer(graph: LayerGraph, name: str) -> Optional[LayerNode]:
+    c = graph.consumers(name)
+    return c[0] if len(c) == 1 else None
+
+
+def _skip_noops(graph: LayerGraph, name: str) -> Optional[LayerNode]:
+    """The single consumer of `name`, looking through dropout/identity."""
+    c = _single_consumer(graph, name)
+    while c is not None and c.op in (OpKind.DROPOUT, OpKind.IDENTITY):
+        c = _single_consumer(graph, c.name)
+    return c
+
+
+def _check_node(n: LayerNode) -> None:
+    if n.op not in SUPPORTED_OPS:
+        raise UnsupportedOpError(
+            f"node '{n.name}' ({n.op}): not supported by the FPGA export path: "
+            f"{FPGA_SUPPORT[n.op].note} (supported: "
+            f"{', '.join(o for o in SUPPORTED_OPS if o not in ('input', 'output'))})")
+    if n.op in (OpKind.CONV2D, OpKind.DWCONV2D):
         if n.op == OpKind.CONV2D and int(n.attrs.get("groups", 1)) != 1:
             raise UnsupportedOpError(f"node '{n.name}': grouped convolution is not supported by "
-                                     f"the FPGA export path")
-        if n.op == OpKind.CONV2D and tuple(n.attrs.get("dilation", (1, 1))) != (1, 1):
+                                     f"the FPGA export path (dense and depthwise only)")
+        if tuple(n.attrs.get("dilation", (1, 1))) != (1, 1):
             raise UnsupportedOpError(f"node '{n.name}': dilated convolution is not supported by "
                                      f"the FPGA export path")
-        if len(n.inputs) > 1 or len(graph.consumers(n.name)) > 1:
-            raise UnsupportedOpError(f"node '{n.name}': branching graphs (residual add, concat, "
-                                     f"shared tensors) are not supported by the FPGA export path")
-    return list(graph.nodes)
+    if n.op == OpKind.CONCAT and int(n.attrs.get("dim", 1)) not in (1, -3):
+        raise UnsupportedOpError(f"node '{n.name}': concatenation along an axis other than "
+                                 f"channels is not supported by the FPGA export path")
+
+
+def _pool_window(n: LayerNode) -> Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]:
+    """(kernel, stride, padding) of an average pool; global pooling is a window over the map."""
+    c, h, w = n.in_shape
+    if n.op == OpKind.GAP:
+        return (int(h), int(w)), (int(h), int(w)), (0, 0)
+
+    def pair(v, default):
+        v = default if v is None else v
+        return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+    k = pair(n.attrs.get("kernel_size"), 1)
+    s = pair(n.attrs.get("stride"), k)
+    p = pair(n.attrs.get("padding"), 0)
+    if not n.attrs.get("count_include_pad", True) and p != (0, 0):
+        raise UnsupportedOpError(f"node '{n.name}': average pooling with padding and "
+                                 f"count_include_pad=False is not supported by the FPGA path")
+    return k, s, p
+
+
+def _ones_quant():
+    """Weight quantizer of the summing convolution: 2-bit narrow signed, constant scale 1, so
+    the all-ones kernel is integer 1 exactly (and stays 1: it is not trained). Brevitas'
+    fixed-point signed quantizers divide the constant by 2^(bits-1) (not by the narrow range's
+    maximum 1), so a scale of 1 needs the constant 2 (tests/test_fpga_zoo.py checks the scale)."""
+    from brevitas.core.scaling import ScalingImplType
+    from brevitas.quant import Int8WeightPerTensorFixedPoint
+    return type("EdgepruneOnes", (Int8WeightPerTensorFixedPoint,),
+                {"bit_width": 2, "scaling_impl_type": ScalingImplType.CONST,
+                 "scaling_const": 2.0})
 
 
 def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
                 per_layer: Optional[Mapping] = None,
                 input_shape: Optional[Sequence[int]] = None) -> QuantNet:
-    """Convert a float model into its Brevitas quantized twin (weights copied, BN folded).
+    """Convert a float model into its Brevitas quantized twin (weights copied, BN folded),
+    walking its layer graph: chains, residual adds, concats, depthwise convolutions, average /
+    global average pooling and padding.
 
     wbits/abits: default bit widths (2..8); per_layer: ``{node: {"w": b, "a": b}}`` overrides,
     keyed by layer-graph node name. Raises UnsupportedOpError / FpgaConversionError (both
     EdgepruneError) naming the cause.
+
+    Rules (see the module docstring and docs/fpga_export.md):
+    * every conv/linear gets its BN folded and an activation quantizer: its ReLU (moved up
+      across max-pool/flatten/dropout), else a signed QuantIdentity; none when its output
+      feeds an add/concat (the merge's shared quantizer quantizes it) or when it is the last
+      compute layer and reaches the output (accumulator out, FINN noActivation=1);
+    * add / concat: one quantizer instance (signed, `abits`) applied to every input, so the
+      inputs have equal scale and sign, as FINN's AddStreams / StreamingConcat need;
+    * average pooling (windowed or global) is an exact window sum - a depthwise convolution
+      with a constant all-ones kernel - followed by a requantizer; the 1/N of the average is
+      folded into the next conv/linear layer's float weights (it must be reachable through
+      flatten/dropout/ReLU/max-pool/pad only).
     """
     import brevitas.nn as qnn
 
@@ -215,105 +345,206 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
     model = copy.deepcopy(model).eval()
     graph = extract(model, input_shape)
     shape = graph.input_shape
-    if len(shape) != 3:
-        raise FpgaConversionError(f"the FPGA path needs an image input (C, H, W), got {shape}")
+    if len(shape) not in (1, 3):
+        raise FpgaConversionError(f"the FPGA path needs an image (C, H, W) or a feature vector "
+                                  f"(F,) input, got {shape}")
     bits_over = parse_bits_map(per_layer, graph)
-    nodes = _chain(graph)
+    for n in graph.nodes:
+        _check_node(n)
     modules = dict(graph.gm.named_modules())
     Wq, Aq, Uq, PixelQ, BiasQ = _quantizers()
-    compute = [n for n in nodes if n.op in (OpKind.CONV2D, OpKind.LINEAR)]
+    compute = [n for n in graph.nodes if n.op in COMPUTE_KINDS]
     if not compute:
         raise FpgaConversionError("the model has no conv/linear layer to put on the FPGA")
     last_compute = compute[-1].name
 
-    # Which ReLU belongs to which compute layer (moved up across max-pool/flatten/dropout).
+    # --- decide, per compute layer, which BN and ReLU it absorbs and what quantizes its output
+    bn_of: Dict[str, LayerNode] = {}
     relu_of: Dict[str, LayerNode] = {}
     absorbed: set = set()
-    bn_of: Dict[str, LayerNode] = {}
-    for i, n in enumerate(nodes):
-        if n.op not in (OpKind.CONV2D, OpKind.LINEAR):
-            continue
-        j = i + 1
-        if j < len(nodes) and nodes[j].op == OpKind.BATCHNORM:
-            bn_of[n.name] = nodes[j]
-            absorbed.add(nodes[j].name)
-            j += 1
-        while j < len(nodes) and nodes[j].op in _COMMUTE_WITH_RELU:
-            j += 1
-        if j < len(nodes) and nodes[j].op in (OpKind.RELU, OpKind.RELU6):
-            relu_of[n.name] = nodes[j]
-            absorbed.add(nodes[j].name)
+    for n in compute:
+        tail = n
+        c = _single_consumer(graph, n.name)
+        if c is not None and c.op == OpKind.BATCHNORM:
+            bn_of[n.name] = c
+            absorbed.add(c.name)
+            tail = c
+        c = _single_consumer(graph, tail.name)
+        while c is not None and _commutes_with_relu(c):
+            c = _single_consumer(graph, c.name)
+        if c is not None and c.op in (OpKind.RELU, OpKind.RELU6):
+            relu_of[n.name] = c
+            absorbed.add(c.name)
+    for n in graph.nodes:
+        if n.op == OpKind.BATCHNORM and n.name not in absorbed:
+            raise UnsupportedOpError(f"node '{n.name}': BatchNorm not directly after a "
+                                     f"conv/linear cannot be folded")
 
-    layers: List[nn.Module] = [qnn.QuantIdentity(act_quant=PixelQ, return_quant_tensor=True)]
-    infos: List[QuantLayerInfo] = []
-    seen_compute = False
-    for n in nodes:
-        if n.op in (OpKind.INPUT, OpKind.OUTPUT) or n.name in absorbed:
+    # --- the 1/N of every average pool goes into the next compute layer's weights
+    weight_gain: Dict[str, float] = {}
+    for n in graph.nodes:
+        if n.op not in (OpKind.AVGPOOL2D, OpKind.GAP):
             continue
-        if n.op == OpKind.BATCHNORM:
-            raise UnsupportedOpError(f"node '{n.name}': BatchNorm not directly after a conv/linear "
-                                     f"cannot be folded")
-        if n.op in (OpKind.CONV2D, OpKind.LINEAR):
+        k, _, _ = _pool_window(n)
+        c = _single_consumer(graph, n.name)
+        while c is not None and c.op in _FOLD_THROUGH:
+            c = _single_consumer(graph, c.name)
+        if c is None or c.op not in COMPUTE_KINDS:
+            raise UnsupportedOpError(
+                f"node '{n.name}' ({n.op}): the FPGA path sums the pooling window and folds the "
+                f"1/{k[0] * k[1]} into the next conv/linear layer, but '{n.name}' does not lead "
+                f"to one through flatten/dropout/ReLU/max-pool/pad only")
+        weight_gain[c.name] = weight_gain.get(c.name, 1.0) / float(k[0] * k[1])
+
+    mods: List[nn.Module] = []
+    steps: List[Tuple[str, int, Tuple[str, ...]]] = []
+    infos: List[QuantLayerInfo] = []
+    sums: List[SumPoolInfo] = []
+    tensor: Dict[str, str] = {}     # graph node -> tensor name in the QuantGraph
+    signed: Dict[str, bool] = {}    # graph node -> its quantized output is signed
+    merge_quant: Dict[str, int] = {}  # add/concat node -> its shared quantizer's index
+
+    def emit(out: str, mod: Optional[nn.Module], ins: Sequence[str], index: Optional[int] = None) -> int:
+        if index is None:
+            mods.append(mod)
+            index = len(mods) - 1
+        steps.append((out, index, tuple(ins)))
+        return index
+
+    def merge_quantizer(m: LayerNode) -> int:
+        if m.name not in merge_quant:
+            ov = bits_over.get(m.name, {})
+            mods.append(qnn.QuantIdentity(act_quant=Aq(ov.get("a", abits)),
+                                          return_quant_tensor=True))
+            merge_quant[m.name] = len(mods) - 1
+        return merge_quant[m.name]
+
+    emit(INPUT_TENSOR + "q", qnn.QuantIdentity(act_quant=PixelQ, return_quant_tensor=True),
+         [INPUT_TENSOR])
+    first_compute_seen = False
+    for n in graph.nodes:
+        if n.op == OpKind.INPUT:
+            tensor[n.name] = INPUT_TENSOR + "q"
+            signed[n.name] = False
+            continue
+        if n.op == OpKind.OUTPUT:
+            continue
+        src = n.inputs[0] if n.inputs else None
+        if n.name in absorbed:                      # BN / ReLU folded into their producer
+            tensor[n.name] = tensor[src]
+            signed[n.name] = signed[src]
+            continue
+        if n.op in COMPUTE_KINDS:
             mod = modules[n.target]
             w = mod.weight.detach().clone()
             b = mod.bias.detach().clone() if mod.bias is not None else None
             if n.name in bn_of:
                 w, b = _fold_bn(w, b, modules[bn_of[n.name].target])
-            if not seen_compute:
+            if not first_compute_seen:
                 w = w / float(2 ** INPUT_BITS - 1)   # raw pixels in, same function out
-                seen_compute = True
+                first_compute_seen = True
+            if n.name in weight_gain:
+                w = w * weight_gain[n.name]           # the average pool's 1/N
             ov = bits_over.get(n.name, {})
-            is_last = n.name == last_compute
             relu = relu_of.get(n.name)
-            a_bits = ov.get("a", abits) if (relu is not None or not is_last) else None
-            bits = LayerBits(ov.get("w", wbits), a_bits)
-            if n.op == OpKind.CONV2D:
-                q = qnn.QuantConv2d(mod.in_channels, mod.out_channels, mod.kernel_size,
-                                    stride=mod.stride, padding=mod.padding, bias=b is not None,
-                                    weight_quant=Wq(bits.w), bias_quant=BiasQ,
-                                    return_quant_tensor=not is_last or a_bits is not None)
+            tail = bn_of.get(n.name, n)
+            nxt = _skip_noops(graph, tail.name)
+            to_merge = relu is None and nxt is not None and nxt.op in (OpKind.ADD, OpKind.CONCAT)
+            reaches_output = relu is None and not to_merge and n.name == last_compute
+            if relu is not None:
+                a_bits, act = ov.get("a", abits), "relu"
+            elif to_merge or reaches_output:
+                a_bits, act = None, ("merge" if to_merge else "none")
             else:
+                a_bits, act = ov.get("a", abits), "identity"
+            bits = LayerBits(ov.get("w", wbits), a_bits)
+            quant_out = not reaches_output
+            if n.op == OpKind.LINEAR:
                 q = qnn.QuantLinear(mod.in_features, mod.out_features, bias=b is not None,
                                     weight_quant=Wq(bits.w), bias_quant=BiasQ,
-                                    return_quant_tensor=not is_last or a_bits is not None)
+                                    return_quant_tensor=quant_out)
+            else:
+                q = qnn.QuantConv2d(mod.in_channels, mod.out_channels, mod.kernel_size,
+                                    stride=mod.stride, padding=mod.padding, groups=mod.groups,
+                                    bias=b is not None, weight_quant=Wq(bits.w),
+                                    bias_quant=BiasQ, return_quant_tensor=quant_out)
             with torch.no_grad():
                 q.weight.copy_(w)
                 if b is not None:
                     q.bias.copy_(b)
-            infos.append(QuantLayerInfo(n.name, len(layers), n.op, bits,
-                                        "relu" if relu is not None else
-                                        ("identity" if a_bits is not None else "none"),
-                                        tuple(w.shape)))
-            layers.append(q)
+            idx = emit(n.name + ":acc", q, [tensor[src]])
+            infos.append(QuantLayerInfo(n.name, idx, n.op, bits, act, tuple(w.shape)))
+            out = n.name + ":acc"
             if relu is not None:
-                layers.append(qnn.QuantReLU(act_quant=Uq(a_bits), return_quant_tensor=True))
-            elif a_bits is not None:
-                layers.append(qnn.QuantIdentity(act_quant=Aq(a_bits), return_quant_tensor=True))
+                emit(n.name, qnn.QuantReLU(act_quant=Uq(a_bits), return_quant_tensor=True), [out])
+                out = n.name
+            elif act == "identity":
+                emit(n.name, qnn.QuantIdentity(act_quant=Aq(a_bits), return_quant_tensor=True),
+                     [out])
+                out = n.name
+            tensor[n.name] = out
+            signed[n.name] = relu is None
             continue
         if n.op in (OpKind.RELU, OpKind.RELU6):
-            # A ReLU with no compute layer to attach to (e.g. right after the input).
-            layers.append(qnn.QuantReLU(act_quant=Uq(abits), return_quant_tensor=True))
+            # A ReLU no compute layer absorbed (after an add, or right after the input).
+            emit(n.name, qnn.QuantReLU(act_quant=Uq(bits_over.get(n.name, {}).get("a", abits)),
+                                       return_quant_tensor=True), [tensor[src]])
+            tensor[n.name], signed[n.name] = n.name, False
+            continue
+        if n.op in (OpKind.ADD, OpKind.CONCAT):
+            qi = merge_quantizer(n)
+            ins = []
+            for i, name in enumerate(n.inputs):
+                t = f"{n.name}:in{i}"
+                emit(t, None, [tensor[name]], index=qi)
+                ins.append(t)
+            emit(n.name, _Add() if n.op == OpKind.ADD else _Concat(), ins)
+            tensor[n.name], signed[n.name] = n.name, True
+            continue
+        if n.op in (OpKind.AVGPOOL2D, OpKind.GAP):
+            c = int(n.in_shape[0])
+            k, s, p = _pool_window(n)
+            summ = qnn.QuantConv2d(c, c, k, stride=s, padding=p, groups=c, bias=False,
+                                   weight_quant=_ones_quant(), return_quant_tensor=True)
+            with torch.no_grad():
+                summ.weight.fill_(1.0)
+            summ.weight.requires_grad_(False)
+            idx = emit(n.name + ":sum", summ, [tensor[src]])
+            a_bits = bits_over.get(n.name, {}).get("a", abits)
+            req = (Aq if signed[src] else Uq)(a_bits)
+            emit(n.name, qnn.QuantIdentity(act_quant=req, return_quant_tensor=True),
+                 [n.name + ":sum"])
+            sums.append(SumPoolInfo(n.name, idx, k, a_bits, signed[src]))
+            tensor[n.name], signed[n.name] = n.name, signed[src]
             continue
         if n.op == OpKind.MAXPOOL2D:
             k, s, p = n.attrs["kernel_size"], n.attrs["stride"], n.attrs["padding"]
-            layers.append(nn.MaxPool2d(k, s, p))
+            emit(n.name, nn.MaxPool2d(k, s, p), [tensor[src]])
+        elif n.op == OpKind.PAD:
+            emit(n.name, nn.ZeroPad2d(tuple(int(v) for v in n.attrs["padding"])), [tensor[src]])
+        elif n.op == OpKind.FLATTEN:
+            emit(n.name, nn.Flatten(), [tensor[src]])
+        elif n.op in (OpKind.DROPOUT, OpKind.IDENTITY):
+            tensor[n.name], signed[n.name] = tensor[src], signed[src]
             continue
-        if n.op == OpKind.FLATTEN:
-            layers.append(nn.Flatten())
-            continue
-        if n.op in (OpKind.DROPOUT, OpKind.IDENTITY):
-            continue
-        if n.op == OpKind.SOFTMAX:
+        elif n.op == OpKind.SOFTMAX:
             if graph.consumers(n.name)[0].op != OpKind.OUTPUT:
                 raise UnsupportedOpError(f"node '{n.name}': softmax inside the network is not "
                                          f"supported by the FPGA export path")
+            tensor[n.name], signed[n.name] = tensor[src], signed[src]
             continue  # argmax-invariant; left to the host (FINN and hls4ml alike)
-        raise UnsupportedOpError(f"node '{n.name}' ({n.op}): not supported by the FPGA path")
-    if infos[-1].node != last_compute:
-        raise FpgaConversionError("internal: last compute layer not last")
-    core = nn.Sequential(*layers)
-    core._edgeprune_input_shape = shape
-    return QuantNet(core, shape, infos, wbits, abits, graph)
+        else:
+            raise UnsupportedOpError(f"node '{n.name}' ({n.op}): not supported by the FPGA path")
+        tensor[n.name], signed[n.name] = n.name, signed[src]
+    out_node = graph.output_node
+    final = tensor[out_node.inputs[0]]
+    if final != last_compute + ":acc":
+        raise FpgaConversionError(
+            f"the model output must be the accumulator of its last conv/linear layer "
+            f"('{last_compute}'); here it is '{out_node.inputs[0]}' (an activation, pool or add "
+            f"after the last layer is not supported by the FPGA export path)")
+    core = QuantGraph(mods, steps, final, shape)
+    return QuantNet(core, shape, infos, wbits, abits, graph, sums)
 
 
 @torch.no_grad()

@@ -13,10 +13,13 @@ linear                        MVAU (one input vector)
 batchnorm + activation        folded into the producing MVAU/VVAU as MultiThreshold thresholds
 maxpool2d (stride = kernel,   StreamingMaxPool
   size divisible)
-maxpool2d / avgpool2d (other) ConvolutionInputGenerator(depthwise) -> Pool
-avgpool2d over the whole map,  GlobalAccPool (the 1/N scale is absorbed into the next thresholds)
-  gap
-add                           AddStreams (+ Thresholding when an activation follows)
+maxpool2d (other)             ConvolutionInputGenerator(depthwise) -> Pool
+avgpool2d, gap                [FMPadding] -> ConvolutionInputGenerator(depthwise) -> VVAU: the
+                              export sums the window with an all-ones depthwise conv and
+                              requantizes (thresholds); the 1/N is in the next layer's weights
+add                           [Thresholding on an input not straight from a conv/linear: the
+                              shared quantizer] -> AddStreams (+ Thresholding when an activation
+                              follows)
 a tensor read by two layers   DuplicateStreams
 pad (ZeroPad2d)               FMPadding
 concat                        StreamingConcat
@@ -57,9 +60,10 @@ SUPPORT: Dict[OpKind, Support] = {
     OpKind.SIGMOID: fused("the producer's MultiThreshold (monotonic)"),
     OpKind.TANH: fused("the producer's MultiThreshold (monotonic)"),
     OpKind.MAXPOOL2D: native("StreamingMaxPool, or ConvolutionInputGenerator -> Pool"),
-    OpKind.AVGPOOL2D: native("ConvolutionInputGenerator -> Pool(QuantAvgPool), or "
-                             "GlobalAccPool over the whole map"),
-    OpKind.GAP: native("GlobalAccPool"),
+    OpKind.AVGPOOL2D: native("ConvolutionInputGenerator(depthwise) -> VVAU: all-ones window "
+                             "sum + requantizing thresholds (what the FPGA export builds)"),
+    OpKind.GAP: native("ConvolutionInputGenerator(depthwise) -> VVAU over the whole map: "
+                       "all-ones sum + requantizing thresholds (what the FPGA export builds)"),
     OpKind.PAD: native("FMPadding"),
     OpKind.DROPOUT: noop(),
     OpKind.IDENTITY: noop(),
@@ -267,7 +271,13 @@ def lower(graph: LayerGraph, *, wbits: int = 8, abits: int = 8, input_bits: int 
             bits[node.name] = a_in
             continue
 
-        if op in (OpKind.MAXPOOL2D, OpKind.AVGPOOL2D, OpKind.GAP):
+        if op in (OpKind.AVGPOOL2D, OpKind.GAP):
+            idx = _lower_sum_pool(node, source(src_name), a_in, abits, add)
+            producer[node.name] = idx
+            bits[node.name] = layers[idx].out_bits
+            continue
+
+        if op == OpKind.MAXPOOL2D:
             idx = _lower_pool(node, source(src_name), a_in, add)
             producer[node.name] = idx
             bits[node.name] = layers[idx].out_bits
@@ -277,6 +287,18 @@ def lower(graph: LayerGraph, *, wbits: int = 8, abits: int = 8, input_bits: int 
             c, h, w = _chw(node.out_shape)
             ins = [source(i) for i in node.inputs]
             a_add = max(bits.get(i, input_bits) for i in node.inputs)
+            # The export quantizes every add input with one shared quantizer (equal scale and
+            # sign, quant/fpga_support.py); on an input that does not come straight from a
+            # conv/linear accumulator it is a Thresholding layer of its own.
+            share_b = amap.get(node.name, abits)
+            for j, i in enumerate(node.inputs):
+                if not _straight_from_compute(graph, i):
+                    ins[j] = add(HWLayer("Thresholding_hls", node.name, [ins[j]],
+                                         {"NumChannels": c, "numInputVectors": [h, w],
+                                          "numSteps": 2 ** share_b - 1},
+                                         bits.get(i, input_bits), out_bits=share_b))
+            if any(not _straight_from_compute(graph, i) for i in node.inputs):
+                a_add = share_b
             # AddStreams output grows by one bit (addstreams.py get_output_datatype: 2 * max).
             idx = add(HWLayer("AddStreams_hls", node.name, ins,
                               {"NumChannels": c, "numInputVectors": [h, w]}, a_add,
@@ -457,6 +479,45 @@ def _lower_pool(node: LayerNode, src: int, a_in: int, add) -> int:
     return add(HWLayer("Pool_hls", node.name, [swg],
                        {"Channels": c, "KernelSize": list(k), "OutImgDims": [oh, ow],
                         "Function": fn}, a_in, out_bits=a_in))
+
+
+def _straight_from_compute(graph: LayerGraph, name: str) -> bool:
+    """True when tensor `name` is a conv/linear output with no activation on the way (BN and
+    no-ops only): its accumulator is what the add's shared quantizer quantizes."""
+    node = graph[name]
+    while node.op in _NO_HW:
+        if node.op in _ACTIVATIONS or not node.inputs:
+            return False
+        node = graph[node.inputs[0]]
+    return node.op in (OpKind.CONV2D, OpKind.DWCONV2D, OpKind.LINEAR)
+
+
+def _lower_sum_pool(node: LayerNode, src: int, a_in: int, out_b: int, add) -> int:
+    """Average / global average pooling as the export builds it: an all-ones depthwise
+    convolution over the window (2-bit weights, exact integer sum) whose thresholds requantize
+    the sum to `out_b` bits; the 1/N lives in the next compute layer's weights."""
+    c, ih, iw = _chw(node.in_shape)
+    _, oh, ow = _chw(node.out_shape)
+    if node.op == OpKind.GAP:
+        k, s, p = (ih, iw), (ih, iw), (0, 0)
+    else:
+        k = _pair(node.attrs.get("kernel_size"))
+        s = _pair(node.attrs.get("stride"), default=k[0])
+        p = _pair(node.attrs.get("padding"), default=0)
+    cur = src
+    if p != (0, 0):
+        cur = add(HWLayer("FMPadding_hls", node.name, [cur],
+                          {"ImgDim": [ih, iw], "Padding": [p[0], p[1], p[0], p[1]],
+                           "NumChannels": c, "OFMDim": [ih + 2 * p[0], iw + 2 * p[1]]},
+                          a_in, out_bits=a_in))
+        ih, iw = ih + 2 * p[0], iw + 2 * p[1]
+    swg = add(HWLayer("ConvolutionInputGenerator_hls", node.name, [cur],
+                      _swg_shape(c, (ih, iw), (oh, ow), k, s, (1, 1), True), a_in, out_bits=a_in))
+    return add(_vvau(node, [swg], c, k, (oh, ow), a_in, SUM_POOL_WEIGHT_BITS, out_b))
+
+
+# The summing convolution's weight quantizer (quant/brevitas_model._ones_quant): 2-bit signed.
+SUM_POOL_WEIGHT_BITS = 2
 
 
 def _name_layers(layers: List[HWLayer]) -> None:

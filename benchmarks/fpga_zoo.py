@@ -1,0 +1,226 @@
+#!/usr/bin/env python
+"""Every zoo model through both FPGA exports (issue 13), on this machine.
+
+For each model: `export finn` and `export hls` (their Python entry points) at the given bits on
+the given target: Brevitas twin of the layer graph, QAT with the shared Trainer, QONNX executed
+with qonnx's execute_onnx against Brevitas, FINN project (folding from the cost model, checked
+against FINN's divisibility rules and build-config schema), hls4ml project with its g++
+C-simulation compared bit for bit with the quantized model.
+
+Data. 28x28x1 models (lenet5, lenet300100, vgg_small) use Fashion-MNIST (real). resnet8
+(32x32x3 CIFAR-10), dscnn (49x10 MFCCs), mobilenetv1_025 (96x96x3 visual wake words) and
+fc_autoencoder (640 log-mel features) have no real data set on this machine: they use SYNTHETIC
+labelled data (`edgeprune.data.synthetic_dataset`: class templates + noise), and their accuracy
+columns measure nothing about the real task - they are there to show QAT ran. Models are
+trained from their random initialisation by the QAT epochs only (no float pre-training).
+
+A model whose estimate does not fit the target is retried on --fallback-target (the export's
+"does not fit" error is recorded in the row).
+
+Writes rows into benchmarks/results/fpga_zoo.json (key: model, target, wbits, abits) and the
+table benchmarks/results/fpga_zoo.md; also the LFC-W1A1-style MLP cost-model estimate against
+BNN-PYNQ's published Pynq-Z1 figure (--lfc).
+
+Example:
+  OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/fpga_zoo.py --csim-images 1000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import RESULTS, command_line, upsert_rows  # noqa: E402
+
+ZOO_ORDER = ("lenet5", "lenet300100", "vgg_small", "resnet8", "dscnn", "mobilenetv1_025",
+             "fc_autoencoder")
+REAL_DATA = {"lenet5": "fashion-mnist", "lenet300100": "fashion-mnist",
+             "vgg_small": "fashion-mnist"}
+SYNTHETIC_CLASSES = {"resnet8": 10, "dscnn": 12, "mobilenetv1_025": 2, "fc_autoencoder": 10}
+
+# BNN-PYNQ (github.com/Xilinx/BNN-PYNQ, README performance table): LFC-W1A1 on Pynq-Z1
+# (xc7z020, the Pynq-Z2's part), MNIST: about 357k images/s at 98.4 %. Quoted as given in issue
+# 13; not re-measured here (no board).
+BNN_PYNQ_LFC_W1A1_FPS = 357_000
+LFC_WIDTHS = (784, 1024, 1024, 1024, 10)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default=",".join(ZOO_ORDER))
+    p.add_argument("--target", default="pynq-z2")
+    p.add_argument("--fallback-target", default="zcu104")
+    p.add_argument("--wbits", type=int, default=4)
+    p.add_argument("--abits", type=int, default=4)
+    p.add_argument("--qat-epochs", type=int, default=1)
+    p.add_argument("--max-steps", type=int, default=50, help="QAT steps per epoch (0 = all)")
+    p.add_argument("--train-images", type=int, default=4096,
+                   help="training images used (synthetic sets are generated at this size)")
+    p.add_argument("--verify-images", type=int, default=1000)
+    p.add_argument("--csim-images", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", default="/tmp/edgeprune_fpga_zoo")
+    p.add_argument("--no-lfc", action="store_true", help="skip the LFC-W1A1 estimate row")
+    return p.parse_args(argv)
+
+
+def dataset_for(name, model, args):
+    from edgeprune.data import load_dataset, synthetic_dataset
+    if name in REAL_DATA:
+        ds = load_dataset(REAL_DATA[name])
+        n_test = max(args.verify_images, args.csim_images)
+        return ds.subset(args.train_images, n_test), REAL_DATA[name] + " (real)"
+    shape = tuple(model.input_shape)
+    n_test = max(args.verify_images, args.csim_images, 1)
+    ds = synthetic_dataset(shape, SYNTHETIC_CLASSES[name], args.train_images, n_test,
+                           seed=args.seed)
+    return ds, f"{ds.name} (SYNTHETIC: no real data set here)"
+
+
+def run_model(name, args):
+    import torch
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.export.finn import export_finn
+    from edgeprune.export.hls import export_hls
+    from edgeprune.models import build
+    from edgeprune.targets import load_target
+
+    torch.manual_seed(args.seed)
+    model = build(name).eval()
+    ds, data_label = dataset_for(name, model, args)
+    row = {"model": name, "wbits": args.wbits, "abits": args.abits, "data": data_label,
+           "qat_epochs": args.qat_epochs, "qat_steps_per_epoch": args.max_steps or None,
+           "command": command_line()}
+    kw = dict(data=ds, epochs=args.qat_epochs, seed=args.seed,
+              max_steps_per_epoch=args.max_steps or None, verify_images=args.verify_images,
+              progress=False)
+    from edgeprune.deploy import Deployment
+    out = Path(args.out_dir) / name
+    shutil.rmtree(out, ignore_errors=True)
+    target = args.target
+    t0 = time.time()
+    try:
+        dep = Deployment.for_target(load_target(target), wbits=args.wbits, abits=args.abits)
+        finn = export_finn(model, dep, out / "finn", model_name=name, **kw)
+    except EdgepruneError as e:
+        if "does not fit" not in str(e):
+            raise
+        row["does_not_fit"] = {"target": target, "error": str(e)}
+        target = args.fallback_target
+        dep = Deployment.for_target(load_target(target), wbits=args.wbits, abits=args.abits)
+        finn = export_finn(model, dep, out / "finn", model_name=name, **kw)
+    row["finn_s"] = round(time.time() - t0, 1)
+    t1 = time.time()
+    # The QONNX = Brevitas figure of the row comes from the FINN export's verification (same
+    # QAT, same seed, same bytes); the hls export re-checks it on a few images only and spends
+    # its time on the C-simulation.
+    kw_hls = dict(kw, verify_images=min(args.verify_images, 16))
+    hls = export_hls(model, dep, out / "hls", csim_images=args.csim_images, **kw_hls)
+    row["hls_s"] = round(time.time() - t1, 1)
+    tot = finn["estimate"]["totals"]
+    q = finn["quantization"]
+    row.update({
+        "target": target,
+        "fps_estimate": round(tot["fps"], 1), "lut": tot["lut"], "bram18": tot["bram18"],
+        "dsp": tot["dsp"], "utilisation_pct": tot["utilisation_pct"], "fits": tot["fits"],
+        "accuracy_quant": q["accuracy_quant"],
+        "qonnx_vs_brevitas": q["qonnx_vs_brevitas"],
+        "finn_layers": sorted({l["op_type"] for l in finn["folding"]["layers"]}),
+        "csim": hls["csim"],
+        "hls_qonnx_vs_brevitas": hls["quantization"]["qonnx_vs_brevitas"],
+        "same_qat_in_both_exports": hls["quantization"]["accuracy_quant"] == q["accuracy_quant"],
+        "hls4ml_fps_estimate": round(hls["hls4ml_throughput_estimate"]["fps"], 1),
+        "axi_testbench_ok": bool(hls["axi_testbench"]) and hls["axi_testbench"]["returncode"] == 0,
+    })
+    return row
+
+
+def lfc_row(args):
+    """The LFC topology (784-1024-1024-1024-10) at W1A1 through the FPGA cost model only."""
+    import torch.nn as nn
+    from edgeprune.cost.fpga import estimate_fpga
+    from edgeprune.deploy import Deployment
+    from edgeprune.graph import extract
+    from edgeprune.targets import load_target
+
+    layers = [nn.Flatten()]
+    for a, b in zip(LFC_WIDTHS[:-1], LFC_WIDTHS[1:]):
+        layers += [nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU()]
+    model = nn.Sequential(*layers[:-2])
+    model.input_shape = (1, 28, 28)
+    g = extract(model, (1, 28, 28))
+    dep = Deployment.for_target(load_target(args.target), wbits=1, abits=1)
+    est = estimate_fpga(g, dep)
+    t = est.totals
+    return {"model": "lfc_mlp_784-1024x3-10", "target": args.target, "wbits": 1, "abits": 1,
+            "fps_estimate": round(t["fps"], 1), "lut": t["lut"], "bram18": t["bram18"],
+            "dsp": t["dsp"], "fits": t["fits"],
+            "published": {"fps": BNN_PYNQ_LFC_W1A1_FPS, "board": "Pynq-Z1 (xc7z020)",
+                          "source": "BNN-PYNQ README (Xilinx/BNN-PYNQ), LFC-W1A1, as quoted in "
+                                    "issue 13"},
+            "estimate_over_published": round(t["fps"] / BNN_PYNQ_LFC_W1A1_FPS, 3),
+            "note": "cost-model estimate only (the W1A1 export path is not built: the Brevitas "
+                    "twin accepts 2..8 bits)",
+            "command": command_line()}
+
+
+def write_md(rows):
+    lines = ["# FPGA exports of the zoo (`benchmarks/fpga_zoo.py`)", "",
+             "Rows from `benchmarks/results/fpga_zoo.json`; the command is in each row. FPS/LUT/"
+             "BRAM18/DSP: edgeprune's FINN-style estimate of the folded FINN design (not a "
+             "synthesis report). QONNX = Brevitas: qonnx `execute_onnx` vs Brevitas on the "
+             "verify images (max |diff|). C-sim: hls4ml's g++ C-simulation, images whose "
+             "integer outputs equal the Brevitas model's. Data marked SYNTHETIC: no real data "
+             "set on this machine, accuracy meaningless.", "",
+             "| model | data | target | W/A | FPS est. | LUT | BRAM18 | DSP | QONNX=Brevitas "
+             "(max diff, images) | C-sim bit-exact | QAT acc. |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "csim" not in r:
+            continue
+        q, c = r["qonnx_vs_brevitas"], r["csim"]
+        lines.append(
+            f"| {r['model']} | {r['data']} | {r['target']}"
+            f"{' (does not fit ' + r['does_not_fit']['target'] + ')' if r.get('does_not_fit') else ''}"
+            f" | W{r['wbits']}A{r['abits']} | {r['fps_estimate']:,.0f} | {r['lut']:,} | "
+            f"{r['bram18']} | {r['dsp']} | {q['max_abs_diff']:g} on {q['images']} | "
+            f"{c['exact_images']}/{c['images']} | {100 * r['accuracy_quant']:.1f} % |")
+    lfc = [r for r in rows if r["model"].startswith("lfc_mlp")]
+    if lfc:
+        r = lfc[0]
+        lines += ["", "## LFC-W1A1-style MLP: cost model vs BNN-PYNQ", "",
+                  f"784-1024-1024-1024-10 at W1A1 on {r['target']}: estimate "
+                  f"**{r['fps_estimate']:,.0f} img/s**, {r['lut']:,} LUT, {r['bram18']} BRAM18; "
+                  f"published {r['published']['fps']:,} img/s ({r['published']['source']}, "
+                  f"{r['published']['board']}): ratio {r['estimate_over_published']}. "
+                  f"{r['note']}. Command: `{r['command']}`."]
+    (RESULTS / "fpga_zoo.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import torch
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    rows = []
+    if not args.no_lfc:
+        rows.append(lfc_row(args))
+        print(json.dumps(rows[-1]), flush=True)
+    for name in [m for m in args.models.split(",") if m]:
+        row = run_model(name, args)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        table = upsert_rows("fpga_zoo.json", rows, ("model", "target", "wbits", "abits"))
+        write_md(table)
+    table = upsert_rows("fpga_zoo.json", rows, ("model", "target", "wbits", "abits"))
+    write_md(table)
+
+
+if __name__ == "__main__":
+    main()
