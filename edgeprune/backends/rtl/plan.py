@@ -417,3 +417,23 @@ def cycle_model(plan: Plan, frames: int = 4, max_frames: int = 12) -> Timing:
         if len(gaps) >= 2 and gaps[-1] == gaps[-2] or n >= max_frames:
             return Timing(gaps[-1] if gaps else outs[0] - starts[0], outs[0] - starts[0], outs, n)
         n += 2
+
+
+def choose_styles(net: IntNet, folding: Dict[str, Tuple[int, int]], style: str,
+                  family: str) -> Dict[str, str]:
+    """Per MVU layer: 'folded' or 'unrolled'. style 'folded' / 'unrolled' forces every layer;
+    'auto' takes, per layer, the variant with fewer estimated LUTs (backends/rtl/cost.py) — the
+    unrolled one only pays for its non-zero weights."""
+    names = [l.name for l in net.layers if isinstance(l, MatLayer)]
+    if style in STYLES:
+        return {n: style for n in names}
+    from .cost import unit_resources
+    out = {}
+    for n in names:
+        est = {}
+        for s in STYLES:
+            p = build_plan(net, folding, {n: s})
+            u = next(x for x in p.units if x.kind == "mvu" and x.layer == n)
+            est[s] = unit_resources(u, family)["lut"]
+        out[n] = min(STYLES, key=lambda s: (est[s], s))
+    return out
