@@ -63,6 +63,14 @@ def export_rtl(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
     if style not in STYLE_CHOICES:
         raise RtlExportError(f"style must be one of {', '.join(STYLE_CHOICES)}")
     timings: Dict[str, float] = {}
+    from ..graph import extract
+    from ..targets import require_kind
+    from ..deploy import as_deployment
+    dep = as_deployment(deployment)
+    require_kind(dep.target, "fpga", "the RTL export", "use 'edgeprune export tflm' for MCU targets")
+    family_of(dep.target)
+    from ..backends.rtl.plan import check_graph
+    check_graph(extract(model), attributes=True)
     # The FINN-style estimate is not the RTL design's cost: fit is decided by place and route.
     with fpga_export(model, deployment, out, data=data, epochs=epochs, lr=lr, seed=seed,
                      max_steps_per_epoch=max_steps_per_epoch, verify_images=verify_images,

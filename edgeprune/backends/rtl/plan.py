@@ -437,3 +437,28 @@ def choose_styles(net: IntNet, folding: Dict[str, Tuple[int, int]], style: str,
             est[s] = unit_resources(u, family)["lut"]
         out[n] = min(STYLES, key=lambda s: (est[s], s))
     return out
+
+
+def check_graph(graph, attributes: bool = False) -> None:
+    """Refuse, naming the layer, a graph with an op kind the RTL backend has no unit for; with
+    `attributes`, also convolutions it cannot build (padding, groups, dilation) and pooling with
+    kernel != stride - before any quantization-aware training is spent on them."""
+    for n in graph.nodes:
+        s = SUPPORT[n.op]
+        if not s.supported:
+            raise RtlError(f"layer '{n.name}' ({n.op}): not supported by the RTL export: {s.note}")
+        if not attributes:
+            continue
+        if n.op == OpKind.CONV2D:
+            pad = n.attrs.get("padding", (0, 0))
+            pad = tuple(pad) if isinstance(pad, (list, tuple)) else (pad, pad)
+            if any(int(p) for p in pad) or int(n.attrs.get("groups", 1)) != 1:
+                raise RtlError(f"layer '{n.name}': the RTL export builds convolutions without "
+                               f"padding and groups only (padding {pad})")
+        if n.op == OpKind.MAXPOOL2D:
+            k, s_ = n.attrs.get("kernel_size"), n.attrs.get("stride")
+            k = k[0] if isinstance(k, (list, tuple)) else k
+            s_ = s_[0] if isinstance(s_, (list, tuple)) else s_
+            if s_ is not None and k != s_:
+                raise RtlError(f"layer '{n.name}': the RTL max-pool unit needs kernel = stride "
+                               f"(got {k}, {s_})")
