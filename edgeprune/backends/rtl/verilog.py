@@ -37,9 +37,11 @@ def _hex(values: List[int], width: int) -> str:
 
 
 def _ext(expr: str, bits: int, signed: bool, to: int) -> str:
-    """Sign- or zero-extend an element to a `to`-bit signed value."""
+    """Sign- or zero-extend an element (`name[hi:lo]`) to a `to`-bit signed value."""
     if signed:
-        return f"{{{{{to - bits}{{{expr}[{bits - 1}]}}}}, {expr}}}" if to > bits else expr
+        name, rng = expr[:-1].split("[")
+        msb = f"{name}[{rng.split(':')[0]}]"
+        return f"{{{{{to - bits}{{{msb}}}}}, {expr}}}" if to > bits else expr
     return f"{{{to - bits}'b0, {expr}}}" if to > bits else expr
 
 
