@@ -3,7 +3,7 @@ Fmax) and a 7-series part (yosys synth_xilinx counts), folded vs unrolled MVUs.
 
     python benchmarks/rtl_lenet5.py --model dense=lenet5 \\
         --model channel-pruned=runs/rtl/prune_lut5000 --model weight90=runs/rtl/prune_w90 \\
-        --targets ice40-up5k,pynq-z2 --styles folded,unrolled --sim-images 1000
+        --targets ice40-up5k,pynq-z2 --styles folded,unrolled --sim-images 1000 [--fps 100]
 
 Each row: the Verilator run (bit-exact images of --sim-images Fashion-MNIST test images, II and
 latency measured = the cycle model), LUT / FF / BRAM / DSP (ice40: placed design incl. the UART
@@ -34,7 +34,7 @@ def run_one(name, spec, target, style, args):
 
     t = load_target(target)
     model = load_model(spec, seed=args.seed)
-    dep = Deployment.for_target(t)
+    dep = Deployment.for_target(t, fps=args.fps)
     row = {"model": name, "spec": spec, "target": target, "style": style,
            "command": command_line()}
     t0 = time.time()
@@ -78,6 +78,9 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--sim-images", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fps", type=float, default=None,
+                    help="the deployment's FPS target: the cost model folds for the least "
+                         "resources reaching it (default: the highest FPS that fits)")
     args = ap.parse_args()
     rows = []
     for m in args.model:
