@@ -24,6 +24,8 @@ BACKENDS: Dict[str, Tuple[str, str, str]] = {
                     "Brevitas/QONNX twin (export finn, export hls)"),
     "c-runtime": ("edgeprune.backends.c.support", "SUPPORT",
                   "edgeprune-c kernels (export c)"),
+    "rtl-export": ("edgeprune.backends.rtl.plan", "SUPPORT",
+                   "RTL dataflow units (export rtl: Verilog, Verilator, yosys/nextpnr)"),
 }
 
 

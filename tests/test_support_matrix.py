@@ -117,6 +117,11 @@ def _lowers(backend: str, model, graph) -> None:
         from edgeprune.backends.tflm.plan import lower
         check_graph(graph)
         lower(graph)
+    elif backend == "rtl-export":
+        # the RTL export's gate on the graph's op kinds (padding/stride limits of a kind it
+        # supports are tests/test_rtl.py's)
+        from edgeprune.backends.rtl.plan import check_graph
+        check_graph(graph)
     else:  # pragma: no cover - a new backend needs a case here
         raise AssertionError(f"no lowering check for backend {backend}")
 

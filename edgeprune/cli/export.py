@@ -12,6 +12,7 @@ EXPORTERS = {
     "finn": "FINN build project (QONNX + folding + build.py) for an FPGA",
     "hls": "hls4ml HLS dataflow project with a bit-exact C-simulation",
     "c": "plain-C int8 inference code (edgeprune-c runtime) for an MCU firmware",
+    "rtl": "Verilog dataflow for open FPGA flows, Verilator-checked, iCE40 bitstream",
 }
 
 

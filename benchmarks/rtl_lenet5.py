@@ -1,0 +1,114 @@
+"""LeNet-5-class models through `edgeprune export rtl` on an iCE40 UP5K (bitstream, nextpnr
+Fmax) and a 7-series part (yosys synth_xilinx counts), folded vs unrolled MVUs.
+
+    python benchmarks/rtl_lenet5.py --model dense=lenet5 \\
+        --model channel-pruned=runs/rtl/prune_lut5000 --model weight90=runs/rtl/prune_w90 \\
+        --targets ice40-up5k,pynq-z2 --styles folded,unrolled --sim-images 1000 [--fps 100]
+
+Each row: the Verilator run (bit-exact images of --sim-images Fashion-MNIST test images, II and
+latency measured = the cycle model), LUT / FF / BRAM / DSP (ice40: placed design incl. the UART
+wrapper; xc7: yosys synth_xilinx of the dataflow), Fmax (nextpnr-ice40), FPS = clock / II at the
+target clock and at Fmax. A design that does not fit is a row with its error message.
+-> benchmarks/results/rtl_lenet5.json and rtl_lenet5.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS, command_line, upsert_rows  # noqa: E402
+
+
+def run_one(name, spec, target, style, args):
+    from edgeprune.deploy import Deployment
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.export.rtl import export_rtl
+    from edgeprune.models.loading import load_model
+    from edgeprune.targets import load_target
+
+    t = load_target(target)
+    model = load_model(spec, seed=args.seed)
+    dep = Deployment.for_target(t, fps=args.fps)
+    row = {"model": name, "spec": spec, "target": target, "style": style,
+           "command": command_line()}
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="ep-rtl-bench-") as d:
+        try:
+            r = export_rtl(model, dep, Path(d) / "out", data=args.data, epochs=args.epochs,
+                           seed=args.seed, sim_images=args.sim_images, style=style,
+                           verify_images=args.sim_images, progress=False)
+        except EdgepruneError as e:
+            row.update({"fits": False, "error": str(e), "seconds": round(time.time() - t0)})
+            return row
+    hw, c, v = r["hardware"], r["cycles"], r["verilator"]
+    syn = hw.get("synth", {})
+    row.update({
+        "fits": True, "params_nonzero": r["quantization"]["total_weights"]
+        - r["quantization"]["zero_weights"], "params": r["quantization"]["total_weights"],
+        "accuracy_rtl": r["accuracy_rtl"], "images": v["images"],
+        "bit_exact_images": v["exact_images"], "ii_cycles": c["ii_model"],
+        "ii_measured": v["ii_cycles_measured"], "latency_cycles": c["latency_model"],
+        "latency_measured": v["latency_cycles_measured"],
+        "ii_slowest_unit_formula": c["ii_slowest_unit"],
+        "lut": syn.get("lut"), "ff": syn.get("ff"), "bram": syn.get("bram"),
+        "dsp": syn.get("dsp"), "logic_cells_placed": hw.get("placed", {}).get("lc", {}).get("used"),
+        "fmax_mhz": hw.get("fmax_mhz"), "clock_mhz": r["target"]["clock_mhz"],
+        "fps_at_clock": round(c["fps_at_target_clock"], 1),
+        "fps_at_fmax": round(hw["fmax_mhz"] * 1e6 / c["ii_model"], 1) if hw.get("fmax_mhz")
+        else None,
+        "units": [f"{u['layer']}:{u['kind']}" + (f"/{u['style']} PE{u['PE']} SIMD{u['SIMD']}"
+                                                  if u["kind"] == "mvu" else "")
+                  for u in r["units"]],
+        "seconds": round(time.time() - t0)})
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", action="append", required=True, metavar="NAME=SPEC")
+    ap.add_argument("--targets", default="ice40-up5k,pynq-z2")
+    ap.add_argument("--styles", default="folded,unrolled")
+    ap.add_argument("--data", default="fashion-mnist")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--sim-images", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fps", type=float, default=None,
+                    help="the deployment's FPS target: the cost model folds for the least "
+                         "resources reaching it (default: the highest FPS that fits)")
+    args = ap.parse_args()
+    rows = []
+    for m in args.model:
+        name, spec = m.split("=", 1)
+        for target in args.targets.split(","):
+            for style in args.styles.split(","):
+                row = run_one(name, spec, target, style, args)
+                print(json.dumps({k: v for k, v in row.items() if k not in ("units", "command")}),
+                      flush=True)
+                rows.append(row)
+                table = upsert_rows("rtl_lenet5.json", [row], ("model", "target", "style"))
+    md = ["# LeNet-5-class models through export rtl", "",
+          "| model | target | style | fits | LUT | FF | BRAM | DSP | Fmax MHz | II cycles | "
+          "FPS @clock | FPS @Fmax | bit-exact | accuracy | command |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        if r.get("fits"):
+            md.append(f"| {r['model']} | {r['target']} | {r['style']} | yes | {r['lut']} | "
+                      f"{r['ff']} | {r['bram']} | {r['dsp']} | {r['fmax_mhz']} | "
+                      f"{r['ii_cycles']} | {r['fps_at_clock']} | {r['fps_at_fmax']} | "
+                      f"{r['bit_exact_images']}/{r['images']} | {100 * r['accuracy_rtl']:.2f} % |"
+                      f" `{r['command']}` |")
+        else:
+            md.append(f"| {r['model']} | {r['target']} | {r['style']} | no: "
+                      f"{r['error'][:160]} | | | | | | | | | | | `{r['command']}` |")
+    (RESULTS / "rtl_lenet5.md").write_text("\n".join(md) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""RTL backend: integer reference, plan, Verilog in Verilator (bit-exact and cycle-exact against
+the cycle model), the integer network of a Brevitas twin, and the export's refusals."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeprune.backends.rtl.ir import IntNet, MatLayer, MaxPool, Requant, RtlError, reference
+from edgeprune.backends.rtl.plan import build_plan, csd_digits, cycle_model
+from edgeprune.backends.rtl.sim import simulate, verilator_available
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_requant_rounds_half_to_even_and_clamps():
+    rq = Requant(2, 4, True)
+    acc = np.arange(-40, 41)
+    want = np.clip(np.round(acc / 4.0), -8, 7)          # numpy rounds half to even
+    assert np.array_equal(rq.apply(acc), want)
+    assert np.array_equal(Requant(-1, 4, False).apply(np.array([-3, 3, 9])), [0, 6, 15])
+
+
+def test_csd_digits_rebuild_the_value():
+    for v in list(range(-70, 71)):
+        d = csd_digits(v)
+        assert sum(s << k for s, k in d) == v
+        assert all(s in (-1, 1) for s, _ in d)
+    assert len(csd_digits(7)) == 2 and len(csd_digits(0)) == 0     # 7 = 8 - 1
+
+
+def _net(rng):
+    def w(*s, sparsity=0.0):
+        a = rng.integers(-7, 8, size=s)
+        a[rng.random(s) < sparsity] = 0
+        return a
+    return IntNet((1, 10, 10), [
+        MatLayer("conv1", "conv2d", w(4, 1, 3, 3), rng.integers(-50, 50, 4), 4,
+                 Requant(6, 4, False)),
+        MaxPool("pool1", 2),
+        MatLayer("conv2", "conv2d", w(6, 4, 2, 2), rng.integers(-20, 20, 6), 4,
+                 Requant(3, 4, True)),
+        MatLayer("fc1", "linear", w(10, 54, sparsity=0.5), rng.integers(-20, 20, 10), 4, None),
+    ])
+
+
+def test_plan_cycles_and_stream_order():
+    net = _net(np.random.default_rng(0))
+    plan = build_plan(net, {"conv1": (2, 3), "conv2": (3, 4), "fc1": (5, 6)})
+    kinds = [(u.kind, u.layer) for u in plan.units]
+    assert kinds == [("swg", "conv1"), ("mvu", "conv1"), ("maxpool", "pool1"), ("swg", "conv2"),
+                     ("mvu", "conv2"), ("mvu", "fc1")]
+    conv1 = plan.units[1]
+    # FINN's MVAU cycles: (MH/PE) * (MW/SIMD) * vectors
+    assert conv1.cycles == (4 // 2) * (9 // 3) * 8 * 8
+    assert plan.ii_cycles == conv1.cycles
+    # the cycle model adds what the formula leaves out: the window fill at each frame start
+    assert cycle_model(plan).ii_cycles >= plan.ii_cycles
+    with pytest.raises(RtlError):
+        build_plan(net, {"conv1": (3, 3)})            # PE must divide MH
+
+
+@pytest.mark.skipif(not verilator_available(), reason="verilator not installed")
+@pytest.mark.parametrize("styles", [{}, {"conv2": "unrolled", "fc1": "unrolled"}])
+def test_verilator_bit_exact_and_cycle_exact(tmp_path, styles):
+    rng = np.random.default_rng(1)
+    net = _net(rng)
+    x = rng.integers(0, 256, size=(6, 1, 10, 10))
+    plan = build_plan(net, {"conv1": (2, 3), "conv2": (3, 4), "fc1": (5, 6)}, styles)
+    sim = simulate(plan, x, reference(net, x), workdir=tmp_path)
+    assert sim.bit_exact, (sim.outputs[:2], reference(net, x)[:2])
+    model = cycle_model(plan)
+    assert sim.ii_min == sim.ii_max == model.ii_cycles
+    assert sim.latency_cycles == model.latency_cycles
+    assert np.array_equal(sim.outputs, reference(net, x))
+
+
+def test_integer_net_matches_brevitas():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("brevitas")
+    import torch.nn as nn
+
+    from edgeprune.quant.brevitas_model import calibrate, to_brevitas
+    from edgeprune.quant.integer_net import check_integer_net, to_integer_net
+
+    class Small(nn.Module):
+        input_shape = (1, 12, 12)
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 3)
+            self.pool = nn.MaxPool2d(2)
+            self.fc1 = nn.Linear(3 * 5 * 5, 8)
+            self.fc2 = nn.Linear(8, 4)
+
+        def forward(self, x):
+            x = self.pool(self.conv(x)).flatten(1)
+            return self.fc2(torch.relu(self.fc1(x)))
+
+    torch.manual_seed(0)
+    q = to_brevitas(Small(), wbits=4, abits=4)
+    calibrate(q, torch.rand(64, 1, 12, 12))
+    net = to_integer_net(q)
+    assert [type(l).__name__ for l in net.layers] == ["MatLayer", "MaxPool", "MatLayer",
+                                                       "MatLayer"]
+    assert net.layers[2].requant.signed is False and net.layers[0].requant.signed is True
+    x = np.random.default_rng(0).integers(0, 256, size=(50, 1, 12, 12)).astype(np.float32)
+    assert check_integer_net(q, net, x)["bit_exact"]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "edgeprune", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=300)
+
+
+def test_export_rtl_refuses_what_it_cannot_build(tmp_path):
+    for target, why in (("stm32l4r5-m4", "FPGA"), ("zcu104", "iCE40")):
+        p = _cli("export", "rtl", "lenet5", "--target", target, "--data", "fashion-mnist",
+                 "-o", str(tmp_path / target))
+        assert p.returncode == 2, p.stderr
+        assert p.stderr.startswith("edgeprune: error:") and why in p.stderr, p.stderr
+        assert not (tmp_path / target).exists()
