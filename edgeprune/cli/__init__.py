@@ -13,7 +13,7 @@ from typing import List, Optional
 from ..errors import EdgepruneError
 
 # Order is the order of `edgeprune --help`.
-SUBCOMMANDS = ("targets", "ops", "estimate", "prune", "cluster", "export", "demo")
+SUBCOMMANDS = ("targets", "ops", "estimate", "prune", "cluster", "export", "verify", "demo")
 
 
 class UsageError(Exception):
