@@ -346,3 +346,39 @@ def _tool_versions() -> Dict[str, str]:
         except (OSError, IndexError):
             out[name] = None
     return out
+
+
+def measure_steps(export_dir, core: str, x_int8: np.ndarray, trace: bool = True,
+                  keep: Optional[Path] = None) -> List[dict]:
+    """Per kernel call of edgeprune_invoke: exact instructions (timer) and TRM cycles (trace) on
+    one input, from the firmware with the layer hooks only (what calibration needs)."""
+    import tempfile
+    export_dir = Path(export_dir)
+    report = read_export(export_dir)
+    board = board_for(core)
+    x_int8 = quantize_inputs(x_int8, report["io"])[:1]
+    steps = read_steps(export_dir)
+    n = len(steps)
+    with tempfile.TemporaryDirectory(prefix="edgeprune-verify-") as tmpd:
+        tmp = Path(keep) if keep else Path(tmpd)
+        elf = _build(board, export_dir, tmp / "b", x_int8, n, True, "firmware_layers")
+        counts = _counts(run_icount(board, elf.path), board, n, True)
+        seg = None
+        if trace:
+            _, tc = run_trace(board, elf.path, elf.symbols["epv_hook"])
+            seg = tc.segments()
+    out = []
+    for j, st in enumerate(steps):
+        row = {"index": j, "kernel": st["kernel"], "instructions": int(counts["layers"][j][0])}
+        if seg is not None:
+            row["cycles_trm"] = int(seg[7 + 2 * j][1] - seg[4][1])
+            row["trace_instructions"] = int(seg[7 + 2 * j][0] - seg[4][0])
+        out.append(row)
+    outside = None
+    if seg is not None:
+        # the invoke's own code: from the invoke's start to the first layer, between layers,
+        # after the last one (each segment holds one hook call, subtracted)
+        between = [seg[6 + 2 * j] for j in range(n + 1)]
+        outside = {"instructions": int(sum(b[0] for b in between) - (n + 1) * seg[4][0]),
+                   "cycles_trm": int(sum(b[1] for b in between) - (n + 1) * seg[4][1])}
+    return out, outside

@@ -135,7 +135,13 @@ class TraceCounter:
     cut into segments at every entry to `mark_pc` (segment k starts at the k-th entry;
     segment -1 is everything before the first)."""
 
-    def __init__(self, core: str, mark_pc: int):
+    def __init__(self, core: str, mark_pc: int, call_site: Optional[Tuple[int, int]] = None):
+        """call_site: [start, end) of a function whose indirect calls (``blx rN``) start the
+        spans to attribute separately (TFLM's MicroInterpreterGraph::InvokeSubgraph calling
+        each operator's invoke): span k runs from the callee's first block to the return."""
+        self.call_site = call_site
+        self.spans: List[List[int]] = []      # [segment, instructions, cycles] per span
+        self._ret: Optional[int] = None
         self.core = core
         self.mark_pc = mark_pc & ~1
         self.asm = InAsmParser()
@@ -155,10 +161,19 @@ class TraceCounter:
         pc = int(mt.group(1), 16)
         if self._pending is not None:
             lpc, lsize, lm, lops, lseg = self._pending
-            self.cycles[lseg] = self.cycles.get(lseg, 0) + instr_cycles(
-                self.core, lm, lops, pc != lpc + lsize, self._prev_ls)
+            c = instr_cycles(self.core, lm, lops, pc != lpc + lsize, self._prev_ls)
+            self.cycles[lseg] = self.cycles.get(lseg, 0) + c
+            if self._ret is not None:
+                self.spans[-1][2] += c
             self._prev_ls = is_load_store(lm.lower())
             self._pending = None
+            if self.call_site is not None:
+                if self._ret is not None and pc == self._ret:
+                    self._ret = None
+                elif (self._ret is None and self.call_site[0] <= lpc < self.call_site[1]
+                      and lm.lower().startswith("blx") and lops.strip().startswith("r")):
+                    self._ret = lpc + lsize
+                    self.spans.append([self.seg, 0, 0])
         if (pc & ~1) == self.mark_pc:
             self.seg += 1
         block = self.asm.blocks.get(pc)
@@ -175,6 +190,9 @@ class TraceCounter:
         s = self.seg
         self.insns[s] = self.insns.get(s, 0) + len(block)
         self.cycles[s] = self.cycles.get(s, 0) + hit[0]
+        if self._ret is not None:
+            self.spans[-1][1] += len(block)
+            self.spans[-1][2] += hit[0]
         self._prev_ls = hit[1]
         ipc, size, m, ops = block[-1]
         self._pending = (ipc, size, m, ops, s)
@@ -182,8 +200,10 @@ class TraceCounter:
     def finish(self) -> None:
         if self._pending is not None:
             lpc, lsize, lm, lops, lseg = self._pending
-            self.cycles[lseg] = self.cycles.get(lseg, 0) + instr_cycles(
-                self.core, lm, lops, True, self._prev_ls)
+            c = instr_cycles(self.core, lm, lops, True, self._prev_ls)
+            self.cycles[lseg] = self.cycles.get(lseg, 0) + c
+            if self._ret is not None:
+                self.spans[-1][2] += c
             self._pending = None
 
     def segments(self) -> List[Tuple[int, int]]:

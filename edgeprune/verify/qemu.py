@@ -76,12 +76,13 @@ def run_icount(board: Board, elf: Path, timeout: int = TIMEOUT_S) -> Output:
     return out
 
 
-def run_trace(board: Board, elf: Path, mark_pc: int, timeout: int = TIMEOUT_S) -> Tuple[Output, TraceCounter]:
+def run_trace(board: Board, elf: Path, mark_pc: int, timeout: int = TIMEOUT_S,
+              call_site=None) -> Tuple[Output, TraceCounter]:
     """Run with ``-d in_asm,exec,nochain`` (every translated block listed once, every executed
     block logged) and count instructions and TRM cycles between entries to `mark_pc`."""
     import os
     import tempfile
-    counter = TraceCounter(board.core, mark_pc)
+    counter = TraceCounter(board.core, mark_pc, call_site)
     out = Output()
     with tempfile.TemporaryDirectory(prefix="edgeprune-trace-") as d:
         fifo = os.path.join(d, "trace")

@@ -38,14 +38,32 @@ def load_inputs(report: dict, data: Optional[str], inputs: Optional[str], sample
     return x, None, f"{n} random int8 inputs (seed {seed})"
 
 
+def default_tflm_cache() -> Path:
+    import os
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edgeprune" / "tflm"
+
+
 def verify_command(export_dir: Path, core: str, out, *, data=None, inputs=None, samples: int = 10,
                    seed: int = 0, cycles: bool = True, layers: bool = True,
-                   overwrite: bool = False) -> dict:
+                   overwrite: bool = False, tflm_root=None, tflm_cache=None, jobs: int = 2) -> dict:
     check_output(out, overwrite)
-    report = read_export(Path(export_dir))
-    x, labels, note = load_inputs(report, data, inputs, samples, seed)
-    res, elf_bytes, _ = verify_c(export_dir, core, x, input_note=note, labels=labels,
-                                 layer_counts=layers, trace=cycles)
+    export_dir = Path(export_dir)
+    if (export_dir / "edgeprune_model.cc").is_file():          # an 'export tflm' output
+        from .tflm_runtime import read_tflm_export, verify_tflm
+        report = read_tflm_export(export_dir)
+        if tflm_root is None:
+            raise VerifyError(f"{export_dir} is an 'edgeprune export tflm' output: pass "
+                              f"--tflm-root PATH (a TFLite-Micro tree with its downloads)")
+        x, labels, note = load_inputs(report, data, inputs, samples, seed)
+        res, elf_bytes, _ = verify_tflm(export_dir, core, x, tflm_root,
+                                        tflm_cache or default_tflm_cache(), input_note=note,
+                                        labels=labels, trace=cycles, jobs=jobs)
+    else:
+        report = read_export(export_dir)
+        x, labels, note = load_inputs(report, data, inputs, samples, seed)
+        res, elf_bytes, _ = verify_c(export_dir, core, x, input_note=note, labels=labels,
+                                     layer_counts=layers, trace=cycles)
     with staged_output(out, overwrite) as tmp:
         (tmp / "verify.json").write_text(json_text(res, indent=1))
         (tmp / "firmware.elf").write_bytes(elf_bytes)

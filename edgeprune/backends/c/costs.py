@@ -54,3 +54,100 @@ def estimate_instructions(step, enc, dsp: bool) -> float:
     else:
         raise ValueError(enc.variant)
     return float(body + outputs * PER_OUTPUT)
+
+
+# --------------------------------------------------------------------------------------------
+# The calibrated model: instructions and cycles per kernel call, from the QEMU measurements of
+# synthetic single-layer models (benchmarks/c_runtime_calibrate.py writes cost_constants.py).
+
+def step_terms(step, enc=None):
+    """(kernel key, {term: count}) of one kernel call: the work terms whose coefficients the
+    calibration fits (per core, by non-negative least squares)."""
+    k = step.kind
+    p = step.params
+    if k in ("conv", "dwconv"):
+        g = p["g"]
+        pixels = g["out_h"] * g["out_w"]
+        outputs = pixels * g["out_c"]
+        if k == "dwconv":
+            return "dwconv", {"macs": step.macs, "outputs": outputs, "pixels": pixels, "call": 1}
+        kk = g["k_h"] * g["k_w"] * g["in_c"]
+        fam = enc.family
+        if fam == "sparse":
+            return "conv-sparse", {"entries": pixels * enc.scalars["entries"], "outputs": outputs,
+                                   "pixels": pixels, "call": 1}
+        return f"conv-{fam}", {"macs": step.macs, "im2col": pixels * kk, "outputs": outputs,
+                               "pixels": pixels, "call": 1}
+    if k == "fc":
+        b, n_in, n_out = p["batches"], p["in_n"], p["out_n"]
+        fam = enc.family
+        if fam == "sparse":
+            return "fc-sparse", {"entries": b * enc.scalars["entries"], "outputs": b * n_out, "call": 1}
+        return f"fc-{fam}", {"macs": step.macs, "inputs": b * n_in, "outputs": b * n_out, "call": 1}
+    if k in ("maxpool", "avgpool"):
+        g = p["g"]
+        return k, {"window": step.macs, "outputs": g["out_h"] * g["out_w"] * g["out_c"],
+                   "rows": g["out_h"], "call": 1}
+    if k in ("add", "relu"):
+        return k, {"elements": p["n"], "call": 1}
+    if k == "softmax":
+        return k, {"elements": p["rows"] * p["depth"], "rows": p["rows"], "call": 1}
+    if k == "concat":
+        return k, {"bytes": p["outer"] * sum(p["inner"]), "pieces": p["outer"] * len(p["inner"]),
+                   "call": 1}
+    if k == "pad":
+        n = 1
+        for d in p["out_dims"]:
+            n *= d
+        return k, {"elements": n, "call": 1}
+    raise ValueError(k)
+
+
+def _constants():
+    try:
+        from . import cost_constants
+    except ImportError:                  # not calibrated yet
+        return None
+    return cost_constants
+
+
+def calibrated(core: str) -> bool:
+    c = _constants()
+    return c is not None and core in c.STEP_INSTRUCTIONS
+
+
+def estimate_step(step, enc, core: str):
+    """(instructions, cycles) of one kernel call on `core` from the calibrated model, or None
+    when the core or this kernel was not calibrated."""
+    c = _constants()
+    if c is None or core not in c.STEP_INSTRUCTIONS:
+        return None
+    key, terms = step_terms(step, enc)
+    ci, cc = c.STEP_INSTRUCTIONS[core].get(key), c.STEP_CYCLES[core].get(key)
+    if ci is None or cc is None:
+        return None
+    return (sum(ci.get(t, 0.0) * v for t, v in terms.items()),
+            sum(cc.get(t, 0.0) * v for t, v in terms.items()))
+
+
+def estimate_program(program, core: str):
+    """{instructions, cycles, steps: [(instructions, cycles)]} of a whole edgeprune_invoke on
+    `core` (the encodings chosen by codegen are in step.params['encoding']), or None when the
+    core is not calibrated. The call and the output copy are the 'invoke' term."""
+    c = _constants()
+    if c is None or core not in c.STEP_INSTRUCTIONS:
+        return None
+    steps = []
+    for st in program.steps:
+        e = estimate_step(st, st.params.get("encoding"), core)
+        if e is None:
+            return None
+        steps.append(e)
+    out_bytes = 1
+    for d in program.output_shape:
+        out_bytes *= d
+    inv_i, inv_c = c.INVOKE_INSTRUCTIONS[core], c.INVOKE_CYCLES[core]
+    extra_i = inv_i["call"] + inv_i["output_bytes"] * out_bytes
+    extra_c = inv_c["call"] + inv_c["output_bytes"] * out_bytes
+    return {"instructions": sum(s[0] for s in steps) + extra_i,
+            "cycles": sum(s[1] for s in steps) + extra_c, "steps": steps}
