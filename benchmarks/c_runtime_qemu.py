@@ -18,6 +18,8 @@ test split on QEMU (accuracy of the emulated build).
 
 Run from the repo root:
   .venv/bin/python benchmarks/c_runtime_qemu.py zoo [--models resnet8 ...] [--core cortex-m4]
+  .venv/bin/python benchmarks/c_runtime_qemu.py reestimate     (estimates of the stored zoo rows
+      from the current cost_constants.py, after a new calibration)
   .venv/bin/python benchmarks/c_runtime_qemu.py lenet5 --lenet-dir runs/c_runtime_lenet5/mnist-t10k-15ep-100x-3b --data /work/shared/data/mnist-t10k
 Writes benchmarks/results/c_runtime.json ({"rows": [...]}, keyed by model, core, variant).
 """
@@ -97,6 +99,7 @@ def zoo_row(name: str, core: str, n_inputs: int, seed: int, work: Path) -> dict:
         "layers": [{k: v for k, v in vars(l).items() if k != "alternatives"} for l in gen.layers]},
         default=str))
     res, _, _ = verify_c(d, core, x)
+    terms = [costs.step_terms(st, st.params.get("encoding")) for st in gen.program.steps]
     est = costs.estimate_program(gen.program, core)
     row = {"model": name, "core": core, "variant": "dense", "data": ds.name,
            "instructions": res["instructions_per_invoke"],
@@ -115,13 +118,38 @@ def zoo_row(name: str, core: str, n_inputs: int, seed: int, work: Path) -> dict:
            "identical_vs_tflm": res["outputs_vs_host"]["tflm"]["identical"],
            "inputs": res["inputs"]["count"], "board": res["board"],
            "trace_instructions_equal_icount": res.get("trace_instructions_equal_icount"),
-           "layers": layer_summary(res), "command": command_line()}
-    if est:
-        for l, (ei, ec) in zip(row["layers"], est["steps"]):
-            l["instructions_estimate"] = round(ei)
-            l["cycles_estimate"] = round(ec)
+           "layers": layer_summary(res), "command": command_line(),
+           "output_bytes": int(np.prod(gen.program.output_shape))}
+    for l, (key, t) in zip(row["layers"], terms):
+        l["cost_key"], l["cost_terms"] = key, t
+    reestimate(row)
     row["cycles_per_mac"] = round(row["edgeprune_c_cycles"] / row["macs"], 3) if row["edgeprune_c_cycles"] else None
     return row
+
+
+def reestimate(row: dict) -> None:
+    """Fill the estimate columns of a zoo row from its stored per-layer cost terms with the
+    current calibrated constants (edgeprune/backends/c/cost_constants.py)."""
+    from edgeprune.backends.c import costs
+    c = costs._constants()
+    core = row["core"]
+    if c is None or core not in c.STEP_INSTRUCTIONS:
+        return
+    ti = tc = 0.0
+    for l in row["layers"]:
+        ci, cc = c.STEP_INSTRUCTIONS[core][l["cost_key"]], c.STEP_CYCLES[core][l["cost_key"]]
+        ei = sum(ci.get(t, 0.0) * v for t, v in l["cost_terms"].items())
+        ec = sum(cc.get(t, 0.0) * v for t, v in l["cost_terms"].items())
+        l["instructions_estimate"], l["cycles_estimate"] = round(ei), round(ec)
+        ti, tc = ti + ei, tc + ec
+    inv_i, inv_c = c.INVOKE_INSTRUCTIONS[core], c.INVOKE_CYCLES[core]
+    ti += inv_i["call"] + inv_i["output_bytes"] * row["output_bytes"]
+    tc += inv_c["call"] + inv_c["output_bytes"] * row["output_bytes"]
+    row["instructions_estimate"], row["cycles_estimate"] = round(ti), round(tc)
+    row["instructions_estimate_error"] = round(ti / row["instructions"] - 1, 4)
+    row["cycles_estimate_error"] = (round(tc / row["edgeprune_c_cycles"] - 1, 4)
+                                    if row.get("edgeprune_c_cycles") else None)
+    row["estimate_constants"] = "edgeprune/backends/c/cost_constants.py (benchmarks/c_runtime_calibrate.py)"
 
 
 def edgeprune(*args) -> None:
@@ -181,7 +209,7 @@ def lenet_rows(lenet_dir: Path, data: str, core: str, samples: int, work: Path) 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("zoo", "lenet5"))
+    ap.add_argument("what", choices=("zoo", "lenet5", "reestimate"))
     ap.add_argument("--models", nargs="*", default=list(ZOO))
     ap.add_argument("--core", default="cortex-m4")
     ap.add_argument("--inputs", type=int, default=5, help="images per zoo model")
@@ -190,6 +218,13 @@ def main() -> int:
     ap.add_argument("--data", default="/work/shared/data/mnist-t10k")
     ap.add_argument("--samples", type=int, default=0, help="LeNet-5 test images on QEMU (0 = all)")
     args = ap.parse_args()
+    if args.what == "reestimate":        # zoo rows: estimates from the current constants
+        table = json.loads(OUT.read_text())
+        for row in table["rows"]:
+            if row.get("layers") and "cost_key" in row["layers"][0]:
+                reestimate(row)
+        upsert(table["rows"])
+        return 0
     import torch
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="c-qemu-") as d:

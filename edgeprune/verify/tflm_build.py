@@ -12,7 +12,8 @@ CMSIS-NN, flatbuffers, gemmlowp, ruy), so that the Makefile downloads nothing. T
 with TFLM's flags (core at -Os, kernels and CMSIS-NN at -O2, -DTF_LITE_STATIC_MEMORY,
 -funsigned-char) and archives the objects into ``<cache>/libtflm.a``. The objects: TFLM's
 core library (its test helpers left out), the kernels of the ops the model uses and their
-``*_common`` parts, and the CMSIS-NN source folders those kernels call into. Nothing is written
+``*_common`` parts, and the CMSIS-NN sources those kernels can reach (``cmsis_closure``: calls
+followed through the CMSIS-NN sources). Nothing is written
 into the TFLM tree; the cache key is the tree's path and revision, the core and the op set.
 
 TFLM's Makefile runs python3 generators while parsing; they need numpy and PIL (Debian's
@@ -148,7 +149,42 @@ def _split_flags(s: str) -> List[str]:
     return shlex.split(s)
 
 
-def select_objects(vars_: dict, ops: Sequence[str]) -> List[str]:
+_CALL = re.compile(r"\b(arm_\w+)\s*\(")
+_DEF = re.compile(r"^[A-Za-z_][\w \t\*]*?\b(arm_\w+)\s*\([^;]*$", re.M)
+
+
+def cmsis_closure(tree: Path, kernel_sources: Sequence[Path]) -> set:
+    """CMSIS-NN source files (relative to its Source/ folder) reachable from the arm_*
+    calls of `kernel_sources`: each file's function definitions are read, and calls are
+    followed file by file, so that only the CMSIS-NN objects a kernel can reach are built."""
+    src = tree / "tensorflow/lite/micro/tools/make/downloads/cmsis_nn/Source"
+    defs: Dict[str, str] = {}
+    calls: Dict[str, set] = {}
+    for f in src.rglob("*.c"):
+        text = f.read_text(errors="replace")
+        rel = str(f.relative_to(src))
+        calls[rel] = set(_CALL.findall(text))
+        for name in _DEF.findall(text):
+            defs.setdefault(name, rel)
+    todo = set()
+    for k in kernel_sources:
+        if k.is_file():
+            todo |= set(_CALL.findall(k.read_text(errors="replace")))
+    files: set = set()
+    seen: set = set()
+    while todo:
+        sym = todo.pop()
+        if sym in seen:
+            continue
+        seen.add(sym)
+        f = defs.get(sym)
+        if f is not None and f not in files:
+            files.add(f)
+            todo |= calls[f]
+    return files
+
+
+def select_objects(vars_: dict, ops: Sequence[str], tree: Optional[Path] = None) -> List[str]:
     """The object files the ops need (see the module docstring)."""
     unknown = [o for o in ops if o not in OP_KERNELS]
     if unknown:
@@ -163,9 +199,16 @@ def select_objects(vars_: dict, ops: Sequence[str]) -> List[str]:
     for o in vars_["MICROLITE_KERNEL_OBJS"].split():
         if "/micro/kernels/" in o and Path(o).stem in stems:
             objs.append(o)
+    reach = None
+    if tree is not None:
+        kdir = tree / "tensorflow/lite/micro/kernels"
+        ksrc = [kdir / "cmsis_nn" / f"{st}.cc" for st in stems] + [kdir / f"{st}.cc" for st in stems]
+        reach = cmsis_closure(tree, ksrc)
     for o in vars_["MICROLITE_THIRD_PARTY_KERNEL_OBJS"].split():
-        m = re.search(r"/cmsis_nn/Source/([^/]+)/", o)
-        if m and m.group(1) in folders:
+        m = re.search(r"/cmsis_nn/Source/(([^/]+)/[^/]+)\.o$", o)
+        if not m or m.group(2) not in folders:
+            continue
+        if reach is None or m.group(1) + ".c" in reach:
             objs.append(o)
     return objs
 
@@ -187,7 +230,7 @@ def build_tflm(tflm_root, core: str, ops: Sequence[str], cache_dir, jobs: int = 
                            info["objects"], True)
     work.mkdir(parents=True, exist_ok=True)
     vars_ = _query(tree, core, gendir)
-    objs = select_objects(vars_, ops)
+    objs = select_objects(vars_, ops, tree)
     cmd = _make_args(tree, core, gendir) + [f"-j{jobs}"] + objs
     p = subprocess.run(cmd, capture_output=True, text=True, env=_make_env())
     if log is not None:
