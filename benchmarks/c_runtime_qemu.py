@@ -136,6 +136,8 @@ def reestimate(row: dict) -> None:
     if c is None or core not in c.STEP_INSTRUCTIONS:
         return
     ti = tc = 0.0
+    if any(l["cost_key"] not in c.STEP_INSTRUCTIONS[core] for l in row["layers"]):
+        return                           # a kernel the constants do not cover yet
     for l in row["layers"]:
         ci, cc = c.STEP_INSTRUCTIONS[core][l["cost_key"]], c.STEP_CYCLES[core][l["cost_key"]]
         ei = sum(ci.get(t, 0.0) * v for t, v in l["cost_terms"].items())

@@ -140,7 +140,7 @@ class TraceCounter:
         spans to attribute separately (TFLM's MicroInterpreterGraph::InvokeSubgraph calling
         each operator's invoke): span k runs from the callee's first block to the return."""
         self.call_site = call_site
-        self.spans: List[List[int]] = []      # [segment, instructions, cycles] per span
+        self.spans: List[List[int]] = []      # [segment, instructions, cycles, call pc] per span
         self._ret: Optional[int] = None
         self.core = core
         self.mark_pc = mark_pc & ~1
@@ -173,7 +173,7 @@ class TraceCounter:
                 elif (self._ret is None and self.call_site[0] <= lpc < self.call_site[1]
                       and lm.lower().startswith("blx") and lops.strip().startswith("r")):
                     self._ret = lpc + lsize
-                    self.spans.append([self.seg, 0, 0])
+                    self.spans.append([self.seg, 0, 0, lpc])
         if (pc & ~1) == self.mark_pc:
             self.seg += 1
         block = self.asm.blocks.get(pc)

@@ -141,8 +141,28 @@ __attribute__((section(".epv_vectors"), used)) const void *const epv_vectors[16]
   (void *)epv_fault, (void *)epv_fault, 0, 0, 0, 0, (void *)epv_fault, (void *)epv_fault, 0,
   (void *)epv_fault, (void *)epv_fault};
 
-/* newlib's syscall stubs, should anything pull them in: nothing is allowed to run them */
+/* newlib's system calls, for code that pulls in stdio (TFLM's logging can): no files, no
+   console through them (the harness prints by semihosting); the heap lies between .bss and
+   the stack's reserved area. */
+#include <errno.h>
+#include <stddef.h>
+#include <sys/stat.h>
 void _exit(int code) { epv_exit(code); for (;;) {} }
+int _close(int fd) { (void)fd; errno = EBADF; return -1; }
+int _fstat(int fd, struct stat *st) { (void)fd; st->st_mode = S_IFCHR; return 0; }
+int _isatty(int fd) { (void)fd; return 1; }
+int _lseek(int fd, int off, int whence) { (void)fd; (void)off; (void)whence; return 0; }
+int _read(int fd, char *buf, int n) { (void)fd; (void)buf; (void)n; return 0; }
+int _write(int fd, const char *buf, int n) { (void)fd; (void)buf; return n; }
+int _kill(int pid, int sig) { (void)pid; (void)sig; errno = EINVAL; return -1; }
+int _getpid(void) { return 1; }
+void *_sbrk(ptrdiff_t incr) {
+  static char *brk = (char *)&__bss_end;
+  if (brk + incr > (char *)&__stack_limit) { errno = ENOMEM; return (void *)-1; }
+  char *old = brk;
+  brk += incr;
+  return old;
+}
 """
 
 SUPPORT = r"""
@@ -308,7 +328,7 @@ def link(board: Board, objects: Sequence[Path], out: Path, *, cxx: bool = False,
     map_path = out.with_suffix(".map")
     cmd = [driver, *board.cflags, "-nostartfiles", "--specs=nano.specs", "-T", str(ld),
            "-Wl,--gc-sections", f"-Wl,-Map={map_path}", "-o", str(out),
-           *map(str, objects), *extra, "-lc", "-lgcc", "-lnosys"]
+           *map(str, objects), *extra, "-Wl,--start-group", "-lc", "-lgcc", "-Wl,--end-group"]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         msg = p.stderr.strip()

@@ -218,16 +218,24 @@ def build_tflm(tflm_root, core: str, ops: Sequence[str], cache_dir, jobs: int = 
     """libtflm.a for `core` and the kernels of `ops`, built in (or reused from) `cache_dir`."""
     tree = find_tree(Path(tflm_root))
     ops = sorted(set(ops))
-    key = hashlib.sha256(json.dumps([str(tree), _revision(tree), core, TARGET_ARCH.get(core),
-                                     ops]).encode()).hexdigest()[:16]
-    work = Path(cache_dir).absolute() / f"tflm-{core}-{key}"
+    base = hashlib.sha256(json.dumps([str(tree), _revision(tree), core,
+                                      TARGET_ARCH.get(core)]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([base, ops]).encode()).hexdigest()[:16]
+    cache = Path(cache_dir).absolute()
+    # a library built for this tree and core with a superset of the ops serves as well
+    for info_path in sorted(cache.glob(f"tflm-{core}-*/build.json")):
+        try:
+            info = json.loads(info_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        lib = info_path.parent / "libtflm.a"
+        if info.get("base") == base and set(info.get("ops", ())) >= set(ops) and lib.is_file():
+            return TflmLibrary(tree, core, lib, info["cflags"], info["cxxflags"], info["includes"],
+                               info["objects"], True)
+    work = cache / f"tflm-{core}-{key}"
     gendir = work / "gen"
     lib = work / "libtflm.a"
     info_path = work / "build.json"
-    if lib.is_file() and info_path.is_file():
-        info = json.loads(info_path.read_text())
-        return TflmLibrary(tree, core, lib, info["cflags"], info["cxxflags"], info["includes"],
-                           info["objects"], True)
     work.mkdir(parents=True, exist_ok=True)
     vars_ = _query(tree, core, gendir)
     objs = select_objects(vars_, ops, tree)
@@ -247,7 +255,7 @@ def build_tflm(tflm_root, core: str, ops: Sequence[str], cache_dir, jobs: int = 
             includes.append("-I" + str((tree / d).resolve() if not os.path.isabs(d) else Path(d)))
     info = {"cflags": _split_flags(vars_["CCFLAGS"]), "cxxflags": _split_flags(vars_["CXXFLAGS"]),
             "includes": includes, "objects": len(objs), "ops": ops, "core": core,
-            "target_arch": TARGET_ARCH[core], "tree": str(tree)}
+            "target_arch": TARGET_ARCH[core], "tree": str(tree), "base": base}
     info_path.write_text(json.dumps(info, indent=1))
     tmp_lib.replace(lib)
     return TflmLibrary(tree, core, lib, info["cflags"], info["cxxflags"], includes, len(objs), False)
