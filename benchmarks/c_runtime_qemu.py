@@ -50,14 +50,19 @@ CORE_TARGET = {"cortex-m4": "stm32l4r5-m4", "cortex-m7": "stm32h7a3-m7",
                "cortex-m33": "stm32u585-m33", "cortex-m55": "alif-e3-m55"}
 
 
-def upsert(rows) -> None:
-    table = json.loads(OUT.read_text()) if OUT.exists() else {"rows": []}
-    for row in rows:
-        k = tuple(row.get(f) for f in KEY)
-        table["rows"] = [r for r in table["rows"] if tuple(r.get(f) for f in KEY) != k] + [row]
-    tmp = OUT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(table, indent=1) + "\n")
-    tmp.replace(OUT)
+def upsert(rows, path: Path = OUT, key=KEY) -> None:
+    """Replace rows with the same key (else append), under a lock: benchmarks/tflm_qemu.py
+    fills columns of these rows and may run at the same time."""
+    import fcntl
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        table = json.loads(path.read_text()) if path.exists() else {"rows": []}
+        for row in rows:
+            k = tuple(row.get(f) for f in key)
+            table["rows"] = [r for r in table["rows"] if tuple(r.get(f) for f in key) != k] + [row]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(table, indent=1) + "\n")
+        tmp.replace(path)
 
 
 def layer_summary(res) -> list:
@@ -83,6 +88,10 @@ def zoo_row(name: str, core: str, n_inputs: int, seed: int, work: Path) -> dict:
     graph = extract(model)
     plan = tflm_plan.lower(graph)
     ds = datasets(name, graph.input_shape, n_inputs)[0]
+    if graph.n_outputs < ds.num_classes:           # labels are not used (random weights)
+        from edgeprune.data import Dataset
+        ds = Dataset(ds.name, ds.x_train, ds.y_train % graph.n_outputs, ds.x_test,
+                     ds.y_test % graph.n_outputs)
     cal, ev, _, note = samples(model, graph, ds, 256, n_inputs, seed)
     plain, _ = quantize(model, graph, plan, cal, seed, ev[:16])
     names = [n for n, _ in sorted(match_ops(plain, plan), key=lambda p: p[1])]
