@@ -18,6 +18,10 @@ def _load(name):
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def _n(x):
+    return "" if x is None else f"{x:,}"
+
+
 def _pct(x):
     return "" if x is None else f"{100 * x:+.1f} %"
 
@@ -43,22 +47,23 @@ def main() -> int:
             lines.append("")
     c = _load("c_runtime.json")
     if c:
-        zoo = [r for r in c["rows"] if r.get("cost_terms") is None and r["model"] != "lenet5"
-               or (r["variant"] == "dense" and "fashion" in str(r.get("data")))]
         zoo = [r for r in c["rows"] if "fashion" in str(r.get("data"))]
         if zoo:
+            cmds = sorted({r["command"] for r in zoo})
+            tcmds = sorted({r["tflm_command"] for r in zoo if r.get("tflm_command")})
             lines += ["## Zoo models, dense edgeprune-c (validation of the cost model)", "",
-                      f"`{zoo[0]['command']}` (random weights; bit-exactness vs the tflite-micro runtime "
-                      f"on real images). `tflm` columns: `{next((r.get('tflm_command') for r in zoo if r.get('tflm_command')), 'benchmarks/tflm_qemu.py')}`.", "",
+                      "Random weights; bit-exactness vs the tflite-micro runtime on real images. Rows: "
+                      + "; ".join(f"`{c}`" for c in cmds) + ". TFLM columns: "
+                      + ("; ".join(f"`{c}`" for c in tcmds) or "not measured") + ".", "",
                       "| model | core | MACs | instructions | cycles (TRM) | cycles/MAC | estimate | error | flash B | RAM B | identical | TFLM+CMSIS-NN cycles | TFLM / edgeprune-c |",
                       "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for r in zoo:
                 lines.append(
-                    f"| {r['model']} | {r['core']} | {r['macs']:,} | {r['instructions']:,} | "
-                    f"{r['edgeprune_c_cycles']:,} | {r['cycles_per_mac']} | {r['cycles_estimate'] or 0:,} | "
-                    f"{_pct(r['cycles_estimate_error'])} | {r['flash_bytes']:,} | {r['ram_bytes']:,} | "
-                    f"{r['identical_vs_tflm']} | {r['tflm_cmsis_nn_cycles'] or '':,} | "
-                    f"{r.get('tflm_over_edgeprune_c_cycles') or ''} |".replace("| , |", "| |"))
+                    f"| {r['model']} | {r['core']} | {_n(r['macs'])} | {_n(r['instructions'])} | "
+                    f"{_n(r['edgeprune_c_cycles'])} | {r['cycles_per_mac']} | {_n(r['cycles_estimate'])} | "
+                    f"{_pct(r['cycles_estimate_error'])} | {_n(r['flash_bytes'])} | {_n(r['ram_bytes'])} | "
+                    f"{r['identical_vs_tflm']} | {_n(r.get('tflm_cmsis_nn_cycles'))} | "
+                    f"{r.get('tflm_over_edgeprune_c_cycles') or ''} |")
             lines.append("")
             convs = [(r["model"], l) for r in zoo for l in r["layers"]
                      if l.get("kernel") == "ep_conv_dense_dsp" and l.get("macs")]
@@ -69,27 +74,29 @@ def main() -> int:
         le = [r for r in c["rows"] if r["model"] == "lenet5" and "fashion" not in str(r.get("data"))]
         if le:
             lines += ["## LeNet-5, trained, pruned and clustered (emulated build)", "",
-                      f"`{le[0]['command']}`", "",
-                      "| variant | instructions | x fewer than dense | cycles (TRM) | weight B | flash B | RAM B | non-zero weights | accuracy (emulated) |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+                      "; ".join(sorted({f"`{r['command']}`" for r in le})), "",
+                      "| variant | instructions | x fewer than dense | cycles (TRM) | cycles estimate | error | weight B | flash B | flash B (export's estimate) | RAM B | RAM B (export's estimate) | non-zero weights | accuracy (emulated) |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for r in le:
                 acc = "" if r.get("accuracy") is None else f"{100 * r['accuracy']:.2f} % ({r['inputs']} images)"
-                lines.append(f"| {r['variant']} | {r['instructions']:,} | {r.get('instructions_vs_dense')} | "
-                             f"{r.get('edgeprune_c_cycles') or 0:,} | {r['weight_bytes']:,} | {r['flash_bytes']:,} | "
-                             f"{r['ram_bytes']:,} | {r['nonzero_weights']:,} / {r['weights']:,} | {acc} |")
+                lines.append(f"| {r['variant']} | {_n(r['instructions'])} | {r.get('instructions_vs_dense')} | "
+                             f"{_n(r.get('edgeprune_c_cycles'))} | {_n(r.get('cycles_estimate'))} | {_pct(r.get('cycles_estimate_error'))} | "
+                             f"{_n(r['weight_bytes'])} | {_n(r['flash_bytes'])} | {_n(r.get('flash_bytes_export_estimate'))} | "
+                             f"{_n(r['ram_bytes'])} | {_n(r.get('ram_bytes_export_estimate'))} | "
+                             f"{_n(r['nonzero_weights'])} / {_n(r['weights'])} | {acc} |")
             lines.append("")
     t = _load("tflm_qemu.json")
     if t:
         lines += ["## TFLM + CMSIS-NN on the emulated core (the MCU cost model's validation)", "",
-                  f"`{t['rows'][0]['command']}`", "",
+                  "; ".join(sorted({f"`{r['command']}`" for r in t["rows"]})), "",
                   "| model | core | instructions | interpreter instr. | cycles (TRM) | estimate | error | arena on target | arena estimate | error | arena 64-bit host | identical |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in t["rows"]:
-            lines.append(f"| {r['model']} | {r['core']} | {r['instructions_measured']:,} | "
-                         f"{r['instructions_interpreter']:,} | {r['cycles_measured']:,} | {r['cycles_estimate']:,} | "
-                         f"{_pct(r['cycles_estimate_error'])} | {r['arena_measured']:,} | "
-                         f"{r['arena_estimate'] or 0:,} | {_pct(r['arena_estimate_error'])} | "
-                         f"{r['arena_host_64bit'] or 0:,} | {r['identical_vs_host_interpreter']} |")
+            lines.append(f"| {r['model']} | {r['core']} | {_n(r['instructions_measured'])} | "
+                         f"{_n(r['instructions_interpreter'])} | {_n(r['cycles_measured'])} | {_n(r['cycles_estimate'])} | "
+                         f"{_pct(r['cycles_estimate_error'])} | {_n(r['arena_measured'])} | "
+                         f"{_n(r['arena_estimate'])} | {_pct(r['arena_estimate_error'])} | "
+                         f"{_n(r['arena_host_64bit'])} | {r['identical_vs_host_interpreter']} |")
         lines.append("")
     (RES / "c_runtime_qemu.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {RES / 'c_runtime_qemu.md'}")
