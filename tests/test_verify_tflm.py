@@ -52,9 +52,15 @@ class Tiny(nn.Module):
 
 @pytest.fixture(scope="module")
 def tflm_tree(tmp_path_factory):
+    """(TFLM tree, library cache): the snapshot unpacked into the test's tmp dir, the library
+    built there. EDGEPRUNE_TEST_TFLM_TREE / EDGEPRUNE_TEST_TFLM_CACHE reuse a developer's
+    unpacked tree and its cache instead (CI sets neither)."""
+    tree, cache = os.environ.get("EDGEPRUNE_TEST_TFLM_TREE"), os.environ.get("EDGEPRUNE_TEST_TFLM_CACHE")
+    if tree and cache:
+        return Path(tree), Path(cache)
     d = tmp_path_factory.mktemp("tflm")
     subprocess.run(["tar", "-xJf", str(SNAPSHOT), "-C", str(d)], check=True)
-    return d
+    return d, d / "cache"
 
 
 def test_tflm_export_runs_bit_exact_on_m4(tflm_tree, tmp_path):
@@ -66,9 +72,9 @@ def test_tflm_export_runs_bit_exact_on_m4(tflm_tree, tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "x.npy", rng.random((4, 12, 12, 1), dtype=np.float32))
     vout = tmp_path / "v"
-    cache = tflm_tree / "cache"
+    tree, cache = tflm_tree
     res = verify_command(out, "cortex-m4", vout, inputs=str(tmp_path / "x.npy"), samples=4,
-                         tflm_root=tflm_tree, tflm_cache=cache)
+                         tflm_root=tree, tflm_cache=cache)
     assert res["outputs_vs_host"]["tflm_host"]["identical"], res["outputs_vs_host"]
     assert res["return_codes_zero"] and res["compile_warnings"] == ""
     # the arena on the 32-bit target: used <= allocated, and not above the 64-bit host's figure
@@ -87,5 +93,5 @@ def test_tflm_export_runs_bit_exact_on_m4(tflm_tree, tmp_path):
     lib = Path(res["tflm"]["library"])
     assert lib.is_file() and lib.is_relative_to(cache)
     res2 = verify_command(out, "cortex-m4", tmp_path / "v2", inputs=str(tmp_path / "x.npy"),
-                          samples=2, cycles=False, tflm_root=tflm_tree, tflm_cache=cache)
+                          samples=2, cycles=False, tflm_root=tree, tflm_cache=cache)
     assert res2["tflm"]["cached"] and res2["instructions_per_invoke"] == res["instructions_per_invoke"]
