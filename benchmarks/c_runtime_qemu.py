@@ -170,7 +170,8 @@ def edgeprune(*args) -> None:
     subprocess.run(cmd, check=True, cwd=REPO, env=env)
 
 
-def lenet_rows(lenet_dir: Path, data: str, core: str, samples: int, work: Path) -> list:
+def lenet_rows(lenet_dir: Path, data: str, core: str, samples: int, work: Path,
+               variants=None) -> list:
     """Each LeNet-5 variant exported with `edgeprune export c`, verified on QEMU."""
     from edgeprune.backends.c import costs  # noqa: F401  (calibrated model used by the export)
     target = CORE_TARGET[core]
@@ -182,6 +183,8 @@ def lenet_rows(lenet_dir: Path, data: str, core: str, samples: int, work: Path) 
     ]
     if (lenet_dir / "channel").is_dir():
         runs.append(("channel", [lenet_dir / "channel"], "dense"))
+    if variants:
+        runs = [r for r in runs if r[0] in variants or r[0] == "dense"]
     rows = []
     dense_instr = None
     for label, margs, variant in runs:
@@ -232,6 +235,8 @@ def main() -> int:
     ap.add_argument("--lenet-dir", type=Path)
     ap.add_argument("--data", default="/work/shared/data/mnist-t10k")
     ap.add_argument("--samples", type=int, default=0, help="LeNet-5 test images on QEMU (0 = all)")
+    ap.add_argument("--variants", nargs="*", help="LeNet-5 variants to run (dense always runs: "
+                    "the reference of the others)")
     args = ap.parse_args()
     if args.what == "reestimate":        # zoo rows: estimates from the current constants
         table = json.loads(OUT.read_text())
@@ -258,7 +263,7 @@ def main() -> int:
                 print("--lenet-dir must hold dense.pt, pruned/ and clustered/ (run "
                       "benchmarks/c_runtime_lenet5.py first)", file=sys.stderr)
                 return 2
-            upsert(lenet_rows(args.lenet_dir, args.data, args.core, args.samples, work))
+            upsert(lenet_rows(args.lenet_dir, args.data, args.core, args.samples, work, args.variants))
     return 0
 
 
