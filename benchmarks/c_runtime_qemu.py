@@ -180,6 +180,10 @@ def lenet_rows(lenet_dir: Path, data: str, core: str, samples: int, work: Path,
         ("sparse", [lenet_dir / "pruned"], "sparse"),
         ("clustered", [lenet_dir / "clustered"], "clustered"),
         ("sparse+clustered", [lenet_dir / "clustered"], "sparse"),
+        # the per-layer choice of the cost model (cycles objective) on the weight-pruned model
+        ("sparse, per-layer choice", [lenet_dir / "pruned"], "auto"),
+        # the clustered model stored dense: the reference of the clustered encoding's flash
+        ("dense, clustered model", [lenet_dir / "clustered"], "dense"),
     ]
     if (lenet_dir / "channel").is_dir():
         runs.append(("channel", [lenet_dir / "channel"], "dense"))
@@ -188,10 +192,11 @@ def lenet_rows(lenet_dir: Path, data: str, core: str, samples: int, work: Path,
     rows = []
     dense_instr = None
     for label, margs, variant in runs:
-        exp = work / f"export-{label.replace('+', '_')}"
+        slug = "".join(ch if ch.isalnum() else "_" for ch in label)
+        exp = work / f"export-{slug}"
         edgeprune("export", "c", *margs, "--target", target, "--data", data, "--eval-samples", 0,
                   "--variant", variant, "--allow-overflow", "-o", exp)
-        vout = work / f"verify-{label.replace('+', '_')}"
+        vout = work / f"verify-{slug}"
         edgeprune("verify", exp, "--qemu", core, "--data", data, "--samples", samples, "-o", vout)
         rep = json.loads((exp / "report.json").read_text())
         res = json.loads((vout / "verify.json").read_text())
