@@ -71,7 +71,10 @@ def main() -> int:
                 ipm = sorted(l["instructions_per_mac"] for _, l in convs)
                 lines += [f"Dense DSP convolutions: {len(convs)} layers, instructions per MAC "
                           f"min {ipm[0]}, median {ipm[len(ipm) // 2]}, max {ipm[-1]}.", ""]
-        le = [r for r in c["rows"] if r["model"] == "lenet5" and "fashion" not in str(r.get("data"))]
+        order = ["dense", "sparse", "sparse, per-layer choice", "dense, clustered model", "clustered",
+                 "sparse+clustered", "channel"]
+        le = sorted((r for r in c["rows"] if r["model"] == "lenet5" and "fashion" not in str(r.get("data"))),
+                    key=lambda r: order.index(r["variant"]) if r["variant"] in order else 99)
         if le:
             lines += ["## LeNet-5, trained, pruned and clustered (emulated build)", "",
                       "; ".join(sorted({f"`{r['command']}`" for r in le})), "",
