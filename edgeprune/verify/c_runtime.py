@@ -277,8 +277,6 @@ def verify_c(export_dir, core: str, x_int8: np.ndarray, *, input_note: str = "",
         libc_sz = {k: sum(v[k] for o, v in by_obj.items() if "(" in o) for k in ("text", "rodata", "data", "bss")}
         elf_sec = fw.elf_sections(elf_a.path)
         warnings = elf_a.warnings.strip()       # type: ignore[attr-defined]
-        if keep:
-            pass
         elf_bytes = elf_a.path.read_bytes()
 
     refs = host_reference(export_dir, report, x_int8) if host_check else {}
