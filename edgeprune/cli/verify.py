@@ -68,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
           f"instructions per invoke{cyc}{arena}; flash {res['flash_bytes']} B, RAM {res['ram_bytes']} B "
           f"(stack {res['stack_bytes_measured']} B measured); outputs on {res['inputs']['count']} "
           f"inputs vs host: {checks}")
+    if res.get("trace_instructions_equal_icount") is False:
+        print(f"warning: on {res['board']} the execution trace and the -icount timer disagree on "
+              f"the instruction count; cycles_trm is approximate (the instruction counts are the "
+              f"timer's)")
     if not res["identical"]:
         from ..errors import EdgepruneError
         raise EdgepruneError(f"the output bytes on {res['board']} differ from the host reference "
