@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from edgeprune.verify import cpi  # noqa: E402
 from edgeprune.cost.mcu_terms import (conv_terms, dwconv_terms, eltwise_terms, fc_terms,  # noqa: E402
                                       kernel_terms, pool_terms)
 
@@ -125,92 +126,13 @@ def write_configs_h(path: Path, rows) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-# ----------------------------------------------------------------------------------------------
-# Instruction timings (cycles, zero wait-state memory), from the processors' Technical Reference
-# Manuals:
-#  - Cortex-M0+ TRM (Arm DDI 0484C), section 3.3 "Instruction set summary" (Table 3-1): data
-#    processing 1; LDR/STR 2; LDM/STM/PUSH 1+N; POP 1+N (3+N with pc); B taken 2, not taken 1;
-#    BL 3; BX/BLX 2; MULS 1 with the single-cycle multiplier (RP2040 is built with it).
-#  - Cortex-M4 TRM (Arm 100166_0001_00), Table 3-1 "Processor instruction set summary": data
-#    processing, MUL/MLA/MLS, SMULL/SMLAL, SMLAD and the other DSP multiplies 1; LDR 2, and a
-#    load or store that follows a load or store pipelines to 1 ("Neighboring load and store
-#    single instructions can pipeline"); STR 1..2 (we use 1 after a load/store, 2 otherwise);
-#    LDM/STM/PUSH/POP 1+N; branches taken 1+P with P = 1..3 (we use 2), not taken 1;
-#    SDIV/UDIV 2..12 (we use 7, the middle).
-#  The M4 table is used for the M7, M33 and M55 scalar instructions too: the M33 TRM publishes no
-#  per-instruction timings (its 3-stage pipeline is the M4's), and the M7's dual issue makes the
-#  M4 timing an upper bound for it. MVE (M55) vector instructions: 2 cycles each (4 beats of a
-#  128-bit vector at the M55's 2 beats per cycle, Cortex-M55 TRM "beat-wise execution"); the
-#  overlap of a vector load with a vector MAC is not modelled, so M55 cycles are an upper bound.
-# ----------------------------------------------------------------------------------------------
-BRANCH_TAKEN_P = 2
-DIV_CYCLES = 7
-
-
-def _is_ls(m):
-    return bool(re.match(r"^(ldr|str)(b|h|sb|sh|d|ex)?(\.w|\.n)?$", m))
-
-
-def instr_cycles(core: str, mnem: str, ops: str, taken: bool, prev_ls: bool) -> int:
-    m = mnem.lower()
-    base = re.sub(r"(eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le|al)?(\.w|\.n)?$", "", m)
-    nregs = ops.count(",") + 1 if "{" in ops else 1
-    if core == "cortex-m0plus":
-        if base in ("b",) or (m.startswith("b") and m[1:3] in ("eq", "ne", "cs", "hs", "cc", "lo", "mi", "pl", "vs", "vc", "hi", "ls", "ge", "lt", "gt", "le") and len(m) <= 4):
-            return 2 if taken else 1
-        if base == "bl":
-            return 3
-        if base in ("bx", "blx"):
-            return 2
-        if base in ("push", "stmia", "stm", "ldm", "ldmia"):
-            return 1 + nregs
-        if base == "pop":
-            return (3 if "pc" in ops else 1) + nregs
-        if _is_ls(m) or base in ("ldr", "str", "ldrb", "strb", "ldrh", "strh", "ldrsb", "ldrsh"):
-            return 2
-        return 1
-    # Armv7-M / Armv8-M mainline (M4 table)
-    if m.startswith("v") and core == "cortex-m55":
-        return 2
-    if base in ("b", "bl", "bx", "blx", "cbz", "cbnz", "le", "wls", "dls", "letp", "wlstp", "dlstp") or re.match(r"^b(eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le)(\.w|\.n)?$", m):
-        if base in ("bl", "blx"):
-            return 1 + BRANCH_TAKEN_P
-        return 1 + BRANCH_TAKEN_P if taken else 1
-    if base in ("push", "pop", "ldm", "ldmia", "stm", "stmia", "stmdb", "ldmdb"):
-        return 1 + nregs + (BRANCH_TAKEN_P if base == "pop" and "pc" in ops else 0)
-    if base in ("sdiv", "udiv"):
-        return DIV_CYCLES
-    if _is_ls(m) or base.startswith("ldr") or base.startswith("str"):
-        if base.startswith("ldrd") or base.startswith("strd"):
-            return 2 if prev_ls else 3
-        if base.startswith("ldr"):
-            return 1 if prev_ls else 2
-        return 1
-    if base == "it" or base.startswith("it"):
-        return 0  # IT instructions fold into the following instruction (M4 TRM, "IT" row)
-    return 1
-
-
-def parse_in_asm(log_text: str):
-    """{tb start pc: [(pc, size, mnemonic, operands)]} from QEMU's -d in_asm blocks."""
-    blocks = {}
-    cur = None
-    for line in log_text.splitlines():
-        if line.startswith("IN:"):
-            cur = []
-            continue
-        if cur is None:
-            continue
-        mt = re.match(r"^0x([0-9a-f]+):\s+((?:[0-9a-f]{4}\s?)+)\s+(\S+)\s*(.*)$", line)
-        if mt:
-            pc = int(mt.group(1), 16)
-            size = len(mt.group(2).replace(" ", "")) // 2
-            cur.append((pc, size, mt.group(3), mt.group(4)))
-            continue
-        if cur:
-            blocks.setdefault(cur[0][0], cur)
-        cur = None if not line.startswith("0x") else cur
-    return blocks
+# Instruction timings (the TRM tables) and the in_asm parser live in edgeprune/verify/cpi.py,
+# shared with `edgeprune verify` so that every runtime is converted to cycles by one table.
+BRANCH_TAKEN_P = cpi.BRANCH_TAKEN_P
+DIV_CYCLES = cpi.DIV_CYCLES
+_is_ls = cpi.is_load_store
+instr_cycles = cpi.instr_cycles
+parse_in_asm = cpi.parse_in_asm
 
 
 def measure_core(core: str, rows, work: Path, qemu: str, gcc: str):
@@ -337,15 +259,7 @@ def main() -> int:
 
 CONSTANTS = HERE.parent / "edgeprune" / "cost" / "mcu_constants.py"
 
-TIMING_NOTE = {
-    "cortex-m0plus": "Cortex-M0+ TRM timings, single-cycle multiplier",
-    "cortex-m4": "Cortex-M4 TRM timings",
-    "cortex-m7": "Cortex-M4 TRM timings on the M7 instruction stream: an upper bound, dual issue "
-                 "not modelled",
-    "cortex-m33": "Cortex-M4 TRM timings (the M33 TRM publishes none; same 3-stage pipeline)",
-    "cortex-m55": "Cortex-M4 TRM timings for scalar instructions, 2 cycles per MVE instruction, "
-                  "no beat overlap: an upper bound",
-}
+TIMING_NOTE = cpi.TIMING_SOURCE
 
 
 def write_constants(result) -> None:

@@ -79,6 +79,7 @@ def test_torch_free_modules():
             "import edgeprune.backends.tflm.memory, edgeprune.backends.finn.folding\n"
             "import edgeprune.support_matrix as s; s.matrix()\n"
             "import edgeprune.artifacts, edgeprune.zoo_graphs, edgeprune.cli\n"
+            "import edgeprune.verify.c_runtime, edgeprune.verify.run, edgeprune.verify.qemu\n"
             "print('torch' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

@@ -13,7 +13,7 @@ from typing import List, Optional
 from ..errors import EdgepruneError
 
 # Order is the order of `edgeprune --help`.
-SUBCOMMANDS = ("targets", "ops", "estimate", "prune", "cluster", "export", "run", "sweep", "demo")
+SUBCOMMANDS = ("targets", "ops", "estimate", "prune", "cluster", "export", "verify", "run", "sweep", "demo")
 
 
 class UsageError(Exception):

@@ -149,6 +149,13 @@ def _export_c(model, deployment, out_dir, dataset, *, input_shape, n_eval, n_cal
         "macs": int(sum(st.macs for st in gen.program.steps if st.weighted is not None)),
         "tools": cbuild.tool_versions(),
     }
+    from ..backends.c.costs import estimate_program
+    est = estimate_program(gen.program, core)       # None where the core is not calibrated
+    if est is not None:
+        report["instructions_estimate"] = int(round(est["instructions"]))
+        report["cycles_estimate"] = int(round(est["cycles"]))
+        report["cycles_estimate_source"] = ("edgeprune/backends/c/cost_constants.py (synthetic "
+                                            "layers measured on QEMU, TRM cycles)")
     with cbuild.temp_dir("edgeprune-c-") as tmpd:
         tmp = Path(tmpd)
         src = tmp / "src"

@@ -121,8 +121,8 @@ def generate(graph: Graph, core: str, objective: str = "cycles", force: Optional
         if st.weighted is None:
             continue
         alts = {e.family: {"weight_bytes": e.flash_bytes, "instructions_estimate": round(e.instructions)}
-                for e in candidates(st, dsp)}
-        enc = choose(st, dsp, objective, per_layer.get(st.layer, force))
+                for e in candidates(st, dsp, core)}
+        enc = choose(st, dsp, objective, per_layer.get(st.layer, force), core)
         st.params["encoding"] = enc
         sb = _scratch_bytes(st, enc)
         if sb:

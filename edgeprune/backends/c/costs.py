@@ -5,8 +5,10 @@ Source of the constants: the instruction counts of each kernel's innermost loop,
 Debian's arm-none-eabi-gcc 12.2 at -O2 for cortex-m4 (DSP path) and cortex-m0plus (plain path),
 read from the disassembly by ``benchmarks/c_kernel_loops.py`` (results in
 ``benchmarks/results/c_kernel_loops.json``). Loop bodies dominate and rank the variants of one
-layer, which is all the choice needs. This is not a latency model yet: the work outside the
-loops and the conversion to cycles are to be calibrated under QEMU (issue 11, part 3).
+layer, which is all the choice needs. On the cores calibrated under QEMU (``cost_constants.py``, written by
+``benchmarks/c_runtime_calibrate.py`` from synthetic single-layer models) ``estimate_step`` and
+``estimate_program`` give instructions and TRM cycles of every kernel call instead, and
+``estimate_instructions`` uses them; the inner-loop figures remain for the other cores.
 """
 from __future__ import annotations
 
@@ -24,8 +26,13 @@ IM2COL_PER_ELEMENT = {True: 2.5, False: 1.0}
 PER_OUTPUT = 25.0
 
 
-def estimate_instructions(step, enc, dsp: bool) -> float:
-    """Estimated instructions of `step` (a lower.Step) run with encoding `enc`."""
+def estimate_instructions(step, enc, dsp: bool, core=None) -> float:
+    """Estimated instructions of `step` (a lower.Step) run with encoding `enc`: the calibrated
+    model when `core` was calibrated (estimate_step), else the inner-loop estimate below."""
+    if core is not None:
+        cal = estimate_step(step, enc, core)
+        if cal is not None:
+            return float(cal[0])
     outputs = 0
     if step.kind in ("conv", "dwconv"):
         g = step.params["g"]
@@ -54,3 +61,144 @@ def estimate_instructions(step, enc, dsp: bool) -> float:
     else:
         raise ValueError(enc.variant)
     return float(body + outputs * PER_OUTPUT)
+
+
+# --------------------------------------------------------------------------------------------
+# The calibrated model: instructions and cycles per kernel call, from the QEMU measurements of
+# synthetic single-layer models (benchmarks/c_runtime_calibrate.py writes cost_constants.py).
+
+def _window_counts(g: dict):
+    """(inside pixels, im2col copy calls, window rows whose check runs) of a sliding window:
+    exactly the branches of ep_im2col_s8 and of the sparse kernel's interior test."""
+    import numpy as np
+    oy = np.arange(g["out_h"])[:, None]
+    ox = np.arange(g["out_w"])[None, :]
+    y0 = oy * g["stride_h"] - g["pad_top"]
+    x0 = ox * g["stride_w"] - g["pad_left"]
+    span_h, span_w = (g["k_h"] - 1) * g["dil_h"], (g["k_w"] - 1) * g["dil_w"]
+    inside = (y0 >= 0) & (y0 + span_h < g["in_h"]) & (x0 >= 0) & (x0 + span_w < g["in_w"])
+    row_inside = (x0 >= 0) & (x0 + span_w < g["in_w"]) & (g["dil_w"] == 1)
+    calls = np.zeros((g["out_h"], g["out_w"]), dtype=np.int64)
+    for ky in range(g["k_h"]):
+        iy = y0 + ky * g["dil_h"]
+        out_row = (iy < 0) | (iy >= g["in_h"])
+        calls = calls + np.where(out_row, 1, np.where(row_inside, 1, g["k_w"]))
+    return int(inside.sum()), int(calls.sum())
+
+
+def step_terms(step, enc=None):
+    """(kernel key, {term: count}) of one kernel call: the work terms whose coefficients the
+    calibration fits (per core, by non-negative least squares). The counts follow the kernels'
+    loop structure (backends/c/kernels/): e.g. the DSP convolution's 2 x 2 blocks of output
+    channels by pixels, the memcpy / memset calls of im2col, the sparse convolution's interior
+    and border pixels."""
+    k = step.kind
+    p = step.params
+    if k in ("conv", "dwconv"):
+        g = p["g"]
+        pixels = g["out_h"] * g["out_w"]
+        outputs = pixels * g["out_c"]
+        taps = g["k_h"] * g["k_w"]
+        if k == "dwconv":
+            dsp = enc is not None and enc.variant == "dense-dsp"
+            if dsp and g["out_c"] == g["in_c"] and g["in_c"] % 4 == 0 and taps <= 64:
+                return "dwconv-dsp", {"macs": step.macs, "taps": pixels * taps,
+                                      "outputs": outputs, "pixels": pixels, "call": 1}
+            return "dwconv-plain", {"macs": step.macs, "outputs": outputs, "pixels": pixels,
+                                    "call": 1}
+        kk = taps * g["in_c"]
+        inside, copies = _window_counts(g)
+        fam = enc.family
+        if fam == "sparse":
+            e = enc.scalars["entries"]
+            return "conv-sparse", {"entries_inside": inside * e, "entries_border": (pixels - inside) * e,
+                                   "outputs": outputs, "border_pixels": pixels - inside,
+                                   "pixels": pixels, "call": 1}
+        if fam == "dense" and enc.variant == "dense-dsp":
+            pairs = (pixels + 1) // 2
+            groups = (kk + 3) // 4
+            oc = g["out_c"]
+            return "conv-dense", {"block_steps": pairs * groups * (oc // 2),
+                                  "tail_steps": pairs * groups * (oc % 2),
+                                  "blocks": pairs * ((oc + 1) // 2), "outputs": outputs,
+                                  "expand": 2 * pairs * groups, "copy_bytes": pixels * kk,
+                                  "copy_calls": copies, "pixels": pixels, "call": 1}
+        return f"conv-{fam}", {"macs": step.macs, "copy_bytes": pixels * kk, "copy_calls": copies,
+                               "outputs": outputs, "pixels": pixels, "call": 1}
+    if k == "fc":
+        b, n_in, n_out = p["batches"], p["in_n"], p["out_n"]
+        fam = enc.family
+        if fam == "sparse":
+            return "fc-sparse", {"entries": b * enc.scalars["entries"], "outputs": b * n_out, "call": 1}
+        if fam == "dense" and enc.variant == "dense-dsp":
+            return "fc-dense", {"quad_macs": b * (n_out // 4) * 4 * n_in,
+                                "tail_macs": b * (n_out % 4) * n_in, "inputs": b * n_in,
+                                "outputs": b * n_out, "call": 1}
+        return f"fc-{fam}", {"macs": step.macs, "inputs": b * n_in, "outputs": b * n_out, "call": 1}
+    if k in ("maxpool", "avgpool"):
+        g = p["g"]
+        return k, {"window": step.macs, "outputs": g["out_h"] * g["out_w"] * g["out_c"],
+                   "pixels": g["out_h"] * g["out_w"], "rows": g["out_h"], "call": 1}
+    if k in ("add", "relu"):
+        return k, {"elements": p["n"], "call": 1}
+    if k == "softmax":
+        return k, {"elements": p["rows"] * p["depth"], "rows": p["rows"], "call": 1}
+    if k == "concat":
+        return k, {"bytes": p["outer"] * sum(p["inner"]), "pieces": p["outer"] * len(p["inner"]),
+                   "call": 1}
+    if k == "pad":
+        n = 1
+        for d in p["out_dims"]:
+            n *= d
+        return k, {"elements": n, "call": 1}
+    raise ValueError(k)
+
+
+def _constants():
+    try:
+        from . import cost_constants
+    except ImportError:                  # not calibrated yet
+        return None
+    return cost_constants
+
+
+def calibrated(core: str) -> bool:
+    c = _constants()
+    return c is not None and core in c.STEP_INSTRUCTIONS
+
+
+def estimate_step(step, enc, core: str):
+    """(instructions, cycles) of one kernel call on `core` from the calibrated model, or None
+    when the core or this kernel was not calibrated."""
+    c = _constants()
+    if c is None or core not in c.STEP_INSTRUCTIONS:
+        return None
+    key, terms = step_terms(step, enc)
+    ci, cc = c.STEP_INSTRUCTIONS[core].get(key), c.STEP_CYCLES[core].get(key)
+    if ci is None or cc is None:
+        return None
+    return (sum(ci.get(t, 0.0) * v for t, v in terms.items()),
+            sum(cc.get(t, 0.0) * v for t, v in terms.items()))
+
+
+def estimate_program(program, core: str):
+    """{instructions, cycles, steps: [(instructions, cycles)]} of a whole edgeprune_invoke on
+    `core` (the encodings chosen by codegen are in step.params['encoding']), or None when the
+    core is not calibrated. The call and the output copy are the 'invoke' term."""
+    c = _constants()
+    if c is None or core not in c.STEP_INSTRUCTIONS:
+        return None
+    steps = []
+    for st in program.steps:
+        e = estimate_step(st, st.params.get("encoding"), core)
+        if e is None:
+            return None
+        steps.append(e)
+    out_bytes = 1
+    for d in program.output_shape:
+        out_bytes *= d
+    inv_i, inv_c = c.INVOKE_INSTRUCTIONS[core], c.INVOKE_CYCLES[core]
+    extra_i = inv_i["call"] + inv_i["output_bytes"] * out_bytes
+    extra_c = inv_c["call"] + inv_c["output_bytes"] * out_bytes
+    return {"instructions": sum(s[0] for s in steps) + extra_i,
+            "cycles": sum(s[1] for s in steps) + extra_c, "steps": steps}

@@ -185,7 +185,7 @@ def clustered(w: np.ndarray) -> Optional[Encoding]:
 # --------------------------------------------------------------------------------------------
 # Choice
 
-def candidates(step: Step, dsp: bool) -> List[Encoding]:
+def candidates(step: Step, dsp: bool, core: Optional[str] = None) -> List[Encoding]:
     """Every variant that can run this layer, with its instruction estimate."""
     w = step.weighted.w
     if step.kind == "dwconv":
@@ -213,15 +213,15 @@ def candidates(step: Step, dsp: bool) -> List[Encoding]:
     else:
         raise ValueError(step.kind)
     for e in encs:
-        e.instructions = costs.estimate_instructions(step, e, dsp)
+        e.instructions = costs.estimate_instructions(step, e, dsp, core)
     return encs
 
 
 def choose(step: Step, dsp: bool, objective: str = "cycles",
-           force: Optional[str] = None) -> Encoding:
+           force: Optional[str] = None, core: Optional[str] = None) -> Encoding:
     """The encoding for `step`. force: a variant family (dense | sparse | clustered) to use
     where the layer allows it (else dense)."""
-    encs = candidates(step, dsp)
+    encs = candidates(step, dsp, core)
     if force is not None:
         if force not in VARIANTS:
             raise CModelError(f"unknown kernel variant '{force}' (choose from {', '.join(VARIANTS)})")
