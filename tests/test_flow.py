@@ -4,6 +4,7 @@ redoing its finished stages."""
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -158,6 +159,13 @@ def test_tiny_recipe_end_to_end(tmp_path):
     ver = rep["verification"]
     assert ver["export/tflm-stm32l4r5-m4"]["status"] == "pass"
     assert ver["export/c-stm32l4r5-m4"]["status"] == "pass"
+    if shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc"):
+        # the C runtime also ran on the emulated M4, bit-exact, with measured instructions
+        qemu = [c for c in ver["export/c-stm32l4r5-m4"]["checks"] if "QEMU" in c["what"]]
+        assert qemu and qemu[0]["ok"], ver["export/c-stm32l4r5-m4"]["checks"]
+        instr = [r for r in rep["estimate_vs_measured"]
+                 if r["quantity"] == "instructions per inference"][0]
+        assert instr["measured"] > 0 and abs(instr["estimate"] / instr["measured"] - 1) < 0.10
     stages = [a["model_stage"] for a in rep["accuracy"]]
     assert stages[:4] == ["dense (trained, 1 epoch)",
                           "pruned (masked, float, 1 epoch more from the dense weights)",

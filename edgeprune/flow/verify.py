@@ -15,7 +15,10 @@ What each executes now:
   LiteRT's reference kernels; int8 outputs compared (at most 1 LSB apart: the two runtimes round
   requantization differently, see docs/tflm_export.md), accuracy of each.
 - c:    the generated C compiled with the host compiler and run; outputs compared with TFLM's on
-  the same model.tflite (bit-exact is what the runtime promises), accuracy.
+  the same model.tflite (bit-exact is what the runtime promises), accuracy; then, where
+  qemu-system-arm and arm-none-eabi-gcc are installed and the target's core has a QEMU board,
+  the same sources on the emulated core (edgeprune.verify): bit-exact with the host build, and
+  the estimated instructions, cycles, flash and RAM against the measured ones.
 - finn: model.onnx (QONNX) executed with qonnx; FINN's verify pair (verify/input.npy,
   expected_output.npy: the Brevitas model's output) reproduced exactly; accuracy on at most
   `qonnx_images` test images (qonnx runs node by node in Python).
@@ -142,6 +145,9 @@ def verify_c(d: Path, v: VerifyContext) -> Dict[str, Any]:
     differ = int((out_c != out_tflm).sum())
     checks = [{"what": "host build of the C sources = TFLM on model.tflite, bit for bit",
                "ok": differ == 0, "detail": f"{differ} output values differ on {len(y)} images"}]
+    runs = [{"runtime": "edgeprune-c, host build (cc -O2)", "model_stage": "int8 C runtime",
+             "images": int(len(y)), "accuracy": _accuracy(out_c, y)}]
+    measured = _qemu_c(d, rep, x8, y, checks, runs)
     cross = rep.get("cross") or {}
     if cross:
         over = (rep.get("fits_target") or {}).get("overflow") or []
@@ -151,15 +157,58 @@ def verify_c(d: Path, v: VerifyContext) -> Dict[str, Any]:
     return {
         "status": "pass" if all(c["ok"] for c in checks) else "fail",
         "seconds": round(time.time() - t0, 2),
-        "runs": [{"runtime": "edgeprune-c, host build (cc -O2)", "model_stage": "int8 C runtime",
-                  "images": int(len(y)), "accuracy": _accuracy(out_c, y)}],
+        "runs": runs,
         "checks": checks,
-        "estimate_vs_measured": [
+        "estimate_vs_measured": measured or ([
             {"quantity": "arena (RAM for activations)", "unit": "B",
              "estimate": rep.get("arena_bytes"), "measured": None,
              "source": "edgeprune-c planner; measured only under QEMU (edgeprune verify --qemu)"}]
-        if rep.get("arena_bytes") else [],
+            if rep.get("arena_bytes") else []),
     }
+
+
+# Images run on the emulated core: their inputs are linked into the firmware image, whose flash
+# on the smallest board (mps2-an386: 4 MB) must also hold the model.
+QEMU_IMAGES = 500
+
+
+def _qemu_c(d: Path, rep: Dict[str, Any], x8: np.ndarray, y: np.ndarray, checks, runs):
+    """The C export run on QEMU's board for its core (edgeprune.verify.c_runtime), when
+    qemu-system-arm and arm-none-eabi-gcc are installed and the core has a board: outputs
+    compared with the host build, and the estimate against the measured instructions, cycles,
+    flash and RAM. Returns the estimate-vs-measured rows ([] when not run)."""
+    import shutil
+    from ..verify.boards import BOARDS
+    from ..verify.c_runtime import verify_c as qemu_verify_c
+    core = rep.get("core")
+    if core not in BOARDS or not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")):
+        checks.append({"what": "run on an emulated Cortex-M (QEMU)", "ok": True,
+                       "detail": f"not run: {'no QEMU board for ' + str(core) if core not in BOARDS else 'qemu-system-arm or arm-none-eabi-gcc missing'}"})
+        return []
+    n = min(len(y), QEMU_IMAGES)
+    res, _, emu = qemu_verify_c(d, core, x8[:n], labels=y[:n], layer_counts=False, trace=True,
+                                input_note=f"first {n} test images")
+    checks.append({"what": f"{core} under QEMU ({res['board']}) = host build, bit for bit",
+                   "ok": bool(res["identical"]),
+                   "detail": f"{n} images, {res['instructions_per_invoke']:,} instructions per invoke"})
+    runs.append({"runtime": f"edgeprune-c on QEMU {res['board']} ({core})",
+                 "model_stage": "int8 C runtime", "images": n,
+                 "accuracy": res.get("accuracy_int8_emulated")})
+    src = f"QEMU {res['board']} -icount (edgeprune verify --qemu {core})"
+    rows = [{"quantity": "instructions per inference", "unit": "instr",
+             "estimate": rep.get("instructions_estimate"),
+             "measured": res["instructions_per_invoke"], "source": src},
+            {"quantity": "flash (model code + constants)", "unit": "B",
+             "estimate": (rep.get("cross") or {}).get("flash_bytes"),
+             "measured": res["flash_bytes"], "source": src + ", link map"},
+            {"quantity": "RAM (data + bss + stack high-water mark)", "unit": "B",
+             "estimate": (rep.get("cross") or {}).get("ram_bytes"),
+             "measured": res["ram_bytes"], "source": src + ", painted stack"}]
+    if "cycles_trm" in res:
+        rows.insert(1, {"quantity": "cycles per inference", "unit": "cycles",
+                        "estimate": rep.get("cycles_estimate"), "measured": res["cycles_trm"],
+                        "source": f"QEMU execution trace, {res['cycles_source']}"})
+    return rows
 
 
 def verify_finn(d: Path, v: VerifyContext) -> Dict[str, Any]:
