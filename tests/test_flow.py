@@ -15,11 +15,7 @@ from pathlib import Path
 import pytest
 
 from edgeprune.cli import main
-from edgeprune.data import FASHION_MNIST_DIR
-
-ROOT = Path(__file__).resolve().parent.parent
-needs_fashion = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(),
-                                   reason=f"{FASHION_MNIST_DIR} absent (Debian dataset-fashion-mnist)")
+from flow_helpers import ROOT, flow_env, needs_fashion, run_edgeprune
 
 TINY = """
 name = "tiny"
@@ -58,11 +54,6 @@ def _recipe(tmp_path: Path, name: str = "r.toml", prune_epochs: int = 1, prune_s
     p = tmp_path / name
     p.write_text(TINY.format(prune_epochs=prune_epochs, prune_steps=prune_steps, extra=extra))
     return p
-
-
-def _env():
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-            "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,8 +132,7 @@ def test_estimate_recipe_skips_unchanged_stages(tmp_path, capsys):
 def test_tiny_recipe_end_to_end(tmp_path):
     recipe = _recipe(tmp_path, extra=EXPORTS)
     out = tmp_path / "run"
-    p = subprocess.run([sys.executable, "-m", "edgeprune", "run", str(recipe), "-o", str(out)],
-                       capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=600)
+    p = run_edgeprune(["run", str(recipe), "-o", str(out)], timeout=600, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     # A quiet terminal: TensorFlow / LiteRT / absl lines are in OUT/run.log, not on the terminal.
     terminal = p.stdout + p.stderr
@@ -196,7 +186,7 @@ def test_kill_mid_prune_then_resume(tmp_path):
     recipe = _recipe(tmp_path, prune_epochs=3, prune_steps=12)
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "edgeprune", "run", str(recipe), "-o", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(),
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=flow_env(),
                             cwd=tmp_path)
     ckpt = out / "prune.partial" / "ckpt-prune" / "last.pt"
     deadline = time.time() + 300
@@ -211,8 +201,7 @@ def test_kill_mid_prune_then_resume(tmp_path):
     killed = json.loads((out / ".flow" / "state.json").read_text())["stages"]
     assert killed["train"]["status"] == "done" and killed["prune"]["status"] == "running"
     assert not (out / "prune").exists()            # no half-written stage
-    p = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=_env(),
-                       cwd=tmp_path, timeout=600)
+    p = run_edgeprune(cmd[3:] + ["--resume"], timeout=600, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "estimate (dense model)             unchanged, reused" in p.stdout
     assert "train                              unchanged, reused" in p.stdout

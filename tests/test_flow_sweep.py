@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from edgeprune.data import FASHION_MNIST_DIR
 from edgeprune.flow.report import pareto_front
 from edgeprune.flow.sweep import parse_budget_axis
-
-ROOT = Path(__file__).resolve().parent.parent
-needs_fashion = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(),
-                                   reason=f"{FASHION_MNIST_DIR} absent (Debian dataset-fashion-mnist)")
+from flow_helpers import needs_fashion, run_edgeprune
 
 RECIPE = """
 name = "sweep-tiny"
@@ -62,10 +56,8 @@ def test_ray_executor_without_ray_is_one_line(tmp_path):
         pass
     r = tmp_path / "r.toml"
     r.write_text(RECIPE)
-    p = subprocess.run([sys.executable, "-m", "edgeprune", "sweep", str(r), "--budget",
-                        "latency_ms=40,50", "--executor", "ray", "-o", str(tmp_path / "o")],
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                       timeout=300)
+    p = run_edgeprune(["sweep", str(r), "--budget", "latency_ms=40,50", "--executor", "ray",
+                       "-o", str(tmp_path / "o")], timeout=300)
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [
         "edgeprune: error: --executor ray needs Ray: pip install ray (or use --executor local)"]
@@ -76,11 +68,8 @@ def test_three_budget_sweep_runs_in_parallel_and_draws_the_front(tmp_path):
     r = tmp_path / "r.toml"
     r.write_text(RECIPE)
     out = tmp_path / "sweep"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-           "OMP_WAIT_POLICY": "PASSIVE"}
-    p = subprocess.run([sys.executable, "-m", "edgeprune", "sweep", str(r), "--budget",
-                        "latency_ms=40,50,60", "--jobs", "3", "-o", str(out)],
-                       capture_output=True, text=True, env=env, timeout=600)
+    p = run_edgeprune(["sweep", str(r), "--budget", "latency_ms=40,50,60", "--jobs", "3",
+                       "-o", str(out)], timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     s = json.loads((out / "sweep.json").read_text())
     pts = s["points"]
@@ -116,11 +105,8 @@ def test_ray_executor_smoke(tmp_path):
     r = tmp_path / "r.toml"
     r.write_text(RECIPE)
     out = tmp_path / "sweep"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-           "OMP_WAIT_POLICY": "PASSIVE"}
-    p = subprocess.run([sys.executable, "-m", "edgeprune", "sweep", str(r), "--budget",
-                        "latency_ms=40,60", "--executor", "ray", "-o", str(out)],
-                       capture_output=True, text=True, env=env, timeout=900)
+    p = run_edgeprune(["sweep", str(r), "--budget", "latency_ms=40,60", "--executor", "ray",
+                       "-o", str(out)], timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     s = json.loads((out / "sweep.json").read_text())
     assert s["executor"] == "ray" and all(x["status"] == "done" for x in s["points"])

@@ -9,6 +9,7 @@ from edgeprune.cli import main
 from edgeprune.models.loading import load_model
 from edgeprune.train import dataset_tensors
 from edgeprune.data import load_dataset
+from template_data import template_arrays
 
 OUTPUTS = ("model.pt", "shrunk.pt2", "log.json", "log.png", "summary.json")
 SUMMARY_KEYS = ("model", "dataset", "method", "granularity", "orientation", "acc_dense",
@@ -19,15 +20,7 @@ SUMMARY_KEYS = ("model", "dataset", "method", "granularity", "orientation", "acc
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("tinydata")
-    rng = np.random.default_rng(0)
-    templates = rng.uniform(0, 255, size=(10, 28, 28))
-
-    def make(n):
-        y = rng.integers(0, 10, n)
-        x = np.clip(templates[y] * 0.7 + rng.uniform(0, 80, size=(n, 28, 28)), 0, 255)
-        return x.astype(np.uint8), y.astype(np.int64)
-    xtr, ytr = make(192)
-    xte, yte = make(64)
+    xtr, ytr, xte, yte = template_arrays(192, 64)
     np.savez(d / "tiny.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
     return d
 

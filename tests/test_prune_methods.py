@@ -1,33 +1,19 @@
 """Each pruning method on a tiny model and a tiny synthetic dataset, a few steps each."""
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from edgeprune.data import Dataset
 from edgeprune.graph import extract
 from edgeprune.models import build
 from edgeprune.prune.masks import parse_granularity
 from edgeprune.prune.methods import METHODS, PruneSpec
 from edgeprune.prune.budgets import BudgetError, parse_budgets
 from edgeprune.train import TrainConfig, TrainHook, Trainer
+from template_data import template_dataset
 
 
-def tiny_dataset(n_train=256, n_test=128, seed=0) -> Dataset:
-    """10 classes of 28x28 images: a fixed random template per class plus noise (learnable)."""
-    rng = np.random.default_rng(seed)
-    templates = rng.uniform(0, 255, size=(10, 28, 28))
-    def make(n):
-        y = rng.integers(0, 10, n)
-        x = np.clip(templates[y] * 0.7 + rng.uniform(0, 80, size=(n, 28, 28)), 0, 255)
-        return x.astype(np.uint8), y.astype(np.int64)
-    xtr, ytr = make(n_train)
-    xte, yte = make(n_test)
-    return Dataset("tiny", xtr, ytr, xte, yte)
-
-
-DS = tiny_dataset(n_train=128, n_test=64)
+DS = template_dataset(n_train=128, n_test=64)
 
 
 def run(method, model="lenet5", gran="weight", criterion="l1", amount=0.8, orientation="memory",
@@ -236,7 +222,7 @@ def test_resume_after_kill_gives_the_same_masks(tmp_path):
 DDP_SCRIPT = r'''
 import hashlib, sys, torch
 sys.path.insert(0, sys.argv[1])
-from test_prune_methods import tiny_dataset
+from template_data import template_dataset
 from edgeprune.graph import extract
 from edgeprune.models import build
 from edgeprune.prune.masks import parse_granularity
@@ -247,7 +233,7 @@ torch.manual_seed(0)
 m = build("lenet300100")
 h = METHODS["activation_density"](m, extract(m), PruneSpec(
     granularity=parse_granularity("channel"), criterion="density", amount=None))
-t = Trainer(m, tiny_dataset(128, 32), TrainConfig(epochs=4, batch_size=32, progress=False), [h])
+t = Trainer(m, template_dataset(128, 32), TrainConfig(epochs=4, batch_size=32, progress=False), [h])
 t.fit()
 sig = hashlib.sha256(b"".join(v.detach().numpy().tobytes() for v in t.model.state_dict().values()))
 print(f"RESULT {t.rank} {t.model.fc1.out_features} {sig.hexdigest()}", flush=True)

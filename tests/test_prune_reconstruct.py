@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from edgeprune.cli import main
-from edgeprune.data import Dataset
 from edgeprune.graph import extract
 from edgeprune.models import build
 from edgeprune.prune.masks import PruneError, parse_granularity
@@ -16,22 +15,10 @@ from edgeprune.prune.methods import METHODS, PruneSpec
 from edgeprune.prune.methods.reconstruct import calibration_images
 from edgeprune.prune.budgets import parse_budgets
 from edgeprune.train import TrainConfig, Trainer, dataset_tensors
+from template_data import template_dataset
 
 
-def _dataset(n_train=512, n_test=256, seed=0) -> Dataset:
-    rng = np.random.default_rng(seed)
-    templates = rng.uniform(0, 255, size=(10, 28, 28))
-
-    def make(n):
-        y = rng.integers(0, 10, n)
-        x = np.clip(templates[y] * 0.6 + rng.uniform(0, 100, size=(n, 28, 28)), 0, 255)
-        return x.astype(np.uint8), y.astype(np.int64)
-    xtr, ytr = make(n_train)
-    xte, yte = make(n_test)
-    return Dataset("tiny", xtr, ytr, xte, yte)
-
-
-DS = _dataset()
+DS = template_dataset(n_train=512, n_test=256, template_weight=0.6, noise=100.0)
 
 
 @pytest.fixture(scope="module")

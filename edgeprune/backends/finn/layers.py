@@ -666,37 +666,33 @@ class LayerCost:
     lut_thresholds: int = 0         # part of `lut` spent on MultiThreshold storage + comparators
 
 
-def _mvau_bram18(omega: float, width: int) -> int:
-    """RAMB18 count of a weight memory: hls/.. matrixvectoractivation.py bram_estimation
-    (FINN-R; RAMB18 simple-dual-port aspect ratios 16Kx1, 8Kx2, 4Kx4, 2Kx9, 1Kx18, 512x36,
-    AMD UG473 Table 1-10 / UG573)."""
+def _ramb18_count(omega: float, width: int, port_widths: tuple[int, int, int, int]) -> int:
+    """RAMB18 count of a weight memory `omega` words deep and `width` bits wide, with FINN's
+    aspect-ratio table (RAMB18 simple-dual-port 16Kx1, 8Kx2, 4Kx4, 2Kx9, 1Kx18, 512x36, AMD UG473
+    Table 1-10 / UG573). `port_widths` are the widths FINN divides by in the 4/9/18/36 rows."""
+    w4, w9, w18, w36 = port_widths
     if width == 1:
         return math.ceil(omega / 16384)
     if width == 2:
         return math.ceil(omega / 8192)
     if width <= 4:
-        return math.ceil(omega / 4096) * math.ceil(width / 4)
+        return math.ceil(omega / 4096) * math.ceil(width / w4)
     if width <= 9:
-        return math.ceil(omega / 2048) * math.ceil(width / 9)
+        return math.ceil(omega / 2048) * math.ceil(width / w9)
     if width <= 18 or omega > 512:
-        return math.ceil(omega / 1024) * math.ceil(width / 18)
-    return math.ceil(omega / 512) * math.ceil(width / 36)
+        return math.ceil(omega / 1024) * math.ceil(width / w18)
+    return math.ceil(omega / 512) * math.ceil(width / w36)
+
+
+def _mvau_bram18(omega: float, width: int) -> int:
+    """hls/.. matrixvectoractivation.py bram_estimation (FINN-R): the full RAMB18 widths."""
+    return _ramb18_count(omega, width, (4, 9, 18, 36))
 
 
 def _vvau_bram18(omega: float, width: int) -> int:
-    """vectorvectoractivation.py bram_estimation: same aspect-ratio table as the MVAU but with
-    the HLS-memory widths 8/16/32 ("since this is HLS memory, not using the full width")."""
-    if width == 1:
-        return math.ceil(omega / 16384)
-    if width == 2:
-        return math.ceil(omega / 8192)
-    if width <= 4:
-        return math.ceil(omega / 4096) * math.ceil(width / 4)
-    if width <= 9:
-        return math.ceil(omega / 2048) * math.ceil(width / 8)
-    if width <= 18 or omega > 512:
-        return math.ceil(omega / 1024) * math.ceil(width / 16)
-    return math.ceil(omega / 512) * math.ceil(width / 32)
+    """vectorvectoractivation.py bram_estimation: the HLS-memory widths 4/8/16/32 ("since this
+    is HLS memory, not using the full width")."""
+    return _ramb18_count(omega, width, (4, 8, 16, 32))
 
 
 def _mult_luts(simd: int, w: int, a: int) -> int:
