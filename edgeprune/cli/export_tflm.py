@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     fit = r["fits_target"]
     print(f"wrote {args.output}: model.tflite {r['flash_bytes_actual']} B (estimate "
           f"{r['flash_bytes_estimate']}), arena {r['arena_bytes_measured']} B measured "
-          f"(estimate {r['arena_bytes_estimate']}), allocated {r['arena_bytes_allocated']} B; "
+          f"on the 64-bit host (estimate {r['arena_bytes_estimate']}), allocated "
+          f"{r['arena_bytes_allocated']} B, about {r.get('arena_bytes_target_estimate', 'n/a')} B "
+          f"used on the 32-bit target (TFLM + CMSIS-NN estimate); "
           f"TFLM vs LiteRT max {r['max_abs_diff_lsb_vs_litert']} LSB{acc}; ops "
           f"{', '.join(r['ops'])}")
     if r["compressed_layers"]:
