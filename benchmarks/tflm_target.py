@@ -137,6 +137,7 @@ def run_probe(flatbuffers, tflm_root: Path, cache: Path, keep: Path = None) -> d
     models = []
     cur = None
     for tag, a, bb in out.tags:
+        # per model: the plain run's markers, "used", the logged run's events, "used2"
         if tag == "used":
             cur = {"used": bb, "events": []}
             models.append(cur)
@@ -144,8 +145,9 @@ def run_probe(flatbuffers, tflm_root: Path, cache: Path, keep: Path = None) -> d
             cur["events"].append([tag, a, bb])
         elif tag == "used2":
             cur["used_logged"] = bb
+            cur = None
         elif tag == "head":
-            cur["head"] = bb
+            models[-1]["head"] = bb
     return {"structs": structs, "models": models, "board": board.machine,
             "tflm_objects": lib.objects}
 
@@ -270,7 +272,9 @@ def main() -> int:
     ap.add_argument("--models", nargs="*", default=None, help="zoo models (default: all 7)")
     ap.add_argument("--skip-zoo", action="store_true")
     ap.add_argument("--fb-cache", type=Path, default=None,
-                    help="cache converted flatbuffers here (development)")
+                    help="cache converted flatbuffers (and the probe's raw output) here (development)")
+    ap.add_argument("--reuse-probe", action="store_true",
+                    help="with --fb-cache: reuse the probe output stored there (development)")
     args = ap.parse_args()
     import torch
     torch.set_num_threads(1)
@@ -281,7 +285,13 @@ def main() -> int:
     if not args.skip_zoo:
         items += collect("validation", args.models, fb_cache=args.fb_cache)
     t0 = time.time()
-    res = run_probe([b for *_, b in items], tree, args.cache)
+    raw = args.fb_cache / "probe.json" if args.fb_cache else None
+    if args.reuse_probe and raw is not None and raw.is_file():
+        res = json.loads(raw.read_text())
+    else:
+        res = run_probe([b for *_, b in items], tree, args.cache)
+        if raw is not None:
+            raw.write_text(json.dumps(res))
     print(f"probe firmware: {time.time() - t0:.1f} s", flush=True)
     rows = []
     for (name, split, g, plan, b), m in zip(items, res["models"]):
@@ -319,13 +329,15 @@ def main() -> int:
                     "arena_estimate": est["total_bytes"], "arena_measured": r["arena_measured"],
                     "error_pct": round(100 * (est["total_bytes"] - r["arena_measured"]) / r["arena_measured"], 3),
                     "head_estimate": est["head_bytes"], "tail_estimate": est["persistent_bytes"],
-                    "tail_allocations_match": logged == replay,
+                    "tail_trace_vs_replay": ("identical" if logged == replay else
+                                             "same allocations, another op order"
+                                             if sorted(logged) == sorted(replay) else "different"),
                     "arena_estimate_host64": host["total_bytes"],
                     "command": command_line()})
         print(f"{r['split']:11s} {r['model']:18s} est {est['total_bytes']:7d} measured "
-              f"{r['arena_measured']:7d} ({out[-1]['error_pct']:+.3f} %) tail trace "
-              f"{'==' if logged == replay else '!='} replay", flush=True)
-        if logged != replay:
+              f"{r['arena_measured']:7d} ({out[-1]['error_pct']:+.3f} %) tail trace vs replay: "
+              f"{out[-1]['tail_trace_vs_replay']}", flush=True)
+        if sorted(logged) != sorted(replay):
             print("   logged", logged[:40], "\n   replay", replay[:40])
     (RESULTS / "tflm_target_arena.json").write_text(json.dumps({"rows": out}, indent=1) + "\n")
     write_markdown(out)
@@ -342,13 +354,13 @@ def write_markdown(rows) -> None:
              "the calibration models' probe, arm32_structs.py). `host64`: the 64-bit host estimate "
              "(TFLM's Python runtime) for comparison. Calibration = synthetic single-op models; "
              "validation = the zoo (never used for a constant).",
-             "", "| split | model | ops | estimate | measured | error % | tail trace = replay | host64 estimate |",
+             "", "| split | model | ops | estimate | measured | error % | tail allocations: trace vs replay | host64 estimate |",
              "|---|---|---|---:|---:|---:|---|---:|"]
     for r in rows:
         ops = ", ".join(sorted(set(r["ops"])))
         lines.append(f"| {r['split']} | {r['model']} | {ops} | {r['arena_estimate']} | "
                      f"{r['arena_measured']} | {r['error_pct']:+.3f} | "
-                     f"{'yes' if r['tail_allocations_match'] else 'no'} | {r['arena_estimate_host64']} |")
+                     f"{r['tail_trace_vs_replay']} | {r['arena_estimate_host64']} |")
     for split in ("calibration", "validation"):
         e = [abs(r["error_pct"]) for r in rows if r["split"] == split]
         if e:

@@ -70,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
           f"{', '.join(r['ops'])}")
     if r["compressed_layers"]:
         print(f"LUT-compressed: {', '.join(r['compressed_layers'])}")
+    if r.get("int4_layers"):
+        print(f"int4 weights: {', '.join(r['int4_layers'])} (the arena is sized for TFLM + "
+              f"CMSIS-NN; TFLM's reference kernels unpack int4 into a larger arena)")
     if fit.get("overflow"):
         print(f"warning: written with --allow-overflow; does not fit {r['target']}: "
               f"{'; '.join(fit['overflow'])}")

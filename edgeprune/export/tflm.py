@@ -470,6 +470,11 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     # CMSIS-NN on a Cortex-M with DSP; benchmarks/tflm_target.py measures it on QEMU)
     arena_target = tflm_memory.estimate_arena(graph, compression=compression or None, plan=plan,
                                               abi="arm32", runtime="tflm-cmsis-nn", int4=int4_list)
+    if int4_list:
+        # TFLM's reference kernels (the host runtime) unpack int4 filters into an arena scratch
+        # buffer as large as the filter; CMSIS-NN's int4 kernels read them packed. The arena in
+        # edgeprune_model.cc is sized for the CMSIS-NN target from its estimate.
+        arena_size = tflm_memory.align(int(math.ceil(arena_target["total_bytes"] * (1 + arena_margin))))
     ops = [op for op in _ops_used(final)]
     flash_kb, ram_kb = target.flash_kb, target.ram_kb
     report = {

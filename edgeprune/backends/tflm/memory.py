@@ -416,10 +416,13 @@ def tail_allocations_arm32(plan: TflPlan, ops: Sequence[TflOp], n_tensors: int,
         if op.opcode in BUILTIN_PARAMS:
             add(op.node, BUILTIN_PARAMS[op.opcode])
     for op in ops:                                   # MicroInterpreterGraph::InitSubgraphs
-        for b in A.KERNEL_INIT.get(op.opcode, ()):
+        init = A.KERNEL_INIT.get(op.opcode)
+        if init is None:
+            # an op kind the calibration models did not exercise standalone (RELU, RELU6,
+            # TRANSPOSE, DECODE): the 64-bit host's kernel data, an upper bound
+            init = (OP_PERSISTENT.get(op.opcode, (0, 0, 0))[0],)
+        for b in init:
             seq.append((op.node, op.opcode + " init", b, ALIGN))
-        if op.opcode == "DECODE":                    # not probed: the host's figures
-            seq.append((op.node, "DECODE init", OP_PERSISTENT["DECODE"][0], ALIGN))
     for op in ops:                                   # MicroInterpreterGraph::PrepareSubgraphs
         ch = _per_channel_arrays(plan, op)
         if ch:
