@@ -11,9 +11,18 @@
   kernel scratch buffers. Tail = persistent structs, with per-struct sizes measured on the 64-bit
   host runtime (``benchmarks/tflm_memory.py --calibrate``; see ``PERSISTENT``).
 
-The arena figures are for TFLM's Python runtime (64-bit host, reference kernels), the runtime
-the exporter measures. On a 32-bit MCU the pointer-holding structs are smaller, so the tail is
-an upper bound there; with ``runtime='tflm-cmsis-nn'`` the CMSIS-NN scratch buffers are added.
+Two arena figures (``estimate_arena(abi=...)``):
+- ``abi='arm32'`` (default): ``arena_used_bytes()`` after ``AllocateTensors()`` on a 32-bit
+  Cortex-M running TFLM + CMSIS-NN: the head as above with the scratch buffers CMSIS-NN's
+  kernels request on a core with the DSP extension, and the tail replayed allocation by
+  allocation (``tail_allocations_arm32``: allocator objects, eval tensors, node structs, builtin
+  params, each kernel's Init / Prepare data, per-channel multiplier and shift arrays, scratch
+  handles, the I/O TfLiteTensors) with sizes probed on the target (``arm32_structs``, generated
+  by ``benchmarks/tflm_target.py --probe`` on QEMU M4). Equal to the byte on 29 synthetic and
+  7 zoo models (``benchmarks/results/tflm_target_arena.md``).
+- ``abi='host64'``: the smallest arena with which TFLM's Python runtime (64-bit host, reference
+  kernels) allocates and invokes the model, the figure the exporter measures: per-struct sizes
+  fitted on the host (``PERSISTENT``) and the temporaries' peak during AllocateTensors.
 Import-light: no torch, no tensorflow.
 """
 from __future__ import annotations
