@@ -29,9 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runtime", default=None,
                         help="tflm-cmsis-nn | tflm-reference [the target's]")
     parser.add_argument("--compress", choices=("auto", "flash", "off"), default=None,
-                        help="LUT-compress clustered weights: auto = only where flash + arena bytes "
-                             "shrink together (decoded weights live in the arena); flash = wherever "
-                             "the file shrinks and the arena still fits RAM; off = never [auto]")
+                        help="compress weights per tensor: int4 (<= 16 uniform levels, packed two "
+                             "per byte, run directly by CMSIS-NN) or a LUT (clustered weights, "
+                             "decoded into the arena). auto = int4 where it applies, LUT only where "
+                             "flash + arena bytes shrink together; flash = whichever file is "
+                             "smallest while the arena fits RAM; off = never [auto]")
     parser.add_argument("--no-compress", dest="compress", action="store_const", const="off",
                         help="same as --compress off")
     parser.add_argument("--seed", type=non_negative_int, default=0)
