@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""int4 weights on TFLite-Micro + CMSIS-NN: a 4-bit LeNet-5 exported with `--compress auto`
-(int4 chosen per tensor) against the same model as dense int8 (`--compress off`), both built
-against a TFLM tree and run on QEMU's Cortex-M4 (`edgeprune verify --qemu cortex-m4`).
+"""int4 weights on TFLite-Micro + CMSIS-NN: a 4-bit LeNet-5 exported as dense int8
+(`--compress off`), with every weight tensor int4 (`--compress flash`), and with `--compress
+auto` on the 2 MB-flash STM32L4R5 and on the same part with 256 KB of flash; built against a
+TFLM tree and run on QEMU's Cortex-M4 (`edgeprune verify --qemu cortex-m4`).
 
     .venv/bin/python benchmarks/tflm_int4.py --tflm-root DIR [--cache DIR]
 
@@ -85,21 +86,38 @@ def main() -> int:
     ds = datasets("lenet5", graph.input_shape, args.inputs)[0]
     rows = []
     with tempfile.TemporaryDirectory(prefix="tflm-int4-") as d:
-        for variant, policy in (("int8", "off"), ("int4", "auto")):
-            dep = Deployment.for_target("stm32l4r5-m4", runtime="tflm-cmsis-nn", compression=policy)
-            out = Path(d) / variant
+        import dataclasses
+        from edgeprune.targets import load_target
+        m4 = load_target("stm32l4r5-m4")
+        small = dataclasses.replace(m4, name="stm32l4r5-m4 with 256 KB flash", flash_kb=256)
+        variants = (("int8", "off", m4, True), ("int4 (--compress flash)", "flash", m4, True),
+                    ("--compress auto, 2 MB flash", "auto", m4, False),
+                    ("--compress auto, 256 KB flash", "auto", small, True))
+        for variant, policy, target, on_qemu in variants:
+            dep = Deployment.for_target(target, runtime="tflm-cmsis-nn", compression=policy)
+            out = Path(d) / f"v{len(rows)}"
             t0 = time.time()
             rep = export_tflm(model, dep, out, ds, n_eval=args.inputs, seed=args.seed,
                               allow_overflow=True)
             t_export = time.time() - t0
+            if not on_qemu:
+                rows.append({"variant": variant, "compress": policy, "target": target.name,
+                             "flash_kb": target.flash_kb, "int4_layers": rep["int4_layers"],
+                             "int4_eligible_kept_int8": rep["int4_eligible_kept_int8_fits_flash"],
+                             "tflite_bytes": rep["flash_bytes_actual"], "on_qemu": False,
+                             "command": command_line()})
+                print(json.dumps(rows[-1]), flush=True)
+                continue
             _, ev, _, _ = samples(model, graph, ds, 256, args.inputs, args.seed)
             io = rep["io"]
             x = quantize_input(to_nhwc(ev), io["input_scale"], io["input_zero_point"])
             res, _, _ = verify_tflm(out, "cortex-m4", x, args.tflm_root, args.cache)
             tfl = (out / "model.tflite").read_bytes()
             row = {"variant": variant, "compress": policy, "model": "lenet5 (4-bit weights)",
+                   "target": target.name, "flash_kb": target.flash_kb, "on_qemu": True,
                    "core": "cortex-m4", "board": res["board"],
                    "int4_layers": rep.get("int4_layers", []),
+                   "int4_eligible_kept_int8": rep.get("int4_eligible_kept_int8_fits_flash", []),
                    "lut_layers": sorted(rep["compressed_layers"]),
                    **weight_bytes(tfl), "tflite_bytes": len(tfl),
                    "flash_bytes_estimate": rep["flash_bytes_estimate"],
@@ -119,6 +137,8 @@ def main() -> int:
             print(json.dumps({k: v for k, v in row.items() if k != "operators"}), flush=True)
     base = rows[0]
     for r in rows:
+        if not r["on_qemu"]:
+            continue
         r["weight_bytes_vs_int8"] = round(r["weight_bytes"] / base["weight_bytes"], 4)
         r["tflite_bytes_vs_int8"] = round(r["tflite_bytes"] / base["tflite_bytes"], 4)
         r["arena_vs_int8"] = r["arena_measured_target"] - base["arena_measured_target"]
@@ -135,11 +155,24 @@ def main() -> int:
              "(est.) | arena vs int8 | cycles | x int8 | bit-exact QEMU vs host |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
+        if not r["on_qemu"]:
+            continue
         lines.append(f"| {r['variant']} | {', '.join(sorted(set(r['weight_types'])))} | "
                      f"{r['weight_bytes']} | {r['weight_bytes_vs_int8']:.3f} | {r['tflite_bytes']} | "
                      f"{r['tflite_bytes_vs_int8']:.3f} | {r['arena_measured_target']} "
                      f"({r['arena_estimate_target']}) | {r['arena_vs_int8']:+d} | {r['cycles_trm']} | "
                      f"{r['cycles_vs_int8']} | {r['identical_qemu_vs_host_interpreter']} |")
+    lines += ["", "Per operator, TRM cycles (int8 / int4 with --compress flash):", "",
+              "| op | int8 | int4 | x |", "|---|---:|---:|---:|"]
+    for a, b in zip(rows[0]["operators"] or [], rows[1]["operators"] or []):
+        lines.append(f"| {a['op']} | {a['cycles_trm']} | {b['cycles_trm']} | "
+                     f"{b['cycles_trm'] / a['cycles_trm']:.3f} |")
+    lines += ["", "`--compress auto` per target (int4 costs cycles, so auto keeps int8 while the "
+              "file fits the flash):", ""]
+    for r in rows:
+        if r["compress"] == "auto":
+            lines.append(f"- {r['target']} ({r['flash_kb']} KB flash): int4 layers "
+                         f"{r['int4_layers'] or 'none'}, .tflite {r['tflite_bytes']} B")
     lines += ["", "Produced by: `" + rows[0]["command"] + "`", ""]
     (RESULTS / "tflm_int4.md").write_text("\n".join(lines))
     return 0

@@ -98,7 +98,7 @@ def test_tflm_export_runs_bit_exact_on_m4(tflm_tree, tmp_path):
 
 
 def test_int4_export_runs_bit_exact_on_m4(tflm_tree, tmp_path):
-    """4-bit weights exported as TFLite int4 (`--compress auto`): CMSIS-NN's int4 kernels on
+    """4-bit weights exported as TFLite int4 (`--compress flash`): CMSIS-NN's int4 kernels on
     the M4 give the host interpreter's bytes; the arena is the arm32 estimate's."""
     from edgeprune.export.tflm import export_tflm
     from edgeprune.verify.run import verify_command
@@ -109,7 +109,7 @@ def test_int4_export_runs_bit_exact_on_m4(tflm_tree, tmp_path):
             step = m.weight.abs().max() / 7
             m.weight.copy_(torch.clamp(torch.round(m.weight / step), -7, 7) * step)
     out = tmp_path / "tflm4"
-    rep = export_tflm(model, "stm32l4r5-m4", out, None, n_eval=8, compress="auto")
+    rep = export_tflm(model, "stm32l4r5-m4", out, None, n_eval=8, compress="flash")
     assert rep["int4_layers"] == ["conv", "fc"]
     assert rep["flash_bytes_estimate"] == rep["flash_bytes_actual"]
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((4, 12, 12, 1), dtype=np.float32))

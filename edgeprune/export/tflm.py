@@ -362,17 +362,32 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     dropped_for_ram: List[str] = []
     tensor_bits: Dict[int, Tuple[int, int]] = {}
     # int4: weights on a grid of <= 16 uniform levels stored packed two per byte (CMSIS-NN
-    # runs them directly: half the flash, nothing decoded into the arena). Per tensor, 'auto'
-    # prefers int4 to a LUT (no DECODE cycles, no decoded copy in the arena); 'flash' takes
-    # whichever file is smaller.
+    # runs them directly: half the flash, nothing decoded into the arena, but more cycles: its
+    # int4 kernels ran 1.3-2.3x the int8 cycles per layer on the Cortex-M4,
+    # benchmarks/results/tflm_int4.md). 'flash' stores every such tensor as int4 unless a LUT
+    # makes a smaller file. 'auto' weighs the cycles: int8 while the file fits the target's
+    # flash; otherwise int4 for the largest such tensors until it fits (never a LUT for them:
+    # a LUT's decoded copy costs the arena, and DECODE cycles too).
     int4_nodes: Dict[str, int] = {}
     int4_cands: Dict[int, dict] = {}
+    int4_not_needed: List[str] = []
     if compress:
         from ..backends.tflm import int4 as tflm_int4
         int4_cands = tflm_int4.int4_candidates(plain)
         for node, c in counts.items():
             if c["tensor"] in int4_cands:
                 int4_nodes[node] = c["tensor"]
+        if policy == "auto" and int4_nodes:
+            budget = target.flash_kb * 1024 if target.flash_kb else None
+            size = len(plain)
+            keep: Dict[str, int] = {}
+            for node in sorted(int4_nodes, key=lambda n: -counts[n]["elements"]):
+                if budget is None or size <= budget:
+                    break
+                keep[node] = int4_nodes[node]
+                size -= counts[node]["elements"] - -(-counts[node]["elements"] // 2)
+            int4_not_needed = sorted(set(int4_nodes) - set(keep))
+            int4_nodes = keep
     for node, c in counts.items():
         bits = max(1, math.ceil(math.log2(c["max_values"]))) if c["max_values"] > 1 else 1
         t = plan.tensors[plan.op_for_node(node).inputs[1]]
@@ -508,6 +523,7 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
         "io": q,
         "compressed_layers": compression,
         "int4_layers": int4_list,
+        "int4_eligible_kept_int8_fits_flash": int4_not_needed,
         "not_compressed_to_fit_ram": dropped_for_ram,
         "compression_policy": policy,
         "not_compressed_flash_plus_ram_smaller": dropped_for_memory,
