@@ -22,6 +22,14 @@ def test_pack_unpack_round_trip_odd_length():
     assert np.array_equal(tflm_int4.unpack_int4(b, len(q)), q)
 
 
+def test_auto_choice_weighs_cycles_against_flash():
+    el = {"conv1": 500, "conv2": 25_000, "fc1": 400_000, "fc2": 5_000}
+    assert tflm_int4.auto_choice(el, 449_152, 2048 * 1024) == []        # fits: stay int8
+    assert tflm_int4.auto_choice(el, 449_152, None) == []
+    assert tflm_int4.auto_choice(el, 449_152, 256 * 1024) == ["fc1"]    # 249,152 B fits
+    assert tflm_int4.auto_choice(el, 449_152, 200 * 1024) == ["fc1", "conv2", "fc2", "conv1"]
+
+
 def test_channel_grid():
     q4 = np.array([-7, -3, 0, 2, 5, 7])
     assert tflm_int4.channel_grid(18 * q4) == pytest.approx(18.0)

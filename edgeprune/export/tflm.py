@@ -378,16 +378,10 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
             if c["tensor"] in int4_cands:
                 int4_nodes[node] = c["tensor"]
         if policy == "auto" and int4_nodes:
-            budget = target.flash_kb * 1024 if target.flash_kb else None
-            size = len(plain)
-            keep: Dict[str, int] = {}
-            for node in sorted(int4_nodes, key=lambda n: -counts[n]["elements"]):
-                if budget is None or size <= budget:
-                    break
-                keep[node] = int4_nodes[node]
-                size -= counts[node]["elements"] - -(-counts[node]["elements"] // 2)
+            keep = tflm_int4.auto_choice({n: counts[n]["elements"] for n in int4_nodes}, len(plain),
+                                         target.flash_kb * 1024 if target.flash_kb else None)
             int4_not_needed = sorted(set(int4_nodes) - set(keep))
-            int4_nodes = keep
+            int4_nodes = {n: int4_nodes[n] for n in keep}
     for node, c in counts.items():
         bits = max(1, math.ceil(math.log2(c["max_values"]))) if c["max_values"] > 1 else 1
         t = plan.tensors[plan.op_for_node(node).inputs[1]]

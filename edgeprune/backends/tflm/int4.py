@@ -100,6 +100,21 @@ def int4_candidates(model_bytes: bytes) -> Dict[int, dict]:
     return out
 
 
+def auto_choice(elements: Dict[str, int], file_bytes: int, flash_budget: Optional[int]) -> List[str]:
+    """`--compress auto`'s int4 choice: CMSIS-NN's int4 kernels cost cycles (1.3-2.3x the int8
+    cycles per layer on the Cortex-M4, benchmarks/results/tflm_int4.md), so none while the
+    file fits the flash budget (or there is none); else the largest eligible tensors
+    (`elements`: node -> weight count) until it fits, or all of them."""
+    keep: List[str] = []
+    size = file_bytes
+    for node in sorted(elements, key=lambda n: (-elements[n], n)):
+        if flash_budget is None or size <= flash_budget:
+            break
+        keep.append(node)
+        size -= elements[node] - -(-elements[node] // 2)
+    return keep
+
+
 def pack_int4(q4: np.ndarray) -> bytes:
     """TFLite's int4 packing: element 2i in the low nibble, 2i + 1 in the high nibble."""
     flat = q4.astype(np.int8).reshape(-1)
