@@ -393,6 +393,8 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
                 del int4_nodes[node]
             else:
                 continue
+        elif node in int4_not_needed:
+            continue      # auto: int4-eligible, kept int8 (fits flash); a LUT would cost more
         if compress and bits <= tflm_compress.LUT_MAX_BITS and tflm_compress.lut_pays(t, bits, c["max_values"]):
             compression[node] = {"bits": bits, "values": c["max_values"]}
             tensor_bits[c["tensor"]] = (bits, c["axis"])
