@@ -185,6 +185,19 @@ def _cmsis_scratch(plan: TflPlan, op: TflOp) -> int:
     return 0
 
 
+def _reference_scratch(plan: TflPlan, op: TflOp) -> int:
+    """Scratch TFLM's reference kernels request: an int4 filter unpacked to int8, one byte per
+    weight (kernels/conv_common.cc, depthwise_conv_common.cc, fully_connected.cc Prepare)."""
+    if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+        w = plan.tensors[op.inputs[1]]
+        if w.dtype == "int4":
+            n = 1
+            for d in w.shape:
+                n *= d
+            return n
+    return 0
+
+
 def greedy_plan(buffers: Sequence[Tuple[int, int, int]]) -> Tuple[int, List[int]]:
     """TFLM GreedyMemoryPlanner over (size, first_used, last_used): (arena bytes, offsets)."""
     # CalculateOffsetsIfNeeded fills the online buffers from the tail of its sort array, then
@@ -296,7 +309,8 @@ def estimate_arena(graph, *, compression=None, runtime: Optional[str] = None,
     chosen = lut_choice(plan, compression)
     ops = _compressed_plan(plan, chosen)
     entries, scratch, all_entries, head, decode_bytes, n_tensors = _head(
-        plan, ops, _cmsis_scratch if runtime == "tflm-cmsis-nn" else None, alt_decompression)
+        plan, ops, _cmsis_scratch if runtime == "tflm-cmsis-nn" else _reference_scratch,
+        alt_decompression)
 
     n_ops = len(ops)
     p = PERSISTENT
