@@ -146,8 +146,8 @@ def main() -> int:
                                if r.get("cycles_trm") and base.get("cycles_trm") else None)
     (RESULTS / "tflm_int4.json").write_text(json.dumps({"rows": rows}, indent=1) + "\n")
     lines = ["# int4 weights: 4-bit LeNet-5 on TFLM + CMSIS-NN (QEMU Cortex-M4)", "",
-             "Same model exported dense int8 (`--compress off`) and with `--compress auto` (int4 "
-             "chosen per tensor). Weight bytes = conv / FC filter buffers in model.tflite; arena = "
+             "Same model exported dense int8 (`--compress off`), all int4 (`--compress flash`) "
+             "and with `--compress auto` (int4 chosen per tensor). Weight bytes = conv / FC filter buffers in model.tflite; arena = "
              "arena_used_bytes() on the target (estimate: estimate_arena(abi='arm32')); cycles = "
              "the invoke's instruction stream through the Cortex-M4 TRM table; bit-exact = QEMU "
              "outputs equal TFLM's host interpreter's on the same inputs.", "",
