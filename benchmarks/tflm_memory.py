@@ -12,6 +12,9 @@ through LUT compression, which the clustered row exercises.
 allocation categories TFLM's RecordingMicroAllocator reports; edgeprune/backends/tflm/memory.py's
 PERSISTENT / OP_PERSISTENT constants come from this output. The zoo models are never used to
 calibrate, so the table checks the model on data it was not fitted to.
+
+These are the 64-bit host's figures. The arena on the 32-bit target (struct sizes probed on
+QEMU M4, the same calibration models) is benchmarks/tflm_target.py --probe.
 """
 from __future__ import annotations
 
