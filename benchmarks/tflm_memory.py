@@ -12,6 +12,9 @@ through LUT compression, which the clustered row exercises.
 allocation categories TFLM's RecordingMicroAllocator reports; edgeprune/backends/tflm/memory.py's
 PERSISTENT / OP_PERSISTENT constants come from this output. The zoo models are never used to
 calibrate, so the table checks the model on data it was not fitted to.
+
+These are the 64-bit host's figures. The arena on the 32-bit target (struct sizes probed on
+QEMU M4, the same calibration models) is benchmarks/tflm_target.py --probe.
 """
 from __future__ import annotations
 
@@ -128,7 +131,7 @@ def calibrate() -> None:
             mid = (lo + hi) // 2
             lo, hi = (lo, mid) if ex.tflm_runs_with(b, mid, x) else (mid, hi)
         a["minimum"] = hi
-        est = tflm_memory.estimate_arena(g, plan=plan)
+        est = tflm_memory.estimate_arena(g, plan=plan, abi="host64")
         known = sum(v["used"] for k, v in a.items() if isinstance(v, dict))
         ops = [op.opcode for op in plan.ops]
         row = {"case": name, "ops": ops, "tensors": len(plan.tensors), "total": a["total"],
@@ -198,7 +201,7 @@ def table(models=None) -> None:
             model = _cluster(model, k)
         g = extract(model)
         fe = tflm_memory.estimate_flash(g)["total_bytes"]
-        ae = tflm_memory.estimate_arena(g)["total_bytes"]
+        ae = tflm_memory.estimate_arena(g, abi="host64")["total_bytes"]
         label = name + (f" (clustered k={k})" if k else "")
         if fe > target.flash_kb * 1024 or ae > target.ram_kb * 1024:
             print(f"{label}: does not fit {target.name} by the estimate "

@@ -80,11 +80,11 @@ def test_estimates_structure_and_layers():
     assert f["total_bytes"] == sum(f["layers"].values()) + f["overhead_bytes"]
     # fc1: 400,000 int8 weights + 500 int32 biases dominate
     assert f["layers"]["fc1"] > 400_000 + 2_000
-    a = tflm_memory.estimate_arena(g)
+    a = tflm_memory.estimate_arena(g, abi="host64")      # TFLM's Python runtime
     assert a["total_bytes"] == a["head_bytes"] + a["persistent_bytes"]
     assert a["activations_bytes"] == 24 * 24 * 20 + 12 * 12 * 20   # conv1 out + pool1 out
     assert a["scratch_bytes"] == 0
-    cm = tflm_memory.estimate_arena(g, runtime="tflm-cmsis-nn")
+    cm = tflm_memory.estimate_arena(g, runtime="tflm-cmsis-nn", abi="host64")
     # im2col: 2 * c_in * kh * kw int16 per conv; conv2's 2000 B fits beside the live maps
     assert cm["layers"]["conv2"]["scratch_bytes"] == 2 * 20 * 5 * 5 * 2
     assert cm["total_bytes"] >= a["total_bytes"]
@@ -98,14 +98,14 @@ def test_compression_accounting():
     # per-channel quantization on the DECODE output; conv1 would grow: skipped
     assert comp["compressed"] == ["fc1"]
     assert 180_000 < plain - comp["total_bytes"] < 200_000
-    a0 = tflm_memory.estimate_arena(g)
-    a1 = tflm_memory.estimate_arena(g, compression={"fc1": 4})
+    a0 = tflm_memory.estimate_arena(g, abi="host64")
+    a1 = tflm_memory.estimate_arena(g, compression={"fc1": 4}, abi="host64")
     # the decoded copy of fc1 lives in the arena while fc1 runs; beside the small live maps it
     # costs almost all of its 400 kB
     assert a1["layers"]["fc1"]["decode_bytes"] == 400_000
     assert 400_000 - a0["activations_bytes"] <= a1["decode_bytes"] <= 400_000
     assert a1["total_bytes"] > a0["total_bytes"] + 380_000
-    a2 = tflm_memory.estimate_arena(g, compression={"fc1": 4}, alt_decompression=True)
+    a2 = tflm_memory.estimate_arena(g, compression={"fc1": 4}, alt_decompression=True, abi="host64")
     assert a2["decode_bytes"] == 400_000 and a2["total_bytes"] < a1["total_bytes"]
     with pytest.raises(EdgepruneError, match="not a layer"):
         tflm_memory.estimate_flash(g, compression={"nope": 4})

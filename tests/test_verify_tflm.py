@@ -77,6 +77,9 @@ def test_tflm_export_runs_bit_exact_on_m4(tflm_tree, tmp_path):
     # the arena on the 32-bit target: used <= allocated, and not above the 64-bit host's figure
     assert 0 < res["arena_used_bytes"] <= res["arena_bytes_allocated"]
     assert res["arena_used_bytes"] <= res["arena_bytes_host"]
+    # and the arm32 estimate in the export report (goal: within 2 %; equal on the zoo)
+    rep = json.loads((out / "report.json").read_text())
+    assert abs(rep["arena_bytes_target_estimate"] - res["arena_used_bytes"]) <= 0.02 * res["arena_used_bytes"]
     # per operator: CONV_2D, MAX_POOL_2D, RESHAPE, FULLY_CONNECTED, from the trace, which agrees
     # with the timer on the whole invoke
     assert res["trace_instructions_equal_icount"]
@@ -92,3 +95,27 @@ def test_tflm_export_runs_bit_exact_on_m4(tflm_tree, tmp_path):
     res2 = verify_command(out, "cortex-m4", tmp_path / "v2", inputs=str(tmp_path / "x.npy"),
                           samples=2, cycles=False, tflm_root=tree, tflm_cache=cache)
     assert res2["tflm"]["cached"] and res2["instructions_per_invoke"] == res["instructions_per_invoke"]
+
+
+def test_int4_export_runs_bit_exact_on_m4(tflm_tree, tmp_path):
+    """4-bit weights exported as TFLite int4 (`--compress flash`): CMSIS-NN's int4 kernels on
+    the M4 give the host interpreter's bytes; the arena is the arm32 estimate's."""
+    from edgeprune.export.tflm import export_tflm
+    from edgeprune.verify.run import verify_command
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    with torch.no_grad():
+        for m in (model.conv, model.fc):
+            step = m.weight.abs().max() / 7
+            m.weight.copy_(torch.clamp(torch.round(m.weight / step), -7, 7) * step)
+    out = tmp_path / "tflm4"
+    rep = export_tflm(model, "stm32l4r5-m4", out, None, n_eval=8, compress="flash")
+    assert rep["int4_layers"] == ["conv", "fc"]
+    assert rep["flash_bytes_estimate"] == rep["flash_bytes_actual"]
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((4, 12, 12, 1), dtype=np.float32))
+    tree, cache = tflm_tree
+    res = verify_command(out, "cortex-m4", tmp_path / "v", inputs=str(tmp_path / "x.npy"),
+                         samples=4, cycles=False, tflm_root=tree, tflm_cache=cache)
+    assert res["outputs_vs_host"]["tflm_host"]["identical"], res["outputs_vs_host"]
+    assert res["return_codes_zero"]
+    assert abs(rep["arena_bytes_target_estimate"] - res["arena_used_bytes"]) <= 0.02 * res["arena_used_bytes"]

@@ -29,9 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runtime", default=None,
                         help="tflm-cmsis-nn | tflm-reference [the target's]")
     parser.add_argument("--compress", choices=("auto", "flash", "off"), default=None,
-                        help="LUT-compress clustered weights: auto = only where flash + arena bytes "
-                             "shrink together (decoded weights live in the arena); flash = wherever "
-                             "the file shrinks and the arena still fits RAM; off = never [auto]")
+                        help="compress weights per tensor: int4 (<= 16 uniform levels, packed two "
+                             "per byte, run directly by CMSIS-NN) or a LUT (clustered weights, "
+                             "decoded into the arena). auto = int4 where it applies, LUT only where "
+                             "flash + arena bytes shrink together; flash = whichever file is "
+                             "smallest while the arena fits RAM; off = never [auto]")
     parser.add_argument("--no-compress", dest="compress", action="store_const", const="off",
                         help="same as --compress off")
     parser.add_argument("--seed", type=non_negative_int, default=0)
@@ -63,11 +65,16 @@ def run(args: argparse.Namespace) -> int:
     fit = r["fits_target"]
     print(f"wrote {args.output}: model.tflite {r['flash_bytes_actual']} B (estimate "
           f"{r['flash_bytes_estimate']}), arena {r['arena_bytes_measured']} B measured "
-          f"(estimate {r['arena_bytes_estimate']}), allocated {r['arena_bytes_allocated']} B; "
+          f"on the 64-bit host (estimate {r['arena_bytes_estimate']}), allocated "
+          f"{r['arena_bytes_allocated']} B, about {r.get('arena_bytes_target_estimate', 'n/a')} B "
+          f"used on the 32-bit target (TFLM + CMSIS-NN estimate); "
           f"TFLM vs LiteRT max {r['max_abs_diff_lsb_vs_litert']} LSB{acc}; ops "
           f"{', '.join(r['ops'])}")
     if r["compressed_layers"]:
         print(f"LUT-compressed: {', '.join(r['compressed_layers'])}")
+    if r.get("int4_layers"):
+        print(f"int4 weights: {', '.join(r['int4_layers'])} (the arena is sized for TFLM + "
+              f"CMSIS-NN; TFLM's reference kernels unpack int4 into a larger arena)")
     if fit.get("overflow"):
         print(f"warning: written with --allow-overflow; does not fit {r['target']}: "
               f"{'; '.join(fit['overflow'])}")

@@ -361,9 +361,40 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     compression: Dict[str, dict] = {}
     dropped_for_ram: List[str] = []
     tensor_bits: Dict[int, Tuple[int, int]] = {}
+    # int4: weights on a grid of <= 16 uniform levels stored packed two per byte (CMSIS-NN
+    # runs them directly: half the flash, nothing decoded into the arena, but more cycles: its
+    # int4 kernels ran 1.3-2.3x the int8 cycles per layer on the Cortex-M4,
+    # benchmarks/results/tflm_int4.md). 'flash' stores every such tensor as int4 unless a LUT
+    # makes a smaller file. 'auto' weighs the cycles: int8 while the file fits the target's
+    # flash; otherwise int4 for the largest such tensors until it fits (never a LUT for them:
+    # a LUT's decoded copy costs the arena, and DECODE cycles too).
+    int4_nodes: Dict[str, int] = {}
+    int4_cands: Dict[int, dict] = {}
+    int4_not_needed: List[str] = []
+    if compress:
+        from ..backends.tflm import int4 as tflm_int4
+        int4_cands = tflm_int4.int4_candidates(plain)
+        for node, c in counts.items():
+            if c["tensor"] in int4_cands:
+                int4_nodes[node] = c["tensor"]
+        if policy == "auto" and int4_nodes:
+            keep = tflm_int4.auto_choice({n: counts[n]["elements"] for n in int4_nodes}, len(plain),
+                                         target.flash_kb * 1024 if target.flash_kb else None)
+            int4_not_needed = sorted(set(int4_nodes) - set(keep))
+            int4_nodes = {n: int4_nodes[n] for n in keep}
     for node, c in counts.items():
         bits = max(1, math.ceil(math.log2(c["max_values"]))) if c["max_values"] > 1 else 1
         t = plan.tensors[plan.op_for_node(node).inputs[1]]
+        if node in int4_nodes:
+            enc, anc = tflm_compress.lut_sizes(t, bits, c["max_values"])
+            lut_bytes = (enc + anc + 12 * t.quant_channels + 2 * tflm_compress.FLATBUFFER_PER_TENSOR_BYTES
+                         + tflm_compress.FLATBUFFER_PER_OP_BYTES)
+            if policy == "flash" and bits <= tflm_compress.LUT_MAX_BITS and lut_bytes < -(-c["elements"] // 2):
+                del int4_nodes[node]
+            else:
+                continue
+        elif node in int4_not_needed:
+            continue      # auto: int4-eligible, kept int8 (fits flash); a LUT would cost more
         if compress and bits <= tflm_compress.LUT_MAX_BITS and tflm_compress.lut_pays(t, bits, c["max_values"]):
             compression[node] = {"bits": bits, "values": c["max_values"]}
             tensor_bits[c["tensor"]] = (bits, c["axis"])
@@ -374,7 +405,8 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     if compression and policy == "auto":
         def memory_with(comp):
             return (tflm_memory.estimate_flash(graph, compression=comp or None, plan=plan)["total_bytes"]
-                    + tflm_memory.estimate_arena(graph, compression=comp or None, plan=plan)["total_bytes"])
+                    + tflm_memory.estimate_arena(graph, compression=comp or None, plan=plan,
+                                                 abi="host64")["total_bytes"])
         trial = dict(compression)
         best, best_bytes = dict(trial), memory_with(trial)
         for node in sorted(compression, key=lambda n: -counts[n]["elements"]):
@@ -391,7 +423,8 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     ram_kb = target.ram_kb
     if compression and ram_kb:
         def arena_with(comp):
-            return tflm_memory.estimate_arena(graph, compression=comp or None, plan=plan)["total_bytes"]
+            return tflm_memory.estimate_arena(graph, compression=comp or None, plan=plan,
+                                              abi="host64")["total_bytes"]
         if arena_with(compression) > ram_kb * 1024 and arena_with({}) <= ram_kb * 1024:
             for node in sorted(compression, key=lambda n: -counts[n]["elements"]):
                 dropped_for_ram.append(node)
@@ -399,7 +432,11 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
                 del compression[node]
                 if arena_with(compression) <= ram_kb * 1024:
                     break
-    final = tflm_compress.compress_model(plain, tensor_bits) if tensor_bits else plain
+    base = plain
+    if int4_nodes:
+        from ..backends.tflm import int4 as tflm_int4
+        base = tflm_int4.to_int4(plain, sorted(int4_nodes.values()), int4_cands)
+    final = tflm_compress.compress_model(base, tensor_bits) if tensor_bits else base
 
     # Verification
     q = io_quant(final)
@@ -411,7 +448,7 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     lsb_fast = int(np.max(np.abs(out_tflm.astype(np.int32) - out_fast.astype(np.int32))))
     lut_exact = None
     if tensor_bits:
-        out_plain, _, _ = run_tflm(plain, x_int8)
+        out_plain, _, _ = run_tflm(base, x_int8)
         lut_exact = bool(np.array_equal(out_plain, out_tflm))
         if not lut_exact:
             raise ExportError("LUT-compressed model differs from the uncompressed one in the TFLM "
@@ -435,8 +472,20 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
         acc_float = float((float_out.argmax(1) == labels).mean())
         acc_int8 = float((out_tflm.reshape(len(labels), -1).argmax(1) == labels).mean())
 
-    flash_est = tflm_memory.estimate_flash(graph, compression=compression or None, plan=plan)
-    arena_est = tflm_memory.estimate_arena(graph, compression=compression or None, plan=plan)
+    int4_list = sorted(int4_nodes)
+    flash_est = tflm_memory.estimate_flash(graph, compression=compression or None, plan=plan,
+                                           int4=int4_list)
+    arena_est = tflm_memory.estimate_arena(graph, compression=compression or None, plan=plan,
+                                           abi="host64", int4=int4_list)
+    # the arena on the 32-bit target (arena_used_bytes() after AllocateTensors(), TFLM +
+    # CMSIS-NN on a Cortex-M with DSP; benchmarks/tflm_target.py measures it on QEMU)
+    arena_target = tflm_memory.estimate_arena(graph, compression=compression or None, plan=plan,
+                                              abi="arm32", runtime="tflm-cmsis-nn", int4=int4_list)
+    if int4_list:
+        # TFLM's reference kernels (the host runtime) unpack int4 filters into an arena scratch
+        # buffer as large as the filter; CMSIS-NN's int4 kernels read them packed. The arena in
+        # edgeprune_model.cc is sized for the CMSIS-NN target from its estimate.
+        arena_size = tflm_memory.align(int(math.ceil(arena_target["total_bytes"] * (1 + arena_margin))))
     ops = [op for op in _ops_used(final)]
     flash_kb, ram_kb = target.flash_kb, target.ram_kb
     report = {
@@ -452,6 +501,11 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
         "arena_bytes_print_allocations": arena_total,
         "arena_error_pct": _pct(arena_est["total_bytes"], arena_min),
         "arena_bytes_allocated": arena_size,
+        "arena_bytes_target_estimate": arena_target["total_bytes"],
+        "arena_target_note": ("estimated arena_used_bytes() on the 32-bit target (TFLM + CMSIS-NN, "
+                              "Cortex-M with DSP; within 2 % on QEMU M4, "
+                              "benchmarks/results/tflm_target_arena.md); arena_bytes_measured is "
+                              "the 64-bit host runtime's minimum, which sizes the arena"),
         "arena_margin": arena_margin,
         "accuracy_float": acc_float,
         "accuracy_int8": acc_int8,
@@ -464,6 +518,8 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
         "ops": ops,
         "io": q,
         "compressed_layers": compression,
+        "int4_layers": int4_list,
+        "int4_eligible_kept_int8_fits_flash": int4_not_needed,
         "not_compressed_to_fit_ram": dropped_for_ram,
         "compression_policy": policy,
         "not_compressed_flash_plus_ram_smaller": dropped_for_memory,
@@ -474,8 +530,8 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
             "flash_kb": flash_kb, "ram_kb": ram_kb,
             "flash_fits": None if flash_kb is None else len(final) <= flash_kb * 1024,
             "arena_fits": None if ram_kb is None else arena_size <= ram_kb * 1024,
-            "note": "arena measured on the 64-bit host runtime (reference kernels); on a 32-bit "
-                    "MCU the persistent structs are smaller, CMSIS-NN scratch may add",
+            "note": "arena measured on the 64-bit host runtime (reference kernels), and sized "
+                    "from it; on the 32-bit target it is arena_bytes_target_estimate",
         },
         "arena_estimate_breakdown": {k: v for k, v in arena_est.items() if k != "layers"},
     }
@@ -593,6 +649,8 @@ def _readme_table(r: dict) -> str:
     rows = [("flash (.tflite) bytes", r["flash_bytes_actual"], r["flash_bytes_estimate"]),
             ("arena bytes (measured minimum)", r["arena_bytes_measured"], r["arena_bytes_estimate"]),
             ("arena bytes allocated in edgeprune_model.cc", r["arena_bytes_allocated"], ""),
+            ("arena bytes used on the 32-bit target (TFLM + CMSIS-NN)", "",
+             r.get("arena_bytes_target_estimate", "n/a")),
             ("accuracy float / int8", f"{fmt(r['accuracy_float'])} / {fmt(r['accuracy_int8'])}", ""),
             ("max |TFLM - LiteRT| (int8 LSB)", r["max_abs_diff_lsb_vs_litert"], "")]
     lines = ["| quantity | measured | cost model |", "|---|---|---|"]

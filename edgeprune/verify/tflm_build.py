@@ -55,6 +55,8 @@ OP_KERNELS: Dict[str, tuple] = {
     "RELU": (("activations", "activations_common"), ()),
     "RELU6": (("activations", "activations_common"), ()),
     "LOGISTIC": (("logistic", "logistic_common"), ()),
+    "TANH": (("tanh",), ()),
+    "TRANSPOSE": (("transpose", "transpose_common"), ()),
     "MEAN": (("reduce", "reduce_common"), ()),
     "QUANTIZE": (("quantize", "quantize_common"), ()),
     "DEQUANTIZE": (("dequantize", "dequantize_common"), ()),

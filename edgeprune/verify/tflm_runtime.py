@@ -161,8 +161,11 @@ def verify_tflm(export_dir, core: str, x_int8: np.ndarray, tflm_root, cache_dir,
             oh_i, oh_c = seg[4]
             inv_i, inv_c = seg[8][0] - oh_i, seg[8][1] - oh_c
             cycles = {"instructions": inv_i, "cycles": inv_c}
-            from ..backends.c.ir import read_tflite
-            g = read_tflite((export_dir / "model.tflite").read_bytes())
+            # the operators in model order (read from the flatbuffer directly: int4 weights
+            # included, which the C backend's reader refuses)
+            from ..export.tflm import _model_t, _opname
+            fbm, mm = _model_t((export_dir / "model.tflite").read_bytes())
+            op_names = [_opname(fbm, mm, o) for o in mm.subgraphs[0].operators]
             # InvokeSubgraph makes more than one indirect call per operator (the operator's
             # invoke, and virtual calls of the allocator): the operator's is the call site that
             # runs once per operator and executes the most instructions
@@ -170,13 +173,13 @@ def verify_tflm(export_dir, core: str, x_int8: np.ndarray, tflm_root, cache_dir,
             for s in tc.spans:
                 if s[0] == 8:
                     by_site.setdefault(s[3], []).append(s)
-            cands = [v for v in by_site.values() if len(v) == len(g.ops)]
+            cands = [v for v in by_site.values() if len(v) == len(op_names)]
             spans = max(cands, key=lambda v: sum(s[1] for s in v)) if cands else []
-            if len(spans) != len(g.ops):
+            if len(spans) != len(op_names):
                 raise VerifyError(f"the trace shows {len(spans)} operator invocations, the model "
-                                  f"has {len(g.ops)} operators")
-            ops_res = [{"index": op.index, "op": op.opcode, "instructions": int(s[1]),
-                        "cycles_trm": int(s[2])} for op, s in zip(g.ops, spans)]
+                                  f"has {len(op_names)} operators")
+            ops_res = [{"index": k, "op": name, "instructions": int(s[1]),
+                        "cycles_trm": int(s[2])} for k, (name, s) in enumerate(zip(op_names, spans))]
         emu = np.stack([np.frombuffer(run.outputs[i], dtype=np.int8) for i in range(len(x_int8))])
         by_obj = fw.sizes_by_object(elf.map_path)
         model_objs = {"model_data.o", "edgeprune_model.o"}

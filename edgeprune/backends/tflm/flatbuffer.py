@@ -206,7 +206,7 @@ def plan_model_t(plan: TflPlan, lut_values: Optional[Dict[int, int]] = None):
         tt = fb.TensorT()
         tt.shape = np.array(t.shape, dtype=np.int32)
         tt.type = {"int8": fb.TensorType.INT8, "int32": fb.TensorType.INT32,
-                   "uint8": fb.TensorType.UINT8}[t.dtype]
+                   "uint8": fb.TensorType.UINT8, "int4": fb.TensorType.INT4}[t.dtype]
         tt.name = f"t{t.index}".encode()
         tt.hasRank = True
         if t.quant_channels:

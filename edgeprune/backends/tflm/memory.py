@@ -11,9 +11,18 @@
   kernel scratch buffers. Tail = persistent structs, with per-struct sizes measured on the 64-bit
   host runtime (``benchmarks/tflm_memory.py --calibrate``; see ``PERSISTENT``).
 
-The arena figures are for TFLM's Python runtime (64-bit host, reference kernels), the runtime
-the exporter measures. On a 32-bit MCU the pointer-holding structs are smaller, so the tail is
-an upper bound there; with ``runtime='tflm-cmsis-nn'`` the CMSIS-NN scratch buffers are added.
+Two arena figures (``estimate_arena(abi=...)``):
+- ``abi='arm32'`` (default): ``arena_used_bytes()`` after ``AllocateTensors()`` on a 32-bit
+  Cortex-M running TFLM + CMSIS-NN: the head as above with the scratch buffers CMSIS-NN's
+  kernels request on a core with the DSP extension, and the tail replayed allocation by
+  allocation (``tail_allocations_arm32``: allocator objects, eval tensors, node structs, builtin
+  params, each kernel's Init / Prepare data, per-channel multiplier and shift arrays, scratch
+  handles, the I/O TfLiteTensors) with sizes probed on the target (``arm32_structs``, generated
+  by ``benchmarks/tflm_target.py --probe`` on QEMU M4). Equal to the byte on 29 synthetic and
+  7 zoo models (``benchmarks/results/tflm_target_arena.md``).
+- ``abi='host64'``: the smallest arena with which TFLM's Python runtime (64-bit host, reference
+  kernels) allocates and invokes the model, the figure the exporter measures: per-struct sizes
+  fitted on the host (``PERSISTENT``) and the temporaries' peak during AllocateTensors.
 Import-light: no torch, no tensorflow.
 """
 from __future__ import annotations
@@ -33,17 +42,43 @@ def align(n: int, a: int = ALIGN) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# int4 weights
+
+def with_int4(plan: TflPlan, nodes) -> TflPlan:
+    """The plan with the weights of `nodes` stored as TFLite int4 (``int4.py``): packed two
+    per byte; a fully-connected filter (and its bias) per-tensor quantized, as TFLM's
+    int4 FULLY_CONNECTED requires."""
+    if not nodes:
+        return plan
+    import copy
+    p = copy.deepcopy(plan)
+    for node in nodes:
+        op = p.op_for_node(node)
+        if op is None or op.opcode not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            raise ValueError(f"int4: '{node}' is not a conv, depthwise or fully-connected layer")
+        w = p.tensors[op.inputs[1]]
+        w.dtype = "int4"
+        if op.opcode == "FULLY_CONNECTED":
+            w.quant_channels = 1
+            if len(op.inputs) > 2 and op.inputs[2] >= 0:
+                p.tensors[op.inputs[2]].quant_channels = 1
+    return p
+
+
+# --------------------------------------------------------------------------------------------
 # Flash
 
-def estimate_flash(graph, *, compression=None, plan: Optional[TflPlan] = None) -> dict:
+def estimate_flash(graph, *, compression=None, plan: Optional[TflPlan] = None,
+                   int4=None) -> dict:
     """Size of the exported .tflite: ``{total_bytes, layers: {node: bytes}, overhead_bytes,
     compressed: [node...]}``.
 
     ``compression``: {node_name: index_bits} or {node_name: {'bits': b, 'values': n}} (n = the
     largest number of distinct int8 values in one output channel; default 2**bits). Nodes
-    where per-channel LUT compression would grow the file are left uncompressed.
+    where per-channel LUT compression would grow the file are left uncompressed. ``int4``:
+    nodes whose weights are stored as int4 (``with_int4``).
     """
-    plan = plan or lower(graph)
+    plan = with_int4(plan or lower(graph), int4)
     chosen = lut_choice(plan, compression)
     lut_values = {i: (nv or 2 ** b) for i, (b, nv) in chosen.items()}
     base = canonicalize(pack_aligned(plan_model_t(plan, lut_values)))
@@ -107,23 +142,59 @@ INIT_TEMP = {"tensor": 64, "quant": 24, "prepare_adjust": -48, "allocation_info"
 
 
 def _cmsis_scratch(plan: TflPlan, op: TflOp) -> int:
-    """CMSIS-NN scratch (im2col) a kernel requests on a Cortex-M with DSP extension."""
+    """Scratch buffer a CMSIS-NN kernel requests in Prepare on a Cortex-M with the DSP
+    extension and no MVE (M4, M7, M33), built with GCC: the *_get_buffer_size functions of the
+    CMSIS-NN revision TFLM pins (ConvolutionFunctions/arm_convolve_get_buffer_sizes_s8.c,
+    arm_depthwise_conv_get_buffer_sizes_s8.c, PoolingFunctions/arm_avgpool_get_buffer_sizes_s8.c,
+    FullyConnectedFunctions/arm_fully_connected_get_buffer_sizes_s8.c), as
+    kernels/cmsis_nn/{conv,depthwise_conv,pooling,fully_connected}.cc call them."""
+    int4 = plan.tensors[op.inputs[1]].dtype == "int4" if len(op.inputs) > 1 and op.inputs[1] >= 0 else False
     if op.opcode == "CONV_2D":
         w = plan.tensors[op.inputs[1]].shape
         k_h, k_w, c_in = w[1], w[2], w[3]
-        if k_h == 1 and k_w == 1 and op.options["padding"] == "VALID":
-            return 0   # arm_convolve_1x1_s8_fast needs no buffer
-        # arm_convolve_s8_get_buffer_size (CMSIS-NN arm_convolve_s8.c, ARM_MATH_DSP branch of the
-        # v4-v6 releases): 2 * ch_in * k_h * k_w * sizeof(int16). Newer releases size it
-        # differently; not measured here (no Cortex-M TFLM build on this machine).
-        return 2 * c_in * k_h * k_w * 2
+        if int4:
+            # arm_convolve_wrapper_s4_get_buffer_size (arm_convolve_get_buffer_sizes_s4.c,
+            # non-MVE): 1x1 -> 0, else 2 * rhs_cols int16 (not rounded up)
+            return 0 if (k_h == 1 and k_w == 1) else 2 * k_h * k_w * c_in * 2
+        if k_h == 1 and k_w == 1:
+            # arm_nn_is_convolve_1x1 (SAME and VALID both pad 0): the 1x1 kernels; the fast one's
+            # DSP buffer is 0 outside Arm Compiler 6, the strided one needs none
+            return 0
+        # arm_convolve_s8_get_buffer_size, non-MVE: 2 * rhs_cols rounded up to 4, int16 each
+        # (arm_convolve_1_x_n_s8 uses the same size without MVE)
+        rhs = k_h * k_w * c_in
+        return 2 * (-(-rhs // 4) * 4) * 2
     if op.opcode == "DEPTHWISE_CONV_2D":
         w = plan.tensors[op.inputs[1]].shape
-        k_h, k_w, c = w[1], w[2], w[3]
+        k_h, k_w, c_out = w[1], w[2], w[3]
+        c_in = plan.tensors[op.inputs[0]].shape[-1]
+        if c_in != c_out:
+            return 0   # channel multiplier > 1: the generic kernel, no buffer
+        if int4:
+            # arm_depthwise_conv_wrapper_s4_get_buffer_size: the opt buffer, 3x3 included
+            return c_in * k_h * k_w * 2
         if k_h == 3 and k_w == 3:
-            return 0   # arm_depthwise_conv_3x3_s8 needs no buffer
-        # arm_depthwise_conv_s8_opt_get_buffer_size: ch * k_h * k_w * sizeof(int16)
-        return c * k_h * k_w * 2
+            return 0   # arm_depthwise_conv_3x3_s8 (padding <= 1 always holds for 3x3)
+        # arm_depthwise_conv_s8_opt_get_buffer_size_dsp: ch * k_w * k_h * sizeof(int16)
+        return c_in * k_h * k_w * 2
+    if op.opcode == "AVERAGE_POOL_2D":
+        # arm_avgpool_s8_get_buffer_size_dsp: ch * sizeof(int32)
+        return plan.tensors[op.inputs[0]].shape[-1] * 4
+    # FULLY_CONNECTED: arm_fully_connected_s8_get_buffer_size_dsp is 0 (2-D outputs, so not
+    # the conv-1x1 path); MAX_POOL_2D, ADD, PAD, SOFTMAX, activations: no buffer
+    return 0
+
+
+def _reference_scratch(plan: TflPlan, op: TflOp) -> int:
+    """Scratch TFLM's reference kernels request: an int4 filter unpacked to int8, one byte per
+    weight (kernels/conv_common.cc, depthwise_conv_common.cc, fully_connected.cc Prepare)."""
+    if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+        w = plan.tensors[op.inputs[1]]
+        if w.dtype == "int4":
+            n = 1
+            for d in w.shape:
+                n *= d
+            return n
     return 0
 
 
@@ -164,18 +235,9 @@ def _compressed_plan(plan: TflPlan, chosen) -> List[TflOp]:
     return ops
 
 
-def estimate_arena(graph, *, compression=None, runtime: str = "tflm-reference",
-                   alt_decompression: bool = False, plan: Optional[TflPlan] = None) -> dict:
-    """Tensor arena the TFLM interpreter needs: ``{total_bytes, activations_bytes,
-    scratch_bytes, persistent_bytes, decode_bytes, layers: {node: {...}}}``.
-
-    ``runtime``: 'tflm-reference' (what the Python runtime runs; no scratch) or
-    'tflm-cmsis-nn' (adds CMSIS-NN im2col scratch buffers). ``alt_decompression``: DECODE
-    outputs go to a separate buffer (reported as decode_bytes, not in the arena).
-    """
-    plan = plan or lower(graph)
-    chosen = lut_choice(plan, compression)
-    ops = _compressed_plan(plan, chosen)
+def _head(plan: TflPlan, ops: List[TflOp], scratch_fn, alt_decompression: bool):
+    """Non-persistent (head) buffers and TFLM's plan of them: (entries, scratch, head bytes,
+    decode_bytes, n_tensors with DECODE's tensors)."""
     n_tensors = len(plan.tensors)
     # Buffers in TFLM's order: tensors by index (the canonical order: inputs, then each op's
     # outputs in op order, DECODE outputs included), then scratch requests in op order.
@@ -202,8 +264,8 @@ def estimate_arena(graph, *, compression=None, runtime: str = "tflm-reference",
         for o in op.outputs:
             by_tensor[o] = [align(plan.tensors[o].nbytes), step, step, plan.tensors[o].node, "act"]
             entries.append(by_tensor[o])
-        if runtime == "tflm-cmsis-nn":
-            s = _cmsis_scratch(plan, op)
+        if scratch_fn is not None:
+            s = scratch_fn(plan, op)
             if s:
                 scratch.append([align(s), step, step, op.node, "scratch"])
     for t in plan.outputs:
@@ -216,6 +278,39 @@ def estimate_arena(graph, *, compression=None, runtime: str = "tflm-reference",
     buffers = [(e[0], e[1], e[2]) for e in all_entries]
     head, offsets = greedy_plan(buffers)
     head = align(head)
+
+    return entries, scratch, all_entries, head, decode_bytes, n_tensors
+
+
+def estimate_arena(graph, *, compression=None, runtime: Optional[str] = None,
+                   alt_decompression: bool = False, plan: Optional[TflPlan] = None,
+                   abi: str = "arm32", int4=None) -> dict:
+    """Tensor arena the TFLM interpreter needs: ``{total_bytes, activations_bytes,
+    scratch_bytes, persistent_bytes, decode_bytes, layers: {node: {...}}}``.
+
+    ``abi``: 'arm32' (default): ``arena_used_bytes()`` after ``AllocateTensors()`` on a 32-bit
+    Cortex-M (TFLM's persistent allocations replayed with the struct sizes probed on the
+    target, ``arm32_structs``); 'host64': the smallest arena with which TFLM's Python runtime
+    (64-bit host) allocates and invokes the model (what the exporter measures).
+    ``runtime``: 'tflm-cmsis-nn' (CMSIS-NN scratch buffers for a core with the DSP extension;
+    the default for arm32) or 'tflm-reference' (no scratch; the default for host64, the kernels
+    of TFLM's Python runtime). ``alt_decompression``: DECODE outputs go to a separate
+    buffer (reported as decode_bytes, not in the arena).
+    """
+    plan = with_int4(plan or lower(graph), int4)
+    if abi == "arm32":
+        return estimate_arena_arm32(graph, compression=compression, runtime=runtime,
+                                    alt_decompression=alt_decompression, plan=plan)
+    if abi != "host64":
+        raise ValueError(f"abi must be 'arm32' or 'host64', not {abi!r}")
+    plan = plan or lower(graph)
+    if runtime is None:
+        runtime = "tflm-reference"
+    chosen = lut_choice(plan, compression)
+    ops = _compressed_plan(plan, chosen)
+    entries, scratch, all_entries, head, decode_bytes, n_tensors = _head(
+        plan, ops, _cmsis_scratch if runtime == "tflm-cmsis-nn" else _reference_scratch,
+        alt_decompression)
 
     n_ops = len(ops)
     p = PERSISTENT
@@ -288,5 +383,136 @@ def estimate_arena(graph, *, compression=None, runtime: str = "tflm-reference",
             "scratch_bytes": head - head_no_scratch,
             "persistent_bytes": persistent,
             "head_bytes": head,
-            "runtime": runtime,
+            "runtime": runtime, "abi": "host64",
+            "layers": layers}
+
+
+# --------------------------------------------------------------------------------------------
+# Arena on the 32-bit target
+
+# Ops whose parser allocates builtin data, and its struct (core/api/flatbuffer_conversions.cc:
+# Parse* call SafeBuiltinDataAllocator::Allocate<T>(); ParsePad, ParseRelu, ParseRelu6,
+# ParseLogistic, ParseTanh, ParseTranspose allocate nothing).
+BUILTIN_PARAMS = {"CONV_2D": "TfLiteConvParams", "DEPTHWISE_CONV_2D": "TfLiteDepthwiseConvParams",
+                  "FULLY_CONNECTED": "TfLiteFullyConnectedParams", "MAX_POOL_2D": "TfLitePoolParams",
+                  "AVERAGE_POOL_2D": "TfLitePoolParams", "RESHAPE": "TfLiteReshapeParams",
+                  "SOFTMAX": "TfLiteSoftmaxParams", "ADD": "TfLiteAddParams",
+                  "CONCATENATION": "TfLiteConcatenationParams"}
+
+
+def _per_channel_arrays(plan: TflPlan, op: TflOp) -> int:
+    """Output channels of the int32 multiplier and shift arrays an op's Prepare allocates
+    (kernels/cmsis_nn/conv.cc, depthwise_conv.cc: always for int8; fully_connected_common.cc:
+    only for a per-channel quantized filter); 0 if none."""
+    if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        return plan.tensors[op.inputs[1]].shape[0 if op.opcode == "CONV_2D" else 3]
+    if op.opcode == "FULLY_CONNECTED":
+        q = plan.tensors[op.inputs[1]].quant_channels
+        return q if q > 1 else 0
+    return 0
+
+
+def tail_allocations_arm32(plan: TflPlan, ops: Sequence[TflOp], n_tensors: int,
+                           n_scratch: int) -> List[Tuple[str, str, int, int]]:
+    """TFLM's persistent (tail) allocations on the 32-bit target, in the order
+    MicroInterpreter(model, resolver, arena, size) + AllocateTensors() makes them:
+    [(node or '', what, bytes, alignment)]. Sources: micro_allocator.cc (Create,
+    StartModelAllocation, AllocateTfLiteEvalTensors, AllocateNodeAndRegistrations,
+    AllocateScratchBufferHandles, AllocatePersistentTfLiteTensor), micro_interpreter.cc
+    (PrepareNodeAndRegistrationDataFromFlatbuffer, AllocateTensors), the kernels' Init /
+    Prepare; sizes: ``arm32_structs`` (probed on the target)."""
+    from . import arm32_structs as A
+    st = A.STRUCTS
+    seq: List[Tuple[str, str, int, int]] = []
+
+    def add(node, what):
+        seq.append((node, what, *st[what]))
+    for what in ("SingleArenaBufferAllocator", "GreedyMemoryPlanner", "MicroAllocator"):
+        add("", what)
+    seq.append(("", "MicroBuiltinDataAllocator", *A.BUILTIN_DATA_ALLOCATOR))
+    add("", "SubgraphAllocations")
+    sz, a = st["TfLiteEvalTensor"]
+    seq.append(("", "TfLiteEvalTensor[]", sz * n_tensors, a))
+    sz, a = st["NodeAndRegistration"]
+    seq.append(("", "NodeAndRegistration[]", sz * len(ops), a))
+    for op in ops:
+        if op.opcode in BUILTIN_PARAMS:
+            add(op.node, BUILTIN_PARAMS[op.opcode])
+    for op in ops:                                   # MicroInterpreterGraph::InitSubgraphs
+        init = A.KERNEL_INIT.get(op.opcode)
+        if init is None:
+            # an op kind the calibration models did not exercise standalone (RELU, RELU6,
+            # TRANSPOSE, DECODE): the 64-bit host's kernel data, an upper bound
+            init = (OP_PERSISTENT.get(op.opcode, (0, 0, 0))[0],)
+        for b in init:
+            seq.append((op.node, op.opcode + " init", b, ALIGN))
+    for op in ops:                                   # MicroInterpreterGraph::PrepareSubgraphs
+        ch = _per_channel_arrays(plan, op)
+        if ch:
+            seq.append((op.node, op.opcode + " output multipliers", 4 * ch, ALIGN))
+            seq.append((op.node, op.opcode + " output shifts", 4 * ch, ALIGN))
+        for b in A.KERNEL_PREPARE.get(op.opcode, ()):
+            seq.append((op.node, op.opcode + " prepare", b, ALIGN))
+        if op.opcode == "DECODE":
+            seq.append((op.node, "DECODE prepare", 4 * len(op.attrs["decodes"]), ALIGN))
+    if n_scratch:
+        sz, a = st["ScratchBufferHandle"]
+        seq.append(("", "ScratchBufferHandle[]", sz * n_scratch, a))
+    for group in (plan.inputs, plan.outputs):        # MicroInterpreter::AllocateTensors
+        seq.append(("", "TfLiteTensor*[]", st["TfLiteTensor*"][0] * len(group), ALIGN))
+        for t in group:
+            add(plan.tensors[t].node, "TfLiteTensor")
+            ch = plan.tensors[t].quant_channels
+            if ch:
+                add(plan.tensors[t].node, "TfLiteAffineQuantization")
+                sz, a = st["TfLiteIntArray"]
+                seq.append((plan.tensors[t].node, "zero points", sz + 4 * ch, a))
+    return seq
+
+
+def replay_tail(seq) -> int:
+    """Bytes the tail takes: each allocation placed below the previous one, aligned down
+    (SingleArenaBufferAllocator::AllocatePersistentBuffer), from a 16-byte-aligned arena end."""
+    t = 0
+    for _, _, size, al in seq:
+        t = align(t + size, al)
+    return t
+
+
+def estimate_arena_arm32(graph, *, compression=None, runtime: Optional[str] = None,
+                         alt_decompression: bool = False, plan: Optional[TflPlan] = None) -> dict:
+    """``arena_used_bytes()`` after ``AllocateTensors()`` on a 32-bit Cortex-M: head = the
+    GreedyMemoryPlanner's plan of activations and CMSIS-NN scratch buffers (16-byte aligned);
+    tail = ``tail_allocations_arm32`` replayed. See ``estimate_arena``."""
+    runtime = runtime or "tflm-cmsis-nn"
+    plan = plan or lower(graph)
+    chosen = lut_choice(plan, compression)
+    ops = _compressed_plan(plan, chosen)
+    entries, scratch, all_entries, head, decode_bytes, n_tensors = _head(
+        plan, ops, _cmsis_scratch if runtime == "tflm-cmsis-nn" else None, alt_decompression)
+    seq = tail_allocations_arm32(plan, ops, n_tensors, len(scratch))
+    persistent = replay_tail(seq)
+    layers: Dict[str, dict] = {}
+    for op in ops:
+        L = layers.setdefault(op.node, {"op": [], "activation_bytes": 0, "scratch_bytes": 0,
+                                        "decode_bytes": 0, "persistent_bytes": 0})
+        L["op"].append(op.opcode)
+        if op.opcode != "DECODE":
+            L["activation_bytes"] += sum(plan.tensors[o].nbytes for o in op.outputs)
+    for node, _, size, _ in seq:
+        if node in layers:
+            layers[node]["persistent_bytes"] += size
+    for e in all_entries:
+        if e[4] in ("scratch", "decode"):
+            layers[e[3]][e[4] + "_bytes"] += e[0]
+    head_no_scratch = align(greedy_plan([(e[0], e[1], e[2]) for e in entries])[0]) if scratch else head
+    acts = [(e[0], e[1], e[2]) for e in entries if e[4] == "act"]
+    head_no_decode = align(greedy_plan(acts)[0]) if len(acts) != len(entries) else head_no_scratch
+    return {"total_bytes": head + persistent,
+            "activations_bytes": head_no_decode,
+            "decode_bytes": (head_no_scratch - head_no_decode) if not alt_decompression else decode_bytes,
+            "scratch_bytes": head - head_no_scratch,
+            "persistent_bytes": persistent,
+            "head_bytes": head,
+            "runtime": runtime, "abi": "arm32",
             "layers": layers}

@@ -31,7 +31,7 @@ class TflmUnsupportedError(UnsupportedOpError):
 class TflTensor:
     index: int
     shape: Tuple[int, ...]
-    dtype: str                   # 'int8' | 'int32' | 'uint8'
+    dtype: str                   # 'int8' | 'int32' | 'uint8' | 'int4' (packed weights)
     role: str                    # input | act | weights | bias | shape | paddings | output
     node: str                    # graph node the tensor belongs to
     quant_channels: int = 0      # number of (scale, zero point) pairs; 0 = no quantization
@@ -42,6 +42,8 @@ class TflTensor:
         n = 1
         for d in self.shape:
             n *= d
+        if self.dtype == "int4":          # TFLite int4: two values per byte
+            return -(-n // 2)
         return n * {"int8": 1, "uint8": 1, "int32": 4}[self.dtype]
 
     @property
