@@ -171,14 +171,26 @@ def main() -> int:
             y = np.array([measured[(u.name, fam)]["lut"] for u in us], dtype=float)
             c, *_ = np.linalg.lstsq(x, y, rcond=None)
             coefs[fam][kind] = [round(float(v), 4) for v in c]
+    # FF: a line through the register bits the Verilog declares, per (family, kind)
+    ffc = {}
+    for fam in fams:
+        ffc[fam] = {}
+        for kind in sorted({cost.kind_key(u) for u in cal}):
+            us = [u for u in cal if cost.kind_key(u) == kind]
+            x = np.array([[1.0, cost.register_bits(u, fam)] for u in us], dtype=float)
+            y = np.array([measured[(u.name, fam)]["ff"] for u in us], dtype=float)
+            c, *_ = np.linalg.lstsq(x, y, rcond=None)
+            ffc[fam][kind] = [round(float(v), 4) for v in c]
     cost._rules_override = None
     cal_file = Path(cost.__file__).with_name("calibration.json")
     cal_file.write_text(json.dumps({"source": "benchmarks/rtl_yosys.py (yosys synth_ice40 / "
                                               "synth_xilinx -family xc7, calibration rows)",
                                     "features": "edgeprune/backends/rtl/cost.py features()",
-                                    "lut_coefficients": coefs, "rules": rules},
+                                    "lut_coefficients": coefs, "ff_coefficients": ffc,
+                                    "ff_features": "[1, register_bits()]", "rules": rules},
                                    indent=2, sort_keys=True) + "\n")
     cost._coefficients.cache_clear()
+    cost._ff_coefficients.cache_clear()
     cost._rules_cache.cache_clear()
     cmd = command_line()
     rows = []
@@ -189,7 +201,11 @@ def main() -> int:
                 e = cost.unit_resources(u, fam)
                 rows.append({"layer": u.name, "unit": cost.kind_key(u), "family": fam,
                              "split": split, "lut_estimate": e["lut"], "lut_yosys": m["lut"],
-                             "ff_yosys": m["ff"], "bram_estimate": e["bram"],
+                             "ff_estimate": e["ff"], "ff_yosys": m["ff"],
+                             "ff_error_pct": round(100 * (e["ff"] - m["ff"]) / m["ff"], 1)
+                             if m["ff"] else None,
+                             "cells_estimate": e["lut"] + e["ff"],
+                             "cells_yosys": m["lut"] + m["ff"], "bram_estimate": e["bram"],
                              "bram_yosys": m["bram"], "dsp_estimate": e["dsp"],
                              "dsp_yosys": m["dsp"],
                              "verilog_sha256": hashlib.sha256(unit_module(u).encode()).hexdigest(),
@@ -199,7 +215,15 @@ def main() -> int:
     out = RESULTS / "rtl_yosys.json"
     val_rows = [r for r in rows if r["split"] == "validation" and r["lut_error_pct"] is not None]
     worst = max(val_rows, key=lambda r: abs(r["lut_error_pct"])) if val_rows else None
+    ice = [r for r in val_rows if r["family"] == "ice40" and r["cells_yosys"]]
+    cworst = max(ice, key=lambda r: abs(r["cells_estimate"] - r["cells_yosys"])
+                 / r["cells_yosys"]) if ice else None
     summary = {"validation_worst_lut_error_pct": worst["lut_error_pct"] if worst else None,
+               "validation_worst_ice40_cells_error_pct":
+                   round(100 * (cworst["cells_estimate"] - cworst["cells_yosys"])
+                         / cworst["cells_yosys"], 1) if cworst else None,
+               "validation_total_ice40_cells": {"estimate": sum(r["cells_estimate"] for r in ice),
+                                                "yosys": sum(r["cells_yosys"] for r in ice)},
                "validation_worst_layer": f"{worst['layer']} ({worst['family']})" if worst else None,
                "validation_total_lut": {fam: {"estimate": sum(r["lut_estimate"] for r in val_rows
                                                               if r["family"] == fam),
@@ -212,11 +236,13 @@ def main() -> int:
                                      if r["split"] == "validation")}
     out.write_text(json.dumps({"rows": rows, "summary": summary, "command": cmd}, indent=2) + "\n")
     md = ["# RTL units: cost model vs yosys", "", f"`{cmd}`", "",
-          "| layer | family | split | LUT est | LUT yosys | err % | FF yosys | BRAM est | BRAM yosys"
-          " | DSP est | DSP yosys |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| layer | family | split | LUT est | LUT yosys | err % | FF est | FF yosys | FF err % "
+          "| BRAM est | BRAM yosys | DSP est | DSP yosys |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['layer']} | {r['family']} | {r['split']} | {r['lut_estimate']} | "
-                  f"{r['lut_yosys']} | {r['lut_error_pct']} | {r['ff_yosys']} | "
+                  f"{r['lut_yosys']} | {r['lut_error_pct']} | {r['ff_estimate']} | "
+                  f"{r['ff_yosys']} | {r['ff_error_pct']} | "
                   f"{r['bram_estimate']} | {r['bram_yosys']} | {r['dsp_estimate']} | "
                   f"{r['dsp_yosys']} |")
     md += ["", f"Summary: {json.dumps(summary)}"]
