@@ -58,6 +58,8 @@ def run_one(name, spec, target, style, args):
         "ii_slowest_unit_formula": c["ii_slowest_unit"],
         "lut": syn.get("lut"), "ff": syn.get("ff"), "bram": syn.get("bram"),
         "dsp": syn.get("dsp"), "logic_cells_placed": hw.get("placed", {}).get("lc", {}).get("used"),
+        "rtl_estimate_plan": r.get("rtl_estimate", {}).get("plan"),
+        "rtl_estimate_budget": r.get("rtl_estimate", {}).get("budget"),
         "fmax_mhz": hw.get("fmax_mhz"), "clock_mhz": r["target"]["clock_mhz"],
         "fps_at_clock": round(c["fps_at_target_clock"], 1),
         "fps_at_fmax": round(hw["fmax_mhz"] * 1e6 / c["ii_model"], 1) if hw.get("fmax_mhz")

@@ -41,9 +41,20 @@ def features(u: Unit, family: str) -> List[float]:
         return [1.0, p["csd_digits"] * p["ACC"], p["MH"] * u.out_bits]
     pe, simd, sf, w = p["PE"], p["SIMD"], p["SF"], p["W"]
     depth = p["NF"] * sf
-    rom_in_logic = 0 if _in_bram("rom", depth, family) else pe * simd * w * depth
-    return [1.0, pe * simd * w * ae, pe * (simd * (ae + w) + p["ACC"]), simd * a * (sf - 1),
-            rom_in_logic / 16.0]
+    # a weight ROM in logic: each output bit is a depth-input function, one LUT per LUT_BITS
+    # entries (LUT4: 16 on iCE40, LUT6: 64 on 7-series) plus the mux tree between them
+    rom_in_logic = 0 if _in_bram("rom", depth, family) else \
+        pe * simd * w * math.ceil(depth / LUT_BITS[family])
+    # the input selection cbuf[sf * SIMD*a +: SIMD*a]: an SF:1 mux per bit; with a stride that
+    # is not a power of two yosys builds it as a general shifter (the last feature's own weight)
+    sel = simd * a * (sf - 1)
+    stride = simd * a
+    return [1.0, pe * simd * w * ae, pe * (simd * (ae + w) + p["ACC"]), sel, rom_in_logic,
+            sel if stride & (stride - 1) else 0.0]
+
+
+# Bits of one LUT: iCE40 LUT4 (Lattice FPGA-DS-02008), 7-series LUT6 (Xilinx UG474).
+LUT_BITS = {"ice40": 16, "xc7": 64}
 
 
 def _clog2(n: int) -> int:
