@@ -24,7 +24,7 @@ class Tiny(nn.Module):
 
 def test_ice40_budget_is_rtl_cells():
     from edgeprune import cost
-    from edgeprune.backends.rtl.cost import graph_units, unit_resources
+    from edgeprune.backends.rtl.cost import graph_units, uart_resources, unit_resources
     from edgeprune.deploy import Deployment
     from edgeprune.graph import extract
     from edgeprune.prune.budgets import rtl_cells
@@ -43,7 +43,9 @@ def test_ice40_budget_is_rtl_cells():
     res = [unit_resources(u, "ice40") for u in units]
     assert all(r["ff"] > 0 for r in res)
     cells = rtl_cells(g, dep, rep)
-    assert cells == sum(r["lut"] + r["ff"] for r in res)
+    uart = uart_resources(1, 10, fc.out_bits)          # the bitstream's UART wrapper
+    assert uart["cells"] > 0
+    assert cells == sum(r["lut"] + r["ff"] for r in res) + uart["cells"]
     # fewer channels, fewer cells
     gid = next(grp.id for grp in g.groups if "conv1" in grp.nodes() and grp.prunable)
     assert rtl_cells(g.with_group_sizes({gid: 2}), dep) < cells

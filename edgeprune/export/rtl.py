@@ -43,12 +43,13 @@ def family_of(target) -> str:
 
 
 def rtl_estimates(plan, family: str, build) -> Dict[str, Any]:
-    """The RTL cost model's {lut, ff, cells, bram, dsp} of this design: 'plan' from the units
+    """The RTL cost model's {lut, ff, cells, bram, dsp} of this design (iCE40: with the UART
+    wrapper): 'plan' from the units
     as built (actual accumulator widths and weights), 'budget' from the layer graph and the
     cost model's folding, as `edgeprune prune --budget lut=...` checks it on iCE40
     (backends/rtl/cost.py); compare with report['hardware']."""
     from ..backends.rtl.cost import graph_resources, plan_resources
-    out: Dict[str, Any] = {"plan": plan_resources(plan, family)}
+    out: Dict[str, Any] = {"plan": plan_resources(plan, family, wrapper=family == "ice40")}
     try:
         out["budget"] = graph_resources(build.prep.graph, build.deployment,
                                         build.estimate.layers)

@@ -107,6 +107,28 @@ def _ff_coefficients() -> Dict[str, Dict[str, List[float]]]:
     return json.loads(CALIBRATION.read_text()).get("ff_coefficients", {})
 
 
+@lru_cache(maxsize=1)
+def _uart_coefficients() -> Dict[str, List[float]]:
+    if not CALIBRATION.is_file():
+        return {}
+    return json.loads(CALIBRATION.read_text()).get("uart_coefficients", {})
+
+
+def uart_features(chans: int, outs: int, out_bits: int) -> List[float]:
+    """What the UART wrapper (synth.uart_wrapper) grows with: the pixel register (8 bits per
+    channel) and the output byte buffer (each output element in whole bytes)."""
+    return [1.0, 8.0 * chans, 8.0 * outs * ((out_bits + 7) // 8)]
+
+
+def uart_resources(chans: int, outs: int, out_bits: int) -> Dict[str, int]:
+    """{lut, ff, cells} of the iCE40 board wrapper (fitted by benchmarks/rtl_yosys.py)."""
+    c = _uart_coefficients()
+    f = uart_features(chans, outs, out_bits)
+    lut = max(int(round(sum(a * x for a, x in zip(c.get("lut", []), f)))), 0)
+    ff = max(int(round(sum(a * x for a, x in zip(c.get("ff", []), f)))), 0)
+    return {"lut": lut, "ff": ff, "cells": lut + ff}
+
+
 def unit_resources(u: Unit, family: str) -> Dict[str, int]:
     """{lut, ff, cells, bram, dsp} estimate of one unit (bram: SB_RAM40_4K on ice40, RAMB18 on
     xc7; cells = lut + ff, the logic-cell bound on iCE40)."""
@@ -183,14 +205,19 @@ def dsp_rule(u: Unit, family: str) -> int:
     return u.p["PE"] * u.p["SIMD"] if max(ae, u.p["W"]) >= mw else 0
 
 
-def plan_resources(plan: Plan, family: str) -> Dict[str, int]:
-    return units_resources(plan.units, family)
+def plan_resources(plan: Plan, family: str, wrapper: bool = False) -> Dict[str, int]:
+    return units_resources(plan.units, family, wrapper)
 
 
-def units_resources(units, family: str) -> Dict[str, int]:
+def units_resources(units, family: str, wrapper: bool = False) -> Dict[str, int]:
+    """Totals of `units`; with `wrapper` (iCE40 bitstreams) the UART board wrapper included."""
     tot = {"lut": 0, "ff": 0, "cells": 0, "bram": 0, "dsp": 0}
     for u in units:
         for k, v in unit_resources(u, family).items():
+            tot[k] += v
+    if wrapper and units:
+        for k, v in uart_resources(units[0].in_elems, units[-1].out_elems,
+                                   units[-1].out_bits).items():
             tot[k] += v
     return tot
 
@@ -246,10 +273,12 @@ def graph_units(graph, deployment, folding_rows=None) -> List[Unit]:
 
 
 def graph_resources(graph, deployment, folding_rows=None) -> Dict[str, int]:
-    """{lut, ff, cells, bram, dsp} of `graph` as folded RTL on the deployment's FPGA family."""
+    """{lut, ff, cells, bram, dsp} of `graph` as folded RTL on the deployment's FPGA family
+    (iCE40: with the UART wrapper of the bitstream)."""
     t = deployment.target
     fam = t.get("family") or ("xc7" if str(t.part).lower().startswith("xc7") else None)
     if fam not in ("ice40", "xc7"):
         from .ir import RtlError
         raise RtlError(f"target '{t.name}' ({t.part}) is neither an iCE40 nor a 7-series part")
-    return units_resources(graph_units(graph, deployment, folding_rows), fam)
+    return units_resources(graph_units(graph, deployment, folding_rows), fam,
+                           wrapper=fam == "ice40")
