@@ -121,8 +121,11 @@ def rtl_cells(graph, deployment, report=None):
     targets (their ``lut`` stays the FPGA cost model's)."""
     if deployment is None or deployment.kind != "fpga" or deployment.target.get("family") != "ice40":
         return None
+    from .. import cost
     from ..backends.rtl.cost import graph_resources
-    return graph_resources(graph, deployment, report.layers if report is not None else None)["cells"]
+    if report is None:
+        report = cost.estimate(graph, deployment)
+    return graph_resources(graph, deployment, report.layers)["cells"]
 
 
 def check_budgets(budgets: Sequence[Budget], values: Dict[str, float]) -> bool:

@@ -222,18 +222,15 @@ def units_resources(units, family: str, wrapper: bool = False) -> Dict[str, int]
     return tot
 
 
-def graph_units(graph, deployment, folding_rows=None) -> List[Unit]:
+def graph_units(graph, deployment, folding_rows) -> List[Unit]:
     """The RTL units of `graph` as `edgeprune export rtl --style folded` builds them, without
     trained weights: the FINN-style lowering at the deployment's bits and the PE / SIMD of the
-    cost model's folding (`folding_rows`: the FPGA cost report's layer rows; default: the cost
-    model's own folding). Accumulators take FINN's data-type bound (the export's, fitted to the
+    cost model's folding (`folding_rows`: the layer rows of the FPGA cost report,
+    `edgeprune.cost.estimate(graph, deployment).layers`). Accumulators take FINN's data-type bound (the export's, fitted to the
     actual weights, is at most that wide); activations are unsigned (after a ReLU), the input
     is the deployment's input bits."""
     from ...backends.finn.layers import lower
     from .ir import RtlError
-    if folding_rows is None:
-        from ... import cost as _cost
-        folding_rows = _cost.estimate(graph, deployment).layers
     fold = {r["node"]: (int(r.get("PE") or 1), int(r.get("SIMD") or 1)) for r in folding_rows
             if r.get("op") == "MVAU_hls"}
     lw = lower(graph, wbits=deployment.wbits, abits=deployment.abits,
@@ -272,7 +269,7 @@ def graph_units(graph, deployment, folding_rows=None) -> List[Unit]:
     return units
 
 
-def graph_resources(graph, deployment, folding_rows=None) -> Dict[str, int]:
+def graph_resources(graph, deployment, folding_rows) -> Dict[str, int]:
     """{lut, ff, cells, bram, dsp} of `graph` as folded RTL on the deployment's FPGA family
     (iCE40: with the UART wrapper of the bitstream)."""
     t = deployment.target
