@@ -104,8 +104,9 @@ def main() -> int:
           "model's LUT4 + DFF of the same design (backends/rtl/cost.py), the figure `prune "
           "--target ice40-up5k --budget lut=...` checks (budget: from the layer graph; plan: "
           "from the units as built).", "",
-          "| model | target | style | fits | params (non-zero) | LUT | FF | LC placed (est. budget / plan) "
-          "| BRAM | DSP | Fmax MHz | II cycles (model) | FPS @clock | FPS @Fmax | bit-exact | accuracy | command |",
+          "| model | target | style | fits | params (non-zero) | LUT | FF | "
+          "LC placed (est. budget / plan) | BRAM | DSP | Fmax MHz | II cycles (model) | "
+          "FPS @clock | FPS @Fmax | bit-exact | accuracy | command |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         if r.get("fits"):

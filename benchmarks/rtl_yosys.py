@@ -255,7 +255,8 @@ def main() -> int:
         e = cost.uart_resources(chans, outs, ob)
         rows.append({"layer": name, "unit": "uart", "family": "ice40", "split": "calibration",
                      "lut_estimate": e["lut"], "lut_yosys": m["lut"], "ff_estimate": e["ff"],
-                     "ff_yosys": m["ff"], "ff_error_pct": round(100 * (e["ff"] - m["ff"]) / m["ff"], 1),
+                     "ff_yosys": m["ff"],
+                     "ff_error_pct": round(100 * (e["ff"] - m["ff"]) / m["ff"], 1),
                      "cells_estimate": e["cells"], "cells_yosys": m["lut"] + m["ff"],
                      "bram_estimate": 0, "bram_yosys": m["bram"], "dsp_estimate": 0,
                      "dsp_yosys": m["dsp"], "verilog_sha256": sha,

@@ -119,7 +119,8 @@ def target_figures(masks: PruningMasks, deployment) -> Dict[str, float]:
 def rtl_cells(graph, deployment, report=None):
     """Logic cells (LUT4 + DFF) of the folded RTL design on an iCE40 deployment; None on other
     targets (their ``lut`` stays the FPGA cost model's)."""
-    if deployment is None or deployment.kind != "fpga" or deployment.target.get("family") != "ice40":
+    if (deployment is None or deployment.kind != "fpga"
+            or deployment.target.get("family") != "ice40"):
         return None
     from .. import cost
     from ..backends.rtl.cost import graph_resources

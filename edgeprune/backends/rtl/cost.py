@@ -226,9 +226,10 @@ def graph_units(graph, deployment, folding_rows) -> List[Unit]:
     """The RTL units of `graph` as `edgeprune export rtl --style folded` builds them, without
     trained weights: the FINN-style lowering at the deployment's bits and the PE / SIMD of the
     cost model's folding (`folding_rows`: the layer rows of the FPGA cost report,
-    `edgeprune.cost.estimate(graph, deployment).layers`). Accumulators take FINN's data-type bound (the export's, fitted to the
-    actual weights, is at most that wide); activations are unsigned (after a ReLU), the input
-    is the deployment's input bits."""
+    `edgeprune.cost.estimate(graph, deployment).layers`). Accumulators take FINN's data-type
+    bound (the export's, fitted to the actual weights, is at most that wide); activations are
+    unsigned (after a ReLU), the input is the deployment's input bits. A layer without an RTL
+    unit is an RtlError (the export could not build it either)."""
     from ...backends.finn.layers import lower
     from .ir import RtlError
     fold = {r["node"]: (int(r.get("PE") or 1), int(r.get("SIMD") or 1)) for r in folding_rows
