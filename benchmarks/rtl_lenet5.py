@@ -58,6 +58,8 @@ def run_one(name, spec, target, style, args):
         "ii_slowest_unit_formula": c["ii_slowest_unit"],
         "lut": syn.get("lut"), "ff": syn.get("ff"), "bram": syn.get("bram"),
         "dsp": syn.get("dsp"), "logic_cells_placed": hw.get("placed", {}).get("lc", {}).get("used"),
+        "rtl_estimate_plan": r.get("rtl_estimate", {}).get("plan"),
+        "rtl_estimate_budget": r.get("rtl_estimate", {}).get("budget"),
         "fmax_mhz": hw.get("fmax_mhz"), "clock_mhz": r["target"]["clock_mhz"],
         "fps_at_clock": round(c["fps_at_target_clock"], 1),
         "fps_at_fmax": round(hw["fmax_mhz"] * 1e6 / c["ii_model"], 1) if hw.get("fmax_mhz")
@@ -71,7 +73,9 @@ def run_one(name, spec, target, style, args):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", action="append", required=True, metavar="NAME=SPEC")
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=SPEC")
+    ap.add_argument("--report-only", action="store_true",
+                    help="only rewrite rtl_lenet5.md from the rows in rtl_lenet5.json")
     ap.add_argument("--targets", default="ice40-up5k,pynq-z2")
     ap.add_argument("--styles", default="folded,unrolled")
     ap.add_argument("--data", default="fashion-mnist")
@@ -82,8 +86,11 @@ def main() -> int:
                     help="the deployment's FPS target: the cost model folds for the least "
                          "resources reaching it (default: the highest FPS that fits)")
     args = ap.parse_args()
+    if not args.model and not args.report_only:
+        ap.error("--model NAME=SPEC is required (or --report-only)")
     rows = []
-    for m in args.model:
+    table = json.loads((RESULTS / "rtl_lenet5.json").read_text()) if args.report_only else []
+    for m in ([] if args.report_only else args.model):
         name, spec = m.split("=", 1)
         for target in args.targets.split(","):
             for style in args.styles.split(","):
@@ -93,19 +100,29 @@ def main() -> int:
                 rows.append(row)
                 table = upsert_rows("rtl_lenet5.json", [row], ("model", "target", "style"))
     md = ["# LeNet-5-class models through export rtl", "",
-          "| model | target | style | fits | LUT | FF | BRAM | DSP | Fmax MHz | II cycles | "
+          "LC: iCE40 logic cells placed by nextpnr (UART wrapper included); est.: the RTL cost "
+          "model's LUT4 + DFF of the same design (backends/rtl/cost.py), the figure `prune "
+          "--target ice40-up5k --budget lut=...` checks (budget: from the layer graph; plan: "
+          "from the units as built).", "",
+          "| model | target | style | fits | params (non-zero) | LUT | FF | "
+          "LC placed (est. budget / plan) | BRAM | DSP | Fmax MHz | II cycles (model) | "
           "FPS @clock | FPS @Fmax | bit-exact | accuracy | command |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         if r.get("fits"):
-            md.append(f"| {r['model']} | {r['target']} | {r['style']} | yes | {r['lut']} | "
-                      f"{r['ff']} | {r['bram']} | {r['dsp']} | {r['fmax_mhz']} | "
-                      f"{r['ii_cycles']} | {r['fps_at_clock']} | {r['fps_at_fmax']} | "
+            eb, ep = r.get("rtl_estimate_budget") or {}, r.get("rtl_estimate_plan") or {}
+            lc = (f"{r['logic_cells_placed']} ({eb.get('cells', '-')} / {ep.get('cells', '-')})"
+                  if r.get("logic_cells_placed") else "-")
+            md.append(f"| {r['model']} | {r['target']} | {r['style']} | yes | "
+                      f"{r.get('params_nonzero', '-')} | {r['lut']} | "
+                      f"{r['ff']} | {lc} | {r['bram']} | {r['dsp']} | {r['fmax_mhz']} | "
+                      f"{r['ii_measured']} ({r['ii_cycles']}) | {r['fps_at_clock']} | "
+                      f"{r['fps_at_fmax']} | "
                       f"{r['bit_exact_images']}/{r['images']} | {100 * r['accuracy_rtl']:.2f} % |"
                       f" `{r['command']}` |")
         else:
             md.append(f"| {r['model']} | {r['target']} | {r['style']} | no: "
-                      f"{r['error'][:160]} | | | | | | | | | | | `{r['command']}` |")
+                      f"{r['error'][:160]} | | | | | | | | | | | | | `{r['command']}` |")
     (RESULTS / "rtl_lenet5.md").write_text("\n".join(md) + "\n")
     return 0
 

@@ -108,6 +108,30 @@ def more_calibration(rng):
             mvu("cal_mvu_n", 128, 8, 2, 8, rng=rng), mvu("cal_mvu_o", 60, 20, 4, 3, rng=rng)]
 
 
+# The iCEBreaker UART wrapper (synth.uart_wrapper) around a black-box dataflow: (name, pixel
+# channels, output elements, output bits). Its cells come on top of the units on iCE40.
+UARTS = [("cal_uart_a", 1, 10, 16), ("cal_uart_b", 1, 10, 8), ("cal_uart_c", 3, 20, 16),
+         ("cal_uart_d", 2, 4, 24), ("cal_uart_e", 1, 32, 12)]
+
+
+def uart_verilog(chans: int, outs: int, ob: int) -> str:
+    from types import SimpleNamespace
+    from edgeprune.backends.rtl.synth import uart_wrapper
+    plan = SimpleNamespace(units=[SimpleNamespace(in_elems=chans),
+                                  SimpleNamespace(out_elems=outs, out_bits=ob)])
+    return uart_wrapper(plan, 12.0) + (
+        f"(* blackbox *) module edgeprune_top (input clk, input rst, input in_valid, output "
+        f"in_ready, input [{8 * chans - 1}:0] in_data, output out_valid, input out_ready, "
+        f"output [{outs * ob - 1}:0] out_data); endmodule\n")
+
+
+def synth_uart(chans: int, outs: int, ob: int) -> dict:
+    from edgeprune.backends.rtl.synth import UART_TOP
+    with tempfile.TemporaryDirectory(prefix="ep-yosys-") as d:
+        (Path(d) / "uart.v").write_text(uart_verilog(chans, outs, ob))
+        return synthesize(Path(d), ["uart.v"], UART_TOP, "ice40")
+
+
 def synth_unit(u: Unit, family: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="ep-yosys-") as d:
         f = f"ep_{u.name}.v"
@@ -171,14 +195,41 @@ def main() -> int:
             y = np.array([measured[(u.name, fam)]["lut"] for u in us], dtype=float)
             c, *_ = np.linalg.lstsq(x, y, rcond=None)
             coefs[fam][kind] = [round(float(v), 4) for v in c]
+    # FF: a line through the register bits the Verilog declares, per (family, kind)
+    ffc = {}
+    for fam in fams:
+        ffc[fam] = {}
+        for kind in sorted({cost.kind_key(u) for u in cal}):
+            us = [u for u in cal if cost.kind_key(u) == kind]
+            x = np.array([[1.0, cost.register_bits(u, fam)] for u in us], dtype=float)
+            y = np.array([measured[(u.name, fam)]["ff"] for u in us], dtype=float)
+            c, *_ = np.linalg.lstsq(x, y, rcond=None)
+            ffc[fam][kind] = [round(float(v), 4) for v in c]
+    # UART wrapper (ice40 only): LUT and FF lines in cost.uart_features
+    uart_rows = []
+    for name, chans, outs, ob in UARTS:
+        sha = hashlib.sha256(uart_verilog(chans, outs, ob).encode()).hexdigest()
+        r = old.get((name, "ice40", sha))
+        m = ({"lut": r["lut_yosys"], "ff": r["ff_yosys"], "bram": r["bram_yosys"],
+              "dsp": r["dsp_yosys"]} if r is not None else synth_uart(chans, outs, ob))
+        uart_rows.append((name, chans, outs, ob, sha, m))
+    xu = np.array([cost.uart_features(c, o, b) for _, c, o, b, _, _ in uart_rows], dtype=float)
+    uart = {k: [round(float(v), 4) for v in np.linalg.lstsq(
+        xu, np.array([m[k] for *_, m in uart_rows], dtype=float), rcond=None)[0]]
+        for k in ("lut", "ff")}
     cost._rules_override = None
     cal_file = Path(cost.__file__).with_name("calibration.json")
     cal_file.write_text(json.dumps({"source": "benchmarks/rtl_yosys.py (yosys synth_ice40 / "
                                               "synth_xilinx -family xc7, calibration rows)",
                                     "features": "edgeprune/backends/rtl/cost.py features()",
-                                    "lut_coefficients": coefs, "rules": rules},
+                                    "lut_coefficients": coefs, "ff_coefficients": ffc,
+                                    "ff_features": "[1, register_bits()]",
+                                    "uart_coefficients": uart,
+                                    "uart_features": "cost.uart_features()", "rules": rules},
                                    indent=2, sort_keys=True) + "\n")
     cost._coefficients.cache_clear()
+    cost._ff_coefficients.cache_clear()
+    cost._uart_coefficients.cache_clear()
     cost._rules_cache.cache_clear()
     cmd = command_line()
     rows = []
@@ -189,17 +240,40 @@ def main() -> int:
                 e = cost.unit_resources(u, fam)
                 rows.append({"layer": u.name, "unit": cost.kind_key(u), "family": fam,
                              "split": split, "lut_estimate": e["lut"], "lut_yosys": m["lut"],
-                             "ff_yosys": m["ff"], "bram_estimate": e["bram"],
+                             "ff_estimate": e["ff"], "ff_yosys": m["ff"],
+                             "ff_error_pct": round(100 * (e["ff"] - m["ff"]) / m["ff"], 1)
+                             if m["ff"] else None,
+                             "cells_estimate": e["lut"] + e["ff"],
+                             "cells_yosys": m["lut"] + m["ff"], "bram_estimate": e["bram"],
                              "bram_yosys": m["bram"], "dsp_estimate": e["dsp"],
                              "dsp_yosys": m["dsp"],
                              "verilog_sha256": hashlib.sha256(unit_module(u).encode()).hexdigest(),
                              "lut_error_pct": round(100 * (e["lut"] - m["lut"]) / m["lut"], 1)
                              if m["lut"] else None,
                              "command": cmd})
+    for name, chans, outs, ob, sha, m in uart_rows:
+        e = cost.uart_resources(chans, outs, ob)
+        rows.append({"layer": name, "unit": "uart", "family": "ice40", "split": "calibration",
+                     "lut_estimate": e["lut"], "lut_yosys": m["lut"], "ff_estimate": e["ff"],
+                     "ff_yosys": m["ff"],
+                     "ff_error_pct": round(100 * (e["ff"] - m["ff"]) / m["ff"], 1),
+                     "cells_estimate": e["cells"], "cells_yosys": m["lut"] + m["ff"],
+                     "bram_estimate": 0, "bram_yosys": m["bram"], "dsp_estimate": 0,
+                     "dsp_yosys": m["dsp"], "verilog_sha256": sha,
+                     "lut_error_pct": round(100 * (e["lut"] - m["lut"]) / m["lut"], 1),
+                     "command": cmd})
     out = RESULTS / "rtl_yosys.json"
     val_rows = [r for r in rows if r["split"] == "validation" and r["lut_error_pct"] is not None]
     worst = max(val_rows, key=lambda r: abs(r["lut_error_pct"])) if val_rows else None
+    ice = [r for r in val_rows if r["family"] == "ice40" and r["cells_yosys"]]
+    cworst = max(ice, key=lambda r: abs(r["cells_estimate"] - r["cells_yosys"])
+                 / r["cells_yosys"]) if ice else None
     summary = {"validation_worst_lut_error_pct": worst["lut_error_pct"] if worst else None,
+               "validation_worst_ice40_cells_error_pct":
+                   round(100 * (cworst["cells_estimate"] - cworst["cells_yosys"])
+                         / cworst["cells_yosys"], 1) if cworst else None,
+               "validation_total_ice40_cells": {"estimate": sum(r["cells_estimate"] for r in ice),
+                                                "yosys": sum(r["cells_yosys"] for r in ice)},
                "validation_worst_layer": f"{worst['layer']} ({worst['family']})" if worst else None,
                "validation_total_lut": {fam: {"estimate": sum(r["lut_estimate"] for r in val_rows
                                                               if r["family"] == fam),
@@ -212,11 +286,13 @@ def main() -> int:
                                      if r["split"] == "validation")}
     out.write_text(json.dumps({"rows": rows, "summary": summary, "command": cmd}, indent=2) + "\n")
     md = ["# RTL units: cost model vs yosys", "", f"`{cmd}`", "",
-          "| layer | family | split | LUT est | LUT yosys | err % | FF yosys | BRAM est | BRAM yosys"
-          " | DSP est | DSP yosys |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| layer | family | split | LUT est | LUT yosys | err % | FF est | FF yosys | FF err % "
+          "| BRAM est | BRAM yosys | DSP est | DSP yosys |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['layer']} | {r['family']} | {r['split']} | {r['lut_estimate']} | "
-                  f"{r['lut_yosys']} | {r['lut_error_pct']} | {r['ff_yosys']} | "
+                  f"{r['lut_yosys']} | {r['lut_error_pct']} | {r['ff_estimate']} | "
+                  f"{r['ff_yosys']} | {r['ff_error_pct']} | "
                   f"{r['bram_estimate']} | {r['bram_yosys']} | {r['dsp_estimate']} | "
                   f"{r['dsp_yosys']} |")
     md += ["", f"Summary: {json.dumps(summary)}"]

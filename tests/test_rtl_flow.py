@@ -54,6 +54,12 @@ def test_tiny_model_to_ice40_bitstream(tmp_path):
     hw = r["hardware"]
     assert (out / "rtl" / "edgeprune.bin").stat().st_size == hw["bitstream_bytes"] > 100_000
     assert 0 < hw["placed"]["lc"]["used"] <= hw["placed"]["lc"]["available"] == 5280
+    est = r["rtl_estimate"]
+    # the RTL cost model (units + UART wrapper, LUT4 + DFF) against nextpnr's placed cells; the
+    # budget's estimate (layer graph, no weights) and the plan's (units as built) agree on BRAM
+    placed = hw["placed"]["lc"]["used"]
+    assert abs(est["plan"]["cells"] - placed) <= 0.15 * placed, (est, placed)
+    assert est["budget"]["bram"] == est["plan"]["bram"]
     assert hw["fmax_mhz"] > 12          # meets the iCEBreaker's 12 MHz clock
     assert (out / "rtl" / "icebreaker.pcf").read_text().startswith("set_io clk 35")
     assert json.loads((out / "report.json").read_text())["family"] == "ice40"

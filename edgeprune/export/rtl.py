@@ -42,6 +42,22 @@ def family_of(target) -> str:
                          f"7-series part: the RTL export supports ice40-up5k and xc7 targets")
 
 
+def rtl_estimates(plan, family: str, build) -> Dict[str, Any]:
+    """The RTL cost model's {lut, ff, cells, bram, dsp} of this design (iCE40: with the UART
+    wrapper): 'plan' from the units
+    as built (actual accumulator widths and weights), 'budget' from the layer graph and the
+    cost model's folding, as `edgeprune prune --budget lut=...` checks it on iCE40
+    (backends/rtl/cost.py); compare with report['hardware']."""
+    from ..backends.rtl.cost import graph_resources, plan_resources
+    out: Dict[str, Any] = {"plan": plan_resources(plan, family, wrapper=family == "ice40")}
+    try:
+        out["budget"] = graph_resources(build.prep.graph, build.deployment,
+                                        build.estimate.layers)
+    except EdgepruneError as e:
+        out["budget"] = {"error": str(e)}
+    return out
+
+
 def mvu_folding(folding) -> Dict[str, tuple]:
     """{layer: (PE, SIMD)} of the cost model's MVAU layers."""
     return {l.node: (int(l.pe), int(l.simd)) for l in folding.layers if l.op_type == "MVAU_hls"}
@@ -153,6 +169,7 @@ def export_rtl(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
             "verilator": sim.to_dict(),
             "accuracy_rtl": float(np.mean(sim.outputs.argmax(1) == prep.y_test[:n_sim])),
             "hardware": hw,
+            "rtl_estimate": rtl_estimates(plan, family, build),
             "finn_style_estimate": build.estimate.to_dict(),
             "timings_s": timings,
             "files": sorted(files) + (["edgeprune_uart_top.v", "icebreaker.pcf",

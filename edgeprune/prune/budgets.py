@@ -7,6 +7,12 @@ masked model (effective MACs, non-zero parameters) and need no target; the other
 ``edgeprune.cost.estimate`` in the run's deployment on the graph with the kept channel counts
 (``LayerGraph.with_group_sizes``). A budget on a metric the deployment's target kind does not
 report (``lut`` on an MCU) is refused when it is parsed, not skipped.
+
+On an iCE40 target (``family = "ice40"``, e.g. ice40-up5k) ``lut`` is the RTL backend's estimate
+of the design `edgeprune export rtl` builds (backends/rtl/cost.py ``graph_resources``: LUT4 +
+DFF, the logic cells the UP5K has 5,280 of, at the cost model's folding), not the FINN-style
+6-LUT estimate: the open flow places RTL, and that estimate let a pruned LeNet-5 pass
+``lut=5000`` that nextpnr could not place.
 """
 from __future__ import annotations
 
@@ -103,7 +109,24 @@ def target_figures(masks: PruningMasks, deployment) -> Dict[str, float]:
     g = masks.graph.with_group_sizes(sizes) if sizes else masks.graph
     density = {n: 1.0 - s["sparsity"] for n, s in masks.layer_stats().items()}
     rep = cost.estimate(g, deployment, weight_density=density)
-    return figures(rep, deployment.kind)
+    out = figures(rep, deployment.kind)
+    cells = rtl_cells(g, deployment, rep)
+    if cells is not None:
+        out["lut"] = float(cells)
+    return out
+
+
+def rtl_cells(graph, deployment, report=None):
+    """Logic cells (LUT4 + DFF) of the folded RTL design on an iCE40 deployment; None on other
+    targets (their ``lut`` stays the FPGA cost model's)."""
+    if (deployment is None or deployment.kind != "fpga"
+            or deployment.target.get("family") != "ice40"):
+        return None
+    from .. import cost
+    from ..backends.rtl.cost import graph_resources
+    if report is None:
+        report = cost.estimate(graph, deployment)
+    return graph_resources(graph, deployment, report.layers)["cells"]
 
 
 def check_budgets(budgets: Sequence[Budget], values: Dict[str, float]) -> bool:
@@ -132,4 +155,5 @@ def describe(budgets: Sequence[Budget], values: Dict[str, float],
 
 
 __all__ = ["Budget", "BudgetError", "parse_budgets", "needs_target", "measure", "target_figures",
+           "rtl_cells",
            "check_budgets", "describe"]

@@ -187,9 +187,14 @@ def _cost_figures(graph, deployment) -> Optional[Dict[str, float]]:
         return None
     from .. import cost
     from ..cost.metrics import budget_value, figures
+    from .budgets import rtl_cells
     rep = cost.estimate(graph, deployment)
-    return {"macs": budget_value(rep, "macs"), "params": budget_value(rep, "params"),
-            **figures(rep, deployment.kind)}
+    out = {"macs": budget_value(rep, "macs"), "params": budget_value(rep, "params"),
+           **figures(rep, deployment.kind)}
+    cells = rtl_cells(graph, deployment, rep)
+    if cells is not None:       # iCE40: the budget's lut is the RTL logic-cell estimate
+        out["lut_finn_style"], out["lut"] = out.get("lut"), float(cells)
+    return out
 
 
 def deployment_of(cfg: PruneConfig):

@@ -1,7 +1,16 @@
 """Resource estimate of each RTL unit: LUT (a linear model per unit kind and FPGA family, its
 coefficients fitted to yosys cell counts of synthetic layers by benchmarks/rtl_yosys.py, which
-writes calibration.json next to this file), block RAM and DSP by rule (which memories and
-multipliers yosys maps to EBR / RAMB18 / DSP48E1, read off the same runs). Torch-free.
+writes calibration.json next to this file), FF (a line through the register bits the unit's
+Verilog declares, fitted on the same runs), block RAM and DSP by rule (which memories and
+multipliers yosys maps to EBR / RAMB18 / DSP48E1, read off the same runs).
+
+On iCE40 a logic cell (ICESTORM_LC) holds one LUT4 and one DFF; nextpnr packs a DFF with the
+LUT that drives it, so LUT + FF is an upper bound of the placed logic cells and what the
+``ice40`` budget (``--budget lut=...`` on an ice40 target) is checked on: the UP5K has 5,280
+cells for LUTs and flip-flops together. `graph_units` builds the units from a layer graph and
+the FPGA cost model's folding (no trained weights: accumulators at FINN's data-type bound,
+inputs unsigned as after a ReLU), so pruning can use the estimate before any export.
+Torch-free.
 """
 from __future__ import annotations
 
@@ -10,6 +19,8 @@ import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List
+
+import numpy as np
 
 from .plan import Plan, Unit
 
@@ -30,9 +41,52 @@ def features(u: Unit, family: str) -> List[float]:
         return [1.0, p["csd_digits"] * p["ACC"], p["MH"] * u.out_bits]
     pe, simd, sf, w = p["PE"], p["SIMD"], p["SF"], p["W"]
     depth = p["NF"] * sf
-    rom_in_logic = 0 if _in_bram("rom", depth, family) else pe * simd * w * depth
-    return [1.0, pe * simd * w * ae, pe * (simd * (ae + w) + p["ACC"]), simd * a * (sf - 1),
-            rom_in_logic / 16.0]
+    # a weight ROM in logic: each output bit is a depth-input function, one LUT per LUT_BITS
+    # entries (LUT4: 16 on iCE40, LUT6: 64 on 7-series) plus the mux tree between them
+    rom_in_logic = 0 if _in_bram("rom", depth, family) else \
+        pe * simd * w * math.ceil(depth / LUT_BITS[family])
+    # the input selection cbuf[sf * SIMD*a +: SIMD*a]: an SF:1 mux per bit; with a stride that
+    # is not a power of two yosys builds it as a general shifter (the last feature's own weight)
+    sel = simd * a * (sf - 1)
+    stride = simd * a
+    return [1.0, pe * simd * w * ae, pe * (simd * (ae + w) + p["ACC"]), sel, rom_in_logic,
+            sel if stride & (stride - 1) else 0.0]
+
+
+# Bits of one LUT: iCE40 LUT4 (Lattice FPGA-DS-02008), 7-series LUT6 (Xilinx UG474).
+LUT_BITS = {"ice40": 16, "xc7": 64}
+
+
+def _clog2(n: int) -> int:
+    return max(1, (int(n) - 1).bit_length())
+
+
+def register_bits(u: Unit, family: str) -> int:
+    """Flip-flop bits the unit's Verilog (backends/rtl/verilog.py) declares as registers,
+    memories that yosys keeps in block RAM (or, for the MVU ROM, in LUTs) excluded."""
+    p, a = u.p, u.in_bits
+    if u.kind == "swg":
+        k, c, ih, iw = p["K"], p["C"], p["IH"], p["IW"]
+        bits = _clog2(ih) + _clog2(iw) + k * k * c * a + 1
+        if k > 1:
+            lbw = (k - 1) * c * a
+            bits += lbw + (0 if _in_bram("line_buffer", iw, family) else iw * lbw)
+        return bits
+    if u.kind == "maxpool":
+        c, ih, iw, pk = p["C"], p["IH"], p["IW"], p["P"]
+        ow = iw // pk
+        bits = _clog2(ih) + _clog2(iw) + 2 * _clog2(pk) + _clog2(ow) + 2 * c * a + 1
+        return bits + (0 if _in_bram("pool_row", ow, family) else ow * c * a)
+    mw, mh, ob, acc = p["MW"], p["MH"], u.out_bits, p["ACC"]
+    bits = mw * a + 2 + mh * ob + 1                       # cbuf, cvalid, obuf, ovalid
+    if u.in_elems != mw:
+        bits += mw * a + _clog2(mw // u.in_elems + 1)     # lbuf, lcnt
+    if p["style"] == "unrolled":
+        return bits + 1 + mh * acc                        # s1_v, s1_acc
+    pe, simd, nf, sf, w = p["PE"], p["SIMD"], p["NF"], p["SF"], p["W"]
+    ae = a + (0 if u.in_signed else 1)
+    return (bits + 3 * _clog2(nf) + _clog2(sf) + 8 + pe * simd * w + simd * a
+            + pe * simd * (ae + w) + pe * acc + (nf - 1) * pe * ob)
 
 
 def kind_key(u: Unit) -> str:
@@ -46,12 +100,45 @@ def _coefficients() -> Dict[str, Dict[str, List[float]]]:
     return json.loads(CALIBRATION.read_text())["lut_coefficients"]
 
 
+@lru_cache(maxsize=1)
+def _ff_coefficients() -> Dict[str, Dict[str, List[float]]]:
+    if not CALIBRATION.is_file():
+        return {}
+    return json.loads(CALIBRATION.read_text()).get("ff_coefficients", {})
+
+
+@lru_cache(maxsize=1)
+def _uart_coefficients() -> Dict[str, List[float]]:
+    if not CALIBRATION.is_file():
+        return {}
+    return json.loads(CALIBRATION.read_text()).get("uart_coefficients", {})
+
+
+def uart_features(chans: int, outs: int, out_bits: int) -> List[float]:
+    """What the UART wrapper (synth.uart_wrapper) grows with: the pixel register (8 bits per
+    channel) and the output byte buffer (each output element in whole bytes)."""
+    return [1.0, 8.0 * chans, 8.0 * outs * ((out_bits + 7) // 8)]
+
+
+def uart_resources(chans: int, outs: int, out_bits: int) -> Dict[str, int]:
+    """{lut, ff, cells} of the iCE40 board wrapper (fitted by benchmarks/rtl_yosys.py)."""
+    c = _uart_coefficients()
+    f = uart_features(chans, outs, out_bits)
+    lut = max(int(round(sum(a * x for a, x in zip(c.get("lut", []), f)))), 0)
+    ff = max(int(round(sum(a * x for a, x in zip(c.get("ff", []), f)))), 0)
+    return {"lut": lut, "ff": ff, "cells": lut + ff}
+
+
 def unit_resources(u: Unit, family: str) -> Dict[str, int]:
-    """{lut, bram, dsp} estimate of one unit (bram: SB_RAM40_4K on ice40, RAMB18 on xc7)."""
+    """{lut, ff, cells, bram, dsp} estimate of one unit (bram: SB_RAM40_4K on ice40, RAMB18 on
+    xc7; cells = lut + ff, the logic-cell bound on iCE40)."""
     coef = _coefficients().get(family, {}).get(kind_key(u))
     f = features(u, family)
-    lut = int(round(sum(c * x for c, x in zip(coef, f)))) if coef else 0
-    return {"lut": max(lut, 0), "bram": bram_rule(u, family), "dsp": dsp_rule(u, family)}
+    lut = max(int(round(sum(c * x for c, x in zip(coef, f)))) if coef else 0, 0)
+    fc = _ff_coefficients().get(family, {}).get(kind_key(u))
+    ff = max(int(round(fc[0] + fc[1] * register_bits(u, family))), 0) if fc else 0
+    return {"lut": lut, "ff": ff, "cells": lut + ff, "bram": bram_rule(u, family),
+            "dsp": dsp_rule(u, family)}
 
 
 def _ebr(depth: int, width: int) -> int:
@@ -118,9 +205,78 @@ def dsp_rule(u: Unit, family: str) -> int:
     return u.p["PE"] * u.p["SIMD"] if max(ae, u.p["W"]) >= mw else 0
 
 
-def plan_resources(plan: Plan, family: str) -> Dict[str, int]:
-    tot = {"lut": 0, "bram": 0, "dsp": 0}
-    for u in plan.units:
+def plan_resources(plan: Plan, family: str, wrapper: bool = False) -> Dict[str, int]:
+    return units_resources(plan.units, family, wrapper)
+
+
+def units_resources(units, family: str, wrapper: bool = False) -> Dict[str, int]:
+    """Totals of `units`; with `wrapper` (iCE40 bitstreams) the UART board wrapper included."""
+    tot = {"lut": 0, "ff": 0, "cells": 0, "bram": 0, "dsp": 0}
+    for u in units:
         for k, v in unit_resources(u, family).items():
             tot[k] += v
+    if wrapper and units:
+        for k, v in uart_resources(units[0].in_elems, units[-1].out_elems,
+                                   units[-1].out_bits).items():
+            tot[k] += v
     return tot
+
+
+def graph_units(graph, deployment, folding_rows) -> List[Unit]:
+    """The RTL units of `graph` as `edgeprune export rtl --style folded` builds them, without
+    trained weights: the FINN-style lowering at the deployment's bits and the PE / SIMD of the
+    cost model's folding (`folding_rows`: the layer rows of the FPGA cost report,
+    `edgeprune.cost.estimate(graph, deployment).layers`). Accumulators take FINN's data-type
+    bound (the export's, fitted to the actual weights, is at most that wide); activations are
+    unsigned (after a ReLU), the input is the deployment's input bits. A layer without an RTL
+    unit is an RtlError (the export could not build it either)."""
+    from ...backends.finn.layers import lower
+    from .ir import RtlError
+    fold = {r["node"]: (int(r.get("PE") or 1), int(r.get("SIMD") or 1)) for r in folding_rows
+            if r.get("op") == "MVAU_hls"}
+    lw = lower(graph, wbits=deployment.wbits, abits=deployment.abits,
+               input_bits=deployment.input_bits,
+               weight_bits_per_layer=deployment.weight_bits_per_layer(),
+               act_bits_per_layer=deployment.act_bits_per_layer())
+    units: List[Unit] = []
+    beat = None
+    for l in lw.layers:
+        sh, a = l.shape, l.in_bits
+        if l.op_type == "ConvolutionInputGenerator_hls":
+            c, (ih, iw), (k, _), (s, _) = (sh["IFMChannels"], sh["IFMDim"], sh["ConvKernelDim"],
+                                           sh["Stride"])
+            units.append(Unit("swg", l.node + "_swg", l.node, c, a, False, k * k * c, a, False,
+                              ih * iw, {"C": c, "IH": ih, "IW": iw, "K": k, "S": s}))
+            beat = k * k * c
+        elif l.op_type == "StreamingMaxPool_hls":
+            c, (ih, iw), (pk, _) = sh["NumChannels"], sh["ImgDim"], sh["PoolDim"]
+            units.append(Unit("maxpool", l.node, l.node, c, a, False, c, a, False, ih * iw,
+                              {"C": c, "IH": ih, "IW": iw, "P": pk}))
+            beat = c
+        elif l.op_type == "MVAU_hls":
+            mw, mh, acc = int(sh["MW"]), int(sh["MH"]), int(sh["acc_bits"])
+            pe, simd = fold.get(l.node, (1, 1))
+            nv = int(np.prod(sh["numInputVectors"]))
+            in_elems = mw if beat is None or mw % beat else beat
+            ob = acc if sh["noActivation"] else int(l.out_bits)
+            units.append(Unit("mvu", l.node, l.node, in_elems, a, False, mh, ob,
+                              bool(sh["noActivation"]), (mh // pe) * (mw // simd) * nv,
+                              {"style": "folded", "MW": mw, "MH": mh, "PE": pe, "SIMD": simd,
+                               "NF": mh // pe, "SF": mw // simd, "vectors": nv, "W": l.w_bits,
+                               "ACC": acc}))
+            beat = mh
+        else:
+            raise RtlError(f"layer '{l.node}': {l.op_type} has no RTL unit")
+    return units
+
+
+def graph_resources(graph, deployment, folding_rows) -> Dict[str, int]:
+    """{lut, ff, cells, bram, dsp} of `graph` as folded RTL on the deployment's FPGA family
+    (iCE40: with the UART wrapper of the bitstream)."""
+    t = deployment.target
+    fam = t.get("family") or ("xc7" if str(t.part).lower().startswith("xc7") else None)
+    if fam not in ("ice40", "xc7"):
+        from .ir import RtlError
+        raise RtlError(f"target '{t.name}' ({t.part}) is neither an iCE40 nor a 7-series part")
+    return units_resources(graph_units(graph, deployment, folding_rows), fam,
+                           wrapper=fam == "ice40")

@@ -111,6 +111,7 @@ def uart_wrapper(plan: Plan, clock_mhz: float, baud: int = BAUD) -> str:
     div = int(round(clock_mhz * 1e6 / baud))
     iw, ow = chans * 8, outs * ob
     total = outs * nbytes
+    pcw = max(1, (chans - 1).bit_length())
     return f"""// UART stream wrapper for {TOP}: {baud} baud 8N1 at {clock_mhz:g} MHz (divider {div})
 module {UART_TOP} (input clk, input rx, output tx, output led_n);
   reg [5:0] por = 0;
@@ -131,7 +132,7 @@ module {UART_TOP} (input clk, input rx, output tx, output led_n);
     end else rx_cnt <= rx_cnt - 1;
   end
   // pixel beat: {chans} byte(s)
-  reg [{iw - 1}:0] pix = 0; reg [3:0] pcnt = 0; reg in_valid = 0; reg overrun = 0;
+  reg [{iw - 1}:0] pix = 0; reg [{pcw - 1}:0] pcnt = 0; reg in_valid = 0; reg overrun = 0;
   wire in_ready;
   always @(posedge clk) begin
     if (rst) begin pcnt <= 0; in_valid <= 1'b0; overrun <= 1'b0; end
@@ -139,7 +140,7 @@ module {UART_TOP} (input clk, input rx, output tx, output led_n);
       if (in_valid && in_ready) in_valid <= 1'b0;
       if (rx_done) begin
         if (in_valid && !in_ready) overrun <= 1'b1;
-        pix <= {{rx_sh, pix[{iw - 1}:8]}};
+        pix <= {"rx_sh" if chans == 1 else f"{{rx_sh, pix[{iw - 1}:8]}}"};
         if (pcnt == {chans - 1}) begin pcnt <= 0; in_valid <= 1'b1; end else pcnt <= pcnt + 1;
       end
     end
