@@ -108,3 +108,10 @@ def test_estimate_stays_torch_free():
 def test_unknown_runtime_refused():
     with pytest.raises(DeploymentError):
         Deployment.for_target(M4, runtime="nope")
+
+
+def test_tflm_export_refuses_the_c_runtime(tmp_path):
+    from edgeprune.export.tflm import ExportError, export_tflm
+    with pytest.raises(ExportError, match="export c"):
+        export_tflm(None, _dep(), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

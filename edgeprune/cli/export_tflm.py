@@ -51,10 +51,6 @@ def run(args: argparse.Namespace) -> int:
     from ..models.loading import load_model
 
     dep = deployment_from_args(args)
-    if dep.runtime == "edgeprune-c":
-        from ..deploy import DeploymentError
-        raise DeploymentError("--runtime edgeprune-c is edgeprune's own C runtime: export it with "
-                              "`edgeprune export c`")
     model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle,
                        seed=args.seed)
     r = export_tflm(model, dep, args.output, args.data, arena_margin=args.arena_margin,
