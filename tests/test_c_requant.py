@@ -129,3 +129,47 @@ def test_generator_enables_records_only_within_their_range():
     assert rq_fast(p)
     assert not rq_fast(prog([[1, 1]], [5], [1])[0])                  # a left shift
     assert not rq_fast(prog([[1, 1]], [LIM - 200], [-2])[0])         # accumulators may reach 2^30
+
+
+def test_records_and_tables_give_the_bytes_of_the_generic_arithmetic(tmp_path, monkeypatch):
+    """A whole model (ResNet-8's graph, synthetic quantization: conv, ADD, pooling, fc) built
+    three ways on the host: with ep_rq records + ADD's fast output path + the SSAT clamp (what
+    the generator picks), with the generic requantization everywhere (records disabled), and
+    without the act_max = 127 clamp shortcut: the same output bytes. (The host compiles the C
+    paths; the Armv7E-M inline asm of the same functions, ASR by register and SSAT, is checked
+    on the emulated cores by tests/test_verify_qemu.py and benchmarks/c_runtime_qemu.py.)"""
+    import re
+    from edgeprune.backends.c import codegen
+    from edgeprune.cost.mcu_c import c_graph
+    from edgeprune.zoo_graphs import cached_graph
+    g = cached_graph("resnet8")
+    if g is None:
+        pytest.skip("no cached zoo graph for resnet8")
+    rng = np.random.default_rng(0)
+
+    def build(tag, files):
+        d = tmp_path / tag
+        d.mkdir()
+        for k, v in files.items():
+            (d / k).write_text(v)
+        return cbuild.build_host(d, tmp_path / f"b-{tag}")
+
+    gen = codegen.generate(c_graph(g), "cortex-m4")
+    cfg = gen.files["ep_config.h"]
+    assert "#define EP_RQ_FAST 1" in cfg and "#define EP_ACT_MAX_127 1" in cfg
+    assert re.search(r"\{L\d+_t1, L\d+_t2, \{-?\d+, -?\d+, -?\d+\}, 1,", gen.files["edgeprune_model.c"])
+    n_in = int(np.prod(gen.program.input_shape))
+    n_out = int(np.prod(gen.program.output_shape))
+    x = rng.integers(-128, 128, size=(6, n_in), dtype=np.int8)
+    fast = cbuild.run_host(build("fast", gen.files), x, n_out)
+    monkeypatch.setattr(codegen, "RQ_ACC_LIMIT", 0)
+    monkeypatch.setattr(codegen, "rq_fast", lambda prog: False)
+    slow_gen = codegen.generate(c_graph(g), "cortex-m4")
+    assert "#define EP_RQ_FAST 0" in slow_gen.files["ep_config.h"]
+    assert re.search(r"\{L\d+_t1, L\d+_t2, \{0, 0, 0\}, 0,", slow_gen.files["edgeprune_model.c"])
+    slow = cbuild.run_host(build("slow", slow_gen.files), x, n_out)
+    no_ssat = dict(gen.files, **{"ep_config.h": cfg.replace("#define EP_ACT_MAX_127 1",
+                                                             "#define EP_ACT_MAX_127 0")})
+    plain_clamp = cbuild.run_host(build("clamp", no_ssat), x, n_out)
+    assert len(np.unique(fast)) > 1
+    assert np.array_equal(fast, slow) and np.array_equal(fast, plain_clamp)
