@@ -115,3 +115,30 @@ def test_tflm_export_refuses_the_c_runtime(tmp_path):
     with pytest.raises(ExportError, match="export c"):
         export_tflm(None, _dep(), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_reads_the_loaded_weights_structure(tmp_path):
+    """--weights of a weight-pruned (and partly clustered) LeNet-5: the estimate sees the zeros
+    and the clusters, as the export would."""
+    import torch
+    from edgeprune.models import build
+    torch.manual_seed(0)
+    m = build("lenet5")
+    with torch.no_grad():
+        for name in ("conv2", "fc1"):
+            w = getattr(m, name).weight
+            w.mul_((torch.rand_like(w) < 0.03).float())
+        w = m.fc2.weight
+        w.copy_(torch.tensor([-0.2, -0.1, 0.1, 0.2])[torch.randint(0, 4, w.shape)])
+    sd = tmp_path / "pruned.pt"
+    torch.save(m.state_dict(), sd)
+    dense = _cli("estimate", "lenet5", "--target", M4, "--runtime", "edgeprune-c", "--json")
+    p = _cli("estimate", "lenet5", "--weights", str(sd), "--target", M4, "--runtime", "edgeprune-c",
+             "--json")
+    assert p.returncode == 0, p.stderr
+    out, d = json.loads(p.stdout), json.loads(dense.stdout)
+    ops = {r["name"]: r["tflite_op"] for r in out["layers"]}
+    assert "sparse" in ops["fc1"] and "sparse" in ops["conv2"]
+    assert out["totals"]["flash_bytes"] < 0.2 * d["totals"]["flash_bytes"]
+    assert out["totals"]["cycles"] < d["totals"]["cycles"]
+    assert any("non-zero" in n and "fc2 clustered (2-bit)" in n for n in out["notes"])

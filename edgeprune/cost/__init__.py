@@ -43,10 +43,13 @@ def estimate(graph, deployment, *, weight_density: Optional[Dict[str, float]] = 
     return estimate_fpga(graph, dep, weight_density=weight_density, **opts)
 
 
-def what_if(graph, deployment, fraction: float = 0.1) -> List[Dict[str, Any]]:
+def what_if(graph, deployment, fraction: float = 0.1, *, weight_density=None,
+            lut=None) -> List[Dict[str, Any]]:
     """For every compute layer: what removing `fraction` of its weights (scattered zeros) or of
     its output channels (through its coupled channel group) saves in `deployment`.
 
+    weight_density, lut: the model's structure as in `estimate` (used by the runtimes whose
+    kernels exploit it: edgeprune-c).
     Each row has ``name, op, group, group_size, prunable, weights_removed, channels_removed``,
     ``weights`` and ``channels`` (dicts metric -> saving, positive = cheaper) and ``note``.
     """
@@ -55,7 +58,7 @@ def what_if(graph, deployment, fraction: float = 0.1) -> List[Dict[str, Any]]:
     dep = as_deployment(deployment)
     if dep.kind == "mcu" and dep.runtime == "edgeprune-c":
         from .mcu_c import what_if_c
-        return what_if_c(graph, dep, fraction)
+        return what_if_c(graph, dep, fraction, weight_density=weight_density, lut=lut)
     if dep.kind == "mcu":
         from .mcu import what_if_mcu
         return what_if_mcu(graph, dep, fraction)
