@@ -14,8 +14,9 @@ their structure only:
 - ``lut`` {layer: bits}: weights clustered to 2^bits values per output channel, which the
   clustered kernels store as packed indices.
 Flash = the model's constant arrays (weights in their encoding, biases, requantization records,
-tables), byte for byte as the generator writes them; RAM = the planned activation arena. Kernel
-code and stack are not counted (`edgeprune export c` measures them by cross-compiling).
+tables), byte for byte as the generator writes them, plus the kernels' code and the invoke glue
+from a per-core table measured on synthetic models (backends/c/code_size.py); RAM = the planned
+activation arena. The stack is not counted (`edgeprune export c` measures it).
 """
 from __future__ import annotations
 
@@ -143,6 +144,22 @@ def _array_bytes(source: str) -> Dict[int, int]:
     return out
 
 
+def code_bytes(gen, core: str) -> Optional[int]:
+    """Kernel code + invoke glue of a generated model on `core` from the measured table
+    (backends/c/code_size.py, benchmarks/c_code_size.py), or None when it lacks the core."""
+    try:
+        from ..backends.c import code_size
+    except ImportError:
+        return None
+    kb, glue = code_size.KERNEL_BYTES.get(core), code_size.GLUE.get(core)
+    if kb is None or glue is None:
+        return None
+    srcs = [f for f in gen.files if f.endswith(".c") and f != "edgeprune_model.c"]
+    if any(f not in kb for f in srcs):
+        return None
+    return int(round(sum(kb[f] for f in srcs) + glue["base"] + glue["per_step"] * len(gen.program.steps)))
+
+
 def estimate_c(graph, deployment: Deployment, *, weight_density=None, lut=None, plan=None,
                objective: Optional[str] = None, seed: int = 0) -> CostReport:
     """Per-layer cycles / latency / flash / RAM of `graph` run by the generated C runtime.
@@ -195,6 +212,9 @@ def estimate_c(graph, deployment: Deployment, *, weight_density=None, lut=None, 
             "latency_ms": cycles / clock_khz, "flash_bytes": int(r.get("flash", 0)),
             "ram_bytes": 0})
     flash = sum(arrays.values())
+    code = code_bytes(gen, core)
+    if code is not None:
+        flash += code
     totals = {"params": graph.compute_params, "macs": graph.total_macs,
               "cycles": int(round(est["cycles"])), "instructions": int(round(est["instructions"])),
               "latency_ms": est["cycles"] / clock_khz, "flash_bytes": int(flash),
@@ -212,9 +232,17 @@ def estimate_c(graph, deployment: Deployment, *, weight_density=None, lut=None, 
     notes.append(f"cycles: edgeprune-c kernels on {core} (the export's calibrated model, fitted on "
                  f"synthetic layers under QEMU with the {core} TRM timings); kernel variants "
                  f"chosen for {objective}: {', '.join(chosen) or 'none'}")
-    notes.append("flash = the generated constant arrays (weights in their encoding, biases, "
-                 "requantization records, tables); RAM = the planned activation arena; kernel "
-                 "code and stack not counted (`edgeprune export c` reports them measured)")
+    if code is not None:
+        totals["flash_code_bytes"] = code
+        notes.append("flash = the generated constant arrays (weights in their encoding, biases, "
+                     "requantization records, tables) + the kernels' code and the invoke glue "
+                     "(measured per core on synthetic models, benchmarks/c_code_size.py); RAM = "
+                     "the planned activation arena, stack not counted (`edgeprune export c` "
+                     "measures both)")
+    else:
+        notes.append("flash = the generated constant arrays (weights in their encoding, biases, "
+                     "requantization records, tables); RAM = the planned activation arena; kernel "
+                     "code and stack not counted (`edgeprune export c` reports them measured)")
     return CostReport(target.name, "mcu", rows, totals, notes)
 
 
