@@ -64,9 +64,9 @@ static void im2col_pair(const ep_window *g, const int8_t *in, int oy, int ox, in
 /* Output channels c, c+1 (weight words interleaved: c's group g, then c+1's) times pixels
  * A, B: acc = {A.c, B.c, A.c+1, B.c+1}. */
 #if EP_HAVE_DSP && defined(__GNUC__)
-/* One group of four window elements: two LDRD, four SXTB16, eight SMLAD (16 MACs in 14
- * instructions), twice per loop pass (15 instructions per 16 MACs with the loop's SUBS, BNE).
- * GCC's own schedule of the C version below spills (18 per 16 MACs). */
+/* One group of four window elements: three LDRD, four SXTB16, eight SMLAD (16 MACs in 15
+ * instructions), twice per loop pass (32 instructions per 32 MACs with the loop's SUBS, BNE).
+ * GCC's own schedule of the C version below takes 36 per 32 MACs. */
 #define EP_BLOCK_GROUP                                   \
   "ldrd %[va], %[vb], [%[w]], #8\n\t"                   \
   "ldrd %[x0], %[x1], [%[x]], #8\n\t"                   \
