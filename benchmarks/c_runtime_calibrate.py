@@ -106,8 +106,6 @@ def main() -> int:
     ap.add_argument("--cores", nargs="*", default=["cortex-m4"])
     args = ap.parse_args()
     result = {"command": command_line(), "cores": {}}
-    if OUT.exists():
-        result["cores"] = json.loads(OUT.read_text()).get("cores", {})
     for core in args.cores:
         t0 = time.time()
         with tempfile.TemporaryDirectory(prefix="c-calib-") as d:
@@ -125,10 +123,17 @@ def main() -> int:
         for key, f in fits.items():
             print(f"{core} {key:15s} n={f['samples']:2d} instr err {f['instructions_max_rel_error']:.3f} "
                   f"cycles err {f['cycles_max_rel_error']:.3f}  {f['cycles']}")
-    tmp = OUT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(OUT)
-    write_constants(result)
+    # merge with the other cores' fits at write time, under a lock: runs for different cores
+    # may go in parallel
+    import fcntl
+    with open(OUT.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if OUT.exists():
+            result["cores"] = {**json.loads(OUT.read_text()).get("cores", {}), **result["cores"]}
+        tmp = OUT.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1) + "\n")
+        tmp.replace(OUT)
+        write_constants(result)
     print(f"wrote {OUT.relative_to(HERE.parent)} and {CONSTANTS.relative_to(HERE.parent)}")
     return 0
 

@@ -132,8 +132,25 @@ def zoo_row(name: str, core: str, n_inputs: int, seed: int, work: Path) -> dict:
     for l, (key, t) in zip(row["layers"], terms):
         l["cost_key"], l["cost_terms"] = key, t
     reestimate(row)
+    tflm_columns(row)
     row["cycles_per_mac"] = round(row["edgeprune_c_cycles"] / row["macs"], 3) if row["edgeprune_c_cycles"] else None
     return row
+
+
+def tflm_columns(row: dict) -> None:
+    """TFLM + CMSIS-NN's measured cycles of the same model (same seed) on the same core, from
+    benchmarks/results/tflm_qemu.json (benchmarks/tflm_qemu.py; TFLM's count does not depend on
+    edgeprune-c's kernels, so a new edgeprune-c run reuses it)."""
+    path = HERE / "results" / "tflm_qemu.json"
+    if not path.exists():
+        return
+    for t in json.loads(path.read_text())["rows"]:
+        if (t["model"], t["core"], t.get("runtime")) == (row["model"], row["core"], "tflm-cmsis-nn"):
+            row["tflm_cmsis_nn_cycles"] = t["cycles_measured"]
+            row["tflm_cmsis_nn_arena_measured"] = t.get("arena_measured")
+            row["tflm_command"] = t["command"]
+            if row.get("edgeprune_c_cycles"):
+                row["tflm_over_edgeprune_c_cycles"] = round(t["cycles_measured"] / row["edgeprune_c_cycles"], 3)
 
 
 def reestimate(row: dict) -> None:

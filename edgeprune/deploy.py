@@ -30,7 +30,7 @@ from .targets import FpgaTarget, McuTarget, Target, load_target
 # default for its CNV/TFC examples' mid-size variants.
 FPGA_DEFAULT_BITS = 4
 FPGA_MIN_BITS, FPGA_MAX_BITS = 1, 8
-MCU_RUNTIMES = ("tflm-cmsis-nn", "tflm-reference")
+MCU_RUNTIMES = ("tflm-cmsis-nn", "tflm-reference", "edgeprune-c")
 FPGA_RUNTIMES = ("finn",)
 COMPRESSION_POLICIES = ("auto", "flash", "off")
 

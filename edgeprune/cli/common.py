@@ -41,7 +41,8 @@ def add_deployment_arguments(p: argparse.ArgumentParser, *, fpga_only: bool = Fa
     g = p.add_argument_group("deployment")
     if not fpga_only:
         g.add_argument("--runtime", default=None,
-                       help="MCU targets: tflm-cmsis-nn | tflm-reference [the target's]")
+                       help="MCU targets: tflm-cmsis-nn | tflm-reference | edgeprune-c "
+                            "(estimate only) [the target's]")
     g.add_argument("--wbits", type=bits, default=None,
                    help="FPGA targets: weight bits, 1..8 [4; MCU: int8]")
     g.add_argument("--abits", type=bits, default=None,

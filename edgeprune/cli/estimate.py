@@ -38,16 +38,43 @@ def register(sub) -> None:
 
 
 def _graph(args):
-    """The layer graph of MODEL. A zoo name without weights uses the shipped graph (no torch
-    import; weights do not change a graph, but --weights is still checked by loading them)."""
+    """(layer graph of MODEL, the loaded model or None). A zoo name without weights uses the
+    shipped graph (no torch import; weights do not change a graph, but --weights is still
+    checked by loading them)."""
     if args.weights is None:
         from ..zoo_graphs import cached_graph
         g = cached_graph(args.model)
         if g is not None:
-            return g
+            return g, None
     from ..graph import extract
     from ..models.loading import load_model
-    return extract(load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle))
+    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle)
+    return extract(model), model
+
+
+MAX_CLUSTER_LEVELS = 16   # at most this many distinct non-zero values per output channel: clustered
+
+
+def _weight_structure(model, graph):
+    """What edgeprune-c's kernels exploit in the loaded weights, per compute layer: the
+    fraction of non-zero weights (scattered zeros: sparse kernels) and, for weights with at
+    most MAX_CLUSTER_LEVELS distinct non-zero values per output channel, the index bits of a
+    clustered encoding."""
+    import torch
+    mods = dict(model.named_modules())
+    density, lut = {}, {}
+    for n in graph.compute_nodes():
+        w = getattr(mods.get(n.target), "weight", None)
+        if not isinstance(w, torch.Tensor) or w.numel() == 0:
+            continue
+        w = w.detach().reshape(w.shape[0], -1)
+        nz = float((w != 0).float().mean())
+        if nz < 1.0:
+            density[n.name] = nz
+        levels = max(int(torch.unique(row[row != 0]).numel()) for row in w)
+        if 1 < levels <= MAX_CLUSTER_LEVELS:
+            lut[n.name] = max(1, math.ceil(math.log2(levels)))
+    return density, lut
 
 
 def _json_safe(obj):
@@ -64,16 +91,25 @@ def _json_safe(obj):
 def run(args) -> int:
     dep = deployment_from_args(args)           # bad target or setting: fail before the slow part
     target = dep.target
-    graph = _graph(args)
+    graph, model = _graph(args)
     from .. import cost
     from ..support_matrix import export_notes
-    report = cost.estimate(graph, dep)
+    structure = {}
+    if dep.runtime == "edgeprune-c" and model is not None:
+        density, lut = _weight_structure(model, graph)
+        structure = {"weight_density": density or None, "lut": lut or None}
+    report = cost.estimate(graph, dep, **structure)
+    if structure.get("weight_density") or structure.get("lut"):
+        report.notes.append(
+            "weights as loaded: " + ", ".join(
+                [f"{k} {100 * v:.1f} % non-zero" for k, v in (structure["weight_density"] or {}).items()]
+                + [f"{k} clustered ({b}-bit)" for k, b in (structure["lut"] or {}).items()]))
     # Deployed parameter count (BN folded into the conv before it), for both kinds of target.
     report.totals["params"] = graph.compute_params
     blockers = export_notes(graph, dep.kind)
     report.totals["exportable"] = not blockers
     report.notes[:0] = blockers
-    what = cost.what_if(graph, dep, args.fraction) if args.what_if else None
+    what = cost.what_if(graph, dep, args.fraction, **structure) if args.what_if else None
     if args.json:
         out = {"model": args.model, "target": target.name, "kind": target.kind,
                "deployment": dep.to_dict(),

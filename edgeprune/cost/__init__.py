@@ -33,6 +33,9 @@ def estimate(graph, deployment, *, weight_density: Optional[Dict[str, float]] = 
     precomputed TFLite plan), ``folding`` (FPGA: evaluate this folding as is).
     """
     dep = as_deployment(deployment)
+    if dep.kind == "mcu" and dep.runtime == "edgeprune-c":
+        from .mcu_c import estimate_c
+        return estimate_c(graph, dep, weight_density=weight_density, **opts)
     if dep.kind == "mcu":
         from .mcu import estimate_mcu
         return estimate_mcu(graph, dep, weight_density=weight_density, **opts)
@@ -40,16 +43,22 @@ def estimate(graph, deployment, *, weight_density: Optional[Dict[str, float]] = 
     return estimate_fpga(graph, dep, weight_density=weight_density, **opts)
 
 
-def what_if(graph, deployment, fraction: float = 0.1) -> List[Dict[str, Any]]:
+def what_if(graph, deployment, fraction: float = 0.1, *, weight_density=None,
+            lut=None) -> List[Dict[str, Any]]:
     """For every compute layer: what removing `fraction` of its weights (scattered zeros) or of
     its output channels (through its coupled channel group) saves in `deployment`.
 
+    weight_density, lut: the model's structure as in `estimate` (used by the runtimes whose
+    kernels exploit it: edgeprune-c).
     Each row has ``name, op, group, group_size, prunable, weights_removed, channels_removed``,
     ``weights`` and ``channels`` (dicts metric -> saving, positive = cheaper) and ``note``.
     """
     if not 0.0 < float(fraction) < 1.0:
         raise CostError(f"what-if fraction must be in (0, 1), got {fraction}")
     dep = as_deployment(deployment)
+    if dep.kind == "mcu" and dep.runtime == "edgeprune-c":
+        from .mcu_c import what_if_c
+        return what_if_c(graph, dep, fraction, weight_density=weight_density, lut=lut)
     if dep.kind == "mcu":
         from .mcu import what_if_mcu
         return what_if_mcu(graph, dep, fraction)

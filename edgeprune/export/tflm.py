@@ -318,6 +318,9 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
 
     dep = as_deployment(deployment)
     require_kind(dep.target, "mcu", "the TFLM export", "use 'edgeprune export finn' or 'hls'")
+    if dep.runtime == "edgeprune-c":
+        raise ExportError("runtime edgeprune-c is edgeprune's own C runtime, not TFLM: export it "
+                          "with 'edgeprune export c'")
     check_output(out_dir, overwrite)
     if compress is not None:
         dep = dep.with_(compression=compress)

@@ -21,6 +21,7 @@ import numpy as np
 from . import planner
 from .ir import CModelError, Graph
 from .lower import Buffer, Program, Step, lower
+from .quant import RQ_ACC_LIMIT, add_tables, rq_records
 from .variants import Encoding, candidates, choose
 
 KERNELS = Path(__file__).resolve().parent / "kernels"
@@ -83,6 +84,39 @@ def _array(ctype: str, name: str, a: np.ndarray, per_line: int = 16) -> str:
     lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
     body = ",\n  ".join(lines)
     return f"static const {ctype} {name}[{max(len(a), 1)}] = {{\n  {body}\n}};\n"
+
+
+def _int32(v) -> str:
+    return "(-2147483647 - 1)" if int(v) == -2**31 else str(int(v))
+
+
+def _rq_array(name: str, recs: np.ndarray) -> str:
+    items = [f"{{{_int32(m)}, {_int32(r)}, {_int32(w)}}}" for m, r, w in recs]
+    lines = [", ".join(items[i:i + 4]) for i in range(0, len(items), 4)]
+    return f"static const ep_rq {name}[{len(items)}] = {{\n  " + ",\n  ".join(lines) + "\n};\n"
+
+
+_FAMILY = {"conv": "conv", "dwconv": "dw", "fc": "fc"}
+
+
+def acc_bound(st: Step) -> int:
+    """Largest |accumulator| a weighted step can reach: |folded bias| + 128 * sum |w| per
+    output channel (raw int8 inputs, |x| <= 128)."""
+    wq = st.weighted
+    aw = np.abs(wq.w.astype(np.int64))
+    per_c = aw.sum(axis=0) if st.kind == "dwconv" else aw.reshape(aw.shape[0], -1).sum(axis=1)
+    return int((np.abs(np.asarray(wq.bias, dtype=np.int64)).reshape(-1) + 128 * per_c).max())
+
+
+def rq_fast(prog: Program) -> bool:
+    """Whether every weighted step can requantize with ep_rq records (EP_RQ_FAST): shifts <= 0
+    and accumulators below RQ_ACC_LIMIT."""
+    for st in prog.steps:
+        if st.weighted is None:
+            continue
+        if np.any(np.asarray(st.weighted.shift) > 0) or acc_bound(st) >= RQ_ACC_LIMIT:
+            return False
+    return True
 
 
 _CTYPE = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.uint16): "uint16_t",
@@ -176,6 +210,9 @@ def _emit(prog: Program, arena: int, core: str, model_name: str) -> Dict[str, st
     used: List[str] = []
     cluster_bits = set()
     buf = prog.buffers
+    from .quant import ROUNDINGS
+    single = ROUNDINGS[prog.rounding]
+    fast = rq_fast(prog)
 
     def A(name: str) -> str:
         return f"EP_A({buf[name].offset})"
@@ -194,10 +231,16 @@ def _emit(prog: Program, arena: int, core: str, model_name: str) -> Dict[str, st
         if st.weighted is not None:
             wq = st.weighted
             decl.append(_array("int32_t", p + "bias", wq.bias))
-            decl.append(_array("int32_t", p + "mult", wq.mult))
-            decl.append(_array("int8_t", p + "shift", wq.shift))
-            decl.append(f"static const ep_requant {p}q = {{{p}bias, {p}mult, {p}shift, {wq.in_zp}, "
-                        f"{wq.out_zp}, {wq.act_min}, {wq.act_max}}};\n")
+            if fast:
+                recs = rq_records(wq.mult, wq.shift, _FAMILY[st.kind] in single)
+                decl.append(_rq_array(p + "rq", recs))
+                decl.append(f"static const ep_requant {p}q = {{{p}bias, 0, 0, {wq.in_zp}, "
+                            f"{wq.out_zp}, {wq.act_min}, {wq.act_max}, {p}rq}};\n")
+            else:
+                decl.append(_array("int32_t", p + "mult", wq.mult))
+                decl.append(_array("int8_t", p + "shift", wq.shift))
+                decl.append(f"static const ep_requant {p}q = {{{p}bias, {p}mult, {p}shift, {wq.in_zp}, "
+                            f"{wq.out_zp}, {wq.act_min}, {wq.act_max}, 0}};\n")
             for role, arr in enc.arrays.items():
                 decl.append(_array(_CTYPE[arr.dtype], p + role, arr))
         if st.kind in ("conv", "dwconv", "maxpool", "avgpool"):
@@ -234,9 +277,18 @@ def _emit(prog: Program, arena: int, core: str, model_name: str) -> Dict[str, st
             call = f"{kname}(&{p}g, {st.params['act_min']}, {st.params['act_max']}, {x}, {y})"
         elif st.kind == "add":
             q = st.params
-            fields = ("in1_offset", "in2_offset", "left_shift", "in1_mult", "in1_shift", "in2_mult",
-                      "in2_shift", "out_mult", "out_shift", "out_zp", "act_min", "act_max")
-            decl.append(f"static const ep_add_params {p}p = {{" + ", ".join(str(int(q[f])) for f in fields) + "};\n")
+            add_single = "add" in single
+            t1, t2 = add_tables(q, add_single)
+            decl.append(_array("int32_t", p + "t1", t1))
+            decl.append(_array("int32_t", p + "t2", t2))
+            add_fast = (int(q["out_shift"]) <= 0
+                        and int(np.abs(t1).max()) + int(np.abs(t2).max()) < RQ_ACC_LIMIT)
+            rec = (rq_records([q["out_mult"]], [q["out_shift"]], add_single)[0] if add_fast
+                   else np.zeros(3, dtype=np.int32))
+            decl.append(f"static const ep_add_params {p}p = {{{p}t1, {p}t2, "
+                        f"{{{', '.join(_int32(v) for v in rec)}}}, {int(add_fast)}, "
+                        + ", ".join(str(int(q[f])) for f in ("out_mult", "out_shift", "out_zp",
+                                                              "act_min", "act_max")) + "};\n")
             call = f"{kname}(&{p}p, {q['n']}, {x}, {A(st.inputs[1])}, {y})"
         elif st.kind == "pad":
             q = st.params
@@ -280,11 +332,17 @@ def _emit(prog: Program, arena: int, core: str, model_name: str) -> Dict[str, st
     files["edgeprune_model.c"] = _SOURCE.format(
         model=_comment(model_name), core=core, arena=arena, arena_words=(arena + 3) // 4,
         decl="\n".join(decl), body="".join(body), in_off=inb.offset, out_off=outb.offset)
-    from .quant import ROUNDINGS
-    single = ROUNDINGS[prog.rounding]
     cfg = f"/* requantization rounding of {'LiteRT' if prog.rounding == 'litert' else 'TFLM / CMSIS-NN'} (ep_common.h) */\n"
     cfg += "".join(f"#define EP_{fam.upper()}_SINGLE_ROUNDING {int(fam in single)}\n"
                    for fam in ("conv", "dw", "fc", "add", "softmax", "relu"))
+    cfg += ("/* per-channel requantization records (ep_rq): every weighted layer has shifts <= 0 "
+            "and accumulators below 2^30 */\n" if fast else
+            "/* requantization from multiplier and shift: a weighted layer has a left shift or "
+            "accumulators that may reach 2^30 */\n")
+    cfg += f"#define EP_RQ_FAST {int(fast)}\n"
+    act127 = all(st.weighted.act_max == 127 for st in prog.steps if st.weighted is not None)
+    cfg += ("/* every weighted layer clamps its output to [act_min, 127]: SSAT + one compare */\n"
+            f"#define EP_ACT_MAX_127 {int(act127)}\n")
     cfg += "".join(f"#define EP_CLUSTER_BITS_{b} 1\n" for b in sorted(cluster_bits))
     files["ep_config.h"] = ("/* edgeprune-c configuration of this model: requantization rounding "
                             "per op and the clustered weight widths it uses. */\n#ifndef EP_CONFIG_H\n"

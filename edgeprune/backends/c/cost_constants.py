@@ -14,8 +14,8 @@ Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 STEP_INSTRUCTIONS = {
     "cortex-m4": {
         "add": {
-            "elements": 103.0,
-            "call": 23.0
+            "elements": 27.0,
+            "call": 32.0
         },
         "avgpool": {
             "window": 9.69639,
@@ -25,67 +25,67 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "concat": {
-            "bytes": 1.04881,
-            "pieces": 30.56864,
-            "call": 486.09969
+            "bytes": 1.04821,
+            "pieces": 30.5701,
+            "call": 486.19554
         },
         "conv-clustered": {
-            "macs": 4.60227,
+            "macs": 4.60276,
             "copy_bytes": 0.0,
-            "copy_calls": 47.49928,
-            "outputs": 80.996,
+            "copy_calls": 47.42783,
+            "outputs": 66.67756,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 17.63811,
-            "tail_steps": 10.58531,
-            "blocks": 73.3738,
-            "outputs": 23.56251,
-            "expand": 12.23291,
+            "block_steps": 15.67821,
+            "tail_steps": 13.3023,
+            "blocks": 23.99424,
+            "outputs": 21.90511,
+            "expand": 12.50629,
             "copy_bytes": 0.0,
-            "copy_calls": 55.88788,
-            "pixels": 66.69732,
+            "copy_calls": 53.24634,
+            "pixels": 79.52817,
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 5.42056,
-            "entries_border": 16.86575,
-            "outputs": 61.97061,
+            "entries_inside": 5.52907,
+            "entries_border": 16.81254,
+            "outputs": 48.31285,
             "border_pixels": 0.0,
-            "pixels": 43.16305,
-            "call": 417.49426
+            "pixels": 41.59032,
+            "call": 508.74137
         },
         "dwconv-dsp": {
-            "macs": 8.07293,
-            "taps": 2.51363,
+            "macs": 6.76742,
+            "taps": 7.73442,
             "outputs": 0.0,
-            "pixels": 225.29908,
-            "call": 66.70011
+            "pixels": 182.45892,
+            "call": 75.08489
         },
         "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 327.67234,
+            "outputs": 319.98122,
             "pixels": 0.0,
-            "call": 1528.99521
+            "call": 1382.47126
         },
         "fc-clustered": {
             "macs": 4.52938,
-            "inputs": 0.20712,
-            "outputs": 62.59638,
-            "call": 101.93349
+            "inputs": 0.20732,
+            "outputs": 51.61334,
+            "call": 92.52955
         },
         "fc-dense": {
-            "quad_macs": 1.49978,
-            "tail_macs": 2.50835,
+            "quad_macs": 1.49981,
+            "tail_macs": 2.50198,
             "inputs": 0.0,
-            "outputs": 41.51706,
-            "call": 131.0818
+            "outputs": 28.37116,
+            "call": 118.13068
         },
         "fc-sparse": {
             "entries": 5.03216,
-            "outputs": 63.02896,
-            "call": 105.49101
+            "outputs": 51.02896,
+            "call": 96.49101
         },
         "maxpool": {
             "window": 11.70838,
@@ -106,8 +106,8 @@ STEP_INSTRUCTIONS = {
     },
     "cortex-m7": {
         "add": {
-            "elements": 95.0,
-            "call": 23.0
+            "elements": 26.0,
+            "call": 30.0
         },
         "avgpool": {
             "window": 9.67875,
@@ -122,62 +122,62 @@ STEP_INSTRUCTIONS = {
             "call": 487.19554
         },
         "conv-clustered": {
-            "macs": 4.60176,
+            "macs": 4.60279,
             "copy_bytes": 0.0,
-            "copy_calls": 48.74045,
-            "outputs": 79.1714,
+            "copy_calls": 48.09308,
+            "outputs": 65.90995,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 17.72341,
-            "tail_steps": 4.6374,
-            "blocks": 137.54852,
-            "outputs": 6.70857,
-            "expand": 11.94191,
+            "block_steps": 15.66549,
+            "tail_steps": 13.16214,
+            "blocks": 28.435,
+            "outputs": 20.5413,
+            "expand": 12.58996,
             "copy_bytes": 0.0,
-            "copy_calls": 57.21089,
-            "pixels": 71.00759,
+            "copy_calls": 54.67136,
+            "pixels": 72.34356,
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 5.46091,
-            "entries_border": 15.03354,
-            "outputs": 60.77073,
+            "entries_inside": 5.53316,
+            "entries_border": 15.00687,
+            "outputs": 47.16129,
             "border_pixels": 0.0,
-            "pixels": 45.04533,
-            "call": 337.27017
+            "pixels": 41.70144,
+            "call": 330.95774
         },
         "dwconv-dsp": {
-            "macs": 8.0725,
-            "taps": 3.29413,
+            "macs": 6.68379,
+            "taps": 8.84468,
             "outputs": 0.0,
-            "pixels": 226.35922,
-            "call": 46.39324
+            "pixels": 180.91867,
+            "call": 71.23998
         },
         "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 326.90644,
+            "outputs": 310.40002,
             "pixels": 0.0,
-            "call": 1477.56337
+            "call": 1500.44766
         },
         "fc-clustered": {
-            "macs": 4.52948,
-            "inputs": 0.20205,
-            "outputs": 63.08628,
-            "call": 101.38558
+            "macs": 4.5295,
+            "inputs": 0.20142,
+            "outputs": 51.6191,
+            "call": 91.08556
         },
         "fc-dense": {
-            "quad_macs": 1.4998,
-            "tail_macs": 2.50876,
+            "quad_macs": 1.49983,
+            "tail_macs": 2.50434,
             "inputs": 0.0,
-            "outputs": 41.27414,
-            "call": 129.82631
+            "outputs": 28.59463,
+            "call": 120.7748
         },
         "fc-sparse": {
             "entries": 5.02716,
-            "outputs": 61.98419,
-            "call": 94.47427
+            "outputs": 48.98419,
+            "call": 84.47427
         },
         "maxpool": {
             "window": 11.70873,
@@ -198,8 +198,8 @@ STEP_INSTRUCTIONS = {
     },
     "cortex-m33": {
         "add": {
-            "elements": 81.0,
-            "call": 23.0
+            "elements": 26.0,
+            "call": 30.0
         },
         "avgpool": {
             "window": 9.69604,
@@ -214,62 +214,62 @@ STEP_INSTRUCTIONS = {
             "call": 486.19554
         },
         "conv-clustered": {
-            "macs": 4.60509,
+            "macs": 4.6056,
             "copy_bytes": 0.0,
-            "copy_calls": 46.70673,
-            "outputs": 81.0687,
+            "copy_calls": 46.59876,
+            "outputs": 66.73462,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 17.71631,
-            "tail_steps": 5.36748,
-            "blocks": 126.02296,
-            "outputs": 9.47192,
-            "expand": 12.29031,
+            "block_steps": 15.66113,
+            "tail_steps": 13.85894,
+            "blocks": 16.58009,
+            "outputs": 23.8611,
+            "expand": 12.927,
             "copy_bytes": 0.0,
-            "copy_calls": 54.67555,
-            "pixels": 74.07606,
+            "copy_calls": 52.10108,
+            "pixels": 75.85495,
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 5.38376,
-            "entries_border": 15.87001,
-            "outputs": 60.96628,
+            "entries_inside": 5.4535,
+            "entries_border": 15.84508,
+            "outputs": 48.51496,
             "border_pixels": 0.0,
-            "pixels": 44.37942,
-            "call": 495.55009
+            "pixels": 36.7431,
+            "call": 486.84924
         },
         "dwconv-dsp": {
-            "macs": 8.07317,
-            "taps": 1.88151,
+            "macs": 6.76757,
+            "taps": 7.10516,
             "outputs": 0.0,
-            "pixels": 230.72303,
-            "call": 93.75219
+            "pixels": 183.56319,
+            "call": 89.36741
         },
         "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 322.36027,
+            "outputs": 308.19993,
             "pixels": 0.0,
-            "call": 1280.14783
+            "call": 1162.35859
         },
         "fc-clustered": {
-            "macs": 4.52941,
-            "inputs": 0.20605,
-            "outputs": 61.679,
-            "call": 93.92951
+            "macs": 4.52942,
+            "inputs": 0.20548,
+            "outputs": 51.21748,
+            "call": 84.82818
         },
         "fc-dense": {
-            "quad_macs": 1.4998,
-            "tail_macs": 2.50946,
+            "quad_macs": 1.49984,
+            "tail_macs": 2.50274,
             "inputs": 0.0,
-            "outputs": 41.5289,
-            "call": 130.57874
+            "outputs": 28.63827,
+            "call": 117.3202
         },
         "fc-sparse": {
             "entries": 5.02716,
-            "outputs": 61.98419,
-            "call": 95.47427
+            "outputs": 49.98419,
+            "call": 86.47427
         },
         "maxpool": {
             "window": 11.70803,
@@ -294,8 +294,8 @@ STEP_INSTRUCTIONS = {
 STEP_CYCLES = {
     "cortex-m4": {
         "add": {
-            "elements": 112.0,
-            "call": 43.0
+            "elements": 31.0,
+            "call": 57.0
         },
         "avgpool": {
             "window": 13.76273,
@@ -305,67 +305,67 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "concat": {
-            "bytes": 1.79613,
-            "pieces": 43.96424,
-            "call": 871.88049
+            "bytes": 1.79552,
+            "pieces": 43.96569,
+            "call": 871.97634
         },
         "conv-clustered": {
-            "macs": 5.99885,
+            "macs": 5.89941,
             "copy_bytes": 0.0,
-            "copy_calls": 68.58037,
-            "outputs": 101.91159,
+            "copy_calls": 67.97569,
+            "outputs": 88.32359,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 23.00821,
-            "tail_steps": 8.19979,
-            "blocks": 205.03774,
-            "outputs": 0.0,
-            "expand": 15.14415,
+            "block_steps": 21.61736,
+            "tail_steps": 16.30892,
+            "blocks": 69.14101,
+            "outputs": 19.00302,
+            "expand": 16.03137,
             "copy_bytes": 0.0,
-            "copy_calls": 87.74071,
-            "pixels": 88.70117,
+            "copy_calls": 79.15961,
+            "pixels": 123.82006,
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 6.91616,
-            "entries_border": 20.84766,
-            "outputs": 71.04948,
+            "entries_inside": 6.82961,
+            "entries_border": 20.87227,
+            "outputs": 56.50547,
             "border_pixels": 0.0,
-            "pixels": 61.4752,
-            "call": 517.37673
+            "pixels": 61.87052,
+            "call": 584.68213
         },
         "dwconv-dsp": {
-            "macs": 9.50895,
-            "taps": 7.04976,
+            "macs": 8.23125,
+            "taps": 12.15873,
             "outputs": 0.0,
-            "pixels": 258.8837,
-            "call": 248.73824
+            "pixels": 215.12346,
+            "call": 259.81541
         },
         "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 414.88399,
+            "outputs": 407.10693,
             "pixels": 0.0,
-            "call": 1054.21795
+            "call": 799.60559
         },
         "fc-clustered": {
             "macs": 5.92731,
             "inputs": 0.0,
-            "outputs": 77.07021,
-            "call": 86.20966
+            "outputs": 67.56131,
+            "call": 75.6975
         },
         "fc-dense": {
-            "quad_macs": 1.87477,
-            "tail_macs": 3.24843,
+            "quad_macs": 1.87481,
+            "tail_macs": 3.2403,
             "inputs": 0.0,
-            "outputs": 50.95811,
-            "call": 169.15487
+            "outputs": 38.08855,
+            "call": 154.66666
         },
         "fc-sparse": {
             "entries": 6.52568,
-            "outputs": 73.60283,
-            "call": 134.09842
+            "outputs": 64.60283,
+            "call": 129.09842
         },
         "maxpool": {
             "window": 14.18206,
@@ -386,8 +386,8 @@ STEP_CYCLES = {
     },
     "cortex-m7": {
         "add": {
-            "elements": 103.0,
-            "call": 52.0
+            "elements": 30.0,
+            "call": 59.0
         },
         "avgpool": {
             "window": 13.75074,
@@ -402,62 +402,62 @@ STEP_CYCLES = {
             "call": 868.97634
         },
         "conv-clustered": {
-            "macs": 6.09539,
+            "macs": 6.09704,
             "copy_bytes": 0.0,
-            "copy_calls": 65.20351,
-            "outputs": 108.95998,
+            "copy_calls": 64.17655,
+            "outputs": 95.54418,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 23.62847,
-            "tail_steps": 9.13368,
-            "blocks": 204.48618,
-            "outputs": 0.0,
-            "expand": 14.96286,
+            "block_steps": 21.57932,
+            "tail_steps": 16.99959,
+            "blocks": 76.64964,
+            "outputs": 19.8471,
+            "expand": 16.30321,
             "copy_bytes": 0.0,
-            "copy_calls": 88.10197,
-            "pixels": 99.22944,
-            "call": 138.63111
+            "copy_calls": 79.05632,
+            "pixels": 120.13188,
+            "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 7.30409,
-            "entries_border": 19.86703,
-            "outputs": 68.28506,
+            "entries_inside": 7.31669,
+            "entries_border": 19.8615,
+            "outputs": 56.24864,
             "border_pixels": 0.0,
-            "pixels": 75.12385,
-            "call": 770.54161
+            "pixels": 73.04948,
+            "call": 662.32782
         },
         "dwconv-dsp": {
-            "macs": 9.50644,
-            "taps": 10.94478,
+            "macs": 8.42332,
+            "taps": 15.27239,
             "outputs": 0.0,
-            "pixels": 267.74354,
-            "call": 125.92502
+            "pixels": 232.38291,
+            "call": 153.46415
         },
         "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 418.33984,
+            "outputs": 399.79621,
             "pixels": 0.0,
-            "call": 1631.31428
+            "call": 1651.34816
         },
         "fc-clustered": {
-            "macs": 6.08393,
-            "inputs": 0.10172,
-            "outputs": 81.4565,
-            "call": 97.09819
+            "macs": 6.08309,
+            "inputs": 0.10401,
+            "outputs": 71.94379,
+            "call": 89.52686
         },
         "fc-dense": {
-            "quad_macs": 1.93732,
-            "tail_macs": 3.49648,
+            "quad_macs": 1.93733,
+            "tail_macs": 3.49312,
             "inputs": 0.0,
-            "outputs": 50.53828,
-            "call": 164.7137
+            "outputs": 39.09297,
+            "call": 154.58443
         },
         "fc-sparse": {
             "entries": 7.02155,
-            "outputs": 73.12008,
-            "call": 126.1903
+            "outputs": 64.12008,
+            "call": 116.1903
         },
         "maxpool": {
             "window": 14.18206,
@@ -478,8 +478,8 @@ STEP_CYCLES = {
     },
     "cortex-m33": {
         "add": {
-            "elements": 90.0,
-            "call": 52.0
+            "elements": 30.0,
+            "call": 59.0
         },
         "avgpool": {
             "window": 13.76203,
@@ -494,62 +494,62 @@ STEP_CYCLES = {
             "call": 871.97634
         },
         "conv-clustered": {
-            "macs": 5.89901,
+            "macs": 5.90035,
             "copy_bytes": 0.0,
-            "copy_calls": 63.45724,
-            "outputs": 107.7789,
+            "copy_calls": 62.84313,
+            "outputs": 95.23904,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 23.13581,
-            "tail_steps": 7.99456,
-            "blocks": 201.23921,
-            "outputs": 0.0,
-            "expand": 15.12333,
+            "block_steps": 21.58622,
+            "tail_steps": 17.11957,
+            "blocks": 61.22955,
+            "outputs": 21.81214,
+            "expand": 16.49576,
             "copy_bytes": 0.0,
-            "copy_calls": 87.359,
-            "pixels": 95.55952,
-            "call": 99.19271
+            "copy_calls": 77.94697,
+            "pixels": 116.4446,
+            "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 7.32015,
-            "entries_border": 20.86218,
-            "outputs": 67.26781,
+            "entries_inside": 7.28459,
+            "entries_border": 20.88595,
+            "outputs": 56.41865,
             "border_pixels": 0.0,
-            "pixels": 74.85802,
-            "call": 648.64237
+            "pixels": 63.37387,
+            "call": 535.21318
         },
         "dwconv-dsp": {
-            "macs": 9.50904,
-            "taps": 6.61237,
+            "macs": 8.37013,
+            "taps": 11.16864,
             "outputs": 0.0,
-            "pixels": 264.18252,
-            "call": 264.99662
+            "pixels": 222.1026,
+            "call": 263.30422
         },
         "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 404.28946,
+            "outputs": 389.6599,
             "pixels": 0.0,
-            "call": 656.77148
+            "call": 568.71695
         },
         "fc-clustered": {
-            "macs": 5.85742,
-            "inputs": 0.1709,
-            "outputs": 77.18924,
-            "call": 114.63576
+            "macs": 5.85656,
+            "inputs": 0.17398,
+            "outputs": 70.33889,
+            "call": 99.27847
         },
         "fc-dense": {
-            "quad_macs": 1.87482,
-            "tail_macs": 3.25095,
+            "quad_macs": 1.87487,
+            "tail_macs": 3.2411,
             "inputs": 0.0,
-            "outputs": 50.22601,
-            "call": 165.46994
+            "outputs": 38.1333,
+            "call": 150.43088
         },
         "fc-sparse": {
             "entries": 7.0223,
-            "outputs": 72.51842,
-            "call": 122.98143
+            "outputs": 64.51842,
+            "call": 115.98143
         },
         "maxpool": {
             "window": 14.18136,
@@ -573,8 +573,8 @@ STEP_CYCLES = {
 # the invoke's own code (call, output copy): per call and per output byte
 INVOKE_INSTRUCTIONS = {
     "cortex-m4": {
-        "call": 28.84368,
-        "output_bytes": 0.53661
+        "call": 28.83977,
+        "output_bytes": 0.53665
     },
     "cortex-m7": {
         "call": 29.16844,
@@ -587,8 +587,8 @@ INVOKE_INSTRUCTIONS = {
 }
 INVOKE_CYCLES = {
     "cortex-m4": {
-        "call": 57.30362,
-        "output_bytes": 0.58304
+        "call": 57.29581,
+        "output_bytes": 0.5831
     },
     "cortex-m7": {
         "call": 58.07752,
@@ -612,40 +612,40 @@ FIT_MAX_REL_ERROR = {
             0.0291
         ],
         "concat": [
-            0.4001,
-            0.4906
+            0.4002,
+            0.4907
         ],
         "conv-clustered": [
-            0.0245,
-            0.046
+            0.0249,
+            0.0549
         ],
         "conv-dense": [
-            0.0306,
-            0.0296
+            0.0357,
+            0.0368
         ],
         "conv-sparse": [
-            0.0741,
-            0.094
+            0.1124,
+            0.1194
         ],
         "dwconv-dsp": [
-            0.0112,
-            0.0147
+            0.0127,
+            0.0163
         ],
         "dwconv-plain": [
-            0.0056,
-            0.0023
+            0.0046,
+            0.0006
         ],
         "fc-clustered": [
-            0.0906,
-            0.076
+            0.0992,
+            0.0841
         ],
         "fc-dense": [
-            0.0587,
-            0.0542
+            0.0613,
+            0.0536
         ],
         "fc-sparse": [
-            0.1484,
-            0.0876
+            0.1798,
+            0.0974
         ],
         "maxpool": [
             0.0239,
@@ -674,36 +674,36 @@ FIT_MAX_REL_ERROR = {
             0.4695
         ],
         "conv-clustered": [
-            0.0244,
-            0.0682
+            0.0263,
+            0.0728
         ],
         "conv-dense": [
-            0.123,
-            0.158
+            0.0347,
+            0.0332
         ],
         "conv-sparse": [
-            0.0731,
-            0.0509
+            0.1048,
+            0.1331
         ],
         "dwconv-dsp": [
-            0.0111,
-            0.0157
+            0.013,
+            0.0173
         ],
         "dwconv-plain": [
-            0.005,
-            0.0042
+            0.0055,
+            0.0045
         ],
         "fc-clustered": [
-            0.0859,
-            0.08
+            0.0899,
+            0.0885
         ],
         "fc-dense": [
-            0.0588,
-            0.0477
+            0.0616,
+            0.0496
         ],
         "fc-sparse": [
-            0.1245,
-            0.0662
+            0.1539,
+            0.0742
         ],
         "maxpool": [
             0.0239,
@@ -732,36 +732,36 @@ FIT_MAX_REL_ERROR = {
             0.4907
         ],
         "conv-clustered": [
-            0.0243,
-            0.0704
+            0.0249,
+            0.0783
         ],
         "conv-dense": [
-            0.118,
-            0.1595
+            0.0378,
+            0.0416
         ],
         "conv-sparse": [
-            0.073,
-            0.0418
+            0.0999,
+            0.118
         ],
         "dwconv-dsp": [
-            0.0109,
-            0.0139
+            0.0121,
+            0.0151
         ],
         "dwconv-plain": [
-            0.0045,
-            0.0006
+            0.0037,
+            0.0001
         ],
         "fc-clustered": [
-            0.0826,
-            0.108
+            0.0856,
+            0.1059
         ],
         "fc-dense": [
-            0.058,
-            0.0534
+            0.0598,
+            0.0508
         ],
         "fc-sparse": [
-            0.1242,
-            0.0791
+            0.1507,
+            0.0873
         ],
         "maxpool": [
             0.024,

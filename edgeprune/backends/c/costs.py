@@ -14,7 +14,7 @@ from __future__ import annotations
 
 # Instructions per multiply-accumulate in the innermost loop, {DSP core: M4, plain core: M0+}
 # (benchmarks/results/c_kernel_loops.json, arm-none-eabi-gcc 12.2.1 -O2):
-CONV_DENSE_PER_MAC = {True: 1.125, False: 7.0}     # block_2x2 36/32; dot_s8 28/4
+CONV_DENSE_PER_MAC = {True: 1.0, False: 7.0}       # block_2x2 32/32 (inline asm); dot_s8 28/4
 FC_DENSE_PER_MAC = {True: 1.5, False: 7.0}         # 4-row SMLAD loop 24/16; plain 28/4
 SPARSE_PER_ENTRY = {True: 5.0, False: 7.0}         # 4 (position, value) entries: 20/4, 28/4
 CLUSTERED_PER_WEIGHT = {True: 4.6, False: 9.4}     # 3-bit: 46/10 and 94/10 (4-bit: 4.5, 9.375)

@@ -116,3 +116,64 @@ def relu_params(input_scale: float, output_scale: float) -> Tuple[int, int]:
     """RELU/RELU6 int8 requantization (activations_common.cc CalculateReluOpData): the scale
     ratio is a float32 division, widened to double afterwards."""
     return quantize_multiplier(float(np.float32(input_scale) / np.float32(output_scale)))
+
+
+def _wrap32(v: int) -> int:
+    return (v + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
+def requantize(x: int, mult: int, shift: int, single: bool) -> int:
+    """MultiplyByQuantizedMultiplier(x, mult, shift) in TFLite's double rounding (gemmlowp) or,
+    single=True, its TFLITE_SINGLE_ROUNDING form: the arithmetic of ep_requantize
+    (kernels/ep_common.h), on Python ints."""
+    x, mult, shift = int(x), int(mult), int(shift)
+    if single:
+        total = 31 - shift
+        return (x * mult + (1 << (total - 1))) >> total
+    if shift > 0:
+        x = _wrap32(x << shift)
+    if x == mult == -(1 << 31):
+        return (1 << 31) - 1
+    ab = x * mult
+    nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
+    num = ab + nudge
+    y = (abs(num) >> 31) * (1 if num >= 0 else -1)     # C's truncating division
+    if shift >= 0:
+        return y
+    e = -shift
+    mask = (1 << e) - 1
+    rem = y & mask
+    thr = (mask >> 1) + (1 if y < 0 else 0)
+    return (y >> e) + (1 if rem > thr else 0)
+
+
+RQ_ACC_LIMIT = 1 << 30   # ep_rq_apply's accumulator range (kernels/ep_common.h)
+
+
+def rq_records(mult: np.ndarray, shift: np.ndarray, single: bool) -> np.ndarray:
+    """ep_rq records ([n, 3] int32: mult, round, shift word) of per-channel multipliers with
+    shifts <= 0 (kernels/ep_common.h describes the encoding)."""
+    mult = np.asarray(mult, dtype=np.int64).reshape(-1)
+    shift = np.asarray(shift, dtype=np.int64).reshape(-1)
+    if np.any(shift > 0):
+        raise ValueError("ep_rq records need shifts <= 0")
+    e = -shift
+    rnd = np.where(e > 0, np.left_shift(1, np.maximum(e - 1, 0)), 0)
+    if single:
+        word = e | np.where(e == 0, 0x40000000, 0)
+    else:
+        word = e | np.where(e > 0, 0xFFFF0000, 0)
+    word = (word + (1 << 31)) % (1 << 32) - (1 << 31)
+    return np.stack([mult, rnd, word], axis=1).astype(np.int32)
+
+
+def add_tables(p: dict, single: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """ADD's per-input rescaling of every int8 value v (index v + 128):
+    requantize((v + offset) << left_shift, mult, shift), as ep_add computed it per element."""
+    v = np.arange(-128, 128)
+    t = []
+    for k in ("1", "2"):
+        off, m, s = int(p[f"in{k}_offset"]), int(p[f"in{k}_mult"]), int(p[f"in{k}_shift"])
+        t.append(np.array([requantize(_wrap32((int(x) + off) << int(p["left_shift"])), m, s, single)
+                           for x in v], dtype=np.int32))
+    return t[0], t[1]

@@ -80,6 +80,45 @@ EP_INLINE int32_t ep_requantize(int32_t x, int32_t multiplier, int32_t shift, in
                 : ep_requantize_double(x, multiplier, shift);
 }
 
+/* Requantization from a precomputed per-channel record (ep_rq), for shifts <= 0 (no left
+ * shift) and accumulators |x| < 2^30, which the generator checks per layer before it enables
+ * this path (EP_RQ_FAST in ep_config.h; otherwise the kernels call ep_requantize). One SMLAL
+ * (64-bit multiply-accumulate) and a few single-cycle operations, the same bytes as
+ * ep_requantize_{double,single} (tests/test_c_requant.py):
+ * - double rounding, e = -shift: y = floor((x * m + 2^30) / 2^31) is gemmlowp's
+ *   SaturatingRoundingDoublingHighMul for m > 0; RoundingDivideByPOT(y, e) is then
+ *   floor((y + 2^(e-1) - [y < 0]) / 2^e) for e > 0 (halves away from zero), and y < 0 exactly
+ *   when x < 0 except x = -1, m = 2^30, where both give 0;
+ * - single rounding: (x * m + 2^(30+e)) >> (31+e) = (floor(x * m / 2^31) + 2^(e-1)) >> e for
+ *   e > 0, and (x * m + 2^30) >> 31 for e = 0.
+ * Record: round = e > 0 ? 2^(e-1) : 0; shift = e in bits 0-7, and in bits 16-31 all ones when
+ * the double rounding's sign correction applies (e > 0), or bit 30 set for the single
+ * rounding's 2^30 (e = 0). */
+typedef struct {
+  int32_t mult;
+  int32_t round;
+  int32_t shift;
+} ep_rq;
+
+EP_INLINE int32_t ep_rq_apply(const ep_rq *r, int32_t x, int single) {
+  const int32_t w = r->shift;
+  const uint32_t lo = single ? ((uint32_t)w & 0x40000000u) : 0x40000000u;
+  const int64_t a = (int64_t)x * r->mult + (int64_t)lo;
+  int32_t t = (int32_t)(uint32_t)((uint64_t)a >> 31);   /* fits: |x| < 2^30 */
+  t += r->round;
+  if (!single) t += (int32_t)((x >> 31) & w) >> 16;
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__GNUC__)
+  /* ASR by register shifts by the register's bottom byte (e), no masking needed */
+  __asm("asr %0, %0, %1" : "+r"(t) : "r"(w));
+  return t;
+#else
+  return t >> (w & 31);
+#endif
+}
+
+#ifndef EP_RQ_FAST
+#define EP_RQ_FAST 0
+#endif
 #ifndef EP_CONV_SINGLE_ROUNDING
 #define EP_CONV_SINGLE_ROUNDING 0
 #endif
@@ -104,6 +143,22 @@ EP_INLINE int8_t ep_clamp_s8(int32_t v, int32_t lo, int32_t hi) {
   v = v > hi ? hi : v;
   return (int8_t)v;
 }
+
+/* The weighted layers' output clamp, when every one of them has act_max = 127 (EP_ACT_MAX_127
+ * in ep_config.h: no ReLU6 or narrower range): SSAT to int8, then the lower bound. */
+#ifndef EP_ACT_MAX_127
+#define EP_ACT_MAX_127 0
+#endif
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__GNUC__) && EP_ACT_MAX_127
+EP_INLINE int8_t ep_clamp_out(int32_t v, int32_t lo, int32_t hi) {
+  (void)hi;
+  __asm("ssat %0, #8, %0" : "+r"(v));
+  v = v < lo ? lo : v;
+  return (int8_t)v;
+}
+#else
+#define ep_clamp_out ep_clamp_s8
+#endif
 
 /* Unaligned little-endian 32-bit load (one LDR on Armv7-M; memcpy keeps it standard C). */
 EP_INLINE uint32_t ep_load32(const void *p) {

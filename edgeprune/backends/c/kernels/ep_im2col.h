@@ -50,8 +50,12 @@ EP_INLINE int32_t ep_sparse_dot(const int8_t *x, const uint16_t *pos, const int8
 /* Output channel c of accumulator acc: requantize (rounding `single`, see ep_common.h), add the
  * output zero point, clamp to the fused activation's range. */
 EP_INLINE int8_t ep_out(const ep_requant *q, int32_t acc, int c, int single) {
+#if EP_RQ_FAST
+  return ep_clamp_out(ep_rq_apply(&q->rq[c], acc, single) + q->out_zp, q->act_min, q->act_max);
+#else
   return ep_clamp_s8(ep_requantize(acc, q->mult[c], q->shift[c], single) + q->out_zp, q->act_min,
                      q->act_max);
+#endif
 }
 
 #endif /* EP_IM2COL_H */

@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#include "ep_common.h"
+
 /* Geometry of a sliding-window op (conv, depthwise, pooling). */
 typedef struct {
   uint16_t in_h, in_w, in_c;
@@ -25,6 +27,7 @@ typedef struct {
   const int8_t *shift;
   int32_t in_zp;               /* value of a padded input position */
   int32_t out_zp, act_min, act_max;
+  const ep_rq *rq;             /* the same as records (ep_common.h), when EP_RQ_FAST */
 } ep_requant;
 
 /* Unstructured sparse weights, row by row (a row = one output channel's window or one
@@ -79,9 +82,14 @@ void ep_maxpool(const ep_window *g, int32_t act_min, int32_t act_max, const int8
 void ep_avgpool(const ep_window *g, int32_t act_min, int32_t act_max, const int8_t *in,
                 int8_t *out);
 
+/* ADD: each input's rescaling ((x - zp) << left_shift, then its multiplier) depends on one
+ * int8 value only, so the generator tabulates it (256 int32 per input, computed with the same
+ * arithmetic); out_rq: the output requantization as a record (fast != 0, see ep_rq) or
+ * out_mult / out_shift. */
 typedef struct {
-  int32_t in1_offset, in2_offset, left_shift;
-  int32_t in1_mult, in1_shift, in2_mult, in2_shift;
+  const int32_t *t1, *t2;       /* indexed by the int8 input + 128 */
+  ep_rq out_rq;
+  int32_t fast;
   int32_t out_mult, out_shift, out_zp, act_min, act_max;
 } ep_add_params;
 void ep_add(const ep_add_params *p, int n, const int8_t *a, const int8_t *b, int8_t *out);
