@@ -22,6 +22,7 @@ a different measurement; it is left as it is.)
 
 Run from the repo root:
   .venv/bin/python benchmarks/tflm_calibrate.py measure --tflm-root DIR [--cache DIR] [--cases ...]
+      [--runtime tflm-cmsis-nn|tflm-reference]
   .venv/bin/python benchmarks/tflm_calibrate.py fit
 """
 from __future__ import annotations
@@ -145,7 +146,11 @@ def build_case(in_shape, layers):
     return net.eval()
 
 
-def measure_case(name, in_shape, layers, core, seed, tflm_root, cache, work, n_inputs=2) -> dict:
+KERNELS = {"tflm-cmsis-nn": "cmsis_nn", "tflm-reference": "reference"}
+
+
+def measure_case(name, in_shape, layers, core, seed, tflm_root, cache, work, n_inputs=2,
+                 runtime="tflm-cmsis-nn") -> dict:
     import numpy as np
     import torch
     from c_runtime_zoo import randomize_bn
@@ -160,14 +165,14 @@ def measure_case(name, in_shape, layers, core, seed, tflm_root, cache, work, n_i
     model = randomize_bn(build_case(in_shape, layers), seed)
     graph = extract(model)
     plan = tflm_plan.lower(graph)
-    dep = Deployment.for_target(TARGET[core], runtime="tflm-cmsis-nn")
-    out = work / name
+    dep = Deployment.for_target(TARGET[core], runtime=runtime)
+    out = work / f"{name}-{runtime}"
     rep = export_tflm(model, dep, out, None, n_eval=n_inputs, n_calibration=64, compress="off",
                       seed=seed, allow_overflow=True)
     _, ev, _, _ = samples(model, graph, None, 64, n_inputs, seed)
     io = rep["io"]
     x = quantize_input(to_nhwc(ev), io["input_scale"], io["input_zero_point"])
-    res, _, _ = verify_tflm(out, core, x, tflm_root, cache)
+    res, _, _ = verify_tflm(out, core, x, tflm_root, cache, kernels=KERNELS[runtime])
     plan_ops = [op for op in plan.ops if op.opcode != "DECODE"]
     measured = res["operators"]
     if [o.opcode for o in plan_ops] != [m["op"] for m in measured]:
@@ -176,7 +181,7 @@ def measure_case(name, in_shape, layers, core, seed, tflm_root, cache, work, n_i
     ops = [{**tflm_op_shape(plan, op), "instructions": m["instructions"],
             "cycles_trm": m["cycles_trm"]} for op, m in zip(plan_ops, measured)]
     in_ops = sum(o["cycles_trm"] for o in ops)
-    return {"case": name, "core": core, "runtime": "tflm-cmsis-nn", "split": "calibration",
+    return {"case": name, "core": core, "runtime": runtime, "split": "calibration",
             "input_shape": list(in_shape), "layers": [list(map(_jsonable, s)) for s in layers],
             "cycles_measured": res["cycles_trm"], "instructions_measured": res["instructions_per_invoke"],
             "instructions_interpreter": res["instructions_interpreter"],
@@ -204,7 +209,7 @@ def cmd_measure(args) -> int:
                 continue
             t0 = time.time()
             row = measure_case(name, shape, layers, args.core, args.seed, args.tflm_root,
-                               args.cache, Path(d))
+                               args.cache, Path(d), runtime=args.runtime)
             upsert([row], OUT, KEY)
             print(f"{name}: {row['cycles_measured']} cycles, {len(row['operators'])} ops, "
                   f"interpreter {row['cycles_interpreter']} cycles ({time.time() - t0:.0f} s)",
@@ -312,6 +317,7 @@ def main() -> int:
     m.add_argument("--cache", type=Path, default=REPO / "runs" / "tflm-cache")
     m.add_argument("--core", default="cortex-m4", choices=list(TARGET))
     m.add_argument("--cases", nargs="*")
+    m.add_argument("--runtime", default="tflm-cmsis-nn", choices=list(KERNELS))
     m.add_argument("--seed", type=int, default=0)
     sub.add_parser("fit")
     args = ap.parse_args()

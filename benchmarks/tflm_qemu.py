@@ -58,7 +58,7 @@ def upsert(path: Path, rows, key) -> None:
 
 
 def row_for(name: str, core: str, n_inputs: int, seed: int, tflm_root: Path, cache: Path,
-            work: Path) -> dict:
+            work: Path, runtime: str = "tflm-cmsis-nn") -> dict:
     import torch
     from c_runtime_zoo import datasets, randomize_bn
     from edgeprune.cost import estimate
@@ -76,8 +76,8 @@ def row_for(name: str, core: str, n_inputs: int, seed: int, tflm_root: Path, cac
         from edgeprune.data import Dataset
         ds = Dataset(ds.name, ds.x_train, ds.y_train % graph.n_outputs, ds.x_test,
                      ds.y_test % graph.n_outputs)
-    dep = Deployment.for_target(TARGET[core], runtime="tflm-cmsis-nn")
-    out = work / name
+    dep = Deployment.for_target(TARGET[core], runtime=runtime)
+    out = work / f"{name}-{runtime}"
     t0 = time.time()
     rep = export_tflm(model, dep, out, ds, n_eval=n_inputs, compress="off", seed=seed,
                       allow_overflow=True)
@@ -85,13 +85,14 @@ def row_for(name: str, core: str, n_inputs: int, seed: int, tflm_root: Path, cac
     _, ev, _, _ = samples(model, graph, ds, 256, n_inputs, seed)
     io = rep["io"]
     x = quantize_input(to_nhwc(ev), io["input_scale"], io["input_zero_point"])
-    res, _, _ = verify_tflm(out, core, x, tflm_root, cache)
+    res, _, _ = verify_tflm(out, core, x, tflm_root, cache,
+                            kernels="cmsis_nn" if runtime == "tflm-cmsis-nn" else "reference")
     est = estimate(graph, dep)
     c_rows = json.loads(C_RUNTIME.read_text())["rows"] if C_RUNTIME.exists() else []   # read just before the locked update below
     c_row = next((r for r in c_rows if r["model"] == name and r["core"] == core
                   and r["variant"] == "dense" and r.get("edgeprune_c_cycles")
-                  and "fashion" in str(r.get("data"))), None)
-    row = {"model": name, "core": core, "runtime": "tflm-cmsis-nn", "split": "validation",
+                  and "fashion" in str(r.get("data"))), None) if runtime == "tflm-cmsis-nn" else None
+    row = {"model": name, "core": core, "runtime": runtime, "split": "validation",
            "cycles_estimate": round(est.totals["cycles"]),
            "cycles_measured": res["cycles_trm"],
            "cycles_estimate_error": round(est.totals["cycles"] / res["cycles_trm"] - 1, 4),
@@ -249,6 +250,7 @@ def main() -> int:
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--core", default="cortex-m4", choices=list(TARGET))
     ap.add_argument("--inputs", type=int, default=5)
+    ap.add_argument("--runtime", default="tflm-cmsis-nn", choices=("tflm-cmsis-nn", "tflm-reference"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     import torch
@@ -272,7 +274,8 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="tflm-qemu-") as d:
         for name in args.models:
-            row = row_for(name, args.core, args.inputs, args.seed, args.tflm_root, args.cache, Path(d))
+            row = row_for(name, args.core, args.inputs, args.seed, args.tflm_root, args.cache, Path(d),
+                          args.runtime)
             upsert(OUT, [row], KEY)
             print(f"{name}: TFLM {row['cycles_measured']} cycles (estimate {row['cycles_estimate']}, "
                   f"{100 * row['cycles_estimate_error']:+.1f} %), arena {row['arena_measured']} B "

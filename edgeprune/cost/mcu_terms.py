@@ -192,9 +192,48 @@ def _dw_kernel(d: dict) -> tuple:
                          "ptaps": pixels * kh * kw, "outputs": pixels * c, "call": 1}
 
 
+def _reference_kernel(d: dict) -> tuple:
+    """TFLM's reference int8 kernels (reference_integer_ops / reference_ops): plain loops."""
+    code = d["op"]
+    oh, ow, oc = d["out"]
+    n = oh * ow * oc
+    pixels = oh * ow
+    if code in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        ih, iw, ic = d["in"]
+        kh, kw = d["k"]
+        sh, sw = d["stride"]
+        ph, pw = d["pad"]
+        taps = _valid_taps(oh, ih, kh, sh, ph) * _valid_taps(ow, iw, kw, sw, pw)
+        if code == "CONV_2D":
+            # ConvPerChannel: out_y, out_x, out_c, filter_y, filter_x (bounds check), in_c
+            return "ref_conv", {"macs": taps * oc * ic, "taps": pixels * kh * kw * oc,
+                                "outputs": n, "call": 1}
+        # DepthwiseConvPerChannel: out_y, out_x, in_c, (multiplier), filter_y, filter_x
+        return "ref_dwconv", {"macs": taps * oc, "taps": pixels * kh * kw * oc, "outputs": n,
+                              "call": 1}
+    if code == "FULLY_CONNECTED":
+        return "ref_fc", {"macs": d["depth"] * d["units"], "outputs": d["units"], "call": 1}
+    if code in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+        kh, kw = d["k"]
+        kern = "ref_maxpool" if code == "MAX_POOL_2D" else "ref_avgpool"
+        return kern, {"window": n * kh * kw, "outputs": n, "call": 1}
+    if code == "PAD":
+        return "ref_pad", {"outputs": n, "call": 1}
+    if code == "ADD":
+        return "ref_add", {"outputs": n, "call": 1}
+    if code == "SOFTMAX":
+        return "ref_softmax", {"outputs": n, "call": 1}
+    if code in ("RESHAPE", "CONCATENATION"):
+        return "copy", {"outputs": n, "call": 1}
+    return "other", {"outputs": n, "call": 1}
+
+
 def tflm_kernel(d: dict, runtime: str = "tflm-cmsis-nn") -> tuple:
-    """(kernel variant, work terms) of one op shape (``tflm_op_shape``) on `runtime`; the
-    variants follow the kernel TFLM + CMSIS-NN dispatches to on an Armv7E-M core."""
+    """(kernel variant, work terms) of one op shape (``tflm_op_shape``) on `runtime`; for
+    tflm-cmsis-nn the variants follow the kernel TFLM + CMSIS-NN dispatches to on an Armv7E-M
+    core, for tflm-reference TFLM's reference kernels."""
+    if runtime == "tflm-reference":
+        return _reference_kernel(d)
     code = d["op"]
     oh, ow, oc = d["out"]
     n = oh * ow * oc
@@ -242,6 +281,14 @@ TFLM_KERNEL_TERMS = {
     "cm_add": ("outputs", "tail4", "call"),
     "cm_pad": ("outputs", "rows", "call"),
     "cm_softmax": ("outputs", "call"),
+    "ref_conv": ("macs", "taps", "outputs", "call"),
+    "ref_dwconv": ("macs", "taps", "outputs", "call"),
+    "ref_fc": ("macs", "outputs", "call"),
+    "ref_maxpool": ("window", "outputs", "call"),
+    "ref_avgpool": ("window", "outputs", "call"),
+    "ref_pad": ("outputs", "call"),
+    "ref_add": ("outputs", "call"),
+    "ref_softmax": ("outputs", "call"),
     "copy": ("outputs", "call"),
     "other": ("outputs", "call"),
 }
