@@ -143,9 +143,10 @@ def tflm_op_cycles(plan, op, core: str, runtime: str, fit) -> Optional[float]:
 
 
 def plan_op_cycles(plan, core: str, runtime: str) -> List[Dict[str, Any]]:
-    """Estimated cycles of each op of `plan` (DECODE left out) in execution order:
-    [{op, cycles, kernel, measured}]; the per-invoke interpreter cycles are not included
-    (``tflm_fit(...)[1]['invoke']``)."""
+    """Estimated cycles of each op of `plan` (DECODE left out), in plan order:
+    [{op, node, cycles, kernel, kernel_cycles, measured}]: ``cycles`` includes the interpreter's
+    per-op work, ``kernel_cycles`` is the kernel's alone (what the per-operator trace split
+    measures); the per-invoke interpreter cycles are in neither (``tflm_fit(...)[1]['invoke']``)."""
     fit = tflm_fit(core, runtime)
     out = []
     for op in plan.ops:
@@ -156,8 +157,9 @@ def plan_op_cycles(plan, core: str, runtime: str) -> List[Dict[str, Any]]:
         kern = tflm_kernel(tflm_op_shape(plan, op), runtime)[0] if measured else kernel_for(op.opcode, runtime)
         if c is None:
             c = op_cycles(core, kernel_for(op.opcode, runtime), op_terms(plan, op))
+        per_op = fit[1]["op"] if measured else 0.0
         out.append({"op": op.opcode, "node": op.node, "cycles": c, "kernel": kern,
-                    "measured": measured})
+                    "kernel_cycles": c - per_op, "measured": measured})
     return out
 
 
