@@ -49,14 +49,15 @@ KEY = ("case", "core", "runtime")
 TARGET = {"cortex-m4": "stm32l4r5-m4"}
 
 # --------------------------------------------------------------------------------------------
-# (flatten -> Linear -> Linear trips the Keras mirror check, so a flatten feeds one Linear here)
+# (Linear -> Linear without an activation trips the Keras mirror check: a ReLU, fused, goes
+# between two "fc")
 # The synthetic networks: (name, input CHW, layers). Layer specs:
 #   ("conv", out_c, k, stride, pad)   CONV_2D (+ ReLU fused); k an int or (kh, kw); an explicit
 #                                     padding TFLite's SAME cannot express becomes a PAD op
 #   ("dw", k, stride, pad)            DEPTHWISE_CONV_2D (+ ReLU)
 #   ("res",)                          x + conv1x1(x): a CONV_2D and an ADD
 #   ("max", k, s) / ("avg", k, s) / ("gap",)   pooling
-#   ("flat",) ("fc", units) ("softmax",)
+#   ("flat",) ("fc", units) ("softmax",)    (an fc followed by an fc gets a fused ReLU)
 CASES = [
     ("c3_16_a", (3, 16, 16), [("conv", 8, 3, 1, 1), ("dw", 3, 1, 1), ("conv", 12, 1, 1, 0),
                               ("max", 2, 2), ("conv", 16, 3, 2, 1), ("res",), ("avg", 2, 2),
@@ -117,7 +118,7 @@ def build_case(in_shape, layers):
         for m in ms:
             mods.append(m)
             x = m(x)
-    for spec in layers:
+    for i, spec in enumerate(layers):
         kind = spec[0]
         c = x.shape[1]
         if kind == "conv":
@@ -138,6 +139,8 @@ def build_case(in_shape, layers):
             add(nn.Flatten())
         elif kind == "fc":
             add(nn.Linear(c, spec[1]))
+            if i + 1 < len(layers) and layers[i + 1][0] == "fc":
+                add(nn.ReLU())          # fused; Linear -> Linear trips the Keras mirror check
         elif kind == "softmax":
             add(nn.Softmax(dim=1))
         else:
