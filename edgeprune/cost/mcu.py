@@ -199,6 +199,7 @@ def estimate_mcu(graph, deployment: Deployment, *, lut=None, plan=None,
             owner[f] = op.node
     notes: List[str] = []
     unmeasured = set()
+    fallback = set()
     rows: List[Dict[str, Any]] = []
     total_cycles = 0.0
     for n in graph.nodes:
@@ -216,6 +217,8 @@ def estimate_mcu(graph, deployment: Deployment, *, lut=None, plan=None,
             kernels.append(op.opcode)
             if op.opcode in UNMEASURED and not measured:
                 unmeasured.add(op.opcode)
+            if fit and not measured:
+                fallback.add(op.opcode)
         if ops:
             tfl = "+".join(kernels)
         elif n.name in owner:
@@ -264,6 +267,9 @@ def estimate_mcu(graph, deployment: Deployment, *, lut=None, plan=None,
                      f"interpreter: {fit[1]['op']:.0f} cycles per op (in the layers) + "
                      f"{fit[1]['invoke']:.0f} per invoke (in the total); memory wait states not "
                      f"modelled")
+        if fallback:
+            notes.append(f"{', '.join(sorted(fallback))}: not measured on the real {runtime} "
+                         f"kernels; costed with the kernel tables (mcu_constants)")
     else:
         notes.append(f"cycles: {runtime} int8 kernels on {core}, from QEMU-measured instruction "
                      f"streams timed with the {core} TRM instruction timings at zero wait states "
