@@ -85,11 +85,30 @@ KERNEL_CYCLES = {
             },
         },
     },
+    'tflm-reference': {
+        'cortex-m4': {
+            'ref_fc': {
+                'macs': 8.9968,
+                'outputs': 79.9899,
+                'call': 650.1787,
+            },
+            'ref_softmax': {
+                'outputs': 552.2812,
+                'call': 0.0,
+            },
+        },
+    },
 }
 
 # {runtime: {core: {'invoke': cycles per Invoke, 'op': cycles per operator}}}
 INTERPRETER_CYCLES = {
     'tflm-cmsis-nn': {
+        'cortex-m4': {
+            'invoke': 145.0,
+            'op': 140.0,
+        },
+    },
+    'tflm-reference': {
         'cortex-m4': {
             'invoke': 145.0,
             'op': 140.0,
@@ -158,6 +177,24 @@ FIT = {
             },
             'interpreter': {
                 'samples': 16,
+                'max_abs_error_cycles': 0.0,
+            },
+        },
+    },
+    'tflm-reference': {
+        'cortex-m4': {
+            'ref_fc': {
+                'samples': 9,
+                'max_rel_error': 0.0012,
+                'mean_abs_rel_error': 0.0003,
+            },
+            'ref_softmax': {
+                'samples': 1,
+                'max_rel_error': 0.0,
+                'mean_abs_rel_error': 0.0,
+            },
+            'interpreter': {
+                'samples': 3,
                 'max_abs_error_cycles': 0.0,
             },
         },
