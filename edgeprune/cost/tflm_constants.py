@@ -87,14 +87,48 @@ KERNEL_CYCLES = {
     },
     'tflm-reference': {
         'cortex-m4': {
+            'copy': {
+                'outputs': 0.6092,
+                'call': 234.4879,
+            },
+            'ref_add': {
+                'outputs': 110.7204,
+                'call': 1232.4264,
+            },
+            'ref_avgpool': {
+                'window': 45.1228,
+                'outputs': 170.973,
+                'call': 252.6339,
+            },
+            'ref_conv': {
+                'macs': 97.7249,
+                'taps': 45.0341,
+                'outputs': 180.4277,
+                'call': 1040.9148,
+            },
+            'ref_dwconv': {
+                'macs': 93.8669,
+                'taps': 12.0985,
+                'outputs': 224.8326,
+                'call': 591.6639,
+            },
             'ref_fc': {
-                'macs': 8.9968,
-                'outputs': 79.9899,
-                'call': 650.1787,
+                'macs': 8.9961,
+                'outputs': 80.0623,
+                'call': 651.1166,
+            },
+            'ref_maxpool': {
+                'window': 49.1593,
+                'outputs': 137.2507,
+                'call': 386.5696,
+            },
+            'ref_pad': {
+                'outputs': 45.1192,
+                'call': 2839.3217,
             },
             'ref_softmax': {
-                'outputs': 552.2812,
-                'call': 0.0,
+                'outputs': 553.26,
+                'call': 562.7496,
             },
         },
     },
@@ -183,18 +217,53 @@ FIT = {
     },
     'tflm-reference': {
         'cortex-m4': {
+            'copy': {
+                'samples': 7,
+                'max_rel_error': 0.0159,
+                'mean_abs_rel_error': 0.0082,
+            },
+            'ref_add': {
+                'samples': 5,
+                'max_rel_error': 0.0024,
+                'mean_abs_rel_error': 0.001,
+            },
+            'ref_avgpool': {
+                'samples': 7,
+                'max_rel_error': 0.0174,
+                'mean_abs_rel_error': 0.0076,
+            },
+            'ref_conv': {
+                'samples': 31,
+                'max_rel_error': 0.0135,
+                'mean_abs_rel_error': 0.0026,
+            },
+            'ref_dwconv': {
+                'samples': 12,
+                'max_rel_error': 0.0021,
+                'mean_abs_rel_error': 0.0011,
+            },
             'ref_fc': {
-                'samples': 9,
-                'max_rel_error': 0.0012,
-                'mean_abs_rel_error': 0.0003,
+                'samples': 22,
+                'max_rel_error': 0.004,
+                'mean_abs_rel_error': 0.0012,
+            },
+            'ref_maxpool': {
+                'samples': 4,
+                'max_rel_error': 0.0026,
+                'mean_abs_rel_error': 0.0013,
+            },
+            'ref_pad': {
+                'samples': 5,
+                'max_rel_error': 0.1337,
+                'mean_abs_rel_error': 0.0525,
             },
             'ref_softmax': {
-                'samples': 1,
-                'max_rel_error': 0.0,
-                'mean_abs_rel_error': 0.0,
+                'samples': 5,
+                'max_rel_error': 0.0124,
+                'mean_abs_rel_error': 0.0078,
             },
             'interpreter': {
-                'samples': 3,
+                'samples': 14,
                 'max_abs_error_cycles': 0.0,
             },
         },
