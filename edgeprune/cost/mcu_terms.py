@@ -82,3 +82,213 @@ KERNEL_TERMS_MVE = {
 
 def kernel_terms(kernel: str, isa: str):
     return (KERNEL_TERMS_MVE if isa == "mve" else KERNEL_TERMS)[kernel]
+
+
+# --------------------------------------------------------------------------------------------
+# The real TFLite-Micro kernels (benchmarks/tflm_calibrate.py): an op's shape as TFLM sees it,
+# and the kernel variant and work terms CMSIS-NN's dispatch and loops give it.
+
+def _same_pad(size: int, out: int, k: int, s: int, d: int = 1) -> int:
+    """TFLite's SAME padding before the data (TFLM's ComputePaddingHeightWidth)."""
+    eff = (k - 1) * d + 1
+    return max((out - 1) * s + eff - size, 0) // 2
+
+
+def tflm_op_shape(plan, op) -> Dict[str, object]:
+    """The shapes and parameters of one TFLite op of a ``backends.tflm.plan.TflPlan`` that the
+    TFLM kernels' work depends on (JSON-able; NHWC, batch 1)."""
+    t = plan.tensors
+
+    def hwc(shape):
+        s = tuple(int(v) for v in shape)
+        if len(s) == 4:
+            return list(s[1:])
+        n = 1
+        for v in s[1:] if len(s) > 1 else s:
+            n *= v
+        return [1, 1, n]
+    x = t[op.inputs[0]].shape
+    y = t[op.outputs[0]].shape
+    d = {"op": op.opcode, "in": hwc(x), "out": hwc(y)}
+    code = op.opcode
+    if code in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        w = t[op.inputs[1]].shape
+        kh, kw = int(w[1]), int(w[2])
+        sh, sw = (int(v) for v in op.options.get("stride", (1, 1)))
+        dil = tuple(int(v) for v in op.options.get("dilation", (1, 1)))
+        ih, iw = d["in"][0], d["in"][1]
+        oh, ow = d["out"][0], d["out"][1]
+        same = str(op.options.get("padding", "VALID")).upper() == "SAME"
+        d.update(k=[kh, kw], stride=[sh, sw], dilation=list(dil),
+                 pad=[_same_pad(ih, oh, kh, sh, dil[0]) if same else 0,
+                      _same_pad(iw, ow, kw, sw, dil[1]) if same else 0])
+    elif code == "FULLY_CONNECTED":
+        w = t[op.inputs[1]].shape
+        d.update(depth=int(w[1]), units=int(w[0]))
+    elif code in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+        d.update(k=[int(v) for v in op.options.get("filter", (1, 1))],
+                 stride=[int(v) for v in op.options.get("stride", (1, 1))])
+    return d
+
+
+def _valid_taps(out: int, size: int, k: int, s: int, pad: int) -> int:
+    """Filter positions inside the input along one axis, summed over the outputs."""
+    n = 0
+    for o in range(out):
+        start = o * s - pad
+        n += max(0, min(size, start + k) - max(0, start))
+    return n
+
+
+def _conv_kernel(d: dict) -> tuple:
+    """CMSIS-NN's arm_convolve_wrapper_s8 dispatch (Armv7E-M DSP path, as built by GCC)."""
+    ih, iw, ic = d["in"]
+    oh, ow, oc = d["out"]
+    kh, kw = d["k"]
+    sh, sw = d["stride"]
+    ph, pw = d["pad"]
+    pixels = oh * ow
+    k = kh * kw * ic
+    if (ph, pw) == (0, 0) and (kh, kw) == (1, 1) and tuple(d.get("dilation", (1, 1))) == (1, 1):
+        # 1x1: arm_nn_mat_mult_nt_t_s8 over all pixels (stride 1: arm_convolve_1x1_s8_fast)
+        # or once per output row (arm_convolve_1x1_s8); per pair of output channels a column
+        # sum of the weights (the input offset), per 2x2 block of (pixel, channel) a 16- then
+        # 4-wide SMLAD loop and a scalar tail; an odd pixel and an odd channel run alone
+        calls, rows = (1, pixels) if (sh, sw) == (1, 1) else (oh, ow)
+        odd_px = calls * (rows % 2)
+        even_oc = oc - oc % 2
+        return "cm_conv_1x1", {
+            "macs": (pixels - odd_px) * even_oc * ic, "macs_tail4": pixels * oc * (ic % 4),
+            "macs_odd": odd_px * even_oc * ic, "macs_oddc": (oc % 2) * pixels * ic,
+            "weights": calls * even_oc * ic, "outputs": pixels * oc, "rows": calls, "call": 1}
+    # arm_convolve_s8: im2col of each output pixel (one memcpy or memset per filter position,
+    # then an s8 -> s16 copy of the column), arm_nn_mat_mult_kernel_s8_s16 on pairs of pixels
+    # x pairs of channels (4-wide SMLAD loop + tail); an odd last pixel runs alone
+    odd = pixels % 2
+    taps = _valid_taps(oh, ih, kh, sh, ph) * _valid_taps(ow, iw, kw, sw, pw)
+    return "cm_conv", {
+        "macs": (pixels - odd) * oc * k, "macs_tail4": (pixels - odd) * oc * (k % 4),
+        "macs_odd": odd * oc * k, "ptaps": pixels * kh * kw, "ptaps_pad": pixels * kh * kw - taps,
+        "im2col": pixels * k, "outputs": pixels * oc, "call": 1}
+
+
+def _dw_kernel(d: dict) -> tuple:
+    """CMSIS-NN's arm_depthwise_conv_wrapper_s8 dispatch (DSP, channel multiplier 1)."""
+    ih, iw, c = d["in"]
+    oh, ow, _ = d["out"]
+    kh, kw = d["k"]
+    sh, sw = d["stride"]
+    ph, pw = d["pad"]
+    pixels = oh * ow
+    taps = _valid_taps(oh, ih, kh, sh, ph) * _valid_taps(ow, iw, kw, sw, pw)
+    if (kh, kw) == (3, 3) and ph <= 1 and pw <= 1:
+        # arm_depthwise_conv_3x3_s8: per output pixel, per 4 channels, the filter positions
+        # inside the input (4 SMLAxx each); the C % 4 last channels one at a time
+        return "cm_dwconv_3x3", {"vtaps4": taps * (c // 4), "taps_tail": taps * (c % 4),
+                                 "outputs": pixels * c, "pixels": pixels, "call": 1}
+    # arm_depthwise_conv_s8_opt: per output pixel an s16 im2col of the window (all channels),
+    # then per 4 channels a loop over the filter positions
+    return "cm_dwconv", {"macs": pixels * kh * kw * c, "macs_tail4": pixels * kh * kw * (c % 4),
+                         "ptaps": pixels * kh * kw, "outputs": pixels * c, "call": 1}
+
+
+def _reference_kernel(d: dict) -> tuple:
+    """TFLM's reference int8 kernels (reference_integer_ops / reference_ops): plain loops."""
+    code = d["op"]
+    oh, ow, oc = d["out"]
+    n = oh * ow * oc
+    pixels = oh * ow
+    if code in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        ih, iw, ic = d["in"]
+        kh, kw = d["k"]
+        sh, sw = d["stride"]
+        ph, pw = d["pad"]
+        taps = _valid_taps(oh, ih, kh, sh, ph) * _valid_taps(ow, iw, kw, sw, pw)
+        if code == "CONV_2D":
+            # ConvPerChannel: out_y, out_x, out_c, filter_y, filter_x (bounds check), in_c
+            return "ref_conv", {"macs": taps * oc * ic, "taps": pixels * kh * kw * oc,
+                                "outputs": n, "call": 1}
+        # DepthwiseConvPerChannel: out_y, out_x, in_c, (multiplier), filter_y, filter_x
+        return "ref_dwconv", {"macs": taps * oc, "taps": pixels * kh * kw * oc, "outputs": n,
+                              "call": 1}
+    if code == "FULLY_CONNECTED":
+        return "ref_fc", {"macs": d["depth"] * d["units"], "outputs": d["units"], "call": 1}
+    if code in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+        kh, kw = d["k"]
+        kern = "ref_maxpool" if code == "MAX_POOL_2D" else "ref_avgpool"
+        return kern, {"window": n * kh * kw, "outputs": n, "call": 1}
+    if code == "PAD":
+        return "ref_pad", {"outputs": n, "call": 1}
+    if code == "ADD":
+        return "ref_add", {"outputs": n, "call": 1}
+    if code == "SOFTMAX":
+        return "ref_softmax", {"outputs": n, "call": 1}
+    if code in ("RESHAPE", "CONCATENATION"):
+        return "copy", {"outputs": n, "call": 1}
+    return "other", {"outputs": n, "call": 1}
+
+
+def tflm_kernel(d: dict, runtime: str = "tflm-cmsis-nn") -> tuple:
+    """(kernel variant, work terms) of one op shape (``tflm_op_shape``) on `runtime`; for
+    tflm-cmsis-nn the variants follow the kernel TFLM + CMSIS-NN dispatches to on an Armv7E-M
+    core, for tflm-reference TFLM's reference kernels."""
+    if runtime == "tflm-reference":
+        return _reference_kernel(d)
+    code = d["op"]
+    oh, ow, oc = d["out"]
+    n = oh * ow * oc
+    if code == "CONV_2D":
+        return _conv_kernel(d)
+    if code == "DEPTHWISE_CONV_2D":
+        return _dw_kernel(d)
+    if code == "FULLY_CONNECTED":
+        # arm_nn_vec_mat_mult_t_s8: pairs of weight rows (4-wide SMLAD loop + tail), an odd
+        # last row alone
+        depth, units = d["depth"], d["units"]
+        even = units - units % 2
+        return "cm_fc", {"macs": even * depth, "macs_tail4": units * (depth % 4),
+                         "macs_odd": (units % 2) * depth, "outputs": units, "call": 1}
+    if code in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+        # arm_max_pool_s8 / arm_avgpool_s8: per output pixel, per window position a pass over
+        # the channels (4-wide), then the clamp / division per channel
+        kh, kw = d["k"]
+        pixels = oh * ow
+        kern = "cm_maxpool" if code == "MAX_POOL_2D" else "cm_avgpool"
+        return kern, {"window": n * kh * kw, "wpos": pixels * kh * kw, "outputs": n,
+                      "pixels": pixels, "call": 1}
+    if code == "ADD":
+        # arm_elementwise_add_s8: 4 elements per step, then the tail
+        return "cm_add", {"outputs": n, "tail4": n % 4, "call": 1}
+    if code == "PAD":
+        # arm_pad_s8: per input row a memset, a memcpy and a memset; memsets above and below
+        ih = d["in"][0]
+        return "cm_pad", {"outputs": n, "rows": ih, "call": 1}
+    if code == "SOFTMAX":
+        return "cm_softmax", {"outputs": n, "call": 1}
+    if code in ("RESHAPE", "CONCATENATION"):
+        return "copy", {"outputs": n, "call": 1}
+    return "other", {"outputs": n, "call": 1}
+
+
+TFLM_KERNEL_TERMS = {
+    "cm_conv_1x1": ("macs", "macs_tail4", "macs_odd", "macs_oddc", "weights", "outputs", "rows", "call"),
+    "cm_conv": ("macs", "macs_tail4", "macs_odd", "ptaps", "ptaps_pad", "im2col", "outputs", "call"),
+    "cm_dwconv_3x3": ("vtaps4", "taps_tail", "outputs", "pixels", "call"),
+    "cm_dwconv": ("macs", "macs_tail4", "ptaps", "outputs", "call"),
+    "cm_fc": ("macs", "macs_tail4", "macs_odd", "outputs", "call"),
+    "cm_maxpool": ("window", "wpos", "outputs", "pixels", "call"),
+    "cm_avgpool": ("window", "wpos", "outputs", "pixels", "call"),
+    "cm_add": ("outputs", "tail4", "call"),
+    "cm_pad": ("outputs", "rows", "call"),
+    "cm_softmax": ("outputs", "call"),
+    "ref_conv": ("macs", "taps", "outputs", "call"),
+    "ref_dwconv": ("macs", "taps", "outputs", "call"),
+    "ref_fc": ("macs", "outputs", "call"),
+    "ref_maxpool": ("window", "outputs", "call"),
+    "ref_avgpool": ("window", "outputs", "call"),
+    "ref_pad": ("outputs", "call"),
+    "ref_add": ("outputs", "call"),
+    "ref_softmax": ("outputs", "call"),
+    "copy": ("outputs", "call"),
+    "other": ("outputs", "call"),
+}

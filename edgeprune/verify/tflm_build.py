@@ -98,15 +98,21 @@ def _make_env() -> dict:
     return env
 
 
-def _make_args(tree: Path, core: str, gendir: Path) -> List[str]:
+KERNEL_SETS = ("cmsis_nn", "reference")
+
+
+def _make_args(tree: Path, core: str, gendir: Path, kernels: str = "cmsis_nn") -> List[str]:
     gcc = shutil.which("arm-none-eabi-gcc")
     if gcc is None:
         raise TflmBuildError("arm-none-eabi-gcc not found (Debian: gcc-arm-none-eabi)")
     if core not in TARGET_ARCH:
         raise TflmBuildError(f"no TFLM build for {core} (cores: {', '.join(TARGET_ARCH)})")
+    if kernels not in KERNEL_SETS:
+        raise TflmBuildError(f"unknown TFLM kernel set '{kernels}' (one of {', '.join(KERNEL_SETS)})")
+    opt = ["OPTIMIZED_KERNEL_DIR=cmsis_nn"] if kernels == "cmsis_nn" else []
     return ["make", "-s", "-C", str(tree), "-f", MAKEFILE, "TARGET=cortex_m_generic",
             f"TARGET_ARCH={TARGET_ARCH[core]}", f"TARGET_TOOLCHAIN_ROOT={Path(gcc).parent}/",
-            "OPTIMIZED_KERNEL_DIR=cmsis_nn", f"GENDIR={gendir}/"]
+            *opt, f"GENDIR={gendir}/"]
 
 
 def _revision(tree: Path) -> str:
@@ -131,10 +137,10 @@ class TflmLibrary:
         return [f for f in self.cxxflags if f.startswith(("-mcpu=", "-mfpu=", "-mfloat-abi=", "-mthumb"))]
 
 
-def _query(tree: Path, core: str, gendir: Path) -> dict:
+def _query(tree: Path, core: str, gendir: Path, kernels: str = "cmsis_nn") -> dict:
     names = ["MICROLITE_LIB_OBJS", "MICROLITE_KERNEL_OBJS", "MICROLITE_THIRD_PARTY_KERNEL_OBJS",
              "CXXFLAGS", "CCFLAGS", "INCLUDES"]
-    cmd = _make_args(tree, core, gendir) + [f"print-{n}" for n in names]
+    cmd = _make_args(tree, core, gendir, kernels) + [f"print-{n}" for n in names]
     p = subprocess.run(cmd, capture_output=True, text=True, env=_make_env())
     out = {}
     for line in p.stdout.splitlines():
@@ -216,12 +222,16 @@ def select_objects(vars_: dict, ops: Sequence[str], tree: Optional[Path] = None)
 
 
 def build_tflm(tflm_root, core: str, ops: Sequence[str], cache_dir, jobs: int = 2,
-               log=None) -> TflmLibrary:
-    """libtflm.a for `core` and the kernels of `ops`, built in (or reused from) `cache_dir`."""
+               log=None, kernels: str = "cmsis_nn") -> TflmLibrary:
+    """libtflm.a for `core` and the kernels of `ops`, built in (or reused from) `cache_dir`.
+    ``kernels``: 'cmsis_nn' (TFLM's CMSIS-NN kernels, the tflm-cmsis-nn runtime) or
+    'reference' (TFLM's reference kernels, the tflm-reference runtime)."""
     tree = find_tree(Path(tflm_root))
     ops = sorted(set(ops))
-    base = hashlib.sha256(json.dumps([str(tree), _revision(tree), core,
-                                      TARGET_ARCH.get(core)]).encode()).hexdigest()[:16]
+    ident = [str(tree), _revision(tree), core, TARGET_ARCH.get(core)]
+    if kernels != "cmsis_nn":
+        ident.append(kernels)
+    base = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
     key = hashlib.sha256(json.dumps([base, ops]).encode()).hexdigest()[:16]
     cache = Path(cache_dir).absolute()
     # a library built for this tree and core with a superset of the ops serves as well
@@ -239,9 +249,9 @@ def build_tflm(tflm_root, core: str, ops: Sequence[str], cache_dir, jobs: int = 
     lib = work / "libtflm.a"
     info_path = work / "build.json"
     work.mkdir(parents=True, exist_ok=True)
-    vars_ = _query(tree, core, gendir)
+    vars_ = _query(tree, core, gendir, kernels)
     objs = select_objects(vars_, ops, tree)
-    cmd = _make_args(tree, core, gendir) + [f"-j{jobs}"] + objs
+    cmd = _make_args(tree, core, gendir, kernels) + [f"-j{jobs}"] + objs
     p = subprocess.run(cmd, capture_output=True, text=True, env=_make_env())
     if log is not None:
         Path(log).write_text(p.stdout + p.stderr)
@@ -257,7 +267,7 @@ def build_tflm(tflm_root, core: str, ops: Sequence[str], cache_dir, jobs: int = 
             includes.append("-I" + str((tree / d).resolve() if not os.path.isabs(d) else Path(d)))
     info = {"cflags": _split_flags(vars_["CCFLAGS"]), "cxxflags": _split_flags(vars_["CXXFLAGS"]),
             "includes": includes, "objects": len(objs), "ops": ops, "core": core,
-            "target_arch": TARGET_ARCH[core], "tree": str(tree), "base": base}
+            "target_arch": TARGET_ARCH[core], "tree": str(tree), "base": base, "kernels": kernels}
     info_path.write_text(json.dumps(info, indent=1))
     tmp_lib.replace(lib)
     return TflmLibrary(tree, core, lib, info["cflags"], info["cxxflags"], includes, len(objs), False)

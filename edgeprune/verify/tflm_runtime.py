@@ -130,14 +130,15 @@ def _function_range(elf: Path, symbol: str):
 
 def verify_tflm(export_dir, core: str, x_int8: np.ndarray, tflm_root, cache_dir, *,
                 input_note: str = "", labels=None, trace: bool = True, host_check: bool = True,
-                jobs: int = 2, keep: Optional[Path] = None):
-    """Run the TFLM export on QEMU; returns (report dict, firmware ELF bytes, outputs)."""
+                jobs: int = 2, keep: Optional[Path] = None, kernels: str = "cmsis_nn"):
+    """Run the TFLM export on QEMU; returns (report dict, firmware ELF bytes, outputs).
+    ``kernels``: TFLM's 'cmsis_nn' kernels (runtime tflm-cmsis-nn) or its 'reference' ones."""
     export_dir = Path(export_dir)
     report = read_tflm_export(export_dir)
     board = board_for(core)
     io = report["io"]
     x_int8 = quantize_inputs(x_int8, io)
-    lib = build_tflm(tflm_root, core, report["ops"], cache_dir, jobs=jobs)
+    lib = build_tflm(tflm_root, core, report["ops"], cache_dir, jobs=jobs, kernels=kernels)
     out_bytes = int(np.prod(io["output_shape"]))
     with tempfile.TemporaryDirectory(prefix="edgeprune-verify-tflm-") as tmpd:
         tmp = Path(keep) if keep else Path(tmpd)
@@ -207,7 +208,8 @@ def verify_tflm(export_dir, core: str, x_int8: np.ndarray, tflm_root, cache_dir,
     inv = counts["invoke"]
     stack = max(counts["stack"])
     res = {
-        "export": str(export_dir), "runtime": "tflm-cmsis-nn", "core": core, "board": board.machine,
+        "export": str(export_dir), "runtime": "tflm-cmsis-nn" if kernels == "cmsis_nn" else "tflm-reference",
+        "core": core, "board": board.machine,
         "tflm": {"tree": str(lib.tree), "library": str(lib.library), "objects": lib.objects,
                  "cached": lib.cached, "machine_flags": lib.machine_flags()},
         "qemu": command_line(board, "firmware.elf"), "icount_shift": ICOUNT_SHIFT,

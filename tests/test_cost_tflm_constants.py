@@ -1,0 +1,109 @@
+"""The MCU cost model's real-TFLM constants: the generated module matches a re-fit of the
+committed calibration measurements, the estimate uses them, and the kernel dispatch follows
+CMSIS-NN's (no QEMU, no TFLM tree)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch.nn as nn
+
+from edgeprune import cost
+from edgeprune.backends.tflm import plan as tflm_plan
+from edgeprune.cost import tflm_constants as T
+from edgeprune.cost.mcu import plan_op_cycles
+from edgeprune.cost.mcu_terms import TFLM_KERNEL_TERMS, _valid_taps, tflm_kernel, tflm_op_shape
+from edgeprune.graph import extract
+from edgeprune.targets import load_target
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results" / "tflm_cycle_calibration.json"
+
+
+def _calibrate_module():
+    spec = importlib.util.spec_from_file_location("tflm_calibrate", REPO / "benchmarks" / "tflm_calibrate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_generated_constants_match_a_refit_of_the_committed_measurements():
+    rows = json.loads(RESULTS.read_text())["rows"]
+    assert rows and all(r["split"] == "calibration" for r in rows)
+    # fitted on synthetic networks only: no zoo model name among the cases
+    from edgeprune.models import ZOO
+    zoo = set(ZOO)
+    assert not zoo & {r["case"] for r in rows}
+    fits = _calibrate_module().fits_from(rows)
+    assert fits, "no fit"
+    for rt, by_core in fits.items():
+        for core, f in by_core.items():
+            assert T.KERNEL_CYCLES[rt][core] == f["kernels"]
+            assert T.INTERPRETER_CYCLES[rt][core] == f["interpreter"]
+            assert T.FIT[rt][core] == f["stats"]
+    assert "tflm_calibrate.py" in T.SOURCE and "tflm_cycle_calibration.json" in T.SOURCE
+
+
+class _Net(nn.Module):
+    input_shape = (3, 12, 12)
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pw = nn.Conv2d(8, 8, 1)
+        self.pool = nn.MaxPool2d(2)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(8 * 36, 5)
+
+    def forward(self, x):
+        x = self.conv(x)
+        x = x + self.pw(self.dw(x))
+        return self.fc(self.flat(self.pool(x)))
+
+
+def test_estimate_uses_the_fitted_constants():
+    m4 = load_target("stm32l4r5-m4")
+    assert m4.core == "cortex-m4" and m4.runtime == "tflm-cmsis-nn"
+    kern = T.KERNEL_CYCLES["tflm-cmsis-nn"]["cortex-m4"]
+    interp = T.INTERPRETER_CYCLES["tflm-cmsis-nn"]["cortex-m4"]
+    g = extract(_Net())
+    plan = tflm_plan.lower(g)
+    rep = cost.estimate(g, m4)
+    expected = interp["invoke"]
+    for op in plan.ops:
+        k, terms = tflm_kernel(tflm_op_shape(plan, op))
+        assert k in kern, f"{op.opcode}: kernel {k} was not measured"
+        expected += sum(c * terms[t] for t, c in kern[k].items()) + interp["op"]
+    assert rep.totals["cycles"] == pytest.approx(expected, abs=1)
+    assert rep.totals["interpreter_cycles"] == round(interp["invoke"])
+    assert sum(r["cycles"] for r in rep.layers) + rep.totals["interpreter_cycles"] == \
+        pytest.approx(rep.totals["cycles"], abs=len(rep.layers))
+    per_op = plan_op_cycles(plan, "cortex-m4", "tflm-cmsis-nn")
+    assert all(p["measured"] for p in per_op)
+    assert any("fitted on synthetic networks" in n for n in rep.notes)
+
+
+def test_kernel_dispatch_follows_cmsis_nn():
+    def shape(op, i, o, **kw):
+        return {"op": op, "in": list(i), "out": list(o), **kw}
+    one = dict(k=[1, 1], stride=[1, 1], dilation=[1, 1], pad=[0, 0])
+    assert tflm_kernel(shape("CONV_2D", (8, 8, 16), (8, 8, 32), **one))[0] == "cm_conv_1x1"
+    k, t = tflm_kernel(shape("CONV_2D", (8, 8, 16), (4, 4, 32), **{**one, "stride": [2, 2]}))
+    assert k == "cm_conv_1x1" and t["rows"] == 4                  # arm_convolve_1x1_s8: per row
+    k, t = tflm_kernel(shape("CONV_2D", (5, 5, 3), (5, 5, 4), k=[3, 3], stride=[1, 1],
+                             dilation=[1, 1], pad=[1, 1]))
+    assert k == "cm_conv" and t["macs_odd"] == 4 * 27            # 25 pixels: the last alone
+    assert t["ptaps_pad"] == 25 * 9 - 13 * 13                    # 13 valid taps per axis
+    dw3 = dict(k=[3, 3], stride=[1, 1], dilation=[1, 1], pad=[1, 1])
+    k, t = tflm_kernel(shape("DEPTHWISE_CONV_2D", (6, 6, 10), (6, 6, 10), **dw3))
+    assert k == "cm_dwconv_3x3" and t["vtaps4"] == 16 * 16 * 2 and t["taps_tail"] == 16 * 16 * 2
+    assert tflm_kernel(shape("DEPTHWISE_CONV_2D", (6, 6, 8), (6, 6, 8), **{**dw3, "k": [5, 5],
+                                                                         "pad": [2, 2]}))[0] == "cm_dwconv"
+    k, t = tflm_kernel(shape("FULLY_CONNECTED", (1, 1, 10), (1, 1, 5), depth=10, units=5))
+    assert k == "cm_fc" and t["macs"] == 40 and t["macs_odd"] == 10 and t["macs_tail4"] == 10
+    assert _valid_taps(3, 3, 3, 1, 1) == 2 + 3 + 2
+    for kern, names in TFLM_KERNEL_TERMS.items():
+        assert "call" in names
