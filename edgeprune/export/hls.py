@@ -236,6 +236,20 @@ def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: i
             if not isinstance(prec, dict):
                 prec = names[p.onnx_name]["Precision"] = {}
             prec["bias"] = "ap_int<2>"
+    # Layers with 1-bit (bipolar) weights: hls4ml's infer_precision cannot type an accumulator
+    # fed by its 1-bit XNOR data type and retries forever (hls4ml 1.x optimizer loop), so
+    # they get an explicit 32-bit integer accumulator, result and bias, wide enough for any sum here
+    # (|sum| <= fan-in x 255 + a 16-bit bias < 2^31).
+    for p in plans:
+        if p.node.endswith(":sum"):
+            continue
+        layer = next(l for l in prep.qnet.layers if l.node == p.node)
+        if layer.bits.w == 1:
+            prec = names[p.onnx_name].setdefault("Precision", {})
+            if not isinstance(prec, dict):
+                prec = names[p.onnx_name]["Precision"] = {}
+            # the bias (a 16-bit integer, Int16Bias) likewise: left 'auto' it stays unresolved
+            prec["accum"] = prec["result"] = prec["bias"] = "fixed<32,32>"
     cfg["Model"]["Strategy"] = "Latency"
     # hls4ml's own testbench data: the first test images and the Brevitas outputs.
     tb_x = _channels_last_batch(prep.x_test[:tb_images])
