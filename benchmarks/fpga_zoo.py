@@ -42,7 +42,7 @@ from benchmarks.common import RESULTS, command_line, upsert_rows  # noqa: E402
 ZOO_ORDER = ("lenet5", "lenet300100", "vgg_small", "resnet8", "dscnn", "mobilenetv1_025",
              "fc_autoencoder")
 REAL_DATA = {"lenet5": "fashion-mnist", "lenet300100": "fashion-mnist",
-             "vgg_small": "fashion-mnist"}
+             "vgg_small": "fashion-mnist", "lfc": "fashion-mnist"}
 SYNTHETIC_CLASSES = {"resnet8": 10, "dscnn": 12, "mobilenetv1_025": 2, "fc_autoencoder": 10}
 
 # BNN-PYNQ's LFC-W1A1 overlay for Pynq-Z1/Z2 (xc7z020), folding from its generated config
@@ -62,7 +62,8 @@ LFC_WIDTHS = (784, 1024, 1024, 1024, 10)
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", default=",".join(ZOO_ORDER))
+    p.add_argument("--models", default=",".join(ZOO_ORDER),
+                   help="zoo models, or 'lfc' (FINN's 784-1024x3-10 MLP, for --wbits 1 --abits 1)")
     p.add_argument("--target", default="pynq-z2")
     p.add_argument("--fallback-target", default="zcu104")
     p.add_argument("--wbits", type=int, default=4)
@@ -101,7 +102,7 @@ def run_model(name, args):
     from edgeprune.targets import load_target
 
     torch.manual_seed(args.seed)
-    model = build(name).eval()
+    model = (lfc_model() if name == "lfc" else build(name)).eval()
     ds, data_label = dataset_for(name, model, args)
     row = {"model": name, "wbits": args.wbits, "abits": args.abits, "data": data_label,
            "qat_epochs": args.qat_epochs, "qat_steps_per_epoch": args.max_steps or None,
@@ -156,24 +157,30 @@ def bnn_pynq_lfc_fps() -> float:
     return BNN_PYNQ_CLOCK_MHZ * 1e6 / cycles
 
 
-def lfc_row(args):
-    """The LFC topology (784-1024-1024-1024-10) at W1A1 through the FPGA cost model, with uint8
-    pixel input (what edgeprune's exports take) and with 1-bit input (BNN-PYNQ binarizes the
-    pixels, so its first layer is XNOR-popcount too)."""
-    import dataclasses
-
+def lfc_model():
+    """FINN's LFC topology: 784-1024-1024-1024-10 with BatchNorm + ReLU (a sign at 1 bit)."""
     import torch.nn as nn
-    from edgeprune.cost.fpga import estimate_fpga
-    from edgeprune.deploy import Deployment
-    from edgeprune.graph import extract
-    from edgeprune.targets import load_target
 
     layers = [nn.Flatten()]
     for a, b in zip(LFC_WIDTHS[:-1], LFC_WIDTHS[1:]):
         layers += [nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU()]
     model = nn.Sequential(*layers[:-2])
     model.input_shape = (1, 28, 28)
-    g = extract(model, (1, 28, 28))
+    return model
+
+
+def lfc_row(args):
+    """The LFC topology (784-1024-1024-1024-10) at W1A1 through the FPGA cost model, with uint8
+    pixel input (what edgeprune's exports take) and with 1-bit input (BNN-PYNQ binarizes the
+    pixels, so its first layer is XNOR-popcount too)."""
+    import dataclasses
+
+    from edgeprune.cost.fpga import estimate_fpga
+    from edgeprune.deploy import Deployment
+    from edgeprune.graph import extract
+    from edgeprune.targets import load_target
+
+    g = extract(lfc_model(), (1, 28, 28))
     dep = Deployment.for_target(load_target(args.target), wbits=1, abits=1)
     t = estimate_fpga(g, dep).totals
     t1 = estimate_fpga(g, dataclasses.replace(dep, input_bits=1)).totals
@@ -191,7 +198,7 @@ def lfc_row(args):
                                               "BNN-PYNQ's README or sources searched"},
             "estimate_over_published": round(t1["fps"] / ref, 3),
             "note": "cost-model estimates (W1A1 layers priced as XNOR-popcount where weights and "
-                    "inputs are both 1-bit); the W1A1 exports themselves are rows of this table",
+                    "inputs are both 1-bit)",
             "command": command_line()}
 
 
