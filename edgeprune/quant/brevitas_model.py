@@ -342,7 +342,7 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
     walking its layer graph: chains, residual adds, concats, depthwise convolutions, average /
     global average pooling and padding.
 
-    wbits/abits: default bit widths (2..8); per_layer: ``{node: {"w": b, "a": b}}`` overrides,
+    wbits/abits: default bit widths (1..8, 1 = bipolar); per_layer: ``{node: {"w": b, "a": b}}`` overrides,
     keyed by layer-graph node name. Raises UnsupportedOpError / FpgaConversionError (both
     EdgepruneError) naming the cause.
 
