@@ -77,6 +77,14 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default="/tmp/edgeprune_fpga_zoo")
     p.add_argument("--no-lfc", action="store_true", help="skip the LFC-W1A1 estimate row")
+    p.add_argument("--rows-from-reports", metavar="OUT_DIR", default=None,
+                   help="write rows (FINN side only, C-sim marked not finished) from the "
+                        "finn/report.json of earlier runs under OUT_DIR/<model>/ whose hls stage "
+                        "did not finish; --run-command names the run that made them")
+    p.add_argument("--run-command", default="",
+                   help="with --rows-from-reports: the command that produced the reports")
+    p.add_argument("--hls-note", default="",
+                   help="with --rows-from-reports: why the hls4ml C-simulation did not finish")
     return p.parse_args(argv)
 
 
@@ -157,6 +165,22 @@ def bnn_pynq_lfc_fps() -> float:
     return BNN_PYNQ_CLOCK_MHZ * 1e6 / cycles
 
 
+def row_from_finn_report(name, args):
+    """A row from an earlier run's FINN report (its hls4ml stage did not finish)."""
+    rep = json.loads((Path(args.rows_from_reports) / name / "finn" / "report.json").read_text())
+    tot, q = rep["estimate"]["totals"], rep["quantization"]
+    return {"model": name, "wbits": q["wbits"], "abits": q["abits"], "data": q["dataset"] +
+            (" (real)" if name in REAL_DATA else " (SYNTHETIC: no real data set here)"),
+            "qat_epochs": q["qat_epochs"], "qat_steps_per_epoch": args.max_steps or None,
+            "target": rep["target"]["name"],
+            "fps_estimate": round(tot["fps"], 1), "lut": tot["lut"], "bram18": tot["bram18"],
+            "dsp": tot["dsp"], "utilisation_pct": tot["utilisation_pct"], "fits": tot["fits"],
+            "accuracy_quant": q["accuracy_quant"], "qonnx_vs_brevitas": q["qonnx_vs_brevitas"],
+            "finn_layers": sorted({l["op_type"] for l in rep["folding"]["layers"]}),
+            "csim": None, "csim_note": args.hls_note,
+            "command": args.run_command, "row_written_by": command_line()}
+
+
 def lfc_model():
     """FINN's LFC topology: 784-1024-1024-1024-10 with BatchNorm + ReLU (a sign at 1 bit)."""
     import torch.nn as nn
@@ -217,12 +241,14 @@ def write_md(rows):
         if "csim" not in r:
             continue
         q, c = r["qonnx_vs_brevitas"], r["csim"]
+        cs = f"{c['exact_images']}/{c['images']}" if c else f"not finished ({r.get('csim_note')})"
         lines.append(
             f"| {r['model']} | {r['data']} | {r['target']}"
             f"{' (does not fit ' + r['does_not_fit']['target'] + ')' if r.get('does_not_fit') else ''}"
             f" | W{r['wbits']}A{r['abits']} | {r['fps_estimate']:,.0f} | {r['lut']:,} | "
             f"{r['bram18']} | {r['dsp']} | {q['max_abs_diff']:g} on {q['images']} | "
-            f"{c['exact_images']}/{c['images']} | {100 * r['accuracy_quant']:.1f} % |")
+            f"{cs} | {100 * r['accuracy_quant']:.1f} % ({r.get('qat_epochs')} ep. x "
+            f"{r.get('qat_steps_per_epoch') or 'all'} steps) |")
     lfc = [r for r in rows if r["model"].startswith("lfc_mlp")]
     if lfc:
         r = lfc[0]
@@ -249,6 +275,10 @@ def main(argv=None):
     import torch
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rows = []
+    if args.rows_from_reports:
+        rows = [row_from_finn_report(m, args) for m in args.models.split(",") if m]
+        write_md(upsert_rows("fpga_zoo.json", rows, ("model", "target", "wbits", "abits")))
+        return
     if not args.no_lfc:
         rows.append(lfc_row(args))
         print(json.dumps(rows[-1]), flush=True)
