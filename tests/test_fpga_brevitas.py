@@ -89,6 +89,6 @@ def test_bad_inputs_raise_one_line_errors():
                                         torch.nn.Sigmoid(), torch.nn.Linear(4, 2)),
                     input_shape=(1, 8, 8))
     with pytest.raises(EdgepruneError, match="bit width"):
-        to_brevitas(tiny_pruned(), wbits=1)
+        to_brevitas(tiny_pruned(), wbits=0)
     with pytest.raises(EdgepruneError, match="not a conv/linear layer"):
         to_brevitas(tiny_pruned(), per_layer={"pool1": {"w": 4}})

@@ -161,10 +161,52 @@ def _channels_last(onnx_path: Path):
     from qonnx.transformation.gemm_to_matmul import GemmToMatMul
     from qonnx.util.cleanup import cleanup_model
 
-    m = cleanup_model(ModelWrapper(str(onnx_path)))
+    m, _ = bipolar_weights_to_int2(ModelWrapper(str(onnx_path)))
+    m = cleanup_model(m)
     m = m.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
     m = m.transform(GemmToMatMul())
     return cleanup_model(m)
+
+
+def bipolar_weights_to_int2(model):
+    """Rewrite each BipolarQuant on a constant (1-bit weights) into the same +-1 values as
+    2-bit narrow signed integers (a Quant with scale 1): bit-exact with QONNX, and hls4ml then
+    multiplies with its `weight_ternary` / `data_binary` products, which give -1 for the weight
+    +-1 exactly. Kept as 1-bit XNOR types, hls4ml's `both_binary` product returns the XNOR bit
+    (0/1) and its dense accumulator sums those bits as 0/1 (popcount P instead of 2P - N), so
+    the result would not equal the +-1 dot product. Activations stay BipolarQuant (hls4ml's
+    binary_tanh: x >= 0 -> +1, as QONNX)."""
+    from onnx import helper
+
+    import onnx.numpy_helper as nph
+    changed = 0
+    for node in list(model.graph.node):
+        if node.op_type != "BipolarQuant":
+            continue
+        w = model.get_initializer(node.input[0])
+        scale = model.get_initializer(node.input[1])
+        if w is None:
+            continue
+        if scale is None or not np.all(np.asarray(scale) == 1.0):
+            raise HlsExportError(f"{node.name}: 1-bit weights need a constant scale of 1")
+        signs = np.where(np.asarray(w) >= 0, 1.0, -1.0).astype(np.float32)
+        base = node.input[0]
+        model.set_initializer(base, signs)
+        names = []
+        for suffix, val in (("scale", np.float32(1.0)), ("zeropt", np.float32(0.0)),
+                            ("bitwidth", np.float32(2.0))):
+            t = f"{base}_int2_{suffix}"
+            model.graph.initializer.append(nph.from_array(np.asarray(val), t))
+            model.graph.value_info.append(helper.make_tensor_value_info(t, 1, []))  # FLOAT
+            names.append(t)
+        q = helper.make_node("Quant", [base] + names, list(node.output), name=node.name + "_int2",
+                             domain="qonnx.custom_op.general", signed=1, narrow=1,
+                             rounding_mode="ROUND")
+        idx = list(model.graph.node).index(node)
+        model.graph.node.remove(node)
+        model.graph.node.insert(idx, q)
+        changed += 1
+    return model, changed
 
 
 def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: int = 10):
@@ -194,6 +236,20 @@ def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: i
             if not isinstance(prec, dict):
                 prec = names[p.onnx_name]["Precision"] = {}
             prec["bias"] = "ap_int<2>"
+    # Layers with 1-bit (bipolar) weights: hls4ml's infer_precision cannot type an accumulator
+    # fed by its 1-bit XNOR data type and retries forever (hls4ml 1.x optimizer loop), so
+    # they get an explicit 32-bit integer accumulator, result and bias, wide enough for any sum here
+    # (|sum| <= fan-in x 255 + a 16-bit bias < 2^31).
+    for p in plans:
+        if p.node.endswith(":sum"):
+            continue
+        layer = next(l for l in prep.qnet.layers if l.node == p.node)
+        if layer.bits.w == 1:
+            prec = names[p.onnx_name].setdefault("Precision", {})
+            if not isinstance(prec, dict):
+                prec = names[p.onnx_name]["Precision"] = {}
+            # the bias (a 16-bit integer, Int16Bias) likewise: left 'auto' it stays unresolved
+            prec["accum"] = prec["result"] = prec["bias"] = "fixed<32,32>"
     cfg["Model"]["Strategy"] = "Latency"
     # hls4ml's own testbench data: the first test images and the Brevitas outputs.
     tb_x = _channels_last_batch(prep.x_test[:tb_images])

@@ -47,8 +47,9 @@ _COMMUTE_WITH_RELU = ("maxpool2d", "flatten", "dropout", "identity")
 _FOLD_THROUGH = (OpKind.FLATTEN, OpKind.DROPOUT, OpKind.IDENTITY, OpKind.RELU, OpKind.RELU6,
                  OpKind.MAXPOOL2D, OpKind.PAD, OpKind.BATCHNORM)
 COMPUTE_KINDS = (OpKind.CONV2D, OpKind.DWCONV2D, OpKind.LINEAR)
-MIN_BITS, MAX_BITS = 2, 8
+MIN_BITS, MAX_BITS = 1, 8
 INPUT_BITS = 8          # uint8 pixels
+BIPOLAR = 1             # a 1-bit width means bipolar {-1, +1} (QONNX BipolarQuant, FINN BIPOLAR)
 
 
 class FpgaConversionError(EdgepruneError, ValueError):
@@ -107,8 +108,8 @@ def parse_bits_map(spec: Optional[Mapping], graph: LayerGraph) -> Dict[str, Dict
 def _check_bits(b, what: str) -> int:
     if isinstance(b, bool) or not isinstance(b, int) or not MIN_BITS <= b <= MAX_BITS:
         raise FpgaConversionError(
-            f"{what}: bit width must be an integer in {MIN_BITS}..{MAX_BITS}, got {b!r} "
-            f"(1-bit/bipolar layers are not supported by the bit-exact hls4ml path)")
+            f"{what}: bit width must be an integer in {MIN_BITS}..{MAX_BITS} (1 = bipolar), "
+            f"got {b!r}")
     return b
 
 
@@ -119,15 +120,30 @@ def _quantizers():
     """Import Brevitas lazily (heavy) and build the quantizer families."""
     from brevitas.core.scaling import ScalingImplType
     from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint,
-                                Int16Bias, Uint8ActPerTensorFixedPoint)
+                                Int16Bias, SignedBinaryActPerTensorConst,
+                                SignedBinaryWeightPerTensorConst, Uint8ActPerTensorFixedPoint)
+
+    # 1 bit = bipolar {-1, +1} with a constant scale of 1 (Brevitas' binary quantizers, exported
+    # as QONNX BipolarQuant): x >= 0 -> +1, else -1. Scale 1 keeps every accumulator an integer
+    # (hls4ml maps a scale-1 BipolarQuant to its binary types; FINN to BIPOLAR / XNOR layers).
+    bin_w = type("EdgepruneWBipolar", (SignedBinaryWeightPerTensorConst,), {"scaling_const": 1.0})
+    bin_a = type("EdgepruneABipolar", (SignedBinaryActPerTensorConst,), {"scaling_const": 1.0})
 
     def weight(bits: int):
+        if bits == BIPOLAR:
+            return bin_w
         return type(f"EdgepruneW{bits}", (Int8WeightPerTensorFixedPoint,), {"bit_width": bits})
 
     def act_signed(bits: int):
+        if bits == BIPOLAR:
+            return bin_a
         return type(f"EdgepruneA{bits}", (Int8ActPerTensorFixedPoint,), {"bit_width": bits})
 
     def act_unsigned(bits: int):
+        # A 1-bit activation is bipolar even where a ReLU was (a BNN's sign activation): FINN's
+        # XNOR-popcount layers need BIPOLAR inputs. The caller emits a QuantIdentity then.
+        if bits == BIPOLAR:
+            return bin_a
         return type(f"EdgepruneU{bits}", (Uint8ActPerTensorFixedPoint,), {"bit_width": bits})
 
     # Input: uint8 pixels with a constant scale of 255/255 = 1 -> identity on integers 0..255.
@@ -301,6 +317,12 @@ def _pool_window(n: LayerNode) -> Tuple[Tuple[int, int], Tuple[int, int], Tuple[
     return k, s, p
 
 
+def _pair(v) -> Tuple[int, int]:
+    if isinstance(v, str):          # 'same' / 'valid'
+        return (0, 0) if v == "valid" else (1, 1)
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
 def _ones_quant():
     """Weight quantizer of the summing convolution: 2-bit narrow signed, constant scale 1, so
     the all-ones kernel is integer 1 exactly (and stays 1: it is not trained). Brevitas'
@@ -320,7 +342,7 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
     walking its layer graph: chains, residual adds, concats, depthwise convolutions, average /
     global average pooling and padding.
 
-    wbits/abits: default bit widths (2..8); per_layer: ``{node: {"w": b, "a": b}}`` overrides,
+    wbits/abits: default bit widths (1..8, 1 = bipolar); per_layer: ``{node: {"w": b, "a": b}}`` overrides,
     keyed by layer-graph node name. Raises UnsupportedOpError / FpgaConversionError (both
     EdgepruneError) naming the cause.
 
@@ -403,6 +425,7 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
     tensor: Dict[str, str] = {}     # graph node -> tensor name in the QuantGraph
     signed: Dict[str, bool] = {}    # graph node -> its quantized output is signed
     merge_quant: Dict[str, int] = {}  # add/concat node -> its shared quantizer's index
+    bipolar: Dict[str, bool] = {}   # graph node -> its output is a bipolar (+-1) tensor
 
     def emit(out: str, mod: Optional[nn.Module], ins: Sequence[str], index: Optional[int] = None) -> int:
         if index is None:
@@ -411,9 +434,17 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
         steps.append((out, index, tuple(ins)))
         return index
 
+    def no_bipolar(node: LayerNode, b: int) -> int:
+        if b == BIPOLAR:
+            raise FpgaConversionError(
+                f"node '{node.name}' ({node.op}): a 1-bit (bipolar) output is supported after "
+                f"conv/linear layers only; give it >= 2 bits with --bits-map")
+        return b
+
     def merge_quantizer(m: LayerNode) -> int:
         if m.name not in merge_quant:
             ov = bits_over.get(m.name, {})
+            no_bipolar(m, ov.get("a", abits))
             mods.append(qnn.QuantIdentity(act_quant=Aq(ov.get("a", abits)),
                                           return_quant_tensor=True))
             merge_quant[m.name] = len(mods) - 1
@@ -433,7 +464,17 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
         if n.name in absorbed:                      # BN / ReLU folded into their producer
             tensor[n.name] = tensor[src]
             signed[n.name] = signed[src]
+            bipolar[n.name] = bipolar.get(src, False)
             continue
+        if bipolar.get(src) and (n.op == OpKind.PAD or (n.op in COMPUTE_KINDS and n.op != OpKind.LINEAR
+                                 and any(int(p) for p in _pair(modules[n.target].padding)))):
+            raise FpgaConversionError(
+                f"node '{n.name}': zero padding of a 1-bit (bipolar +-1) tensor is not "
+                f"representable (0 is not a bipolar value; FINN and hls4ml would pad with -1)")
+        if bipolar.get(src) and n.op in (OpKind.ADD, OpKind.CONCAT, OpKind.AVGPOOL2D, OpKind.GAP):
+            raise FpgaConversionError(
+                f"node '{n.name}' ({n.op}): not supported on 1-bit (bipolar) activations by the "
+                f"FPGA path; give it >= 2 bits with --bits-map")
         if n.op in COMPUTE_KINDS:
             mod = modules[n.target]
             w = mod.weight.detach().clone()
@@ -475,7 +516,12 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
             idx = emit(n.name + ":acc", q, [tensor[src]])
             infos.append(QuantLayerInfo(n.name, idx, n.op, bits, act, tuple(w.shape)))
             out = n.name + ":acc"
-            if relu is not None:
+            if relu is not None and a_bits == BIPOLAR:
+                # sign activation in place of ReLU + 1-bit quantizer (which would give +1 always)
+                emit(n.name, qnn.QuantIdentity(act_quant=Aq(a_bits), return_quant_tensor=True),
+                     [out])
+                out = n.name
+            elif relu is not None:
                 emit(n.name, qnn.QuantReLU(act_quant=Uq(a_bits), return_quant_tensor=True), [out])
                 out = n.name
             elif act == "identity":
@@ -483,11 +529,12 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
                      [out])
                 out = n.name
             tensor[n.name] = out
-            signed[n.name] = relu is None
+            signed[n.name] = relu is None or a_bits == BIPOLAR
+            bipolar[n.name] = a_bits == BIPOLAR
             continue
         if n.op in (OpKind.RELU, OpKind.RELU6):
             # A ReLU no compute layer absorbed (after an add, or right after the input).
-            emit(n.name, qnn.QuantReLU(act_quant=Uq(bits_over.get(n.name, {}).get("a", abits)),
+            emit(n.name, qnn.QuantReLU(act_quant=Uq(no_bipolar(n, bits_over.get(n.name, {}).get("a", abits))),
                                        return_quant_tensor=True), [tensor[src]])
             tensor[n.name], signed[n.name] = n.name, False
             continue
@@ -510,7 +557,7 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
                 summ.weight.fill_(1.0)
             summ.weight.requires_grad_(False)
             idx = emit(n.name + ":sum", summ, [tensor[src]])
-            a_bits = bits_over.get(n.name, {}).get("a", abits)
+            a_bits = no_bipolar(n, bits_over.get(n.name, {}).get("a", abits))
             req = (Aq if signed[src] else Uq)(a_bits)
             emit(n.name, qnn.QuantIdentity(act_quant=req, return_quant_tensor=True),
                  [n.name + ":sum"])
@@ -526,6 +573,7 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
             emit(n.name, nn.Flatten(), [tensor[src]])
         elif n.op in (OpKind.DROPOUT, OpKind.IDENTITY):
             tensor[n.name], signed[n.name] = tensor[src], signed[src]
+            bipolar[n.name] = bipolar.get(src, False)
             continue
         elif n.op == OpKind.SOFTMAX:
             if graph.consumers(n.name)[0].op != OpKind.OUTPUT:
@@ -536,6 +584,7 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
         else:
             raise UnsupportedOpError(f"node '{n.name}' ({n.op}): not supported by the FPGA path")
         tensor[n.name], signed[n.name] = n.name, signed[src]
+        bipolar[n.name] = bipolar.get(src, False)
     out_node = graph.output_node
     final = tensor[out_node.inputs[0]]
     if final != last_compute + ":acc":

@@ -433,7 +433,8 @@ def _mvau(node, inputs, mw, mh, vecs, a_in, w_b, out_b) -> HWLayer:
     acc = _acc_bits(mw, w_b, a_in)
     return HWLayer("MVAU_hls", node.name, inputs,
                    {"MW": mw, "MH": mh, "numInputVectors": list(vecs),
-                    "noActivation": int(out_b is None), "acc_bits": acc},
+                    "noActivation": int(out_b is None), "acc_bits": acc,
+                    "binaryXnorMode": int(w_b == 1 and a_in == 1)},
                    a_in, w_b, out_b if out_b is not None else acc)
 
 
@@ -441,7 +442,8 @@ def _vvau(node, inputs, ch, k, dim, a_in, w_b, out_b) -> HWLayer:
     acc = _acc_bits(k[0] * k[1], w_b, a_in)
     return HWLayer("VVAU_hls", node.name, inputs,
                    {"Channels": ch, "Kernel": list(k), "Dim": list(dim),
-                    "noActivation": int(out_b is None), "acc_bits": acc},
+                    "noActivation": int(out_b is None), "acc_bits": acc,
+                    "binaryXnorMode": int(w_b == 1 and a_in == 1)},
                    a_in, w_b, out_b if out_b is not None else acc)
 
 
@@ -622,7 +624,7 @@ def layer_options(layer: HWLayer, has_dsp: bool = True) -> List[LayerConfig]:
     mems = ("distributed", "block")
     out: List[LayerConfig] = []
     if op == "MVAU_hls":
-        res = ("lut", "dsp") if has_dsp else ("lut",)
+        res = ("lut", "dsp") if has_dsp and not is_xnor(layer) else ("lut",)
         for pe in divisors(s["MH"]):
             for simd in divisors(s["MW"]):
                 if simd * MVAU_HLS_MAX_SF < s["MW"]:
@@ -631,7 +633,7 @@ def layer_options(layer: HWLayer, has_dsp: bool = True) -> List[LayerConfig]:
                     for m in mems:
                         out.append(LayerConfig(pe, simd, r, m))
     elif op == "VVAU_hls":
-        res = ("lut", "dsp") if has_dsp else ("lut",)
+        res = ("lut", "dsp") if has_dsp and not is_xnor(layer) else ("lut",)
         ch, k2 = s["Channels"], s["Kernel"][0] * s["Kernel"][1]
         for pe in divisors(ch):
             for simd in (divisors(k2) if pe == ch else [1]):
@@ -699,6 +701,27 @@ def _mult_luts(simd: int, w: int, a: int) -> int:
     # LUT multiplier of a (W x A)-bit product: (2*ceil((W+A)/6) - 1) * (W+A) LUTs (FINN-R, used in
     # hls/matrixvectoractivation_hls.py lut_estimation), SIMD of them per PE.
     return simd * (2 * math.ceil((w + a) / 6) - 1) * (w + a)
+
+
+def is_xnor(layer: HWLayer) -> bool:
+    """1-bit weights on 1-bit inputs: FINN's binaryXnorMode (BIPOLAR x BIPOLAR), where each
+    product is an XNOR and the dot product a popcount (Umuroglu et al., "FINN", FPGA 2017, 4.1)."""
+    return layer.op_type in ("MVAU_hls", "VVAU_hls") and layer.w_bits == 1 and layer.in_bits == 1
+
+
+def _popcount_luts(simd: int) -> int:
+    """LUTs of the XNOR-popcount datapath of one PE: one LUT per XNOR (a 2-input function), and
+    a binary adder tree over the SIMD 1-bit products whose level l (1-based) has ceil(SIMD/2^l)
+    adders of l bits, one LUT per adder bit (7-series carry chain: one LUT6 per bit, Xilinx UG474
+    "CLB": CARRY4 with its four LUTs). edgeprune's derivation, replacing FINN-R's generic
+    (W+A)-bit multiplier and (W+A)*(2*SIMD-1) adder-tree terms, which count 2 LUTs per XNOR and a
+    2-bit-wide adder at every tree node."""
+    tree, width, n = 0, 1, simd
+    while n > 1:
+        n = math.ceil(n / 2)
+        tree += n * width
+        width += 1
+    return simd + tree
 
 
 def evaluate(layer: HWLayer, cfg: LayerConfig) -> LayerCost:
@@ -770,6 +793,8 @@ def _eval_mvau(layer: HWLayer, cfg: LayerConfig) -> LayerCost:
     acc = s["acc_bits"]
     mult = _mult_luts(simd, w, a) if cfg.resType == "lut" else 0
     adder = (w + a) * (2 * simd - 1)       # adder tree (FINN-R)
+    if is_xnor(layer):                      # XNOR + popcount, no multipliers, no DSPs
+        mult, adder = 0, _popcount_luts(simd)
     thr = comp = 0
     if not s["noActivation"]:
         # thresholds in LUTRAM (ram_style_thresholds='distributed'): 2^B-1 thresholds of acc bits
@@ -799,6 +824,8 @@ def _eval_vvau(layer: HWLayer, cfg: LayerConfig) -> LayerCost:
     acc = s["acc_bits"]
     mult = _mult_luts(simd, w, a) if cfg.resType == "lut" else 0
     adder = (w + a) * (2 * simd - 1)
+    if is_xnor(layer):
+        mult, adder = 0, _popcount_luts(simd)
     thr = comp = 0
     if not s["noActivation"]:
         nthr = 2 ** layer.out_bits - 1

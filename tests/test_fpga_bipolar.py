@@ -1,0 +1,108 @@
+"""W1A1 (bipolar) FPGA path: Brevitas binary quantizers -> QONNX BipolarQuant, FINN XNOR layers
+in the cost model, hls4ml C-simulation bit-exact (tiny models, synthetic pixels)."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+pytest.importorskip("brevitas")
+pytest.importorskip("qonnx")
+
+from edgeprune.backends.finn.layers import (HWLayer, LayerConfig, _popcount_luts, evaluate,  # noqa: E402
+                                            is_xnor, layer_options)
+from edgeprune.quant.brevitas_model import FpgaConversionError, integer_weights, to_brevitas  # noqa: E402
+from edgeprune.quant.qonnx_io import export_qonnx_model, verify_qonnx  # noqa: E402
+
+from test_fpga_common import tiny_pruned  # noqa: E402
+
+
+def _pixels(n, shape=(1, 28, 28), seed=0):
+    g = np.random.default_rng(seed)
+    return g.integers(0, 256, size=(n,) + shape).astype(np.float32)
+
+
+def test_w1a1_twin_is_bipolar_and_qonnx_equals_brevitas(tmp_path):
+    q = to_brevitas(tiny_pruned(), wbits=1, abits=1)
+    for w in integer_weights(q).values():
+        assert set(torch.unique(w).tolist()) <= {-1, 1}          # no zeros at 1 bit
+    path = export_qonnx_model(q, tmp_path / "m.onnx")
+    import onnx
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    # 3 weight quantizers + 2 sign activations (the last layer streams its accumulator)
+    assert ops.count("BipolarQuant") == 5
+    x = _pixels(16)
+    check = verify_qonnx(q, path, x)
+    assert check.max_abs_diff == 0.0 and check.exact_integer_outputs == 1.0
+    # Hidden activations really are +-1: conv2 sees only bipolar values.
+    seen = []
+    conv2 = q.core[[l for l in q.layers if l.node == "conv2"][0].index]
+    h = conv2.register_forward_pre_hook(lambda m, a: seen.append(a[0].value))
+    q.core(torch.from_numpy(x))
+    h.remove()
+    assert set(torch.unique(seen[0]).tolist()) == {-1.0, 1.0}
+
+
+def test_bipolar_padding_and_merges_are_refused():
+    class Padded(nn.Module):
+        input_shape = (1, 8, 8)
+
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(1, 4, 3)
+            self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+            self.fc = nn.Linear(4 * 6 * 6, 2)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.c2(self.c1(x)), 1))
+    with pytest.raises(FpgaConversionError, match="padding of a 1-bit"):
+        to_brevitas(Padded(), wbits=1, abits=1)
+    # ... and fine once the padded layer's input has 2 bits.
+    to_brevitas(Padded(), wbits=1, abits=1, per_layer={"c1": {"a": 2}})
+
+
+def test_xnor_cost_form():
+    assert [_popcount_luts(s) for s in (1, 2, 4, 64)] == [1, 3, 8, 184]
+    mk = lambda a: HWLayer("MVAU_hls", "fc", [-1], {"MW": 1024, "MH": 1024,  # noqa: E731
+                                                   "numInputVectors": [1], "noActivation": 0,
+                                                   "acc_bits": 12, "binaryXnorMode": int(a == 1)},
+                           a, 1, 1)
+    xnor, mixed = mk(1), mk(2)
+    assert is_xnor(xnor) and not is_xnor(mixed)
+    assert {c.resType for c in layer_options(xnor)} == {"lut"}          # no DSPs for XNOR
+    cfg = LayerConfig(32, 64, "lut", "block")
+    cx, cm = evaluate(xnor, cfg), evaluate(mixed, cfg)
+    assert cx.cycles == cm.cycles == (1024 // 32) * (1024 // 64)
+    assert cx.lut < cm.lut and cx.dsp == 0
+
+
+def test_lfc_estimate_against_bnn_pynq_folding():
+    from benchmarks.fpga_zoo import bnn_pynq_lfc_fps, lfc_row, parse_args
+    r = lfc_row(parse_args(["--models", ""]))
+    assert bnn_pynq_lfc_fps() == pytest.approx(100e6 / 512)
+    # 1-bit input makes the first layer XNOR too: cheaper and at least as fast as uint8 input.
+    assert r["input_1bit"]["lut"] < r["lut"]
+    assert r["input_1bit"]["fps_estimate"] >= r["fps_estimate"]
+    assert r["dsp"] == r["input_1bit"]["dsp"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed (hls4ml C-simulation)")
+def test_w1a1_hls_csim_bit_exact_and_finn_project(tmp_path):
+    pytest.importorskip("hls4ml")
+    from edgeprune.data import synthetic_dataset
+    from edgeprune.deploy import Deployment
+    from edgeprune.export.finn import export_finn
+    from edgeprune.export.hls import export_hls
+    from edgeprune.targets import load_target
+    ds = synthetic_dataset((1, 28, 28), 10, 256, 64, seed=0)
+    dep = Deployment.for_target(load_target("pynq-z2"), wbits=1, abits=1)
+    kw = dict(data=ds, epochs=1, max_steps_per_epoch=2, verify_images=16, progress=False)
+    r = export_hls(tiny_pruned(), dep, tmp_path / "hls", csim_images=64, axi_testbench=False, **kw)
+    assert r["csim"]["images"] == 64 and r["csim"]["bit_exact"]
+    f = export_finn(tiny_pruned(), dep, tmp_path / "finn", model_name="tiny", **kw)
+    assert f["quantization"]["qonnx_vs_brevitas"]["max_abs_diff"] == 0.0
+    mv = {l["node"]: l for l in f["folding"]["layers"] if l["op_type"] == "MVAU_hls"}
+    assert (tmp_path / "finn" / "model.onnx").is_file()
+    assert set(mv) == {"conv1", "conv2", "fc"}
