@@ -209,6 +209,52 @@ def bipolar_weights_to_int2(model):
     return model, changed
 
 
+def clone_precisions(model) -> Dict[str, str]:
+    """hls4ml config precision for the ``Clone`` layers that hls4ml (io_stream) inserts where a
+    tensor feeds several layers (residual shortcuts, concat branches).
+
+    hls4ml 1.3's ``infer_precision_types`` never resolves an ``auto`` result type on a Clone
+    inserted after a Quant merged into its producer: it re-applies to ``clone_<producer>`` forever
+    (with ``inplace_stream_flatten``), so the conversion of any residual model hangs. Each Clone
+    gets an explicit result type equal to the one hls4ml derives from the Quant node feeding it
+    (power-of-two scale 2^e: ``fixed<bits, bits + e>``, hls4ml quant_opt.py), so the copy is
+    exact. hls4ml names the Clone ``clone_`` + its producing layer, which is the Quant node or,
+    once merged, the node before it (e.g. ``clone_Relu_0``); both names get the entry.
+    """
+    from onnx import numpy_helper
+
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    uses: Dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    for o in model.graph.output:
+        uses[o.name] = uses.get(o.name, 0) + 1
+    out: Dict[str, str] = {}
+    for tensor, n_uses in uses.items():
+        q = producer.get(tensor)
+        if n_uses < 2 or q is None or q.op_type != "Quant":
+            continue
+        if any(i not in inits for i in q.input[1:4]):
+            continue
+        scale = np.asarray(inits[q.input[1]], dtype=np.float64).ravel()
+        bits = int(np.asarray(inits[q.input[3]]).ravel()[0])
+        exps = {int(np.frexp(s)[1]) - 1 for s in scale}
+        if len(exps) != 1 or any(np.frexp(s)[0] != 0.5 for s in scale):
+            raise HlsExportError(f"Quant node '{q.name}' feeds several layers but its scale is "
+                                 f"not one power of two; hls4ml cannot type its Clone")
+        signed = next((a.i for a in q.attribute if a.name == "signed"), 1)
+        prec = f"{'' if signed else 'u'}fixed<{bits},{bits + exps.pop()}>"
+        names = [q.name]
+        before = producer.get(q.input[0])
+        if before is not None:
+            names.append(before.name)
+        for name in names:
+            out["clone_" + name] = prec
+    return out
+
+
 def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: int = 10):
     """Convert the QONNX model with hls4ml into `prj_dir`; returns (hls_model, plans, config)."""
     import contextlib
@@ -250,6 +296,8 @@ def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: i
                 prec = names[p.onnx_name]["Precision"] = {}
             # the bias (a 16-bit integer, Int16Bias) likewise: left 'auto' it stays unresolved
             prec["accum"] = prec["result"] = prec["bias"] = "fixed<32,32>"
+    for name, prec in clone_precisions(model).items():
+        names.setdefault(name, {}).setdefault("Precision", {})["result"] = prec
     cfg["Model"]["Strategy"] = "Latency"
     # hls4ml's own testbench data: the first test images and the Brevitas outputs.
     tb_x = _channels_last_batch(prep.x_test[:tb_images])
