@@ -128,7 +128,8 @@ def test_clone_precision_from_the_quant_feeding_two_layers():
 def test_hls_residual_converts_and_csim_bit_exact(tmp_path):
     """A residual (identity shortcut) model: hls4ml's conversion terminates (it looped forever
     in infer_precision_types on the shortcut's Clone before clone_precisions) and the g++
-    C-simulation equals the Brevitas model on every output (synthetic 3x8x8 data, ~50 s)."""
+    C-simulation, built at g++ -O1, equals the Brevitas model on every output (synthetic 3x8x8
+    data, ~50 s)."""
     import signal
 
     from edgeprune.data import synthetic_dataset
@@ -143,12 +144,14 @@ def test_hls_residual_converts_and_csim_bit_exact(tmp_path):
     try:
         r = export_hls(_TinyResidual().eval(), load_target("pynq-z2"), tmp_path / "hls", data=ds,
                        epochs=1, max_steps_per_epoch=1, verify_images=4, csim_images=16,
-                       axi_testbench=False, progress=False)
+                       axi_testbench=False, progress=False, csim_opt="O1")
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
     c = r["csim"]
     assert c["images"] == 16 and c["bit_exact"] and c["mismatched_outputs"] == 0
+    assert c["gxx_opt"] == "-O1"        # built at -O1; the project keeps hls4ml's -O3 script
+    assert 'CFLAGS="-O3 -fPIC"' in (tmp_path / "hls" / "hls4ml_prj" / "build_lib.sh").read_text()
     cfg = json.loads((tmp_path / "hls" / "hls4ml_config.json").read_text())
     clones = {k: v for k, v in cfg["LayerName"].items() if k.startswith("clone_")}
     assert clones and all(v["Precision"]["result"].startswith("ufixed<") for v in clones.values())

@@ -342,6 +342,7 @@ class CsimResult:
     accuracy_csim: Optional[float]
     compile_s: float
     predict_s: float
+    gxx_opt: str = "O3"
 
     @property
     def bit_exact(self) -> bool:
@@ -351,13 +352,42 @@ class CsimResult:
         return {"images": self.images, "exact_images": self.exact_images,
                 "mismatched_outputs": self.mismatched_outputs, "bit_exact": self.bit_exact,
                 "max_abs_diff": self.max_abs_diff, "argmax_agreement": self.argmax_agreement,
-                "accuracy_csim": self.accuracy_csim,
+                "accuracy_csim": self.accuracy_csim, "gxx_opt": "-" + self.gxx_opt,
                 "compared": "integer-scaled outputs (output / output_scale) of the g++ "
                             "C-simulation vs the Brevitas model"}
 
 
-def run_csim(hm, prep: Prepared, n_images: int) -> CsimResult:
-    """Compile the hls4ml project with g++ and compare it with Brevitas on test images."""
+# hls4ml's build_lib.sh compiles the C-simulation with this line (hls4ml 1.3,
+# templates/vivado/build_lib.sh); `csim_opt` replaces its -O3.
+_BUILD_LIB_CFLAGS = 'CFLAGS="-O3 -fPIC"'
+CSIM_OPT_LEVELS = ("O0", "O1", "O2", "O3")
+
+
+def _compile_csim(hm, opt: str) -> None:
+    """hm.compile() with g++ at -`opt`. Resource_Unrolled layers are one C++ statement per
+    non-zero weight, which g++ -O3 compiles very slowly; the C-simulation's arithmetic is ap_fixed
+    integer arithmetic, so the optimisation level cannot change its outputs (and the comparison
+    with Brevitas below checks every output anyway). The project keeps hls4ml's own script."""
+    if opt not in CSIM_OPT_LEVELS:
+        raise HlsExportError(f"csim_opt must be one of {', '.join(CSIM_OPT_LEVELS)}, not '{opt}'")
+    if opt == "O3":
+        hm.compile()
+        return
+    hm.write()
+    script = Path(hm.config.get_output_dir()) / "build_lib.sh"
+    text = script.read_text()
+    if _BUILD_LIB_CFLAGS not in text:
+        raise HlsExportError(f"hls4ml's build_lib.sh has no '{_BUILD_LIB_CFLAGS}' line to set "
+                             f"-{opt} in (hls4ml version change?)")
+    script.write_text(text.replace(_BUILD_LIB_CFLAGS, f'CFLAGS="-{opt} -fPIC"'))
+    try:
+        hm._compile()
+    finally:
+        script.write_text(text)
+
+
+def run_csim(hm, prep: Prepared, n_images: int, opt: str = "O3") -> CsimResult:
+    """Compile the hls4ml project with g++ (-`opt`) and compare it with Brevitas on test images."""
     import contextlib
     import io
 
@@ -366,7 +396,9 @@ def run_csim(hm, prep: Prepared, n_images: int) -> CsimResult:
     t0 = time.time()
     with contextlib.redirect_stdout(io.StringIO()):
         try:
-            hm.compile()
+            _compile_csim(hm, opt)
+        except HlsExportError:
+            raise
         except Exception as e:  # noqa: BLE001 - g++ failure is reported with its first line
             raise HlsExportError(f"hls4ml C-simulation build failed: "
                                  f"{first_line(e)}") from e
@@ -387,7 +419,7 @@ def run_csim(hm, prep: Prepared, n_images: int) -> CsimResult:
                       max_abs_diff=float(np.max(np.abs(ref - got))) if n else 0.0,
                       argmax_agreement=float(np.mean(ref.argmax(1) == got.argmax(1))) if n else 1.0,
                       accuracy_csim=float(np.mean(got.argmax(1) == prep.y_test[:n])) if n else None,
-                      compile_s=t1 - t0, predict_s=t2 - t1)
+                      compile_s=t1 - t0, predict_s=t2 - t1, gxx_opt=opt)
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,11 +500,12 @@ def export_hls(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
                seed: int = 0, max_steps_per_epoch: Optional[int] = None,
                verify_images: int = 1000, csim_images: int = 1000, axi_testbench: bool = True,
                overwrite: bool = False, progress: bool = True,
-               allow_overflow: bool = False) -> Dict[str, Any]:
+               allow_overflow: bool = False, csim_opt: str = "O3") -> Dict[str, Any]:
     """Write the hls4ml project for `model` in an FPGA `deployment` (a Deployment, Target or
     target name) into `out`; QAT and verification use `data`. Returns report.json's dict.
 
     Raises HlsExportError if the C-simulation is not bit-exact (the project is not written).
+    `csim_opt`: g++ optimisation level of the C-simulation build (hls4ml's default O3).
     """
     with fpga_export(model, deployment, out, data=data, epochs=epochs, lr=lr, seed=seed,
                      max_steps_per_epoch=max_steps_per_epoch, verify_images=verify_images,
@@ -482,7 +515,7 @@ def export_hls(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
         target = build.deployment.target
         prj = tmp / "hls4ml_prj"
         hm, plans, cfg, _ = build_hls4ml(prep, folding, target, prj)
-        csim = run_csim(hm, prep, csim_images)
+        csim = run_csim(hm, prep, csim_images, csim_opt)
         if not csim.bit_exact:
             raise HlsExportError(
                 f"C-simulation is not bit-exact: {csim.images - csim.exact_images} of "
