@@ -106,6 +106,39 @@ def _hw_convs(prep: Prepared):
     return sorted(rows)
 
 
+def _onnx_weight_dims(node, onnx_model) -> Optional[tuple]:
+    """Sorted dimensions of a Conv/MatMul node's weight (an initializer, or one behind its
+    Quant node); None if it cannot be found."""
+    inits = {t.name: tuple(t.dims) for t in onnx_model.graph.initializer}
+    producer = {o: n for n in onnx_model.graph.node for o in n.output}
+    name = node.input[1]
+    if name not in inits and name in producer:
+        name = producer[name].input[0]
+    return tuple(sorted(inits[name])) if name in inits else None
+
+
+def _match_onnx_nodes(rows, onnx_nodes, onnx_model) -> list:
+    """The ONNX Conv/MatMul node of each module row. The ONNX graph is topologically sorted,
+    which need not be module order where the graph branches (ResNet-8's 1x1 shortcut conv can
+    come before the block's first 3x3 conv), so each row takes the first unmatched node, in
+    graph order, whose weight has the module's dimensions (in any order: MatMul weights are
+    transposed); rows of the same shape keep their relative order (data dependence)."""
+    dims = [_onnx_weight_dims(n, onnx_model) for n in onnx_nodes]
+    if any(d is None for d in dims):
+        return list(onnx_nodes)             # weights not found: module order, as exported
+    free = list(range(len(onnx_nodes)))
+    out = []
+    for row in rows:
+        want = tuple(sorted(int(d) for d in row[3]))
+        j = next((j for j in free if dims[j] == want), None)
+        if j is None:
+            raise HlsExportError(f"no QONNX conv/matmul node has the weight shape of "
+                                 f"'{row[1]}' {tuple(row[3])}")
+        free.remove(j)
+        out.append(onnx_nodes[j])
+    return out
+
+
 def plan_layers(prep: Prepared, folding, onnx_model) -> List[HlsLayerPlan]:
     """One plan per conv/linear module, matching ONNX Conv/MatMul nodes to them in order."""
     import hls4ml
@@ -117,7 +150,8 @@ def plan_layers(prep: Prepared, folding, onnx_model) -> List[HlsLayerPlan]:
         raise HlsExportError(f"QONNX has {len(onnx_nodes)} conv/matmul nodes, the model "
                              f"{len(rows)} conv/linear modules")
     plans = []
-    for (index, node, kind, wshape, is_sum), on in zip(rows, onnx_nodes):
+    for (index, node, kind, wshape, is_sum), on in zip(rows, _match_onnx_nodes(rows, onnx_nodes,
+                                                                              onnx_model)):
         gnode = prep.graph[node]
         w = prep.qnet.core[index].weight.detach()
         zeros, total = int((w == 0).sum()), int(w.numel())
