@@ -155,3 +155,27 @@ def test_hls_residual_converts_and_csim_bit_exact(tmp_path):
     cfg = json.loads((tmp_path / "hls" / "hls4ml_config.json").read_text())
     clones = {k: v for k, v in cfg["LayerName"].items() if k.startswith("clone_")}
     assert clones and all(v["Precision"]["result"].startswith("ufixed<") for v in clones.values())
+
+
+def test_onnx_nodes_matched_to_modules_by_weight_shape_not_graph_order():
+    """ResNet-8's stride-2 stack: the 1x1 shortcut conv can come first in the sorted ONNX graph;
+    each module still gets its own node (a mix-up gave the 1x1 conv the 3x3 conv's ReuseFactor)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeprune.export.hls import _match_onnx_nodes
+
+    inits = [numpy_helper.from_array(np.zeros(s, np.float32), n) for n, s in
+             (("w_sc", (32, 16, 1, 1)), ("w_c1", (32, 16, 3, 3)), ("w_fc", (32, 10)))]
+    nodes = [helper.make_node("Conv", ["x", "w_sc"], ["s"], name="Conv_0"),
+             helper.make_node("Quant", ["w_c1", "sc", "z", "b"], ["q1"], name="Quant_0"),
+             helper.make_node("Conv", ["x", "q1"], ["c"], name="Conv_1"),
+             helper.make_node("MatMul", ["c", "w_fc"], ["y"], name="MatMul_0")]
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph(nodes, "g", vi[:1], vi[1:], inits))
+    convs = [n for n in model.graph.node if n.op_type != "Quant"]
+    rows = [(0, "stack.conv1", None, (32, 16, 3, 3), False),
+            (1, "stack.shortcut", None, (32, 16, 1, 1), False),
+            (2, "fc", None, (10, 32), False)]
+    assert [n.name for n in _match_onnx_nodes(rows, convs, model)] == ["Conv_1", "Conv_0",
+                                                                       "MatMul_0"]
