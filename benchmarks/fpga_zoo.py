@@ -74,6 +74,10 @@ def parse_args(argv=None):
                    help="training images used (synthetic sets are generated at this size)")
     p.add_argument("--verify-images", type=int, default=1000)
     p.add_argument("--csim-images", type=int, default=1000)
+    p.add_argument("--csim-opt", default="O3", choices=["O0", "O1", "O2", "O3"],
+                   help="g++ optimisation level of the hls4ml C-simulation build (hls4ml's "
+                        "default O3; the C-sim is integer ap_fixed arithmetic, checked bit-exact "
+                        "either way)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default="/tmp/edgeprune_fpga_zoo")
     p.add_argument("--no-lfc", action="store_true", help="skip the LFC-W1A1 estimate row")
@@ -139,7 +143,8 @@ def run_model(name, args):
     # QAT, same seed, same bytes); the hls export re-checks it on a few images only and spends
     # its time on the C-simulation.
     kw_hls = dict(kw, verify_images=min(args.verify_images, 16))
-    hls = export_hls(model, dep, out / "hls", csim_images=args.csim_images, **kw_hls)
+    hls = export_hls(model, dep, out / "hls", csim_images=args.csim_images,
+                     csim_opt=args.csim_opt, **kw_hls)
     row["hls_s"] = round(time.time() - t1, 1)
     tot = finn["estimate"]["totals"]
     q = finn["quantization"]
@@ -241,7 +246,11 @@ def write_md(rows):
         if "csim" not in r:
             continue
         q, c = r["qonnx_vs_brevitas"], r["csim"]
-        cs = f"{c['exact_images']}/{c['images']}" if c else f"not finished ({r.get('csim_note')})"
+        if c:
+            opt = c.get("gxx_opt", "-O3")
+            cs = f"{c['exact_images']}/{c['images']}" + (f" (g++ {opt})" if opt != "-O3" else "")
+        else:
+            cs = f"not finished ({r.get('csim_note')})"
         lines.append(
             f"| {r['model']} | {r['data']} | {r['target']}"
             f"{' (does not fit ' + r['does_not_fit']['target'] + ')' if r.get('does_not_fit') else ''}"

@@ -106,6 +106,39 @@ def _hw_convs(prep: Prepared):
     return sorted(rows)
 
 
+def _onnx_weight_dims(node, onnx_model) -> Optional[tuple]:
+    """Sorted dimensions of a Conv/MatMul node's weight (an initializer, or one behind its
+    Quant node); None if it cannot be found."""
+    inits = {t.name: tuple(t.dims) for t in onnx_model.graph.initializer}
+    producer = {o: n for n in onnx_model.graph.node for o in n.output}
+    name = node.input[1]
+    if name not in inits and name in producer:
+        name = producer[name].input[0]
+    return tuple(sorted(inits[name])) if name in inits else None
+
+
+def _match_onnx_nodes(rows, onnx_nodes, onnx_model) -> list:
+    """The ONNX Conv/MatMul node of each module row. The ONNX graph is topologically sorted,
+    which need not be module order where the graph branches (ResNet-8's 1x1 shortcut conv can
+    come before the block's first 3x3 conv), so each row takes the first unmatched node, in
+    graph order, whose weight has the module's dimensions (in any order: MatMul weights are
+    transposed); rows of the same shape keep their relative order (data dependence)."""
+    dims = [_onnx_weight_dims(n, onnx_model) for n in onnx_nodes]
+    if any(d is None for d in dims):
+        return list(onnx_nodes)             # weights not found: module order, as exported
+    free = list(range(len(onnx_nodes)))
+    out = []
+    for row in rows:
+        want = tuple(sorted(int(d) for d in row[3]))
+        j = next((j for j in free if dims[j] == want), None)
+        if j is None:
+            raise HlsExportError(f"no QONNX conv/matmul node has the weight shape of "
+                                 f"'{row[1]}' {tuple(row[3])}")
+        free.remove(j)
+        out.append(onnx_nodes[j])
+    return out
+
+
 def plan_layers(prep: Prepared, folding, onnx_model) -> List[HlsLayerPlan]:
     """One plan per conv/linear module, matching ONNX Conv/MatMul nodes to them in order."""
     import hls4ml
@@ -117,7 +150,8 @@ def plan_layers(prep: Prepared, folding, onnx_model) -> List[HlsLayerPlan]:
         raise HlsExportError(f"QONNX has {len(onnx_nodes)} conv/matmul nodes, the model "
                              f"{len(rows)} conv/linear modules")
     plans = []
-    for (index, node, kind, wshape, is_sum), on in zip(rows, onnx_nodes):
+    for (index, node, kind, wshape, is_sum), on in zip(rows, _match_onnx_nodes(rows, onnx_nodes,
+                                                                              onnx_model)):
         gnode = prep.graph[node]
         w = prep.qnet.core[index].weight.detach()
         zeros, total = int((w == 0).sum()), int(w.numel())
@@ -209,6 +243,52 @@ def bipolar_weights_to_int2(model):
     return model, changed
 
 
+def clone_precisions(model) -> Dict[str, str]:
+    """hls4ml config precision for the ``Clone`` layers that hls4ml (io_stream) inserts where a
+    tensor feeds several layers (residual shortcuts, concat branches).
+
+    hls4ml 1.3's ``infer_precision_types`` never resolves an ``auto`` result type on a Clone
+    inserted after a Quant merged into its producer: it re-applies to ``clone_<producer>`` forever
+    (with ``inplace_stream_flatten``), so the conversion of any residual model hangs. Each Clone
+    gets an explicit result type equal to the one hls4ml derives from the Quant node feeding it
+    (power-of-two scale 2^e: ``fixed<bits, bits + e>``, hls4ml quant_opt.py), so the copy is
+    exact. hls4ml names the Clone ``clone_`` + its producing layer, which is the Quant node or,
+    once merged, the node before it (e.g. ``clone_Relu_0``); both names get the entry.
+    """
+    from onnx import numpy_helper
+
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    uses: Dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    for o in model.graph.output:
+        uses[o.name] = uses.get(o.name, 0) + 1
+    out: Dict[str, str] = {}
+    for tensor, n_uses in uses.items():
+        q = producer.get(tensor)
+        if n_uses < 2 or q is None or q.op_type != "Quant":
+            continue
+        if any(i not in inits for i in q.input[1:4]):
+            continue
+        scale = np.asarray(inits[q.input[1]], dtype=np.float64).ravel()
+        bits = int(np.asarray(inits[q.input[3]]).ravel()[0])
+        exps = {int(np.frexp(s)[1]) - 1 for s in scale}
+        if len(exps) != 1 or any(np.frexp(s)[0] != 0.5 for s in scale):
+            raise HlsExportError(f"Quant node '{q.name}' feeds several layers but its scale is "
+                                 f"not one power of two; hls4ml cannot type its Clone")
+        signed = next((a.i for a in q.attribute if a.name == "signed"), 1)
+        prec = f"{'' if signed else 'u'}fixed<{bits},{bits + exps.pop()}>"
+        names = [q.name]
+        before = producer.get(q.input[0])
+        if before is not None:
+            names.append(before.name)
+        for name in names:
+            out["clone_" + name] = prec
+    return out
+
+
 def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: int = 10):
     """Convert the QONNX model with hls4ml into `prj_dir`; returns (hls_model, plans, config)."""
     import contextlib
@@ -250,6 +330,8 @@ def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: i
                 prec = names[p.onnx_name]["Precision"] = {}
             # the bias (a 16-bit integer, Int16Bias) likewise: left 'auto' it stays unresolved
             prec["accum"] = prec["result"] = prec["bias"] = "fixed<32,32>"
+    for name, prec in clone_precisions(model).items():
+        names.setdefault(name, {}).setdefault("Precision", {})["result"] = prec
     cfg["Model"]["Strategy"] = "Latency"
     # hls4ml's own testbench data: the first test images and the Brevitas outputs.
     tb_x = _channels_last_batch(prep.x_test[:tb_images])
@@ -294,6 +376,7 @@ class CsimResult:
     accuracy_csim: Optional[float]
     compile_s: float
     predict_s: float
+    gxx_opt: str = "O3"
 
     @property
     def bit_exact(self) -> bool:
@@ -303,13 +386,42 @@ class CsimResult:
         return {"images": self.images, "exact_images": self.exact_images,
                 "mismatched_outputs": self.mismatched_outputs, "bit_exact": self.bit_exact,
                 "max_abs_diff": self.max_abs_diff, "argmax_agreement": self.argmax_agreement,
-                "accuracy_csim": self.accuracy_csim,
+                "accuracy_csim": self.accuracy_csim, "gxx_opt": "-" + self.gxx_opt,
                 "compared": "integer-scaled outputs (output / output_scale) of the g++ "
                             "C-simulation vs the Brevitas model"}
 
 
-def run_csim(hm, prep: Prepared, n_images: int) -> CsimResult:
-    """Compile the hls4ml project with g++ and compare it with Brevitas on test images."""
+# hls4ml's build_lib.sh compiles the C-simulation with this line (hls4ml 1.3,
+# templates/vivado/build_lib.sh); `csim_opt` replaces its -O3.
+_BUILD_LIB_CFLAGS = 'CFLAGS="-O3 -fPIC"'
+CSIM_OPT_LEVELS = ("O0", "O1", "O2", "O3")
+
+
+def _compile_csim(hm, opt: str) -> None:
+    """hm.compile() with g++ at -`opt`. Resource_Unrolled layers are one C++ statement per
+    non-zero weight, which g++ -O3 compiles very slowly; the C-simulation's arithmetic is ap_fixed
+    integer arithmetic, so the optimisation level cannot change its outputs (and the comparison
+    with Brevitas below checks every output anyway). The project keeps hls4ml's own script."""
+    if opt not in CSIM_OPT_LEVELS:
+        raise HlsExportError(f"csim_opt must be one of {', '.join(CSIM_OPT_LEVELS)}, not '{opt}'")
+    if opt == "O3":
+        hm.compile()
+        return
+    hm.write()
+    script = Path(hm.config.get_output_dir()) / "build_lib.sh"
+    text = script.read_text()
+    if _BUILD_LIB_CFLAGS not in text:
+        raise HlsExportError(f"hls4ml's build_lib.sh has no '{_BUILD_LIB_CFLAGS}' line to set "
+                             f"-{opt} in (hls4ml version change?)")
+    script.write_text(text.replace(_BUILD_LIB_CFLAGS, f'CFLAGS="-{opt} -fPIC"'))
+    try:
+        hm._compile()
+    finally:
+        script.write_text(text)
+
+
+def run_csim(hm, prep: Prepared, n_images: int, opt: str = "O3") -> CsimResult:
+    """Compile the hls4ml project with g++ (-`opt`) and compare it with Brevitas on test images."""
     import contextlib
     import io
 
@@ -318,7 +430,9 @@ def run_csim(hm, prep: Prepared, n_images: int) -> CsimResult:
     t0 = time.time()
     with contextlib.redirect_stdout(io.StringIO()):
         try:
-            hm.compile()
+            _compile_csim(hm, opt)
+        except HlsExportError:
+            raise
         except Exception as e:  # noqa: BLE001 - g++ failure is reported with its first line
             raise HlsExportError(f"hls4ml C-simulation build failed: "
                                  f"{first_line(e)}") from e
@@ -339,7 +453,7 @@ def run_csim(hm, prep: Prepared, n_images: int) -> CsimResult:
                       max_abs_diff=float(np.max(np.abs(ref - got))) if n else 0.0,
                       argmax_agreement=float(np.mean(ref.argmax(1) == got.argmax(1))) if n else 1.0,
                       accuracy_csim=float(np.mean(got.argmax(1) == prep.y_test[:n])) if n else None,
-                      compile_s=t1 - t0, predict_s=t2 - t1)
+                      compile_s=t1 - t0, predict_s=t2 - t1, gxx_opt=opt)
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,11 +534,12 @@ def export_hls(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
                seed: int = 0, max_steps_per_epoch: Optional[int] = None,
                verify_images: int = 1000, csim_images: int = 1000, axi_testbench: bool = True,
                overwrite: bool = False, progress: bool = True,
-               allow_overflow: bool = False) -> Dict[str, Any]:
+               allow_overflow: bool = False, csim_opt: str = "O3") -> Dict[str, Any]:
     """Write the hls4ml project for `model` in an FPGA `deployment` (a Deployment, Target or
     target name) into `out`; QAT and verification use `data`. Returns report.json's dict.
 
     Raises HlsExportError if the C-simulation is not bit-exact (the project is not written).
+    `csim_opt`: g++ optimisation level of the C-simulation build (hls4ml's default O3).
     """
     with fpga_export(model, deployment, out, data=data, epochs=epochs, lr=lr, seed=seed,
                      max_steps_per_epoch=max_steps_per_epoch, verify_images=verify_images,
@@ -434,7 +549,7 @@ def export_hls(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
         target = build.deployment.target
         prj = tmp / "hls4ml_prj"
         hm, plans, cfg, _ = build_hls4ml(prep, folding, target, prj)
-        csim = run_csim(hm, prep, csim_images)
+        csim = run_csim(hm, prep, csim_images, csim_opt)
         if not csim.bit_exact:
             raise HlsExportError(
                 f"C-simulation is not bit-exact: {csim.images - csim.exact_images} of "
