@@ -369,20 +369,10 @@ def estimate_arena(graph, *, compression=None, runtime: Optional[str] = None,
     planning_peak = (persistent + INIT_TEMP["allocation_info"] * n_tensors
                      + INIT_TEMP["planner_per_buffer"] * n_planned + INIT_TEMP["planning_adjust"])
     init_peak = align(max(prepare_peak, planning_peak))
-    for e in all_entries:
-        if e[4] in ("scratch", "decode"):
-            layers[e[3]][e[4] + "_bytes"] += e[0]
-    # Peak bytes attributable to scratch and to decoded weights: re-plan without them.
-    head_no_scratch = align(greedy_plan([(e[0], e[1], e[2]) for e in entries])[0]) if scratch else head
-    acts = [(e[0], e[1], e[2]) for e in entries if e[4] == "act"]
-    head_no_decode = align(greedy_plan(acts)[0]) if len(acts) != len(entries) else head_no_scratch
     return {"total_bytes": max(head + persistent, init_peak),
             "init_peak_bytes": init_peak,
-            "activations_bytes": head_no_decode,
-            "decode_bytes": (head_no_scratch - head_no_decode) if not alt_decompression else decode_bytes,
-            "scratch_bytes": head - head_no_scratch,
-            "persistent_bytes": persistent,
-            "head_bytes": head,
+            **_head_split(layers, entries, all_entries, scratch, head, persistent, decode_bytes,
+                          alt_decompression),
             "runtime": runtime, "abi": "host64",
             "layers": layers}
 
@@ -479,6 +469,23 @@ def replay_tail(seq) -> int:
     return t
 
 
+def _head_split(layers: dict, entries, all_entries, scratch, head: int, persistent: int,
+                decode_bytes: int, alt_decompression: bool) -> dict:
+    """Both ABIs' split of the arena: each layer's scratch and decode bytes, and the peak bytes
+    attributable to scratch and to decoded weights (the head re-planned without them)."""
+    for e in all_entries:
+        if e[4] in ("scratch", "decode"):
+            layers[e[3]][e[4] + "_bytes"] += e[0]
+    head_no_scratch = align(greedy_plan([(e[0], e[1], e[2]) for e in entries])[0]) if scratch else head
+    acts = [(e[0], e[1], e[2]) for e in entries if e[4] == "act"]
+    head_no_decode = align(greedy_plan(acts)[0]) if len(acts) != len(entries) else head_no_scratch
+    return {"activations_bytes": head_no_decode,
+            "decode_bytes": (head_no_scratch - head_no_decode) if not alt_decompression else decode_bytes,
+            "scratch_bytes": head - head_no_scratch,
+            "persistent_bytes": persistent,
+            "head_bytes": head}
+
+
 def estimate_arena_arm32(graph, *, compression=None, runtime: Optional[str] = None,
                          alt_decompression: bool = False, plan: Optional[TflPlan] = None) -> dict:
     """``arena_used_bytes()`` after ``AllocateTensors()`` on a 32-bit Cortex-M: head = the
@@ -502,17 +509,8 @@ def estimate_arena_arm32(graph, *, compression=None, runtime: Optional[str] = No
     for node, _, size, _ in seq:
         if node in layers:
             layers[node]["persistent_bytes"] += size
-    for e in all_entries:
-        if e[4] in ("scratch", "decode"):
-            layers[e[3]][e[4] + "_bytes"] += e[0]
-    head_no_scratch = align(greedy_plan([(e[0], e[1], e[2]) for e in entries])[0]) if scratch else head
-    acts = [(e[0], e[1], e[2]) for e in entries if e[4] == "act"]
-    head_no_decode = align(greedy_plan(acts)[0]) if len(acts) != len(entries) else head_no_scratch
     return {"total_bytes": head + persistent,
-            "activations_bytes": head_no_decode,
-            "decode_bytes": (head_no_scratch - head_no_decode) if not alt_decompression else decode_bytes,
-            "scratch_bytes": head - head_no_scratch,
-            "persistent_bytes": persistent,
-            "head_bytes": head,
+            **_head_split(layers, entries, all_entries, scratch, head, persistent, decode_bytes,
+                          alt_decompression),
             "runtime": runtime, "abi": "arm32",
             "layers": layers}
