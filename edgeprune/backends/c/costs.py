@@ -86,6 +86,34 @@ def _window_counts(g: dict):
     return int(inside.sum()), int(calls.sum())
 
 
+def dwconv_3x3(g: dict) -> bool:
+    """Whether ep_dwconv_dsp runs its 3x3 path on window `g` (kernels/ep_kernels.h: EP_DW3)."""
+    return (g["k_h"] == 3 and g["k_w"] == 3 and g["dil_h"] == 1 and g["dil_w"] == 1
+            and g["out_c"] == g["in_c"])
+
+
+def dwconv_plane(g: dict):
+    """(rows, columns) of the 3x3 path's padded input plane, and the (rows, columns) of it
+    gathered from the input (kernels/ep_dwconv.c: dwconv_3x3)."""
+    ph = (g["out_h"] - 1) * g["stride_h"] + 3
+    pw = (g["out_w"] - 1) * g["stride_w"] + 3
+    rows = min(g["pad_top"] + g["in_h"], ph) - g["pad_top"]
+    cols = min(g["pad_left"] + g["in_w"], pw) - g["pad_left"]
+    return ph, pw, max(rows, 0), max(cols, 0)
+
+
+def dwconv_chunk(g: dict) -> int:
+    """Output rows per pass of the 3x3 path (kernels/ep_kernels.h: EP_DW3_CHUNK)."""
+    return 1 if g["out_w"] >= 512 else min(512 // g["out_w"], g["out_h"])
+
+
+def dwconv_scratch(g: dict) -> int:
+    """Scratch bytes of the 3x3 path: int32 accumulators of dwconv_chunk rows and one
+    channel's plane (+ 4 bytes: the last pixel's word load reads past it), word-aligned."""
+    ph, pw, _, _ = dwconv_plane(g)
+    return 4 * g["out_w"] * dwconv_chunk(g) + (ph * pw + 4 + 3) // 4 * 4
+
+
 def step_terms(step, enc=None):
     """(kernel key, {term: count}) of one kernel call: the work terms whose coefficients the
     calibration fits (per core, by non-negative least squares). The counts follow the kernels'
@@ -101,6 +129,16 @@ def step_terms(step, enc=None):
         taps = g["k_h"] * g["k_w"]
         if k == "dwconv":
             dsp = enc is not None and enc.variant == "dense-dsp"
+            if dsp and dwconv_3x3(g):
+                c = g["in_c"]
+                _, _, rows, cols = dwconv_plane(g)
+                s1 = g["stride_w"] == 1
+                return "dwconv-3x3", {
+                    "pair_steps": c * g["out_h"] * (g["out_w"] // 2) if s1 else 0,
+                    "single_steps": c * g["out_h"] * (g["out_w"] % 2 if s1 else g["out_w"]),
+                    "outputs": outputs, "rows": c * g["out_h"],
+                    "passes": c * -(-g["out_h"] // dwconv_chunk(g)), "gather": c * rows * cols,
+                    "gather_rows": c * rows, "channels": c, "plane": dwconv_scratch(g), "call": 1}
             if dsp and g["out_c"] == g["in_c"] and g["in_c"] % 4 == 0 and taps <= 64:
                 return "dwconv-dsp", {"macs": step.macs, "taps": pixels * taps,
                                       "outputs": outputs, "pixels": pixels, "call": 1}

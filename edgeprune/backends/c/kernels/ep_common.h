@@ -144,6 +144,16 @@ EP_INLINE int8_t ep_clamp_s8(int32_t v, int32_t lo, int32_t hi) {
   return (int8_t)v;
 }
 
+/* Saturation to int8 (SSAT #8 on the DSP cores). */
+EP_INLINE int8_t ep_ssat8(int32_t v) {
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__GNUC__)
+  __asm("ssat %0, #8, %0" : "+r"(v));
+  return (int8_t)v;
+#else
+  return ep_clamp_s8(v, -128, 127);
+#endif
+}
+
 /* The weighted layers' output clamp, when every one of them has act_max = 127 (EP_ACT_MAX_127
  * in ep_config.h: no ReLU6 or narrower range): SSAT to int8, then the lower bound. */
 #ifndef EP_ACT_MAX_127
@@ -190,6 +200,24 @@ EP_INLINE int32_t ep_smlabb(uint32_t x, uint32_t y, int32_t acc) {
 EP_INLINE int32_t ep_smlatt(uint32_t x, uint32_t y, int32_t acc) {
   return __smlatt((int32_t)x, (int32_t)y, acc);
 }
+/* SMLABT / SMLATB: bottom(x) * top(y), top(x) * bottom(y); SMUAD: SMLAD from zero. */
+EP_INLINE int32_t ep_smlabt(uint32_t x, uint32_t y, int32_t acc) {
+  return __smlatb((int32_t)y, (int32_t)x, acc);
+}
+EP_INLINE int32_t ep_smlatb(uint32_t x, uint32_t y, int32_t acc) {
+  return __smlatb((int32_t)x, (int32_t)y, acc);
+}
+EP_INLINE int32_t ep_smuad(uint32_t x, uint32_t y) { return __smuad((int16x2_t)x, (int16x2_t)y); }
+/* SMMULR: (a * b + 2^31) >> 32, the rounded high word of the 64-bit product. */
+EP_INLINE int32_t ep_smmulr(int32_t a, int32_t b) {
+#if defined(__GNUC__)
+  int32_t r;
+  __asm("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+#else
+  return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
+#endif
+}
 #else
 /* Portable equivalents (host builds, cores without the DSP extension). The sums wrap modulo
  * 2^32 like the instructions; in int32 the reference's sums are the same. */
@@ -215,6 +243,21 @@ EP_INLINE int32_t ep_smlabb(uint32_t x, uint32_t y, int32_t acc) {
 EP_INLINE int32_t ep_smlatt(uint32_t x, uint32_t y, int32_t acc) {
   return (int32_t)((uint32_t)acc + (uint32_t)(ep_hi16(x) * ep_hi16(y)));
 }
+EP_INLINE int32_t ep_smlabt(uint32_t x, uint32_t y, int32_t acc) {
+  return (int32_t)((uint32_t)acc + (uint32_t)(ep_lo16(x) * ep_hi16(y)));
+}
+EP_INLINE int32_t ep_smlatb(uint32_t x, uint32_t y, int32_t acc) {
+  return (int32_t)((uint32_t)acc + (uint32_t)(ep_hi16(x) * ep_lo16(y)));
+}
+EP_INLINE int32_t ep_smuad(uint32_t x, uint32_t y) { return ep_smlad(x, y, 0); }
+EP_INLINE int32_t ep_smmulr(int32_t a, int32_t b) {
+  return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
+}
 #endif
+
+/* Two int16 values in one word: lo in bits 0-15, hi in bits 16-31. */
+EP_INLINE uint32_t ep_pack2(int32_t lo, int32_t hi) {
+  return ((uint32_t)(uint16_t)(int16_t)lo) | ((uint32_t)(uint16_t)(int16_t)hi << 16);
+}
 
 #endif /* EP_COMMON_H */
