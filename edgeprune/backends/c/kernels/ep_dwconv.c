@@ -168,7 +168,7 @@ EP_INLINE void dw3_rq(const int32_t *acc, int n, int8_t *out, int step, int32_t 
   for (; n > 0; n--, out += step) {
     const int32_t y = ep_smmulr((int32_t)((uint32_t)b2 + ((uint32_t)*acc++ << 1)), m);
     int32_t t = pos ? ((y + rnd + (y >> 31)) >> e) + zp : y + zp;
-    *out = full ? ep_ssat8(t) : ep_clamp_s8(t, lo, hi);
+    *out = full ? ep_ssat8(t) : ep_clamp_out(t, lo, hi);
   }
 }
 #endif
@@ -183,6 +183,56 @@ static void dw3_requant(const ep_requant *q, int c, const int32_t *acc, int n, i
   const int32_t b2 = (int32_t)((uint32_t)bias << 1);
   const int32_t zp = q->out_zp, lo = q->act_min, hi = q->act_max;
   const int full = lo == -128 && hi == 127;
+#if EP_HAVE_DSP && defined(__GNUC__)
+  /* e in 1..21 and act_max 127: the output zero point joins the rounding constant
+   * ((y + rnd + [y<0] + zp 2^e) >> e = ((y + rnd + [y<0]) >> e) + zp; |y| < 2^30, so no
+   * overflow), SSAT, and the lower bound unless it is -128: 10 or 13 instructions */
+  if (e > 0 && e <= 21 && hi == 127 && n > 0) {
+    const int32_t rz = (int32_t)((uint32_t)rnd + ((uint32_t)zp << e));
+    const int32_t *const end = acc + n;
+    int32_t t, u;
+    if (lo == -128) {
+      __asm volatile(
+          "1:\n\t"
+          "ldr %[t], [%[acc]], #4\n\t"
+          "add %[t], %[b2], %[t], lsl #1\n\t"
+          "smmulr %[t], %[t], %[m]\n\t"
+          "add %[u], %[t], %[rz]\n\t"
+          "add %[u], %[u], %[t], asr #31\n\t"
+          "asr %[u], %[u], %[e]\n\t"
+          "ssat %[u], #8, %[u]\n\t"
+          "strb %[u], [%[out]]\n\t"
+          "add %[out], %[out], %[step]\n\t"
+          "cmp %[acc], %[end]\n\t"
+          "bne 1b\n\t"
+          : [acc] "+r"(acc), [out] "+r"(out), [t] "=&r"(t), [u] "=&r"(u)
+          : [b2] "r"(b2), [m] "r"(m), [rz] "r"(rz), [e] "r"(e), [step] "r"(step), [end] "r"(end)
+          : "cc", "memory");
+    } else {
+      __asm volatile(
+          "1:\n\t"
+          "ldr %[t], [%[acc]], #4\n\t"
+          "add %[t], %[b2], %[t], lsl #1\n\t"
+          "smmulr %[t], %[t], %[m]\n\t"
+          "add %[u], %[t], %[rz]\n\t"
+          "add %[u], %[u], %[t], asr #31\n\t"
+          "asr %[u], %[u], %[e]\n\t"
+          "ssat %[u], #8, %[u]\n\t"
+          "cmp %[u], %[lo]\n\t"
+          "it lt\n\t"
+          "movlt %[u], %[lo]\n\t"
+          "strb %[u], [%[out]]\n\t"
+          "add %[out], %[out], %[step]\n\t"
+          "cmp %[acc], %[end]\n\t"
+          "bne 1b\n\t"
+          : [acc] "+r"(acc), [out] "+r"(out), [t] "=&r"(t), [u] "=&r"(u)
+          : [b2] "r"(b2), [m] "r"(m), [rz] "r"(rz), [e] "r"(e), [step] "r"(step), [end] "r"(end),
+            [lo] "r"(lo)
+          : "cc", "memory");
+    }
+    return;
+  }
+#endif
   if (e > 0) {
     if (full) dw3_rq(acc, n, out, step, b2, m, rnd, e, zp, lo, hi, 1, 1);
     else dw3_rq(acc, n, out, step, b2, m, rnd, e, zp, lo, hi, 1, 0);
