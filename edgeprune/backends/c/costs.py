@@ -114,6 +114,13 @@ def dwconv_scratch(g: dict) -> int:
     return 4 * g["out_w"] * dwconv_chunk(g) + (ph * pw + 4 + 3) // 4 * 4
 
 
+def conv_direct(g: dict) -> bool:
+    """Whether the DSP convolution reads its im2col column straight from the input
+    (kernels/ep_conv.c: EP_CONV_DIRECT): 1x1, stride 1, no padding, in_c a multiple of 4."""
+    return (g["k_h"] == 1 and g["k_w"] == 1 and g["stride_h"] == 1 and g["stride_w"] == 1
+            and g["pad_top"] == 0 and g["pad_left"] == 0 and g["in_c"] % 4 == 0)
+
+
 def step_terms(step, enc=None):
     """(kernel key, {term: count}) of one kernel call: the work terms whose coefficients the
     calibration fits (per core, by non-negative least squares). The counts follow the kernels'
@@ -156,11 +163,13 @@ def step_terms(step, enc=None):
             pairs = (pixels + 1) // 2
             groups = (kk + 3) // 4
             oc = g["out_c"]
+            direct = conv_direct(g)
             return "conv-dense", {"block_steps": pairs * groups * (oc // 2),
                                   "tail_steps": pairs * groups * (oc % 2),
                                   "blocks": pairs * ((oc + 1) // 2), "outputs": outputs,
-                                  "expand": 2 * pairs * groups, "copy_bytes": pixels * kk,
-                                  "copy_calls": copies, "pixels": pixels, "call": 1}
+                                  "expand": 2 * pairs * groups,
+                                  "copy_bytes": 0 if direct else pixels * kk,
+                                  "copy_calls": 0 if direct else copies, "pixels": pixels, "call": 1}
         return f"conv-{fam}", {"macs": step.macs, "copy_bytes": pixels * kk, "copy_calls": copies,
                                "outputs": outputs, "pixels": pixels, "call": 1}
     if k == "fc":

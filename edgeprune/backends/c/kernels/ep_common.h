@@ -100,8 +100,21 @@ typedef struct {
   int32_t shift;
 } ep_rq;
 
+EP_INLINE int32_t ep_smmulr(int32_t a, int32_t b);
+
 EP_INLINE int32_t ep_rq_apply(const ep_rq *r, int32_t x, int single) {
   const int32_t w = r->shift;
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__GNUC__)
+  if (!single) {
+    /* SMMULR: (2x * m + 2^31) >> 32 = floor((x * m + 2^30) / 2^31) (|x| < 2^30, so 2x
+     * fits); RoundingDivideByPOT's sign correction from y's sign (the reference's own test;
+     * w >> 16 is -1 when e > 0, else 0) */
+    const int32_t y = ep_smmulr((int32_t)((uint32_t)x << 1), r->mult);
+    int32_t t = y + r->round + ((y >> 31) & (w >> 16));
+    __asm("asr %0, %0, %1" : "+r"(t) : "r"(w));
+    return t;
+  }
+#endif
   const uint32_t lo = single ? ((uint32_t)w & 0x40000000u) : 0x40000000u;
   const int64_t a = (int64_t)x * r->mult + (int64_t)lo;
   int32_t t = (int32_t)(uint32_t)((uint64_t)a >> 31);   /* fits: |x| < 2^30 */
