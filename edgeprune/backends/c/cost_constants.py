@@ -14,14 +14,14 @@ Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 STEP_INSTRUCTIONS = {
     "cortex-m4": {
         "add": {
-            "elements": 27.0,
-            "call": 32.0
+            "elements": 22.0,
+            "call": 29.0
         },
         "avgpool": {
-            "window": 9.69639,
-            "outputs": 50.16624,
-            "pixels": 46.97551,
-            "rows": 88.34074,
+            "window": 9.70065,
+            "outputs": 50.26296,
+            "pixels": 46.51566,
+            "rows": 87.04509,
             "call": 0.0
         },
         "concat": {
@@ -32,60 +32,66 @@ STEP_INSTRUCTIONS = {
         "conv-clustered": {
             "macs": 4.60276,
             "copy_bytes": 0.0,
-            "copy_calls": 47.42783,
-            "outputs": 66.67756,
+            "copy_calls": 47.42538,
+            "outputs": 63.67686,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.67821,
-            "tail_steps": 13.3023,
-            "blocks": 23.99424,
-            "outputs": 21.90511,
-            "expand": 12.50629,
-            "copy_bytes": 0.0,
-            "copy_calls": 53.24634,
-            "pixels": 79.52817,
+            "block_steps": 15.67671,
+            "tail_steps": 8.47289,
+            "blocks": 60.07579,
+            "outputs": 9.0622,
+            "expand": 10.47221,
+            "copy_bytes": 0.23458,
+            "copy_calls": 56.88311,
+            "pixels": 66.12547,
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 5.52907,
-            "entries_border": 16.81254,
-            "outputs": 48.31285,
+            "entries_inside": 5.46001,
+            "entries_border": 16.84307,
+            "outputs": 45.43996,
             "border_pixels": 0.0,
-            "pixels": 41.59032,
-            "call": 508.74137
+            "pixels": 37.82552,
+            "call": 486.96607
+        },
+        "dwconv-3x3": {
+            "pair_steps": 57.03187,
+            "single_steps": 38.29744,
+            "outputs": 0.0,
+            "rows": 0.0,
+            "passes": 129.4403,
+            "gather": 1.34716,
+            "gather_rows": 47.81542,
+            "channels": 0.0,
+            "plane": 0.0,
+            "call": 201.11988
         },
         "dwconv-dsp": {
-            "macs": 6.76742,
-            "taps": 7.73442,
-            "outputs": 0.0,
-            "pixels": 182.45892,
-            "call": 75.08489
-        },
-        "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 319.98122,
+            "taps": 21.752,
+            "outputs": 121.25,
             "pixels": 0.0,
-            "call": 1382.47126
+            "call": 403.8
         },
         "fc-clustered": {
-            "macs": 4.52938,
-            "inputs": 0.20732,
-            "outputs": 51.61334,
-            "call": 92.52955
+            "macs": 4.52939,
+            "inputs": 0.20662,
+            "outputs": 49.14052,
+            "call": 90.03084
         },
         "fc-dense": {
-            "quad_macs": 1.49981,
-            "tail_macs": 2.50198,
+            "quad_macs": 1.4998,
+            "tail_macs": 2.503,
             "inputs": 0.0,
-            "outputs": 28.37116,
-            "call": 118.13068
+            "outputs": 26.10485,
+            "call": 123.0667
         },
         "fc-sparse": {
-            "entries": 5.03216,
-            "outputs": 51.02896,
-            "call": 96.49101
+            "entries": 5.02751,
+            "outputs": 49.0007,
+            "call": 85.06522
         },
         "maxpool": {
             "window": 11.70838,
@@ -99,9 +105,9 @@ STEP_INSTRUCTIONS = {
             "call": 17.0
         },
         "softmax": {
-            "elements": 447.69761,
-            "rows": 290.376,
-            "call": 100.59157
+            "elements": 444.82776,
+            "rows": 291.23843,
+            "call": 141.93601
         }
     },
     "cortex-m7": {
@@ -294,14 +300,14 @@ STEP_INSTRUCTIONS = {
 STEP_CYCLES = {
     "cortex-m4": {
         "add": {
-            "elements": 31.0,
-            "call": 57.0
+            "elements": 23.0,
+            "call": 56.0
         },
         "avgpool": {
-            "window": 13.76273,
-            "outputs": 76.22666,
-            "pixels": 57.1826,
-            "rows": 127.87628,
+            "window": 13.77551,
+            "outputs": 76.51683,
+            "pixels": 55.80305,
+            "rows": 123.98933,
             "call": 0.0
         },
         "concat": {
@@ -312,60 +318,66 @@ STEP_CYCLES = {
         "conv-clustered": {
             "macs": 5.89941,
             "copy_bytes": 0.0,
-            "copy_calls": 67.97569,
-            "outputs": 88.32359,
+            "copy_calls": 67.97324,
+            "outputs": 86.32289,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 21.61736,
-            "tail_steps": 16.30892,
-            "blocks": 69.14101,
-            "outputs": 19.00302,
-            "expand": 16.03137,
-            "copy_bytes": 0.0,
-            "copy_calls": 79.15961,
-            "pixels": 123.82006,
+            "block_steps": 21.61663,
+            "tail_steps": 10.27884,
+            "blocks": 112.98007,
+            "outputs": 4.23198,
+            "expand": 14.15503,
+            "copy_bytes": 0.18767,
+            "copy_calls": 82.82974,
+            "pixels": 114.17863,
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 6.82961,
-            "entries_border": 20.87227,
-            "outputs": 56.50547,
+            "entries_inside": 6.8722,
+            "entries_border": 20.84626,
+            "outputs": 54.55529,
             "border_pixels": 0.0,
-            "pixels": 61.87052,
-            "call": 584.68213
+            "pixels": 65.63778,
+            "call": 623.45754
+        },
+        "dwconv-3x3": {
+            "pair_steps": 66.80855,
+            "single_steps": 38.49483,
+            "outputs": 0.0,
+            "rows": 0.0,
+            "passes": 187.05124,
+            "gather": 3.03921,
+            "gather_rows": 62.78825,
+            "channels": 0.0,
+            "plane": 0.0,
+            "call": 157.31147
         },
         "dwconv-dsp": {
-            "macs": 8.23125,
-            "taps": 12.15873,
-            "outputs": 0.0,
-            "pixels": 215.12346,
-            "call": 259.81541
-        },
-        "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 407.10693,
+            "taps": 28.37244,
+            "outputs": 152.36111,
             "pixels": 0.0,
-            "call": 799.60559
+            "call": 549.2
         },
         "fc-clustered": {
-            "macs": 5.92731,
-            "inputs": 0.0,
-            "outputs": 67.56131,
-            "call": 75.6975
+            "macs": 5.86198,
+            "inputs": 0.14888,
+            "outputs": 65.09085,
+            "call": 101.15304
         },
         "fc-dense": {
             "quad_macs": 1.87481,
-            "tail_macs": 3.2403,
+            "tail_macs": 3.24026,
             "inputs": 0.0,
-            "outputs": 38.08855,
-            "call": 154.66666
+            "outputs": 35.58805,
+            "call": 159.68044
         },
         "fc-sparse": {
-            "entries": 6.52568,
-            "outputs": 64.60283,
-            "call": 129.09842
+            "entries": 6.52168,
+            "outputs": 61.44877,
+            "call": 116.55864
         },
         "maxpool": {
             "window": 14.18206,
@@ -379,9 +391,9 @@ STEP_CYCLES = {
             "call": 38.0
         },
         "softmax": {
-            "elements": 557.48923,
-            "rows": 307.79615,
-            "call": 136.24623
+            "elements": 556.36927,
+            "rows": 324.5128,
+            "call": 128.17805
         }
     },
     "cortex-m7": {
@@ -573,8 +585,8 @@ STEP_CYCLES = {
 # the invoke's own code (call, output copy): per call and per output byte
 INVOKE_INSTRUCTIONS = {
     "cortex-m4": {
-        "call": 28.83977,
-        "output_bytes": 0.53665
+        "call": 29.06151,
+        "output_bytes": 0.53628
     },
     "cortex-m7": {
         "call": 29.16844,
@@ -587,8 +599,8 @@ INVOKE_INSTRUCTIONS = {
 }
 INVOKE_CYCLES = {
     "cortex-m4": {
-        "call": 57.29581,
-        "output_bytes": 0.5831
+        "call": 57.44803,
+        "output_bytes": 0.58257
     },
     "cortex-m7": {
         "call": 58.07752,
@@ -608,44 +620,44 @@ FIT_MAX_REL_ERROR = {
             0.0
         ],
         "avgpool": [
-            0.0269,
-            0.0291
+            0.0276,
+            0.0306
         ],
         "concat": [
             0.4002,
             0.4907
         ],
         "conv-clustered": [
-            0.0249,
-            0.0549
+            0.0255,
+            0.0555
         ],
         "conv-dense": [
-            0.0357,
-            0.0368
+            0.0587,
+            0.0635
         ],
         "conv-sparse": [
-            0.1124,
-            0.1194
+            0.1134,
+            0.147
+        ],
+        "dwconv-3x3": [
+            0.0408,
+            0.0378
         ],
         "dwconv-dsp": [
-            0.0127,
-            0.0163
-        ],
-        "dwconv-plain": [
-            0.0046,
-            0.0006
+            0.0,
+            0.0
         ],
         "fc-clustered": [
-            0.0992,
-            0.0841
+            0.0967,
+            0.0857
         ],
         "fc-dense": [
-            0.0613,
-            0.0536
+            0.0632,
+            0.0538
         ],
         "fc-sparse": [
-            0.1798,
-            0.0974
+            0.2044,
+            0.1149
         ],
         "maxpool": [
             0.0239,
@@ -656,8 +668,8 @@ FIT_MAX_REL_ERROR = {
             0.0
         ],
         "softmax": [
-            0.0158,
-            0.0125
+            0.0191,
+            0.0156
         ]
     },
     "cortex-m7": {

@@ -19,6 +19,7 @@ FC_DENSE_PER_MAC = {True: 1.5, False: 7.0}         # 4-row SMLAD loop 24/16; pla
 SPARSE_PER_ENTRY = {True: 5.0, False: 7.0}         # 4 (position, value) entries: 20/4, 28/4
 CLUSTERED_PER_WEIGHT = {True: 4.6, False: 9.4}     # 3-bit: 46/10 and 94/10 (4-bit: 4.5, 9.375)
 DW_PER_MAC = {True: 4.0, False: 8.667}             # 4 channels x 1 tap 16/4; plain 26/3
+DW3_PER_MAC = 1.389                                # 3x3 path, stride-1 pixel pairs: 25/18
 # Not measured yet (rough, from the loop bodies; the QEMU calibration of issue 11 replaces
 # them): im2col per window element (int8 copy, plus the 9-instruction / 4-element expansion to
 # int16 pairs on the DSP path) and requantize + clamp + store per output.
@@ -46,7 +47,8 @@ def estimate_instructions(step, enc, dsp: bool, core=None) -> float:
         k = p["in_n"]
     fam = enc.family
     if step.kind == "dwconv":
-        body = step.macs * DW_PER_MAC[dsp]
+        per = DW3_PER_MAC if dsp and dwconv_3x3(step.params["g"]) else DW_PER_MAC[dsp]
+        body = step.macs * per
     elif fam == "dense":
         per = CONV_DENSE_PER_MAC[dsp] if step.kind == "conv" else FC_DENSE_PER_MAC[dsp]
         body = step.macs * per

@@ -104,15 +104,20 @@ EP_INLINE int32_t ep_smmulr(int32_t a, int32_t b);
 
 EP_INLINE int32_t ep_rq_apply(const ep_rq *r, int32_t x, int single) {
   const int32_t w = r->shift;
-#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__GNUC__)
+#if (defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__GNUC__)) || defined(EP_RQ_SMMULR)
   if (!single) {
     /* SMMULR: (2x * m + 2^31) >> 32 = floor((x * m + 2^30) / 2^31) (|x| < 2^30, so 2x
      * fits); RoundingDivideByPOT's sign correction from y's sign (the reference's own test;
-     * w >> 16 is -1 when e > 0, else 0) */
+     * w >> 16 is -1 when e > 0, else 0). EP_RQ_SMMULR: the same arithmetic in portable C
+     * (host tests of the DSP cores' path: tests/test_c_requant.py, tests/test_c_dwconv.py) */
     const int32_t y = ep_smmulr((int32_t)((uint32_t)x << 1), r->mult);
     int32_t t = y + r->round + ((y >> 31) & (w >> 16));
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__GNUC__)
     __asm("asr %0, %0, %1" : "+r"(t) : "r"(w));
     return t;
+#else
+    return t >> (w & 31);
+#endif
   }
 #endif
   const uint32_t lo = single ? ((uint32_t)w & 0x40000000u) : 0x40000000u;

@@ -232,6 +232,16 @@ static void dw3_requant(const ep_requant *q, int c, const int32_t *acc, int n, i
     }
     return;
   }
+#elif defined(EP_RQ_SMMULR)
+  /* the asm loops' arithmetic in portable C (host tests: tests/test_c_dwconv.py) */
+  if (e > 0 && e <= 21 && hi == 127 && n > 0) {
+    const int32_t rz = (int32_t)((uint32_t)rnd + ((uint32_t)zp << e));
+    for (; n > 0; n--, out += step) {
+      const int32_t y = ep_smmulr((int32_t)((uint32_t)b2 + ((uint32_t)*acc++ << 1)), m);
+      *out = ep_clamp_s8((y + rz + (y >> 31)) >> e, lo, 127);
+    }
+    return;
+  }
 #endif
   if (e > 0) {
     if (full) dw3_rq(acc, n, out, step, b2, m, rnd, e, zp, lo, hi, 1, 1);
