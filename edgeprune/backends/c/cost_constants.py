@@ -112,14 +112,14 @@ STEP_INSTRUCTIONS = {
     },
     "cortex-m7": {
         "add": {
-            "elements": 26.0,
+            "elements": 22.0,
             "call": 30.0
         },
         "avgpool": {
-            "window": 9.67875,
-            "outputs": 50.01704,
-            "pixels": 45.02744,
-            "rows": 89.26454,
+            "window": 9.6894,
+            "outputs": 50.25885,
+            "pixels": 43.87782,
+            "rows": 86.02541,
             "call": 0.0
         },
         "concat": {
@@ -131,59 +131,65 @@ STEP_INSTRUCTIONS = {
             "macs": 4.60279,
             "copy_bytes": 0.0,
             "copy_calls": 48.09308,
-            "outputs": 65.90995,
+            "outputs": 63.90995,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.66549,
-            "tail_steps": 13.16214,
-            "blocks": 28.435,
-            "outputs": 20.5413,
-            "expand": 12.58996,
-            "copy_bytes": 0.0,
-            "copy_calls": 54.67136,
-            "pixels": 72.34356,
+            "block_steps": 15.6623,
+            "tail_steps": 8.45678,
+            "blocks": 64.70705,
+            "outputs": 8.14874,
+            "expand": 9.33162,
+            "copy_bytes": 0.29866,
+            "copy_calls": 57.3825,
+            "pixels": 65.15163,
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 5.53316,
-            "entries_border": 15.00687,
-            "outputs": 47.16129,
+            "entries_inside": 5.53198,
+            "entries_border": 15.00757,
+            "outputs": 45.20818,
             "border_pixels": 0.0,
-            "pixels": 41.70144,
-            "call": 330.95774
+            "pixels": 38.91178,
+            "call": 332.69284
+        },
+        "dwconv-3x3": {
+            "pair_steps": 56.79879,
+            "single_steps": 37.86249,
+            "outputs": 0.0,
+            "rows": 0.0,
+            "passes": 150.74205,
+            "gather": 1.46248,
+            "gather_rows": 46.19502,
+            "channels": 0.0,
+            "plane": 0.0,
+            "call": 198.05178
         },
         "dwconv-dsp": {
-            "macs": 6.68379,
-            "taps": 8.84468,
-            "outputs": 0.0,
-            "pixels": 180.91867,
-            "call": 71.23998
-        },
-        "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 310.40002,
+            "taps": 22.64119,
+            "outputs": 121.40046,
             "pixels": 0.0,
-            "call": 1500.44766
+            "call": 425.06667
         },
         "fc-clustered": {
-            "macs": 4.5295,
-            "inputs": 0.20142,
-            "outputs": 51.6191,
-            "call": 91.08556
+            "macs": 4.52949,
+            "inputs": 0.20168,
+            "outputs": 49.64172,
+            "call": 88.88031
         },
         "fc-dense": {
-            "quad_macs": 1.49983,
-            "tail_macs": 2.50434,
+            "quad_macs": 1.49981,
+            "tail_macs": 2.50646,
             "inputs": 0.0,
-            "outputs": 28.59463,
-            "call": 120.7748
+            "outputs": 25.06302,
+            "call": 122.61929
         },
         "fc-sparse": {
-            "entries": 5.02716,
-            "outputs": 48.98419,
-            "call": 84.47427
+            "entries": 5.02304,
+            "outputs": 47.83926,
+            "call": 75.44617
         },
         "maxpool": {
             "window": 11.70873,
@@ -197,9 +203,9 @@ STEP_INSTRUCTIONS = {
             "call": 16.0
         },
         "softmax": {
-            "elements": 454.69761,
-            "rows": 295.376,
-            "call": 99.59157
+            "elements": 451.82776,
+            "rows": 296.23843,
+            "call": 140.93601
         }
     },
     "cortex-m33": {
@@ -398,14 +404,14 @@ STEP_CYCLES = {
     },
     "cortex-m7": {
         "add": {
-            "elements": 30.0,
-            "call": 59.0
+            "elements": 24.0,
+            "call": 61.0
         },
         "avgpool": {
-            "window": 13.75074,
-            "outputs": 74.46058,
-            "pixels": 57.93625,
-            "rows": 130.44572,
+            "window": 13.76778,
+            "outputs": 74.84748,
+            "pixels": 56.09686,
+            "rows": 125.26312,
             "call": 0.0
         },
         "concat": {
@@ -417,59 +423,65 @@ STEP_CYCLES = {
             "macs": 6.09704,
             "copy_bytes": 0.0,
             "copy_calls": 64.17655,
-            "outputs": 95.54418,
+            "outputs": 94.54418,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 21.57932,
-            "tail_steps": 16.99959,
-            "blocks": 76.64964,
-            "outputs": 19.8471,
-            "expand": 16.30321,
-            "copy_bytes": 0.0,
-            "copy_calls": 79.05632,
-            "pixels": 120.13188,
+            "block_steps": 21.57431,
+            "tail_steps": 12.05947,
+            "blocks": 113.04117,
+            "outputs": 7.22122,
+            "expand": 14.44888,
+            "copy_bytes": 0.44096,
+            "copy_calls": 82.04922,
+            "pixels": 108.76942,
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 7.31669,
-            "entries_border": 19.8615,
-            "outputs": 56.24864,
+            "entries_inside": 7.31725,
+            "entries_border": 19.86116,
+            "outputs": 54.22426,
             "border_pixels": 0.0,
-            "pixels": 73.04948,
-            "call": 662.32782
+            "pixels": 70.90942,
+            "call": 658.69183
+        },
+        "dwconv-3x3": {
+            "pair_steps": 66.53495,
+            "single_steps": 39.9254,
+            "outputs": 0.0,
+            "rows": 0.0,
+            "passes": 220.54733,
+            "gather": 3.18117,
+            "gather_rows": 62.92043,
+            "channels": 0.0,
+            "plane": 0.0,
+            "call": 152.52908
         },
         "dwconv-dsp": {
-            "macs": 8.42332,
-            "taps": 15.27239,
-            "outputs": 0.0,
-            "pixels": 232.38291,
-            "call": 153.46415
-        },
-        "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 399.79621,
+            "taps": 33.13363,
+            "outputs": 149.94907,
             "pixels": 0.0,
-            "call": 1651.34816
+            "call": 755.26667
         },
         "fc-clustered": {
-            "macs": 6.08309,
-            "inputs": 0.10401,
-            "outputs": 71.94379,
-            "call": 89.52686
+            "macs": 6.08308,
+            "inputs": 0.10427,
+            "outputs": 69.9664,
+            "call": 86.32161
         },
         "fc-dense": {
-            "quad_macs": 1.93733,
-            "tail_macs": 3.49312,
+            "quad_macs": 1.93732,
+            "tail_macs": 3.49524,
             "inputs": 0.0,
-            "outputs": 39.09297,
-            "call": 154.58443
+            "outputs": 35.56135,
+            "call": 158.42893
         },
         "fc-sparse": {
-            "entries": 7.02155,
-            "outputs": 64.12008,
-            "call": 116.1903
+            "entries": 7.01754,
+            "outputs": 60.95263,
+            "call": 108.1965
         },
         "maxpool": {
             "window": 14.18206,
@@ -483,9 +495,9 @@ STEP_CYCLES = {
             "call": 44.0
         },
         "softmax": {
-            "elements": 573.48923,
-            "rows": 318.79615,
-            "call": 136.24623
+            "elements": 572.36927,
+            "rows": 335.5128,
+            "call": 128.17805
         }
     },
     "cortex-m33": {
@@ -589,8 +601,8 @@ INVOKE_INSTRUCTIONS = {
         "output_bytes": 0.53628
     },
     "cortex-m7": {
-        "call": 29.16844,
-        "output_bytes": 0.53667
+        "call": 29.34026,
+        "output_bytes": 0.53619
     },
     "cortex-m33": {
         "call": 28.78588,
@@ -603,8 +615,8 @@ INVOKE_CYCLES = {
         "output_bytes": 0.58257
     },
     "cortex-m7": {
-        "call": 58.07752,
-        "output_bytes": 0.58309
+        "call": 58.12667,
+        "output_bytes": 0.58235
     },
     "cortex-m33": {
         "call": 57.08653,
@@ -678,44 +690,44 @@ FIT_MAX_REL_ERROR = {
             0.0
         ],
         "avgpool": [
-            0.0253,
-            0.0285
+            0.0271,
+            0.0305
         ],
         "concat": [
             0.387,
             0.4695
         ],
         "conv-clustered": [
-            0.0263,
-            0.0728
+            0.0267,
+            0.0731
         ],
         "conv-dense": [
-            0.0347,
-            0.0332
+            0.0517,
+            0.056
         ],
         "conv-sparse": [
-            0.1048,
-            0.1331
+            0.1087,
+            0.1369
+        ],
+        "dwconv-3x3": [
+            0.0382,
+            0.0383
         ],
         "dwconv-dsp": [
-            0.013,
-            0.0173
-        ],
-        "dwconv-plain": [
-            0.0055,
-            0.0045
+            0.0,
+            0.0
         ],
         "fc-clustered": [
-            0.0899,
-            0.0885
+            0.0913,
+            0.0895
         ],
         "fc-dense": [
-            0.0616,
-            0.0496
+            0.0668,
+            0.0532
         ],
         "fc-sparse": [
-            0.1539,
-            0.0742
+            0.174,
+            0.0933
         ],
         "maxpool": [
             0.0239,
@@ -726,8 +738,8 @@ FIT_MAX_REL_ERROR = {
             0.0
         ],
         "softmax": [
-            0.0156,
-            0.0121
+            0.0188,
+            0.0152
         ]
     },
     "cortex-m33": {
