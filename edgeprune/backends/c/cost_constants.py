@@ -210,14 +210,14 @@ STEP_INSTRUCTIONS = {
     },
     "cortex-m33": {
         "add": {
-            "elements": 26.0,
+            "elements": 22.0,
             "call": 30.0
         },
         "avgpool": {
-            "window": 9.69604,
-            "outputs": 52.16631,
-            "pixels": 47.05407,
-            "rows": 87.7711,
+            "window": 9.7003,
+            "outputs": 52.26304,
+            "pixels": 46.59422,
+            "rows": 86.47545,
             "call": 0.0
         },
         "concat": {
@@ -229,59 +229,65 @@ STEP_INSTRUCTIONS = {
             "macs": 4.6056,
             "copy_bytes": 0.0,
             "copy_calls": 46.59876,
-            "outputs": 66.73462,
+            "outputs": 63.73462,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.66113,
-            "tail_steps": 13.85894,
-            "blocks": 16.58009,
-            "outputs": 23.8611,
-            "expand": 12.927,
-            "copy_bytes": 0.0,
-            "copy_calls": 52.10108,
-            "pixels": 75.85495,
+            "block_steps": 15.65984,
+            "tail_steps": 9.17162,
+            "blocks": 52.86991,
+            "outputs": 10.94806,
+            "expand": 10.47429,
+            "copy_bytes": 0.3421,
+            "copy_calls": 55.38067,
+            "pixels": 67.41877,
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 5.4535,
-            "entries_border": 15.84508,
-            "outputs": 48.51496,
+            "entries_inside": 5.38725,
+            "entries_border": 15.86344,
+            "outputs": 44.48242,
             "border_pixels": 0.0,
-            "pixels": 36.7431,
-            "call": 486.84924
+            "pixels": 39.95367,
+            "call": 465.04567
+        },
+        "dwconv-3x3": {
+            "pair_steps": 57.03187,
+            "single_steps": 38.29744,
+            "outputs": 0.0,
+            "rows": 0.0,
+            "passes": 130.4403,
+            "gather": 1.34716,
+            "gather_rows": 49.81542,
+            "channels": 0.0,
+            "plane": 0.0,
+            "call": 197.11988
         },
         "dwconv-dsp": {
-            "macs": 6.76757,
-            "taps": 7.10516,
-            "outputs": 0.0,
-            "pixels": 183.56319,
-            "call": 89.36741
-        },
-        "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 308.19993,
+            "taps": 21.54667,
+            "outputs": 122.29167,
             "pixels": 0.0,
-            "call": 1162.35859
+            "call": 376.0
         },
         "fc-clustered": {
             "macs": 4.52942,
-            "inputs": 0.20548,
-            "outputs": 51.21748,
-            "call": 84.82818
+            "inputs": 0.20554,
+            "outputs": 48.22313,
+            "call": 84.02686
         },
         "fc-dense": {
             "quad_macs": 1.49984,
-            "tail_macs": 2.50274,
+            "tail_macs": 2.50202,
             "inputs": 0.0,
-            "outputs": 28.63827,
-            "call": 117.3202
+            "outputs": 26.9141,
+            "call": 121.84297
         },
         "fc-sparse": {
-            "entries": 5.02716,
-            "outputs": 49.98419,
-            "call": 86.47427
+            "entries": 5.02304,
+            "outputs": 47.83926,
+            "call": 77.44617
         },
         "maxpool": {
             "window": 11.70803,
@@ -295,9 +301,9 @@ STEP_INSTRUCTIONS = {
             "call": 16.0
         },
         "softmax": {
-            "elements": 448.69761,
-            "rows": 301.376,
-            "call": 99.59157
+            "elements": 445.82776,
+            "rows": 302.23843,
+            "call": 140.93601
         }
     }
 }
@@ -502,14 +508,14 @@ STEP_CYCLES = {
     },
     "cortex-m33": {
         "add": {
-            "elements": 30.0,
-            "call": 59.0
+            "elements": 24.0,
+            "call": 58.0
         },
         "avgpool": {
-            "window": 13.76203,
-            "outputs": 79.22682,
-            "pixels": 57.33971,
-            "rows": 126.737,
+            "window": 13.77481,
+            "outputs": 79.51699,
+            "pixels": 55.96016,
+            "rows": 122.85005,
             "call": 0.0
         },
         "concat": {
@@ -518,62 +524,68 @@ STEP_CYCLES = {
             "call": 871.97634
         },
         "conv-clustered": {
-            "macs": 5.90035,
+            "macs": 5.90014,
             "copy_bytes": 0.0,
-            "copy_calls": 62.84313,
-            "outputs": 95.23904,
+            "copy_calls": 62.96967,
+            "outputs": 93.29048,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 21.58622,
-            "tail_steps": 17.11957,
-            "blocks": 61.22955,
-            "outputs": 21.81214,
-            "expand": 16.49576,
-            "copy_bytes": 0.0,
-            "copy_calls": 77.94697,
-            "pixels": 116.4446,
+            "block_steps": 21.58387,
+            "tail_steps": 11.20395,
+            "blocks": 101.11026,
+            "outputs": 9.27885,
+            "expand": 13.93854,
+            "copy_bytes": 0.36575,
+            "copy_calls": 80.89755,
+            "pixels": 110.45204,
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 7.28459,
-            "entries_border": 20.88595,
-            "outputs": 56.41865,
+            "entries_inside": 7.32618,
+            "entries_border": 20.86572,
+            "outputs": 54.99582,
             "border_pixels": 0.0,
-            "pixels": 63.37387,
-            "call": 535.21318
+            "pixels": 65.3501,
+            "call": 547.98537
+        },
+        "dwconv-3x3": {
+            "pair_steps": 66.82714,
+            "single_steps": 39.50008,
+            "outputs": 0.0,
+            "rows": 0.0,
+            "passes": 192.09812,
+            "gather": 3.0333,
+            "gather_rows": 64.76794,
+            "channels": 0.0,
+            "plane": 0.0,
+            "call": 152.63234
         },
         "dwconv-dsp": {
-            "macs": 8.37013,
-            "taps": 11.16864,
-            "outputs": 0.0,
-            "pixels": 222.1026,
-            "call": 263.30422
-        },
-        "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 389.6599,
+            "taps": 28.49956,
+            "outputs": 153.95139,
             "pixels": 0.0,
-            "call": 568.71695
+            "call": 542.6
         },
         "fc-clustered": {
-            "macs": 5.85656,
-            "inputs": 0.17398,
-            "outputs": 70.33889,
-            "call": 99.27847
+            "macs": 5.85745,
+            "inputs": 0.16932,
+            "outputs": 66.81599,
+            "call": 98.72914
         },
         "fc-dense": {
-            "quad_macs": 1.87487,
-            "tail_macs": 3.2411,
+            "quad_macs": 1.87485,
+            "tail_macs": 3.24532,
             "inputs": 0.0,
-            "outputs": 38.1333,
-            "call": 150.43088
+            "outputs": 35.83536,
+            "call": 161.25746
         },
         "fc-sparse": {
-            "entries": 7.0223,
-            "outputs": 64.51842,
-            "call": 115.98143
+            "entries": 7.01912,
+            "outputs": 60.20274,
+            "call": 107.99223
         },
         "maxpool": {
             "window": 14.18136,
@@ -587,9 +599,9 @@ STEP_CYCLES = {
             "call": 44.0
         },
         "softmax": {
-            "elements": 557.48923,
-            "rows": 323.79615,
-            "call": 135.24623
+            "elements": 556.36927,
+            "rows": 340.5128,
+            "call": 127.17805
         }
     }
 }
@@ -605,8 +617,8 @@ INVOKE_INSTRUCTIONS = {
         "output_bytes": 0.53619
     },
     "cortex-m33": {
-        "call": 28.78588,
-        "output_bytes": 0.56844
+        "call": 29.06416,
+        "output_bytes": 0.56806
     }
 }
 INVOKE_CYCLES = {
@@ -619,8 +631,8 @@ INVOKE_CYCLES = {
         "output_bytes": 0.58235
     },
     "cortex-m33": {
-        "call": 57.08653,
-        "output_bytes": 0.615
+        "call": 57.33916,
+        "output_bytes": 0.61445
     }
 }
 
@@ -748,44 +760,44 @@ FIT_MAX_REL_ERROR = {
             0.0
         ],
         "avgpool": [
-            0.0269,
-            0.0291
+            0.0276,
+            0.0306
         ],
         "concat": [
             0.4002,
             0.4907
         ],
         "conv-clustered": [
-            0.0249,
-            0.0783
+            0.0255,
+            0.0791
         ],
         "conv-dense": [
-            0.0378,
-            0.0416
+            0.0594,
+            0.0625
         ],
         "conv-sparse": [
-            0.0999,
-            0.118
+            0.0939,
+            0.1335
+        ],
+        "dwconv-3x3": [
+            0.0403,
+            0.0372
         ],
         "dwconv-dsp": [
-            0.0121,
-            0.0151
-        ],
-        "dwconv-plain": [
-            0.0037,
-            0.0001
+            0.0,
+            0.0
         ],
         "fc-clustered": [
-            0.0856,
-            0.1059
+            0.0878,
+            0.1045
         ],
         "fc-dense": [
-            0.0598,
-            0.0508
+            0.0574,
+            0.0548
         ],
         "fc-sparse": [
-            0.1507,
-            0.0873
+            0.1731,
+            0.1015
         ],
         "maxpool": [
             0.024,
@@ -796,8 +808,8 @@ FIT_MAX_REL_ERROR = {
             0.0
         ],
         "softmax": [
-            0.0158,
-            0.0124
+            0.019,
+            0.0156
         ]
     }
 }
