@@ -37,10 +37,13 @@ CASES = [
     ("conv_sparse", "ep_conv_sparse.c", ("ep_conv_sparse",), ()),
     ("fc_clustered_3bit", "ep_fc_clustered.c", ("ep_fc_clustered", "fc_clustered_3"), ("EP_CLUSTER_BITS_3",)),
     ("fc_clustered_4bit", "ep_fc_clustered.c", ("ep_fc_clustered", "fc_clustered_4"), ("EP_CLUSTER_BITS_4",)),
+    ("dwconv_3x3_dsp", "ep_dwconv.c", ("dw3_rows_s1",), ()),
+    ("dwconv_3x3_s2_dsp", "ep_dwconv.c", ("dw3_rows",), ()),
     ("dwconv_dsp", "ep_dwconv.c", ("ep_dwconv_dsp",), ()),
     ("dwconv_plain", "ep_dwconv.c", ("ep_dwconv_plain",), ()),
 ]
-MAC = {"smlad": 2, "mla": 1, "muls": 1, "mul": 1, "smlabb": 1, "smlatt": 1}
+MAC = {"smlad": 2, "smuad": 2, "mla": 1, "muls": 1, "mul": 1, "smlabb": 1, "smlatt": 1,
+       "smlabt": 1, "smlatb": 1}
 
 
 def loops(obj: Path):

@@ -4,7 +4,7 @@ single-layer models measured under QEMU.
 
 For every model of the grid in benchmarks/c_synthetic.py (conv dense / sparse at 70 % and 95 %
 zeros / clustered with 8 and 16 levels, depthwise, fully connected in the same variants,
-max / average pooling, ADD, RELU, SOFTMAX, CONCATENATION; 135 models, seeded random int8
+max / average pooling, ADD, RELU, SOFTMAX, CONCATENATION; 150 models, seeded random int8
 weights, no zoo model):
 1. generate the C for the core (edgeprune/backends/c/codegen.py, the weight encoding forced);
 2. build it into the `edgeprune verify` firmware with the per-layer timer hooks and run it on

@@ -77,6 +77,12 @@ def main() -> int:
                 ipm = sorted(l["instructions_per_mac"] for _, l in convs)
                 lines += [f"Dense DSP convolutions on the M4: {len(convs)} layers, instructions per MAC "
                           f"min {ipm[0]}, median {ipm[len(ipm) // 2]}, max {ipm[-1]}.", ""]
+            dws = [l for r in zoo if r["core"] == "cortex-m4" for l in r["layers"]
+                   if l.get("kernel") == "ep_dwconv_dsp" and l.get("macs")]
+            if dws:
+                ipm = sorted(l["instructions_per_mac"] for l in dws)
+                lines += [f"Depthwise convolutions (DSP kernel) on the M4: {len(dws)} layers, instructions "
+                          f"per MAC min {ipm[0]}, median {ipm[len(ipm) // 2]}, max {ipm[-1]}.", ""]
         order = ["dense", "sparse", "sparse, per-layer choice", "dense, clustered model", "clustered",
                  "sparse+clustered", "channel"]
         le = sorted((r for r in c["rows"] if r["model"] == "lenet5" and "fashion" not in str(r.get("data"))),

@@ -46,7 +46,7 @@ def _cases(seed: int = 0):
     return cases
 
 
-def _run(tmp_path, cases):
+def _run(tmp_path, cases, flags=()):
     (tmp_path / "ep_config.h").write_text("")
     (tmp_path / "t.c").write_text(
         '#include <stdio.h>\n#include "ep_common.h"\nint main(void){ long x, m, s, r, w;\n'
@@ -57,7 +57,7 @@ def _run(tmp_path, cases):
         ' (int32_t)s));\n'
         '  } return 0; }\n')
     exe = tmp_path / "t"
-    subprocess.run([cbuild.host_cc(), "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I",
+    subprocess.run([cbuild.host_cc(), "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", *flags, "-I",
                     str(tmp_path), "-I", str(KDIR), "-o", str(exe), str(tmp_path / "t.c")], check=True)
     return exe
 
@@ -93,6 +93,22 @@ def test_rq_records_match_both_roundings(tmp_path):
         x, mm, ss = cases[i]
         assert quant.requantize(x, mm, ss, False) == got[i][0]
         assert quant.requantize(x, mm, ss, True) == got1[i][2]
+
+
+def test_smmulr_records_match_double_rounding(tmp_path):
+    """The DSP cores' ep_rq_apply (SMMULR of 2x, the sign correction from the product's sign;
+    compiled here in portable C with EP_RQ_SMMULR) against ep_requantize_double."""
+    cases = _cases(2)
+    rd = quant.rq_records(np.array([c[1] for c in cases]), np.array([c[2] for c in cases]),
+                          single=False)
+    exe = _run(tmp_path, cases, ["-DEP_RQ_SMMULR=1"])
+    lines = [f"{x} {mm} {ss} {r[1]} {r[2]}" for (x, mm, ss), r in zip(cases, rd)]
+    out = subprocess.run([str(exe)], input="\n".join(lines), capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    got = [tuple(map(int, l.split())) for l in out if l]
+    assert len(got) == len(cases) > 10000
+    bad = [(c, g) for c, g in zip(cases, got) if g[0] != g[1]]
+    assert not bad, f"{len(bad)} mismatches, e.g. {bad[:3]}"
 
 
 def _run2(tmp_path):

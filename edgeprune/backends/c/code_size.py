@@ -10,56 +10,56 @@ base + per_step * steps, least squares. Command: benchmarks/c_code_size.py --cor
 
 KERNEL_BYTES = {
     "cortex-m4": {
-        "ep_add.c": 308,
+        "ep_add.c": 296,
         "ep_concat.c": 80,
-        "ep_conv.c": 2232,
-        "ep_conv_clustered.c": 832,
-        "ep_conv_sparse.c": 864,
-        "ep_dwconv.c": 1300,
-        "ep_fc.c": 1200,
-        "ep_fc_clustered.c": 496,
-        "ep_fc_sparse.c": 412,
+        "ep_conv.c": 2204,
+        "ep_conv_clustered.c": 804,
+        "ep_conv_sparse.c": 860,
+        "ep_dwconv.c": 2812,
+        "ep_fc.c": 1156,
+        "ep_fc_clustered.c": 468,
+        "ep_fc_sparse.c": 384,
         "ep_pool.c": 448,
         "ep_relu.c": 152,
         "ep_softmax.c": 1316
     },
     "cortex-m7": {
-        "ep_add.c": 296,
+        "ep_add.c": 300,
         "ep_concat.c": 84,
-        "ep_conv.c": 2224,
-        "ep_conv_clustered.c": 800,
-        "ep_conv_sparse.c": 864,
-        "ep_dwconv.c": 1308,
-        "ep_fc.c": 1232,
-        "ep_fc_clustered.c": 480,
-        "ep_fc_sparse.c": 380,
+        "ep_conv.c": 2208,
+        "ep_conv_clustered.c": 784,
+        "ep_conv_sparse.c": 852,
+        "ep_dwconv.c": 2872,
+        "ep_fc.c": 1152,
+        "ep_fc_clustered.c": 472,
+        "ep_fc_sparse.c": 364,
         "ep_pool.c": 448,
         "ep_relu.c": 160,
         "ep_softmax.c": 1336
     },
     "cortex-m33": {
-        "ep_add.c": 284,
+        "ep_add.c": 300,
         "ep_concat.c": 80,
-        "ep_conv.c": 2244,
-        "ep_conv_clustered.c": 796,
-        "ep_conv_sparse.c": 884,
-        "ep_dwconv.c": 1264,
-        "ep_fc.c": 1196,
-        "ep_fc_clustered.c": 464,
-        "ep_fc_sparse.c": 384,
+        "ep_conv.c": 2216,
+        "ep_conv_clustered.c": 792,
+        "ep_conv_sparse.c": 828,
+        "ep_dwconv.c": 2852,
+        "ep_fc.c": 1152,
+        "ep_fc_clustered.c": 456,
+        "ep_fc_sparse.c": 368,
         "ep_pool.c": 444,
         "ep_relu.c": 148,
         "ep_softmax.c": 1344
     },
     "cortex-m55": {
-        "ep_add.c": 280,
+        "ep_add.c": 292,
         "ep_concat.c": 84,
-        "ep_conv.c": 2292,
-        "ep_conv_clustered.c": 804,
-        "ep_conv_sparse.c": 892,
-        "ep_dwconv.c": 1272,
-        "ep_fc.c": 1252,
-        "ep_fc_clustered.c": 476,
+        "ep_conv.c": 2272,
+        "ep_conv_clustered.c": 796,
+        "ep_conv_sparse.c": 872,
+        "ep_dwconv.c": 2916,
+        "ep_fc.c": 1180,
+        "ep_fc_clustered.c": 468,
         "ep_fc_sparse.c": 396,
         "ep_pool.c": 428,
         "ep_relu.c": 144,
@@ -68,10 +68,10 @@ KERNEL_BYTES = {
     "cortex-m0plus": {
         "ep_add.c": 396,
         "ep_concat.c": 92,
-        "ep_conv.c": 3196,
+        "ep_conv.c": 3256,
         "ep_conv_clustered.c": 888,
         "ep_conv_sparse.c": 1032,
-        "ep_dwconv.c": 1540,
+        "ep_dwconv.c": 3816,
         "ep_fc.c": 1668,
         "ep_fc_clustered.c": 564,
         "ep_fc_sparse.c": 412,
@@ -83,23 +83,23 @@ KERNEL_BYTES = {
 
 GLUE = {
     "cortex-m4": {
-        "base": 112.5,
-        "per_step": 39.9
+        "base": 114.2,
+        "per_step": 39.0
     },
     "cortex-m7": {
-        "base": 114.7,
-        "per_step": 38.6
+        "base": 116.3,
+        "per_step": 37.8
     },
     "cortex-m33": {
-        "base": 112.9,
-        "per_step": 39.7
+        "base": 114.5,
+        "per_step": 38.9
     },
     "cortex-m55": {
-        "base": 114.4,
-        "per_step": 38.1
+        "base": 116.1,
+        "per_step": 37.3
     },
     "cortex-m0plus": {
-        "base": 99.2,
-        "per_step": 43.7
+        "base": 99.8,
+        "per_step": 43.4
     }
 }

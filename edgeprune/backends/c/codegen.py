@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from . import planner
+from . import costs, planner
 from .ir import CModelError, Graph
 from .lower import Buffer, Program, Step, lower
 from .quant import RQ_ACC_LIMIT, add_tables, rq_records
@@ -124,6 +124,9 @@ _CTYPE = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(n
 
 
 def _scratch_bytes(step: Step, enc: Encoding) -> int:
+    if step.kind == "dwconv":
+        g = step.params["g"]
+        return costs.dwconv_scratch(g) if enc.variant == "dense-dsp" and costs.dwconv_3x3(g) else 0
     if step.kind != "conv":
         return 0
     g = step.params["g"]
@@ -159,6 +162,8 @@ def generate(graph: Graph, core: str, objective: str = "cycles", force: Optional
         enc = choose(st, dsp, objective, per_layer.get(st.layer, force), core)
         st.params["encoding"] = enc
         sb = _scratch_bytes(st, enc)
+        if st.kind == "dwconv" and sb:
+            st.overlaps = []     # the 3x3 path writes channel by channel (kernels/ep_dwconv.c)
         if sb:
             name = f"scratch{st.index}"
             prog.buffers[name] = Buffer(name, sb, "scratch", st.index, st.index)
@@ -260,7 +265,11 @@ def _emit(prog: Program, arena: int, core: str, model_name: str) -> Dict[str, st
                             f"{enc.scalars['bits']}, {enc.scalars['row_words']}}};\n")
                 call = f"{kname}(&{p}g, &{p}q, &{p}c, {x}, {y}, {A(st.scratch)})"
         elif st.kind == "dwconv":
-            call = f"{kname}(&{p}g, &{p}q, {p}w, {x}, {y})"
+            if enc.variant == "dense-dsp":
+                scr = f"ep_arena + {buf[st.scratch].offset // 4}" if st.scratch else "0"
+                call = f"{kname}(&{p}g, &{p}q, {p}w, {x}, {y}, {scr})"
+            else:
+                call = f"{kname}(&{p}g, &{p}q, {p}w, {x}, {y})"
         elif st.kind == "fc":
             dims = f"{st.params['batches']}, {st.params['in_n']}, {st.params['out_n']}"
             if enc.family == "dense":

@@ -14,14 +14,14 @@ Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 STEP_INSTRUCTIONS = {
     "cortex-m4": {
         "add": {
-            "elements": 27.0,
-            "call": 32.0
+            "elements": 22.0,
+            "call": 29.0
         },
         "avgpool": {
-            "window": 9.69639,
-            "outputs": 50.16624,
-            "pixels": 46.97551,
-            "rows": 88.34074,
+            "window": 9.70065,
+            "outputs": 50.26296,
+            "pixels": 46.51566,
+            "rows": 87.04509,
             "call": 0.0
         },
         "concat": {
@@ -32,60 +32,66 @@ STEP_INSTRUCTIONS = {
         "conv-clustered": {
             "macs": 4.60276,
             "copy_bytes": 0.0,
-            "copy_calls": 47.42783,
-            "outputs": 66.67756,
+            "copy_calls": 47.42538,
+            "outputs": 63.67686,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.67821,
-            "tail_steps": 13.3023,
-            "blocks": 23.99424,
-            "outputs": 21.90511,
-            "expand": 12.50629,
-            "copy_bytes": 0.0,
-            "copy_calls": 53.24634,
-            "pixels": 79.52817,
+            "block_steps": 15.67671,
+            "tail_steps": 8.47289,
+            "blocks": 60.07579,
+            "outputs": 9.0622,
+            "expand": 10.47221,
+            "copy_bytes": 0.23458,
+            "copy_calls": 56.88311,
+            "pixels": 66.12547,
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 5.52907,
-            "entries_border": 16.81254,
-            "outputs": 48.31285,
+            "entries_inside": 5.46001,
+            "entries_border": 16.84307,
+            "outputs": 45.43996,
             "border_pixels": 0.0,
-            "pixels": 41.59032,
-            "call": 508.74137
+            "pixels": 37.82552,
+            "call": 486.96607
+        },
+        "dwconv-3x3": {
+            "pair_steps": 57.03187,
+            "single_steps": 38.29744,
+            "outputs": 0.0,
+            "rows": 0.0,
+            "passes": 129.4403,
+            "gather": 1.34716,
+            "gather_rows": 47.81542,
+            "channels": 0.0,
+            "plane": 0.0,
+            "call": 201.11988
         },
         "dwconv-dsp": {
-            "macs": 6.76742,
-            "taps": 7.73442,
-            "outputs": 0.0,
-            "pixels": 182.45892,
-            "call": 75.08489
-        },
-        "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 319.98122,
+            "taps": 21.752,
+            "outputs": 121.25,
             "pixels": 0.0,
-            "call": 1382.47126
+            "call": 403.8
         },
         "fc-clustered": {
-            "macs": 4.52938,
-            "inputs": 0.20732,
-            "outputs": 51.61334,
-            "call": 92.52955
+            "macs": 4.52939,
+            "inputs": 0.20662,
+            "outputs": 49.14052,
+            "call": 90.03084
         },
         "fc-dense": {
-            "quad_macs": 1.49981,
-            "tail_macs": 2.50198,
+            "quad_macs": 1.4998,
+            "tail_macs": 2.503,
             "inputs": 0.0,
-            "outputs": 28.37116,
-            "call": 118.13068
+            "outputs": 26.10485,
+            "call": 123.0667
         },
         "fc-sparse": {
-            "entries": 5.03216,
-            "outputs": 51.02896,
-            "call": 96.49101
+            "entries": 5.02751,
+            "outputs": 49.0007,
+            "call": 85.06522
         },
         "maxpool": {
             "window": 11.70838,
@@ -99,21 +105,21 @@ STEP_INSTRUCTIONS = {
             "call": 17.0
         },
         "softmax": {
-            "elements": 447.69761,
-            "rows": 290.376,
-            "call": 100.59157
+            "elements": 444.82776,
+            "rows": 291.23843,
+            "call": 141.93601
         }
     },
     "cortex-m7": {
         "add": {
-            "elements": 26.0,
+            "elements": 22.0,
             "call": 30.0
         },
         "avgpool": {
-            "window": 9.67875,
-            "outputs": 50.01704,
-            "pixels": 45.02744,
-            "rows": 89.26454,
+            "window": 9.6894,
+            "outputs": 50.25885,
+            "pixels": 43.87782,
+            "rows": 86.02541,
             "call": 0.0
         },
         "concat": {
@@ -125,59 +131,65 @@ STEP_INSTRUCTIONS = {
             "macs": 4.60279,
             "copy_bytes": 0.0,
             "copy_calls": 48.09308,
-            "outputs": 65.90995,
+            "outputs": 63.90995,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.66549,
-            "tail_steps": 13.16214,
-            "blocks": 28.435,
-            "outputs": 20.5413,
-            "expand": 12.58996,
-            "copy_bytes": 0.0,
-            "copy_calls": 54.67136,
-            "pixels": 72.34356,
+            "block_steps": 15.6623,
+            "tail_steps": 8.45678,
+            "blocks": 64.70705,
+            "outputs": 8.14874,
+            "expand": 9.33162,
+            "copy_bytes": 0.29866,
+            "copy_calls": 57.3825,
+            "pixels": 65.15163,
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 5.53316,
-            "entries_border": 15.00687,
-            "outputs": 47.16129,
+            "entries_inside": 5.53198,
+            "entries_border": 15.00757,
+            "outputs": 45.20818,
             "border_pixels": 0.0,
-            "pixels": 41.70144,
-            "call": 330.95774
+            "pixels": 38.91178,
+            "call": 332.69284
+        },
+        "dwconv-3x3": {
+            "pair_steps": 56.79879,
+            "single_steps": 37.86249,
+            "outputs": 0.0,
+            "rows": 0.0,
+            "passes": 150.74205,
+            "gather": 1.46248,
+            "gather_rows": 46.19502,
+            "channels": 0.0,
+            "plane": 0.0,
+            "call": 198.05178
         },
         "dwconv-dsp": {
-            "macs": 6.68379,
-            "taps": 8.84468,
-            "outputs": 0.0,
-            "pixels": 180.91867,
-            "call": 71.23998
-        },
-        "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 310.40002,
+            "taps": 22.64119,
+            "outputs": 121.40046,
             "pixels": 0.0,
-            "call": 1500.44766
+            "call": 425.06667
         },
         "fc-clustered": {
-            "macs": 4.5295,
-            "inputs": 0.20142,
-            "outputs": 51.6191,
-            "call": 91.08556
+            "macs": 4.52949,
+            "inputs": 0.20168,
+            "outputs": 49.64172,
+            "call": 88.88031
         },
         "fc-dense": {
-            "quad_macs": 1.49983,
-            "tail_macs": 2.50434,
+            "quad_macs": 1.49981,
+            "tail_macs": 2.50646,
             "inputs": 0.0,
-            "outputs": 28.59463,
-            "call": 120.7748
+            "outputs": 25.06302,
+            "call": 122.61929
         },
         "fc-sparse": {
-            "entries": 5.02716,
-            "outputs": 48.98419,
-            "call": 84.47427
+            "entries": 5.02304,
+            "outputs": 47.83926,
+            "call": 75.44617
         },
         "maxpool": {
             "window": 11.70873,
@@ -191,21 +203,21 @@ STEP_INSTRUCTIONS = {
             "call": 16.0
         },
         "softmax": {
-            "elements": 454.69761,
-            "rows": 295.376,
-            "call": 99.59157
+            "elements": 451.82776,
+            "rows": 296.23843,
+            "call": 140.93601
         }
     },
     "cortex-m33": {
         "add": {
-            "elements": 26.0,
+            "elements": 22.0,
             "call": 30.0
         },
         "avgpool": {
-            "window": 9.69604,
-            "outputs": 52.16631,
-            "pixels": 47.05407,
-            "rows": 87.7711,
+            "window": 9.7003,
+            "outputs": 52.26304,
+            "pixels": 46.59422,
+            "rows": 86.47545,
             "call": 0.0
         },
         "concat": {
@@ -217,59 +229,65 @@ STEP_INSTRUCTIONS = {
             "macs": 4.6056,
             "copy_bytes": 0.0,
             "copy_calls": 46.59876,
-            "outputs": 66.73462,
+            "outputs": 63.73462,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.66113,
-            "tail_steps": 13.85894,
-            "blocks": 16.58009,
-            "outputs": 23.8611,
-            "expand": 12.927,
-            "copy_bytes": 0.0,
-            "copy_calls": 52.10108,
-            "pixels": 75.85495,
+            "block_steps": 15.65984,
+            "tail_steps": 9.17162,
+            "blocks": 52.86991,
+            "outputs": 10.94806,
+            "expand": 10.47429,
+            "copy_bytes": 0.3421,
+            "copy_calls": 55.38067,
+            "pixels": 67.41877,
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 5.4535,
-            "entries_border": 15.84508,
-            "outputs": 48.51496,
+            "entries_inside": 5.38725,
+            "entries_border": 15.86344,
+            "outputs": 44.48242,
             "border_pixels": 0.0,
-            "pixels": 36.7431,
-            "call": 486.84924
+            "pixels": 39.95367,
+            "call": 465.04567
+        },
+        "dwconv-3x3": {
+            "pair_steps": 57.03187,
+            "single_steps": 38.29744,
+            "outputs": 0.0,
+            "rows": 0.0,
+            "passes": 130.4403,
+            "gather": 1.34716,
+            "gather_rows": 49.81542,
+            "channels": 0.0,
+            "plane": 0.0,
+            "call": 197.11988
         },
         "dwconv-dsp": {
-            "macs": 6.76757,
-            "taps": 7.10516,
-            "outputs": 0.0,
-            "pixels": 183.56319,
-            "call": 89.36741
-        },
-        "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 308.19993,
+            "taps": 21.54667,
+            "outputs": 122.29167,
             "pixels": 0.0,
-            "call": 1162.35859
+            "call": 376.0
         },
         "fc-clustered": {
             "macs": 4.52942,
-            "inputs": 0.20548,
-            "outputs": 51.21748,
-            "call": 84.82818
+            "inputs": 0.20554,
+            "outputs": 48.22313,
+            "call": 84.02686
         },
         "fc-dense": {
             "quad_macs": 1.49984,
-            "tail_macs": 2.50274,
+            "tail_macs": 2.50202,
             "inputs": 0.0,
-            "outputs": 28.63827,
-            "call": 117.3202
+            "outputs": 26.9141,
+            "call": 121.84297
         },
         "fc-sparse": {
-            "entries": 5.02716,
-            "outputs": 49.98419,
-            "call": 86.47427
+            "entries": 5.02304,
+            "outputs": 47.83926,
+            "call": 77.44617
         },
         "maxpool": {
             "window": 11.70803,
@@ -283,9 +301,9 @@ STEP_INSTRUCTIONS = {
             "call": 16.0
         },
         "softmax": {
-            "elements": 448.69761,
-            "rows": 301.376,
-            "call": 99.59157
+            "elements": 445.82776,
+            "rows": 302.23843,
+            "call": 140.93601
         }
     }
 }
@@ -294,14 +312,14 @@ STEP_INSTRUCTIONS = {
 STEP_CYCLES = {
     "cortex-m4": {
         "add": {
-            "elements": 31.0,
-            "call": 57.0
+            "elements": 23.0,
+            "call": 56.0
         },
         "avgpool": {
-            "window": 13.76273,
-            "outputs": 76.22666,
-            "pixels": 57.1826,
-            "rows": 127.87628,
+            "window": 13.77551,
+            "outputs": 76.51683,
+            "pixels": 55.80305,
+            "rows": 123.98933,
             "call": 0.0
         },
         "concat": {
@@ -312,60 +330,66 @@ STEP_CYCLES = {
         "conv-clustered": {
             "macs": 5.89941,
             "copy_bytes": 0.0,
-            "copy_calls": 67.97569,
-            "outputs": 88.32359,
+            "copy_calls": 67.97324,
+            "outputs": 86.32289,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 21.61736,
-            "tail_steps": 16.30892,
-            "blocks": 69.14101,
-            "outputs": 19.00302,
-            "expand": 16.03137,
-            "copy_bytes": 0.0,
-            "copy_calls": 79.15961,
-            "pixels": 123.82006,
+            "block_steps": 21.61663,
+            "tail_steps": 10.27884,
+            "blocks": 112.98007,
+            "outputs": 4.23198,
+            "expand": 14.15503,
+            "copy_bytes": 0.18767,
+            "copy_calls": 82.82974,
+            "pixels": 114.17863,
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 6.82961,
-            "entries_border": 20.87227,
-            "outputs": 56.50547,
+            "entries_inside": 6.8722,
+            "entries_border": 20.84626,
+            "outputs": 54.55529,
             "border_pixels": 0.0,
-            "pixels": 61.87052,
-            "call": 584.68213
+            "pixels": 65.63778,
+            "call": 623.45754
+        },
+        "dwconv-3x3": {
+            "pair_steps": 66.80855,
+            "single_steps": 38.49483,
+            "outputs": 0.0,
+            "rows": 0.0,
+            "passes": 187.05124,
+            "gather": 3.03921,
+            "gather_rows": 62.78825,
+            "channels": 0.0,
+            "plane": 0.0,
+            "call": 157.31147
         },
         "dwconv-dsp": {
-            "macs": 8.23125,
-            "taps": 12.15873,
-            "outputs": 0.0,
-            "pixels": 215.12346,
-            "call": 259.81541
-        },
-        "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 407.10693,
+            "taps": 28.37244,
+            "outputs": 152.36111,
             "pixels": 0.0,
-            "call": 799.60559
+            "call": 549.2
         },
         "fc-clustered": {
-            "macs": 5.92731,
-            "inputs": 0.0,
-            "outputs": 67.56131,
-            "call": 75.6975
+            "macs": 5.86198,
+            "inputs": 0.14888,
+            "outputs": 65.09085,
+            "call": 101.15304
         },
         "fc-dense": {
             "quad_macs": 1.87481,
-            "tail_macs": 3.2403,
+            "tail_macs": 3.24026,
             "inputs": 0.0,
-            "outputs": 38.08855,
-            "call": 154.66666
+            "outputs": 35.58805,
+            "call": 159.68044
         },
         "fc-sparse": {
-            "entries": 6.52568,
-            "outputs": 64.60283,
-            "call": 129.09842
+            "entries": 6.52168,
+            "outputs": 61.44877,
+            "call": 116.55864
         },
         "maxpool": {
             "window": 14.18206,
@@ -379,21 +403,21 @@ STEP_CYCLES = {
             "call": 38.0
         },
         "softmax": {
-            "elements": 557.48923,
-            "rows": 307.79615,
-            "call": 136.24623
+            "elements": 556.36927,
+            "rows": 324.5128,
+            "call": 128.17805
         }
     },
     "cortex-m7": {
         "add": {
-            "elements": 30.0,
-            "call": 59.0
+            "elements": 24.0,
+            "call": 61.0
         },
         "avgpool": {
-            "window": 13.75074,
-            "outputs": 74.46058,
-            "pixels": 57.93625,
-            "rows": 130.44572,
+            "window": 13.76778,
+            "outputs": 74.84748,
+            "pixels": 56.09686,
+            "rows": 125.26312,
             "call": 0.0
         },
         "concat": {
@@ -405,59 +429,65 @@ STEP_CYCLES = {
             "macs": 6.09704,
             "copy_bytes": 0.0,
             "copy_calls": 64.17655,
-            "outputs": 95.54418,
+            "outputs": 94.54418,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 21.57932,
-            "tail_steps": 16.99959,
-            "blocks": 76.64964,
-            "outputs": 19.8471,
-            "expand": 16.30321,
-            "copy_bytes": 0.0,
-            "copy_calls": 79.05632,
-            "pixels": 120.13188,
+            "block_steps": 21.57431,
+            "tail_steps": 12.05947,
+            "blocks": 113.04117,
+            "outputs": 7.22122,
+            "expand": 14.44888,
+            "copy_bytes": 0.44096,
+            "copy_calls": 82.04922,
+            "pixels": 108.76942,
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 7.31669,
-            "entries_border": 19.8615,
-            "outputs": 56.24864,
+            "entries_inside": 7.31725,
+            "entries_border": 19.86116,
+            "outputs": 54.22426,
             "border_pixels": 0.0,
-            "pixels": 73.04948,
-            "call": 662.32782
+            "pixels": 70.90942,
+            "call": 658.69183
+        },
+        "dwconv-3x3": {
+            "pair_steps": 66.53495,
+            "single_steps": 39.9254,
+            "outputs": 0.0,
+            "rows": 0.0,
+            "passes": 220.54733,
+            "gather": 3.18117,
+            "gather_rows": 62.92043,
+            "channels": 0.0,
+            "plane": 0.0,
+            "call": 152.52908
         },
         "dwconv-dsp": {
-            "macs": 8.42332,
-            "taps": 15.27239,
-            "outputs": 0.0,
-            "pixels": 232.38291,
-            "call": 153.46415
-        },
-        "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 399.79621,
+            "taps": 33.13363,
+            "outputs": 149.94907,
             "pixels": 0.0,
-            "call": 1651.34816
+            "call": 755.26667
         },
         "fc-clustered": {
-            "macs": 6.08309,
-            "inputs": 0.10401,
-            "outputs": 71.94379,
-            "call": 89.52686
+            "macs": 6.08308,
+            "inputs": 0.10427,
+            "outputs": 69.9664,
+            "call": 86.32161
         },
         "fc-dense": {
-            "quad_macs": 1.93733,
-            "tail_macs": 3.49312,
+            "quad_macs": 1.93732,
+            "tail_macs": 3.49524,
             "inputs": 0.0,
-            "outputs": 39.09297,
-            "call": 154.58443
+            "outputs": 35.56135,
+            "call": 158.42893
         },
         "fc-sparse": {
-            "entries": 7.02155,
-            "outputs": 64.12008,
-            "call": 116.1903
+            "entries": 7.01754,
+            "outputs": 60.95263,
+            "call": 108.1965
         },
         "maxpool": {
             "window": 14.18206,
@@ -471,21 +501,21 @@ STEP_CYCLES = {
             "call": 44.0
         },
         "softmax": {
-            "elements": 573.48923,
-            "rows": 318.79615,
-            "call": 136.24623
+            "elements": 572.36927,
+            "rows": 335.5128,
+            "call": 128.17805
         }
     },
     "cortex-m33": {
         "add": {
-            "elements": 30.0,
-            "call": 59.0
+            "elements": 24.0,
+            "call": 58.0
         },
         "avgpool": {
-            "window": 13.76203,
-            "outputs": 79.22682,
-            "pixels": 57.33971,
-            "rows": 126.737,
+            "window": 13.77481,
+            "outputs": 79.51699,
+            "pixels": 55.96016,
+            "rows": 122.85005,
             "call": 0.0
         },
         "concat": {
@@ -494,62 +524,68 @@ STEP_CYCLES = {
             "call": 871.97634
         },
         "conv-clustered": {
-            "macs": 5.90035,
+            "macs": 5.90014,
             "copy_bytes": 0.0,
-            "copy_calls": 62.84313,
-            "outputs": 95.23904,
+            "copy_calls": 62.96967,
+            "outputs": 93.29048,
             "pixels": 0.0,
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 21.58622,
-            "tail_steps": 17.11957,
-            "blocks": 61.22955,
-            "outputs": 21.81214,
-            "expand": 16.49576,
-            "copy_bytes": 0.0,
-            "copy_calls": 77.94697,
-            "pixels": 116.4446,
+            "block_steps": 21.58387,
+            "tail_steps": 11.20395,
+            "blocks": 101.11026,
+            "outputs": 9.27885,
+            "expand": 13.93854,
+            "copy_bytes": 0.36575,
+            "copy_calls": 80.89755,
+            "pixels": 110.45204,
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 7.28459,
-            "entries_border": 20.88595,
-            "outputs": 56.41865,
+            "entries_inside": 7.32618,
+            "entries_border": 20.86572,
+            "outputs": 54.99582,
             "border_pixels": 0.0,
-            "pixels": 63.37387,
-            "call": 535.21318
+            "pixels": 65.3501,
+            "call": 547.98537
+        },
+        "dwconv-3x3": {
+            "pair_steps": 66.82714,
+            "single_steps": 39.50008,
+            "outputs": 0.0,
+            "rows": 0.0,
+            "passes": 192.09812,
+            "gather": 3.0333,
+            "gather_rows": 64.76794,
+            "channels": 0.0,
+            "plane": 0.0,
+            "call": 152.63234
         },
         "dwconv-dsp": {
-            "macs": 8.37013,
-            "taps": 11.16864,
-            "outputs": 0.0,
-            "pixels": 222.1026,
-            "call": 263.30422
-        },
-        "dwconv-plain": {
             "macs": 0.0,
-            "outputs": 389.6599,
+            "taps": 28.49956,
+            "outputs": 153.95139,
             "pixels": 0.0,
-            "call": 568.71695
+            "call": 542.6
         },
         "fc-clustered": {
-            "macs": 5.85656,
-            "inputs": 0.17398,
-            "outputs": 70.33889,
-            "call": 99.27847
+            "macs": 5.85745,
+            "inputs": 0.16932,
+            "outputs": 66.81599,
+            "call": 98.72914
         },
         "fc-dense": {
-            "quad_macs": 1.87487,
-            "tail_macs": 3.2411,
+            "quad_macs": 1.87485,
+            "tail_macs": 3.24532,
             "inputs": 0.0,
-            "outputs": 38.1333,
-            "call": 150.43088
+            "outputs": 35.83536,
+            "call": 161.25746
         },
         "fc-sparse": {
-            "entries": 7.0223,
-            "outputs": 64.51842,
-            "call": 115.98143
+            "entries": 7.01912,
+            "outputs": 60.20274,
+            "call": 107.99223
         },
         "maxpool": {
             "window": 14.18136,
@@ -563,9 +599,9 @@ STEP_CYCLES = {
             "call": 44.0
         },
         "softmax": {
-            "elements": 557.48923,
-            "rows": 323.79615,
-            "call": 135.24623
+            "elements": 556.36927,
+            "rows": 340.5128,
+            "call": 127.17805
         }
     }
 }
@@ -573,30 +609,30 @@ STEP_CYCLES = {
 # the invoke's own code (call, output copy): per call and per output byte
 INVOKE_INSTRUCTIONS = {
     "cortex-m4": {
-        "call": 28.83977,
-        "output_bytes": 0.53665
+        "call": 29.06151,
+        "output_bytes": 0.53628
     },
     "cortex-m7": {
-        "call": 29.16844,
-        "output_bytes": 0.53667
+        "call": 29.34026,
+        "output_bytes": 0.53619
     },
     "cortex-m33": {
-        "call": 28.78588,
-        "output_bytes": 0.56844
+        "call": 29.06416,
+        "output_bytes": 0.56806
     }
 }
 INVOKE_CYCLES = {
     "cortex-m4": {
-        "call": 57.29581,
-        "output_bytes": 0.5831
+        "call": 57.44803,
+        "output_bytes": 0.58257
     },
     "cortex-m7": {
-        "call": 58.07752,
-        "output_bytes": 0.58309
+        "call": 58.12667,
+        "output_bytes": 0.58235
     },
     "cortex-m33": {
-        "call": 57.08653,
-        "output_bytes": 0.615
+        "call": 57.33916,
+        "output_bytes": 0.61445
     }
 }
 
@@ -608,44 +644,44 @@ FIT_MAX_REL_ERROR = {
             0.0
         ],
         "avgpool": [
-            0.0269,
-            0.0291
+            0.0276,
+            0.0306
         ],
         "concat": [
             0.4002,
             0.4907
         ],
         "conv-clustered": [
-            0.0249,
-            0.0549
+            0.0255,
+            0.0555
         ],
         "conv-dense": [
-            0.0357,
-            0.0368
+            0.0587,
+            0.0635
         ],
         "conv-sparse": [
-            0.1124,
-            0.1194
+            0.1134,
+            0.147
+        ],
+        "dwconv-3x3": [
+            0.0408,
+            0.0378
         ],
         "dwconv-dsp": [
-            0.0127,
-            0.0163
-        ],
-        "dwconv-plain": [
-            0.0046,
-            0.0006
+            0.0,
+            0.0
         ],
         "fc-clustered": [
-            0.0992,
-            0.0841
+            0.0967,
+            0.0857
         ],
         "fc-dense": [
-            0.0613,
-            0.0536
+            0.0632,
+            0.0538
         ],
         "fc-sparse": [
-            0.1798,
-            0.0974
+            0.2044,
+            0.1149
         ],
         "maxpool": [
             0.0239,
@@ -656,8 +692,8 @@ FIT_MAX_REL_ERROR = {
             0.0
         ],
         "softmax": [
-            0.0158,
-            0.0125
+            0.0191,
+            0.0156
         ]
     },
     "cortex-m7": {
@@ -666,44 +702,44 @@ FIT_MAX_REL_ERROR = {
             0.0
         ],
         "avgpool": [
-            0.0253,
-            0.0285
+            0.0271,
+            0.0305
         ],
         "concat": [
             0.387,
             0.4695
         ],
         "conv-clustered": [
-            0.0263,
-            0.0728
+            0.0267,
+            0.0731
         ],
         "conv-dense": [
-            0.0347,
-            0.0332
+            0.0517,
+            0.056
         ],
         "conv-sparse": [
-            0.1048,
-            0.1331
+            0.1087,
+            0.1369
+        ],
+        "dwconv-3x3": [
+            0.0382,
+            0.0383
         ],
         "dwconv-dsp": [
-            0.013,
-            0.0173
-        ],
-        "dwconv-plain": [
-            0.0055,
-            0.0045
+            0.0,
+            0.0
         ],
         "fc-clustered": [
-            0.0899,
-            0.0885
+            0.0913,
+            0.0895
         ],
         "fc-dense": [
-            0.0616,
-            0.0496
+            0.0668,
+            0.0532
         ],
         "fc-sparse": [
-            0.1539,
-            0.0742
+            0.174,
+            0.0933
         ],
         "maxpool": [
             0.0239,
@@ -714,8 +750,8 @@ FIT_MAX_REL_ERROR = {
             0.0
         ],
         "softmax": [
-            0.0156,
-            0.0121
+            0.0188,
+            0.0152
         ]
     },
     "cortex-m33": {
@@ -724,44 +760,44 @@ FIT_MAX_REL_ERROR = {
             0.0
         ],
         "avgpool": [
-            0.0269,
-            0.0291
+            0.0276,
+            0.0306
         ],
         "concat": [
             0.4002,
             0.4907
         ],
         "conv-clustered": [
-            0.0249,
-            0.0783
+            0.0255,
+            0.0791
         ],
         "conv-dense": [
-            0.0378,
-            0.0416
+            0.0594,
+            0.0625
         ],
         "conv-sparse": [
-            0.0999,
-            0.118
+            0.0939,
+            0.1335
+        ],
+        "dwconv-3x3": [
+            0.0403,
+            0.0372
         ],
         "dwconv-dsp": [
-            0.0121,
-            0.0151
-        ],
-        "dwconv-plain": [
-            0.0037,
-            0.0001
+            0.0,
+            0.0
         ],
         "fc-clustered": [
-            0.0856,
-            0.1059
+            0.0878,
+            0.1045
         ],
         "fc-dense": [
-            0.0598,
-            0.0508
+            0.0574,
+            0.0548
         ],
         "fc-sparse": [
-            0.1507,
-            0.0873
+            0.1731,
+            0.1015
         ],
         "maxpool": [
             0.024,
@@ -772,8 +808,8 @@ FIT_MAX_REL_ERROR = {
             0.0
         ],
         "softmax": [
-            0.0158,
-            0.0124
+            0.019,
+            0.0156
         ]
     }
 }

@@ -19,6 +19,7 @@ FC_DENSE_PER_MAC = {True: 1.5, False: 7.0}         # 4-row SMLAD loop 24/16; pla
 SPARSE_PER_ENTRY = {True: 5.0, False: 7.0}         # 4 (position, value) entries: 20/4, 28/4
 CLUSTERED_PER_WEIGHT = {True: 4.6, False: 9.4}     # 3-bit: 46/10 and 94/10 (4-bit: 4.5, 9.375)
 DW_PER_MAC = {True: 4.0, False: 8.667}             # 4 channels x 1 tap 16/4; plain 26/3
+DW3_PER_MAC = 1.389                                # 3x3 path, stride-1 pixel pairs: 25/18
 # Not measured yet (rough, from the loop bodies; the QEMU calibration of issue 11 replaces
 # them): im2col per window element (int8 copy, plus the 9-instruction / 4-element expansion to
 # int16 pairs on the DSP path) and requantize + clamp + store per output.
@@ -46,7 +47,8 @@ def estimate_instructions(step, enc, dsp: bool, core=None) -> float:
         k = p["in_n"]
     fam = enc.family
     if step.kind == "dwconv":
-        body = step.macs * DW_PER_MAC[dsp]
+        per = DW3_PER_MAC if dsp and dwconv_3x3(step.params["g"]) else DW_PER_MAC[dsp]
+        body = step.macs * per
     elif fam == "dense":
         per = CONV_DENSE_PER_MAC[dsp] if step.kind == "conv" else FC_DENSE_PER_MAC[dsp]
         body = step.macs * per
@@ -86,6 +88,41 @@ def _window_counts(g: dict):
     return int(inside.sum()), int(calls.sum())
 
 
+def dwconv_3x3(g: dict) -> bool:
+    """Whether ep_dwconv_dsp runs its 3x3 path on window `g` (kernels/ep_kernels.h: EP_DW3)."""
+    return (g["k_h"] == 3 and g["k_w"] == 3 and g["dil_h"] == 1 and g["dil_w"] == 1
+            and g["out_c"] == g["in_c"])
+
+
+def dwconv_plane(g: dict):
+    """(rows, columns) of the 3x3 path's padded input plane, and the (rows, columns) of it
+    gathered from the input (kernels/ep_dwconv.c: dwconv_3x3)."""
+    ph = (g["out_h"] - 1) * g["stride_h"] + 3
+    pw = (g["out_w"] - 1) * g["stride_w"] + 3
+    rows = min(g["pad_top"] + g["in_h"], ph) - g["pad_top"]
+    cols = min(g["pad_left"] + g["in_w"], pw) - g["pad_left"]
+    return ph, pw, max(rows, 0), max(cols, 0)
+
+
+def dwconv_chunk(g: dict) -> int:
+    """Output rows per pass of the 3x3 path (kernels/ep_kernels.h: EP_DW3_CHUNK)."""
+    return 1 if g["out_w"] >= 512 else min(512 // g["out_w"], g["out_h"])
+
+
+def dwconv_scratch(g: dict) -> int:
+    """Scratch bytes of the 3x3 path: int32 accumulators of dwconv_chunk rows and one
+    channel's plane (+ 4 bytes: the last pixel's word load reads past it), word-aligned."""
+    ph, pw, _, _ = dwconv_plane(g)
+    return 4 * g["out_w"] * dwconv_chunk(g) + (ph * pw + 4 + 3) // 4 * 4
+
+
+def conv_direct(g: dict) -> bool:
+    """Whether the DSP convolution reads its im2col column straight from the input
+    (kernels/ep_conv.c: EP_CONV_DIRECT): 1x1, stride 1, no padding, in_c a multiple of 4."""
+    return (g["k_h"] == 1 and g["k_w"] == 1 and g["stride_h"] == 1 and g["stride_w"] == 1
+            and g["pad_top"] == 0 and g["pad_left"] == 0 and g["in_c"] % 4 == 0)
+
+
 def step_terms(step, enc=None):
     """(kernel key, {term: count}) of one kernel call: the work terms whose coefficients the
     calibration fits (per core, by non-negative least squares). The counts follow the kernels'
@@ -101,6 +138,16 @@ def step_terms(step, enc=None):
         taps = g["k_h"] * g["k_w"]
         if k == "dwconv":
             dsp = enc is not None and enc.variant == "dense-dsp"
+            if dsp and dwconv_3x3(g):
+                c = g["in_c"]
+                _, _, rows, cols = dwconv_plane(g)
+                s1 = g["stride_w"] == 1
+                return "dwconv-3x3", {
+                    "pair_steps": c * g["out_h"] * (g["out_w"] // 2) if s1 else 0,
+                    "single_steps": c * g["out_h"] * (g["out_w"] % 2 if s1 else g["out_w"]),
+                    "outputs": outputs, "rows": c * g["out_h"],
+                    "passes": c * -(-g["out_h"] // dwconv_chunk(g)), "gather": c * rows * cols,
+                    "gather_rows": c * rows, "channels": c, "plane": dwconv_scratch(g), "call": 1}
             if dsp and g["out_c"] == g["in_c"] and g["in_c"] % 4 == 0 and taps <= 64:
                 return "dwconv-dsp", {"macs": step.macs, "taps": pixels * taps,
                                       "outputs": outputs, "pixels": pixels, "call": 1}
@@ -118,11 +165,13 @@ def step_terms(step, enc=None):
             pairs = (pixels + 1) // 2
             groups = (kk + 3) // 4
             oc = g["out_c"]
+            direct = conv_direct(g)
             return "conv-dense", {"block_steps": pairs * groups * (oc // 2),
                                   "tail_steps": pairs * groups * (oc % 2),
                                   "blocks": pairs * ((oc + 1) // 2), "outputs": outputs,
-                                  "expand": 2 * pairs * groups, "copy_bytes": pixels * kk,
-                                  "copy_calls": copies, "pixels": pixels, "call": 1}
+                                  "expand": 2 * pairs * groups,
+                                  "copy_bytes": 0 if direct else pixels * kk,
+                                  "copy_calls": 0 if direct else copies, "pixels": pixels, "call": 1}
         return f"conv-{fam}", {"macs": step.macs, "copy_bytes": pixels * kk, "copy_calls": copies,
                                "outputs": outputs, "pixels": pixels, "call": 1}
     if k == "fc":

@@ -100,8 +100,26 @@ typedef struct {
   int32_t shift;
 } ep_rq;
 
+EP_INLINE int32_t ep_smmulr(int32_t a, int32_t b);
+
 EP_INLINE int32_t ep_rq_apply(const ep_rq *r, int32_t x, int single) {
   const int32_t w = r->shift;
+#if (defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__GNUC__)) || defined(EP_RQ_SMMULR)
+  if (!single) {
+    /* SMMULR: (2x * m + 2^31) >> 32 = floor((x * m + 2^30) / 2^31) (|x| < 2^30, so 2x
+     * fits); RoundingDivideByPOT's sign correction from y's sign (the reference's own test;
+     * w >> 16 is -1 when e > 0, else 0). EP_RQ_SMMULR: the same arithmetic in portable C
+     * (host tests of the DSP cores' path: tests/test_c_requant.py, tests/test_c_dwconv.py) */
+    const int32_t y = ep_smmulr((int32_t)((uint32_t)x << 1), r->mult);
+    int32_t t = y + r->round + ((y >> 31) & (w >> 16));
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__GNUC__)
+    __asm("asr %0, %0, %1" : "+r"(t) : "r"(w));
+    return t;
+#else
+    return t >> (w & 31);
+#endif
+  }
+#endif
   const uint32_t lo = single ? ((uint32_t)w & 0x40000000u) : 0x40000000u;
   const int64_t a = (int64_t)x * r->mult + (int64_t)lo;
   int32_t t = (int32_t)(uint32_t)((uint64_t)a >> 31);   /* fits: |x| < 2^30 */
@@ -142,6 +160,16 @@ EP_INLINE int8_t ep_clamp_s8(int32_t v, int32_t lo, int32_t hi) {
   v = v < lo ? lo : v;
   v = v > hi ? hi : v;
   return (int8_t)v;
+}
+
+/* Saturation to int8 (SSAT #8 on the DSP cores). */
+EP_INLINE int8_t ep_ssat8(int32_t v) {
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__GNUC__)
+  __asm("ssat %0, #8, %0" : "+r"(v));
+  return (int8_t)v;
+#else
+  return ep_clamp_s8(v, -128, 127);
+#endif
 }
 
 /* The weighted layers' output clamp, when every one of them has act_max = 127 (EP_ACT_MAX_127
@@ -190,6 +218,24 @@ EP_INLINE int32_t ep_smlabb(uint32_t x, uint32_t y, int32_t acc) {
 EP_INLINE int32_t ep_smlatt(uint32_t x, uint32_t y, int32_t acc) {
   return __smlatt((int32_t)x, (int32_t)y, acc);
 }
+/* SMLABT / SMLATB: bottom(x) * top(y), top(x) * bottom(y); SMUAD: SMLAD from zero. */
+EP_INLINE int32_t ep_smlabt(uint32_t x, uint32_t y, int32_t acc) {
+  return __smlatb((int32_t)y, (int32_t)x, acc);
+}
+EP_INLINE int32_t ep_smlatb(uint32_t x, uint32_t y, int32_t acc) {
+  return __smlatb((int32_t)x, (int32_t)y, acc);
+}
+EP_INLINE int32_t ep_smuad(uint32_t x, uint32_t y) { return __smuad((int16x2_t)x, (int16x2_t)y); }
+/* SMMULR: (a * b + 2^31) >> 32, the rounded high word of the 64-bit product. */
+EP_INLINE int32_t ep_smmulr(int32_t a, int32_t b) {
+#if defined(__GNUC__)
+  int32_t r;
+  __asm("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+#else
+  return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
+#endif
+}
 #else
 /* Portable equivalents (host builds, cores without the DSP extension). The sums wrap modulo
  * 2^32 like the instructions; in int32 the reference's sums are the same. */
@@ -215,6 +261,21 @@ EP_INLINE int32_t ep_smlabb(uint32_t x, uint32_t y, int32_t acc) {
 EP_INLINE int32_t ep_smlatt(uint32_t x, uint32_t y, int32_t acc) {
   return (int32_t)((uint32_t)acc + (uint32_t)(ep_hi16(x) * ep_hi16(y)));
 }
+EP_INLINE int32_t ep_smlabt(uint32_t x, uint32_t y, int32_t acc) {
+  return (int32_t)((uint32_t)acc + (uint32_t)(ep_lo16(x) * ep_hi16(y)));
+}
+EP_INLINE int32_t ep_smlatb(uint32_t x, uint32_t y, int32_t acc) {
+  return (int32_t)((uint32_t)acc + (uint32_t)(ep_hi16(x) * ep_lo16(y)));
+}
+EP_INLINE int32_t ep_smuad(uint32_t x, uint32_t y) { return ep_smlad(x, y, 0); }
+EP_INLINE int32_t ep_smmulr(int32_t a, int32_t b) {
+  return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
+}
 #endif
+
+/* Two int16 values in one word: lo in bits 0-15, hi in bits 16-31. */
+EP_INLINE uint32_t ep_pack2(int32_t lo, int32_t hi) {
+  return ((uint32_t)(uint16_t)(int16_t)lo) | ((uint32_t)(uint16_t)(int16_t)hi << 16);
+}
 
 #endif /* EP_COMMON_H */

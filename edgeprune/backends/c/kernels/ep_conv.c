@@ -14,6 +14,12 @@
 #include "ep_im2col.h"
 #include "ep_kernels.h"
 
+/* The convolutions whose im2col column is the input pixel itself (no copy): 1x1 windows,
+ * stride 1, no padding, in_c a multiple of 4 (costs.py: conv_direct). */
+#define EP_CONV_DIRECT(g) ((g)->k_h == 1 && (g)->k_w == 1 && (g)->stride_h == 1 && \
+                           (g)->stride_w == 1 && (g)->pad_top == 0 && (g)->pad_left == 0 && \
+                           ((g)->in_c & 3) == 0)
+
 static int32_t dot_s8(const int8_t *x, const int8_t *w, int n) {
   int32_t acc = 0;
   int k = 0;
@@ -51,8 +57,13 @@ void ep_conv_dense_plain(const ep_window *g, const ep_requant *q_arg, const int8
  * past K are zero (their weights are zero too). `stage` (K4 bytes) holds the int8 column. */
 static void im2col_pair(const ep_window *g, const int8_t *in, int oy, int ox, int8_t zp,
                         int K, int K4, int8_t *stage, uint32_t *col) {
-  ep_im2col_s8(g, in, oy, ox, zp, stage);
-  for (int j = K; j < K4; j++) stage[j] = 0;
+  if (EP_CONV_DIRECT(g)) {
+    /* 1x1, stride 1, no padding, K a multiple of 4: the pixel's K input bytes are its column */
+    stage = (int8_t *)in + (oy * g->in_w + ox) * K;
+  } else {
+    ep_im2col_s8(g, in, oy, ox, zp, stage);
+    for (int j = K; j < K4; j++) stage[j] = 0;
+  }
   for (int j = 0; j < K4; j += 4) {
     const uint32_t v = ep_load32(stage + j);
     col[0] = ep_sxtb16(v);

@@ -2,9 +2,22 @@
  * reference_integer_ops::DepthwiseConvPerChannel computes it.
  *
  * ep_dwconv_plain: any depth multiplier; padded taps hold the input zero point.
- * ep_dwconv_dsp: depth multiplier 1 and in_c a multiple of 4 (else it runs the plain kernel):
- *   four channels per load; SXTB16 splits them into (c0, c2) and (c1, c3) int16 pairs and
+ * ep_dwconv_dsp:
+ * - 3x3 windows, dilation 1, depth multiplier 1 (any stride, padding, channel count): channel
+ *   by channel. The channel's input is gathered into a padded plane (scratch; the padding
+ *   holds the zero point, so no border cases remain), its nine weights are packed into int16
+ *   pairs held in registers, (w0, w2) of each window row and the middle column, and each
+ *   window row of an output pixel is one word load of the plane (x0 .. x3), SXTB16 into
+ *   (x0, x2) and (x1, x3), one SMLAD (x0 w0 + x2 w2) and one SMLABB (x1 w1). At stride 1 two
+ *   neighbouring pixels share the load: the second pixel's row is SMLAD (x1, x3) . (w0, w2)
+ *   and SMLATB x2 w1 (6 MACs per load, 2 SXTB16 and 4 multiplies). A row of raw
+ *   accumulators, then one requantization pass over it with the channel's constants in
+ *   registers. Scratch: ep_dwconv_scratch_bytes (see costs.py: dwconv_scratch).
+ * - other windows: depth multiplier 1 and in_c a multiple of 4 (else the plain kernel): four
+ *   channels per load; SXTB16 splits them into (c0, c2) and (c1, c3) int16 pairs and
  *   SMLABB / SMLATT accumulate each channel separately (CMSIS-NN's depthwise structure).
+ * The 3x3 kernel writes the output channel by channel after reading the whole input, so its
+ * output must not overlay its input (codegen drops the overlap rule for it).
  */
 #include "ep_common.h"
 #include "ep_im2col.h"
@@ -43,11 +56,260 @@ void ep_dwconv_plain(const ep_window *g, const ep_requant *q_arg, const int8_t *
   }
 }
 
+/* Raw accumulators (no bias) of `rows` output rows of one channel; p: the plane row of the
+ * first one's window, next rows `step` bytes further; acc: rows * ow values. Stride 1: pairs
+ * of pixels share each word load. */
+EP_HOT static void dw3_rows_s1(const int8_t *p, int pw, int step, int rows, int ow,
+                               const uint32_t *wk, int32_t *acc) {
+  const uint32_t w0 = wk[0], w1 = wk[1], w2 = wk[2], m01 = wk[3], m2 = wk[4];
+  const int pairs = ow >> 1;
+  for (; rows > 0; rows--, p += step) {
+    const int8_t *x = p, *const end = p + 2 * pairs;
+#if EP_HAVE_DSP && defined(__GNUC__)
+    /* 25 instructions per 18 MACs (GCC's schedule of the C below spills pw: 30) */
+    if (pairs) {
+      uint32_t v, e;
+      int32_t a, b;
+      __asm volatile(
+          "1:\n\t"
+          "ldr %[v], [%[x]]\n\t"
+          "sxtb16 %[e], %[v]\n\t"
+          "sxtb16 %[v], %[v], ror #8\n\t"
+          "smuad %[a], %[e], %[w0]\n\t"
+          "smuad %[b], %[v], %[w0]\n\t"
+          "smlabb %[a], %[v], %[m01], %[a]\n\t"
+          "smlatb %[b], %[e], %[m01], %[b]\n\t"
+          "ldr %[v], [%[x], %[pw]]\n\t"
+          "sxtb16 %[e], %[v]\n\t"
+          "sxtb16 %[v], %[v], ror #8\n\t"
+          "smlad %[a], %[e], %[w1], %[a]\n\t"
+          "smlad %[b], %[v], %[w1], %[b]\n\t"
+          "smlabt %[a], %[v], %[m01], %[a]\n\t"
+          "smlatt %[b], %[e], %[m01], %[b]\n\t"
+          "ldr %[v], [%[x], %[pw], lsl #1]\n\t"
+          "adds %[x], %[x], #2\n\t"
+          "sxtb16 %[e], %[v]\n\t"
+          "sxtb16 %[v], %[v], ror #8\n\t"
+          "smlad %[a], %[e], %[w2], %[a]\n\t"
+          "smlad %[b], %[v], %[w2], %[b]\n\t"
+          "smlabb %[a], %[v], %[m2], %[a]\n\t"
+          "smlatb %[b], %[e], %[m2], %[b]\n\t"
+          "strd %[a], %[b], [%[acc]], #8\n\t"
+          "cmp %[x], %[end]\n\t"
+          "bne 1b\n\t"
+          : [x] "+r"(x), [acc] "+r"(acc), [v] "=&r"(v), [e] "=&r"(e), [a] "=&r"(a),
+            [b] "=&r"(b)
+          : [end] "r"(end), [pw] "r"(pw), [w0] "r"(w0), [w1] "r"(w1), [w2] "r"(w2),
+            [m01] "r"(m01), [m2] "r"(m2)
+          : "cc", "memory");
+    }
+#else
+    while (x != end) {
+      const uint32_t v0 = ep_load32(x), v1 = ep_load32(x + pw), v2 = ep_load32(x + 2 * pw);
+      x += 2;
+      const uint32_t e0 = ep_sxtb16(v0), o0 = ep_sxtb16_ror8(v0);
+      int32_t a = ep_smuad(e0, w0), b = ep_smuad(o0, w0);
+      a = ep_smlabb(o0, m01, a);
+      b = ep_smlatb(e0, m01, b);
+      const uint32_t e1 = ep_sxtb16(v1), o1 = ep_sxtb16_ror8(v1);
+      a = ep_smlad(e1, w1, a);
+      b = ep_smlad(o1, w1, b);
+      a = ep_smlabt(o1, m01, a);
+      b = ep_smlatt(e1, m01, b);
+      const uint32_t e2 = ep_sxtb16(v2), o2 = ep_sxtb16_ror8(v2);
+      a = ep_smlad(e2, w2, a);
+      b = ep_smlad(o2, w2, b);
+      a = ep_smlabb(o2, m2, a);
+      b = ep_smlatb(e2, m2, b);
+      acc[0] = a;
+      acc[1] = b;
+      acc += 2;
+    }
+#endif
+    if (ow & 1) {
+      const uint32_t v0 = ep_load32(x), v1 = ep_load32(x + pw), v2 = ep_load32(x + 2 * pw);
+      int32_t a = ep_smuad(ep_sxtb16(v0), w0);
+      a = ep_smlabb(ep_sxtb16_ror8(v0), m01, a);
+      a = ep_smlad(ep_sxtb16(v1), w1, a);
+      a = ep_smlabt(ep_sxtb16_ror8(v1), m01, a);
+      a = ep_smlad(ep_sxtb16(v2), w2, a);
+      a = ep_smlabb(ep_sxtb16_ror8(v2), m2, a);
+      *acc++ = a;
+    }
+  }
+}
+
+/* The same at any horizontal stride: one pixel per load. */
+EP_HOT static void dw3_rows(const int8_t *p, int pw, int step, int rows, int ow, int stride,
+                            const uint32_t *wk, int32_t *acc) {
+  const uint32_t w0 = wk[0], w1 = wk[1], w2 = wk[2], m01 = wk[3], m2 = wk[4];
+  for (; rows > 0; rows--, p += step) {
+    const int8_t *x = p;
+    for (int ox = ow; ox > 0; ox--, x += stride) {
+      const uint32_t v0 = ep_load32(x), v1 = ep_load32(x + pw), v2 = ep_load32(x + 2 * pw);
+      int32_t a = ep_smuad(ep_sxtb16(v0), w0);
+      a = ep_smlabb(ep_sxtb16_ror8(v0), m01, a);
+      a = ep_smlad(ep_sxtb16(v1), w1, a);
+      a = ep_smlabt(ep_sxtb16_ror8(v1), m01, a);
+      a = ep_smlad(ep_sxtb16(v2), w2, a);
+      a = ep_smlabb(ep_sxtb16_ror8(v2), m2, a);
+      *acc++ = a;
+    }
+  }
+}
+
+#if EP_RQ_FAST && !EP_DW_SINGLE_ROUNDING
+/* ep_rq_apply's double rounding with SMMULR: (2x * m + 2^31) >> 32 is
+ * floor((x * m + 2^30) / 2^31) (|x| < 2^30, so 2x fits), then RoundingDivideByPOT by e
+ * ((y + 2^(e-1) - [y < 0]) >> e) when e > 0; `full`: act range [-128, 127], SSAT alone. */
+EP_INLINE void dw3_rq(const int32_t *acc, int n, int8_t *out, int step, int32_t b2, int32_t m,
+                      int32_t rnd, int32_t e, int32_t zp, int32_t lo, int32_t hi, int pos,
+                      int full) {
+  for (; n > 0; n--, out += step) {
+    const int32_t y = ep_smmulr((int32_t)((uint32_t)b2 + ((uint32_t)*acc++ << 1)), m);
+    int32_t t = pos ? ((y + rnd + (y >> 31)) >> e) + zp : y + zp;
+    *out = full ? ep_ssat8(t) : ep_clamp_out(t, lo, hi);
+  }
+}
+#endif
+
+/* Requantize n raw accumulators of channel c (bias added here) into out, `step` apart. */
+static void dw3_requant(const ep_requant *q, int c, const int32_t *acc, int n, int8_t *out,
+                        int step) {
+  const int32_t bias = q->bias[c];
+#if EP_RQ_FAST && !EP_DW_SINGLE_ROUNDING
+  const ep_rq *r = &q->rq[c];
+  const int32_t m = r->mult, rnd = r->round, e = r->shift & 0xff;
+  const int32_t b2 = (int32_t)((uint32_t)bias << 1);
+  const int32_t zp = q->out_zp, lo = q->act_min, hi = q->act_max;
+  const int full = lo == -128 && hi == 127;
+#if EP_HAVE_DSP && defined(__GNUC__)
+  /* e in 1..21 and act_max 127: the output zero point joins the rounding constant
+   * ((y + rnd + [y<0] + zp 2^e) >> e = ((y + rnd + [y<0]) >> e) + zp; |y| < 2^30, so no
+   * overflow), SSAT, and the lower bound unless it is -128: 10 or 13 instructions */
+  if (e > 0 && e <= 21 && hi == 127 && n > 0) {
+    const int32_t rz = (int32_t)((uint32_t)rnd + ((uint32_t)zp << e));
+    const int32_t *const end = acc + n;
+    int32_t t, u;
+    if (lo == -128) {
+      __asm volatile(
+          "1:\n\t"
+          "ldr %[t], [%[acc]], #4\n\t"
+          "add %[t], %[b2], %[t], lsl #1\n\t"
+          "smmulr %[t], %[t], %[m]\n\t"
+          "add %[u], %[t], %[rz]\n\t"
+          "add %[u], %[u], %[t], asr #31\n\t"
+          "asr %[u], %[u], %[e]\n\t"
+          "ssat %[u], #8, %[u]\n\t"
+          "strb %[u], [%[out]]\n\t"
+          "add %[out], %[out], %[step]\n\t"
+          "cmp %[acc], %[end]\n\t"
+          "bne 1b\n\t"
+          : [acc] "+r"(acc), [out] "+r"(out), [t] "=&r"(t), [u] "=&r"(u)
+          : [b2] "r"(b2), [m] "r"(m), [rz] "r"(rz), [e] "r"(e), [step] "r"(step), [end] "r"(end)
+          : "cc", "memory");
+    } else {
+      __asm volatile(
+          "1:\n\t"
+          "ldr %[t], [%[acc]], #4\n\t"
+          "add %[t], %[b2], %[t], lsl #1\n\t"
+          "smmulr %[t], %[t], %[m]\n\t"
+          "add %[u], %[t], %[rz]\n\t"
+          "add %[u], %[u], %[t], asr #31\n\t"
+          "asr %[u], %[u], %[e]\n\t"
+          "ssat %[u], #8, %[u]\n\t"
+          "cmp %[u], %[lo]\n\t"
+          "it lt\n\t"
+          "movlt %[u], %[lo]\n\t"
+          "strb %[u], [%[out]]\n\t"
+          "add %[out], %[out], %[step]\n\t"
+          "cmp %[acc], %[end]\n\t"
+          "bne 1b\n\t"
+          : [acc] "+r"(acc), [out] "+r"(out), [t] "=&r"(t), [u] "=&r"(u)
+          : [b2] "r"(b2), [m] "r"(m), [rz] "r"(rz), [e] "r"(e), [step] "r"(step), [end] "r"(end),
+            [lo] "r"(lo)
+          : "cc", "memory");
+    }
+    return;
+  }
+#elif defined(EP_RQ_SMMULR)
+  /* the asm loops' arithmetic in portable C (host tests: tests/test_c_dwconv.py) */
+  if (e > 0 && e <= 21 && hi == 127 && n > 0) {
+    const int32_t rz = (int32_t)((uint32_t)rnd + ((uint32_t)zp << e));
+    for (; n > 0; n--, out += step) {
+      const int32_t y = ep_smmulr((int32_t)((uint32_t)b2 + ((uint32_t)*acc++ << 1)), m);
+      *out = ep_clamp_s8((y + rz + (y >> 31)) >> e, lo, 127);
+    }
+    return;
+  }
+#endif
+  if (e > 0) {
+    if (full) dw3_rq(acc, n, out, step, b2, m, rnd, e, zp, lo, hi, 1, 1);
+    else dw3_rq(acc, n, out, step, b2, m, rnd, e, zp, lo, hi, 1, 0);
+  } else {
+    if (full) dw3_rq(acc, n, out, step, b2, m, rnd, e, zp, lo, hi, 0, 1);
+    else dw3_rq(acc, n, out, step, b2, m, rnd, e, zp, lo, hi, 0, 0);
+  }
+#else
+  for (; n > 0; n--, out += step) *out = ep_out(q, *acc++ + bias, c, EP_DW_SINGLE_ROUNDING);
+#endif
+}
+
+static void dwconv_3x3(const ep_window *g, const ep_requant *q, const int8_t *w,
+                       const int8_t *in, int8_t *out, uint32_t *scratch) {
+  const int C = g->in_c, sh = g->stride_h, sw = g->stride_w;
+  const int oh = g->out_h, ow = g->out_w;
+  const int ph = (oh - 1) * sh + 3, pw = (ow - 1) * sw + 3;
+  const int chunk = EP_DW3_CHUNK(g);
+  int32_t *acc = (int32_t *)scratch;
+  int8_t *plane = (int8_t *)(scratch + chunk * ow);
+  /* plane rows r = iy + pad_top and columns j = ix + pad_left that hold input */
+  const int r0 = g->pad_top, r1 = (g->pad_top + g->in_h < ph) ? g->pad_top + g->in_h : ph;
+  const int j0 = g->pad_left, j1 = (g->pad_left + g->in_w < pw) ? g->pad_left + g->in_w : pw;
+  const int nj = j1 - j0, in_row = g->in_w * C;
+  memset(plane, (int8_t)q->in_zp, (size_t)(ph * pw + 4));
+  for (int c = 0; c < C; c++) {
+    /* gather channel c */
+    const int8_t *s_row = in + c;
+    int8_t *d = plane + r0 * pw + j0;
+    for (int r = r0; r < r1; r++, s_row += in_row, d += pw) {
+      const int8_t *s = s_row;
+      int j = 0;
+      for (; j + 4 <= nj; j += 4, s += 4 * C) {
+        d[j] = s[0];
+        d[j + 1] = s[C];
+        d[j + 2] = s[2 * C];
+        d[j + 3] = s[3 * C];
+      }
+      for (; j < nj; j++, s += C) d[j] = *s;
+    }
+    /* the nine weights as int16 pairs: (w0, w2) of each window row, (w01, w11), (w21, 0) */
+    const int8_t *wc = w + c;
+    uint32_t wk[5];
+    wk[0] = ep_pack2(wc[0], wc[2 * C]);
+    wk[1] = ep_pack2(wc[3 * C], wc[5 * C]);
+    wk[2] = ep_pack2(wc[6 * C], wc[8 * C]);
+    wk[3] = ep_pack2(wc[C], wc[4 * C]);
+    wk[4] = ep_pack2(wc[7 * C], 0);
+    for (int oy = 0; oy < oh; oy += chunk) {
+      const int rows = oh - oy < chunk ? oh - oy : chunk;
+      const int8_t *p = plane + oy * sh * pw;
+      if (sw == 1) dw3_rows_s1(p, pw, sh * pw, rows, ow, wk, acc);
+      else dw3_rows(p, pw, sh * pw, rows, ow, sw, wk, acc);
+      dw3_requant(q, c, acc, rows * ow, out + oy * ow * C + c, C);
+    }
+  }
+}
+
 void ep_dwconv_dsp(const ep_window *g, const ep_requant *q_arg, const int8_t *w,
-                   const int8_t *in, int8_t *out) {
+                   const int8_t *in, int8_t *out, uint32_t *scratch) {
   /* a local copy: stores through the int8 output cannot alias it, so its fields stay in
    * registers instead of being reloaded for every output */
   const ep_requant q_copy = *q_arg, *const q = &q_copy;
+  if (EP_DW3(g)) {
+    dwconv_3x3(g, q, w, in, out, scratch);
+    return;
+  }
   const int C = g->in_c, taps = g->k_h * g->k_w;
   if (g->out_c != C || (C & 3) != 0 || taps > EP_DW_MAX_TAPS) {
     ep_dwconv_plain(g, q, w, in, out);

@@ -63,8 +63,15 @@ void ep_conv_clustered(const ep_window *g, const ep_requant *q, const ep_cluster
 /* Depthwise convolution (weights 1 x KH x KW x out_c, out_c = in_c * depth_multiplier). */
 void ep_dwconv_plain(const ep_window *g, const ep_requant *q, const int8_t *w,
                      const int8_t *in, int8_t *out);
+/* ep_dwconv_dsp's 3x3 path (3x3 window, dilation 1, depth multiplier 1) and its scratch:
+ * int32 accumulators of EP_DW3_CHUNK rows and the padded plane of one channel (+ 4 bytes a word load of
+ * the last pixel reads past it). Other windows need no scratch. */
+#define EP_DW3(g) ((g)->k_h == 3 && (g)->k_w == 3 && (g)->dil_h == 1 && (g)->dil_w == 1 && \
+                   (g)->out_c == (g)->in_c)
+/* output rows per pass of the 3x3 path (int32 accumulators of up to 512 outputs, >= 1 row) */
+#define EP_DW3_CHUNK(g) ((g)->out_w >= 512 ? 1 : (512 / (g)->out_w < (g)->out_h ? 512 / (g)->out_w : (g)->out_h))
 void ep_dwconv_dsp(const ep_window *g, const ep_requant *q, const int8_t *w,
-                   const int8_t *in, int8_t *out);
+                   const int8_t *in, int8_t *out, uint32_t *scratch);
 
 /* Fully connected (weights [out_n][in_n]); `batches` rows of in_n inputs. */
 void ep_fc_dense_plain(int batches, int in_n, int out_n, const ep_requant *q, const int8_t *w,
