@@ -108,10 +108,49 @@ def more_calibration(rng):
             mvu("cal_mvu_n", 128, 8, 2, 8, rng=rng), mvu("cal_mvu_o", 60, 20, 4, 3, rng=rng)]
 
 
+def structure_calibration(rng):
+    """Synthetic units that span the structure the first calibration set left thin (drawn after
+    the others: their weights stay the same): sliding windows over more channel / width / bit
+    combinations (incl. line buffers shallow enough to stay out of block RAM), unrolled MVUs on
+    8-bit unsigned inputs and small MH (the intercept), folded MVUs with 20..32 input folds
+    (power-of-two and other strides) and a weight ROM 1,024 words deep."""
+    return [swg("cal_swg_d", 2, 16, 16, 3), swg("cal_swg_e", 8, 8, 8, 5),
+            swg("cal_swg_f", 3, 32, 32, 3, a=8), swg("cal_swg_g", 16, 6, 6, 3),
+            swg("cal_swg_h", 10, 14, 14, 5),
+            mvu("cal_unr_f", 20, 6, 0, 0, a=8, signed=False, style="unrolled", sparsity=0.8,
+                rng=rng),
+            mvu("cal_unr_g", 40, 4, 0, 0, a=8, signed=False, style="unrolled", sparsity=0.5,
+                rng=rng),
+            mvu("cal_unr_h", 9, 12, 0, 0, style="unrolled", rng=rng),
+            mvu("cal_unr_i", 96, 8, 0, 0, style="unrolled", sparsity=0.95, rng=rng),
+            mvu("cal_mvu_p", 120, 12, 2, 4, rng=rng), mvu("cal_mvu_q", 140, 8, 1, 7, rng=rng),
+            mvu("cal_mvu_r", 256, 32, 1, 8, rng=rng), mvu("cal_mvu_s", 96, 8, 2, 3, rng=rng)]
+
+
 # The iCEBreaker UART wrapper (synth.uart_wrapper) around a black-box dataflow: (name, pixel
 # channels, output elements, output bits). Its cells come on top of the units on iCE40.
 UARTS = [("cal_uart_a", 1, 10, 16), ("cal_uart_b", 1, 10, 8), ("cal_uart_c", 3, 20, 16),
          ("cal_uart_d", 2, 4, 24), ("cal_uart_e", 1, 32, 12)]
+
+
+# The input selection of a folded MVU, `cbuf[sf * K +: K]`, on its own: (name, K bits, SF).
+# Power-of-two and other K, SF 5..32 (calibration only: it fits cost.select_features).
+SELECTS = [("cal_sel_a", 16, 30), ("cal_sel_b", 32, 10), ("cal_sel_c", 28, 20),
+           ("cal_sel_d", 12, 32), ("cal_sel_e", 12, 20), ("cal_sel_f", 24, 12),
+           ("cal_sel_g", 40, 5), ("cal_sel_h", 36, 16)]
+
+
+def select_verilog(name: str, k: int, sf: int) -> str:
+    sw = max(1, (sf - 1).bit_length())
+    return (f"module ep_{name} (input clk, input [{k * sf - 1}:0] cbuf, input [{sw - 1}:0] sf,"
+            f" output reg [{k - 1}:0] o);\n  always @(posedge clk) o <= cbuf[sf * {k} +: {k}];"
+            f"\nendmodule\n")
+
+
+def synth_select(name: str, k: int, sf: int, family: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="ep-yosys-") as d:
+        (Path(d) / "sel.v").write_text(select_verilog(name, k, sf))
+        return synthesize(Path(d), ["sel.v"], f"ep_{name}", family)
 
 
 def uart_verilog(chans: int, outs: int, ob: int) -> str:
@@ -151,6 +190,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     cal, val = layers(rng)
     cal += more_calibration(rng)       # drawn after the others: their weights stay the same
+    cal += structure_calibration(rng)
     fams = args.families.split(",")
     measured = {}
     old = {}
@@ -171,6 +211,23 @@ def main() -> int:
                 measured[(u.name, fam)] = synth_unit(u, fam)
                 print(f"{split:11s} {fam:5s} {u.name:24s} {measured[(u.name, fam)]['lut']:6d} LUT "
                       f"{time.time() - t0:5.1f} s", flush=True)
+    # the folded MVU's input selection on its own: its model comes before the MVU's
+    sel_rows, selc = [], {}
+    for name, k, sf in SELECTS:
+        sha = hashlib.sha256(select_verilog(name, k, sf).encode()).hexdigest()
+        for fam in fams:
+            r = old.get((name, fam, sha))
+            m = ({"lut": r["lut_yosys"], "ff": r["ff_yosys"], "bram": r["bram_yosys"],
+                  "dsp": r["dsp_yosys"]} if r is not None else synth_select(name, k, sf, fam))
+            if r is None:
+                print(f"calibration {fam:5s} {name:24s} {m['lut']:6d} LUT", flush=True)
+            sel_rows.append((name, k, sf, fam, sha, m))
+    for fam in fams:
+        rs = [r for r in sel_rows if r[3] == fam]
+        x = np.array([cost.select_features(k, sf) for _, k, sf, *_ in rs], dtype=float)
+        y = np.array([m["lut"] for *_, m in rs], dtype=float)
+        selc[fam] = [round(float(v), 4) for v in np.linalg.lstsq(x, y, rcond=None)[0]]
+    cost._select_override = selc
     # BRAM: per memory kind, the shallowest memory yosys put in a block RAM; DSP: the
     # narrowest wider operand yosys put on a DSP48E1 (calibration rows only). The LUT features
     # need these rules (a ROM in block RAM costs no LUTs), so they come first.
@@ -218,6 +275,7 @@ def main() -> int:
         xu, np.array([m[k] for *_, m in uart_rows], dtype=float), rcond=None)[0]]
         for k in ("lut", "ff")}
     cost._rules_override = None
+    cost._select_override = None
     cal_file = Path(cost.__file__).with_name("calibration.json")
     cal_file.write_text(json.dumps({"source": "benchmarks/rtl_yosys.py (yosys synth_ice40 / "
                                               "synth_xilinx -family xc7, calibration rows)",
@@ -225,12 +283,15 @@ def main() -> int:
                                     "lut_coefficients": coefs, "ff_coefficients": ffc,
                                     "ff_features": "[1, register_bits()]",
                                     "uart_coefficients": uart,
-                                    "uart_features": "cost.uart_features()", "rules": rules},
+                                    "uart_features": "cost.uart_features()", "rules": rules,
+                                    "select_coefficients": selc,
+                                    "select_features": "cost.select_features()"},
                                    indent=2, sort_keys=True) + "\n")
     cost._coefficients.cache_clear()
     cost._ff_coefficients.cache_clear()
     cost._uart_coefficients.cache_clear()
     cost._rules_cache.cache_clear()
+    cost._select_cache.cache_clear()
     cmd = command_line()
     rows = []
     for split, units in (("calibration", cal), ("validation", val)):
@@ -262,6 +323,16 @@ def main() -> int:
                      "dsp_yosys": m["dsp"], "verilog_sha256": sha,
                      "lut_error_pct": round(100 * (e["lut"] - m["lut"]) / m["lut"], 1),
                      "command": cmd})
+    for name, k, sf, fam, sha, m in sel_rows:
+        e = int(round(cost.select_luts(k, sf, fam)))
+        rows.append({"layer": name, "unit": "select", "family": fam, "split": "calibration",
+                     "lut_estimate": e, "lut_yosys": m["lut"], "ff_estimate": None,
+                     "ff_yosys": m["ff"], "ff_error_pct": None, "cells_estimate": None,
+                     "cells_yosys": m["lut"] + m["ff"], "bram_estimate": 0,
+                     "bram_yosys": m["bram"], "dsp_estimate": 0, "dsp_yosys": m["dsp"],
+                     "verilog_sha256": sha,
+                     "lut_error_pct": round(100 * (e - m["lut"]) / m["lut"], 1)
+                     if m["lut"] else None, "command": cmd})
     out = RESULTS / "rtl_yosys.json"
     val_rows = [r for r in rows if r["split"] == "validation" and r["lut_error_pct"] is not None]
     worst = max(val_rows, key=lambda r: abs(r["lut_error_pct"])) if val_rows else None
