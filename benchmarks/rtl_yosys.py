@@ -112,7 +112,7 @@ def structure_calibration(rng):
     """Synthetic units that span the structure the first calibration set left thin (drawn after
     the others: their weights stay the same): sliding windows over more channel / width / bit
     combinations (incl. line buffers shallow enough to stay out of block RAM), unrolled MVUs on
-    8-bit unsigned inputs and small MH (the intercept), folded MVUs with 20..32 input folds
+    8-bit unsigned inputs, small MH (the intercept) and up to 400 non-zero weights, folded MVUs with 20..32 input folds
     (power-of-two and other strides) and a weight ROM 1,024 words deep."""
     return [swg("cal_swg_d", 2, 16, 16, 3), swg("cal_swg_e", 8, 8, 8, 5),
             swg("cal_swg_f", 3, 32, 32, 3, a=8), swg("cal_swg_g", 16, 6, 6, 3),
@@ -124,7 +124,11 @@ def structure_calibration(rng):
             mvu("cal_unr_h", 9, 12, 0, 0, style="unrolled", rng=rng),
             mvu("cal_unr_i", 96, 8, 0, 0, style="unrolled", sparsity=0.95, rng=rng),
             mvu("cal_mvu_p", 120, 12, 2, 4, rng=rng), mvu("cal_mvu_q", 140, 8, 1, 7, rng=rng),
-            mvu("cal_mvu_r", 256, 32, 1, 8, rng=rng), mvu("cal_mvu_s", 96, 8, 2, 3, rng=rng)]
+            mvu("cal_mvu_r", 256, 32, 1, 8, rng=rng), mvu("cal_mvu_s", 96, 8, 2, 3, rng=rng),
+            # unrolled MVUs of 250..400 non-zero weights (the others have at most 160)
+            mvu("cal_unr_j", 144, 24, 0, 0, style="unrolled", sparsity=0.9, rng=rng),
+            mvu("cal_unr_k", 64, 20, 0, 0, a=8, signed=False, style="unrolled", sparsity=0.8,
+                rng=rng)]
 
 
 # The iCEBreaker UART wrapper (synth.uart_wrapper) around a black-box dataflow: (name, pixel
@@ -226,7 +230,8 @@ def main() -> int:
         rs = [r for r in sel_rows if r[3] == fam]
         x = np.array([cost.select_features(k, sf) for _, k, sf, *_ in rs], dtype=float)
         y = np.array([m["lut"] for *_, m in rs], dtype=float)
-        selc[fam] = [round(float(v), 4) for v in np.linalg.lstsq(x, y, rcond=None)[0]]
+        selc[fam] = [round(float(v), 4) for v in np.linalg.lstsq(x / y[:, None], np.ones(len(y)),
+                                                                 rcond=None)[0]]
     cost._select_override = selc
     # BRAM: per memory kind, the shallowest memory yosys put in a block RAM; DSP: the
     # narrowest wider operand yosys put on a DSP48E1 (calibration rows only). The LUT features
@@ -243,14 +248,15 @@ def main() -> int:
                       if u.kind == "mvu" and measured[(u.name, fam)]["dsp"] > 0]
             rules[fam]["dsp_min_width"] = min(widths) if widths else 1 << 30
     cost._rules_override = rules
-    # LUT coefficients per (family, kind), least squares on calibration rows only
+    # LUT coefficients per (family, kind), least squares of the relative error (the goal is a
+    # relative one; plain least squares lets the largest units decide) on calibration rows only
     for fam in fams:
         coefs[fam] = {}
         for kind in sorted({cost.kind_key(u) for u in cal}):
             us = [u for u in cal if cost.kind_key(u) == kind]
             x = np.array([cost.features(u, fam) for u in us], dtype=float)
             y = np.array([measured[(u.name, fam)]["lut"] for u in us], dtype=float)
-            c, *_ = np.linalg.lstsq(x, y, rcond=None)
+            c, *_ = np.linalg.lstsq(x / y[:, None], np.ones(len(y)), rcond=None)
             coefs[fam][kind] = [round(float(v), 4) for v in c]
     # FF: a line through the register bits the Verilog declares, per (family, kind)
     ffc = {}
