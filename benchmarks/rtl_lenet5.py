@@ -86,22 +86,30 @@ def run_bounded(name, spec, target, style, args):
                "--epochs", str(args.epochs), "--sim-images", str(args.sim_images),
                "--seed", str(args.seed)] + (["--fps", str(args.fps)] if args.fps else [])
         t0 = time.time()
+        stage = []
         with open(Path(d) / "log.txt", "w") as log:
             p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
             try:
                 p.wait(timeout=args.row_timeout)
             except subprocess.TimeoutExpired:
+                # the tools running at that moment say which stage it reached
+                ps = subprocess.run(["ps", "-o", "comm=", "-s", str(p.pid)],
+                                    capture_output=True, text=True).stdout.split()
+                stage = sorted({c for c in ps if c.startswith(
+                    ("yosys", "verilator", "cc1plus", "Vtb", "nextpnr", "icepack"))})
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
         if out.is_file():
             row = json.loads(out.read_text())
             row["command"] = command_line()
             return row
-        tail = (Path(d) / "log.txt").read_text().strip().splitlines()[-3:]
+        tail = [ln for ln in (Path(d) / "log.txt").read_text().strip().splitlines()
+                if "torchvision is not installed" not in ln][-3:]
     row = {"model": name, "spec": spec, "target": target, "style": style,
            "command": command_line(), "fits": None, "seconds": round(time.time() - t0),
            "error": (f"not finished within --row-timeout {args.row_timeout} s"
+                     + (f" (stopped while running {', '.join(stage)})" if stage else "")
                      if p.returncode == -signal.SIGKILL else
                      f"failed (exit {p.returncode})") + (f"; last output: {' | '.join(tail)}"
                                                          if tail else "")}
