@@ -132,6 +132,31 @@ def graph_estimate(spec, target, args):
     return graph_resources(g, dep, estimate(g, dep).layers)
 
 
+def _cell(r) -> str:
+    """One row of the table in a few figures, or why there are none."""
+    if r is None:
+        return "-"
+    if r.get("fits"):
+        fmax = f"Fmax {r['fmax_mhz']} MHz" if r.get("fmax_mhz") else "Fmax n/a"
+        at_fmax = f", {r['fps_at_fmax']:,.0f} @Fmax" if r.get("fps_at_fmax") else ""
+        return (f"LUT {r['lut']:,}, FF {r['ff']:,}, BRAM {r['bram']}, DSP {r['dsp']}; {fmax}; "
+                f"II {r['ii_measured']:,} / latency {r.get('latency_measured') or 0:,} cycles; "
+                f"{r['fps_at_clock']:,.0f} FPS{at_fmax}")
+    e = r.get("error", "")
+    if "RTL cost model estimate" in e:
+        est = e.split("estimate", 1)[1].split(" (at least")[0]
+        est = est.replace(" (from the layer graph, before training)", "")
+        return f"does not fit (estimate:{est})"
+    if "no BELs remaining" in e:
+        return "does not fit (nextpnr: out of logic cells)"
+    if r.get("fits") is None:
+        eb = r.get("rtl_estimate_budget") or {}
+        est = (f"; folded estimate {eb['lut']:,} LUT, {eb['ff']:,} FF, {eb['bram']} BRAM, "
+               f"{eb['dsp']} DSP" if "lut" in eb else "")
+        return e.split(";")[0] + est
+    return e[:120]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", default=[], metavar="NAME=SPEC")
@@ -207,6 +232,18 @@ def main() -> int:
             verdict = "no" if r.get("fits") is False else "unknown"
             md.append(f"| {r['model']} | {r['target']} | {r['style']} | {verdict}: "
                       f"{r['error'][:300]}{est} | | | | | | | | | | | | | | `{r['command']}` |")
+    md += ["", "## By model and style", "",
+           "The rows above as the issue's table: one line per target and style, one column per "
+           "model. FPS at the target clock (iCE40: 12 MHz, pynq-z2: 100 MHz) and at the nextpnr "
+           "Fmax (iCE40).", ""]
+    models = list(dict.fromkeys(r["model"] for r in table))
+    md += ["| target | style | " + " | ".join(models) + " |",
+           "|---|---|" + "---|" * len(models)]
+    cells = {(r["model"], r["target"], r["style"]): r for r in table}
+    for target in dict.fromkeys(r["target"] for r in table):
+        for style in ("folded", "unrolled"):
+            md.append(f"| {target} | {style} | " + " | ".join(
+                _cell(cells.get((m, target, style))) for m in models) + " |")
     (RESULTS / "rtl_lenet5.md").write_text("\n".join(md) + "\n")
     return 0
 
