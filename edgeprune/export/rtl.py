@@ -63,7 +63,7 @@ def rtl_estimates(plan, family: str, build) -> Dict[str, Any]:
 # A design whose RTL cost-model estimate is at least this many times a resource's capacity is
 # reported as not fitting without running Verilator and place and route / synthesis (which on a
 # model of that size take hours). 2x is far outside the model's error on its held-out layers
-# (benchmarks/results/rtl_yosys.md: LUT within 25 %, FF within 60 %, BRAM and DSP exact).
+# (benchmarks/results/rtl_yosys.md: LUT within 15 %, FF within 60 %, BRAM and DSP exact).
 SKIP_FACTOR = 2.0
 
 
