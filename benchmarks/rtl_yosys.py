@@ -111,9 +111,10 @@ def more_calibration(rng):
 def structure_calibration(rng):
     """Synthetic units that span the structure the first calibration set left thin (drawn after
     the others: their weights stay the same): sliding windows over more channel / width / bit
-    combinations (incl. line buffers shallow enough to stay out of block RAM), unrolled MVUs on
-    8-bit unsigned inputs, small MH (the intercept) and up to 400 non-zero weights, folded MVUs with 20..32 input folds
-    (power-of-two and other strides) and a weight ROM 1,024 words deep."""
+    combinations (incl. line buffers 6 and 8 words deep), unrolled MVUs on 8-bit unsigned
+    inputs, small MH (the intercept) and up to 400 non-zero weights, folded MVUs with 20..32
+    input folds (power-of-two and other strides) and a weight ROM 1,024 words deep. Added after
+    the first validation run (see README): calibration only, never a validation layer."""
     return [swg("cal_swg_d", 2, 16, 16, 3), swg("cal_swg_e", 8, 8, 8, 5),
             swg("cal_swg_f", 3, 32, 32, 3, a=8), swg("cal_swg_g", 16, 6, 6, 3),
             swg("cal_swg_h", 10, 14, 14, 5),
