@@ -71,6 +71,92 @@ def run_one(name, spec, target, style, args):
     return row
 
 
+def run_bounded(name, spec, target, style, args):
+    """run_one in a child process of its own session, stopped (with its Verilator / yosys /
+    nextpnr children) after --row-timeout seconds: such a row records where it was stopped and
+    the RTL cost model's estimate of the folded design (from the layer graph, as prune's
+    budget computes it)."""
+    import os
+    import signal
+    import subprocess
+    with tempfile.TemporaryDirectory(prefix="ep-rtl-row-") as d:
+        out = Path(d) / "row.json"
+        cmd = [sys.executable, __file__, "--one", str(out), "--model", f"{name}={spec}",
+               "--targets", target, "--styles", style, "--data", args.data,
+               "--epochs", str(args.epochs), "--sim-images", str(args.sim_images),
+               "--seed", str(args.seed)] + (["--fps", str(args.fps)] if args.fps else [])
+        t0 = time.time()
+        stage = []
+        with open(Path(d) / "log.txt", "w") as log:
+            p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+            try:
+                p.wait(timeout=args.row_timeout)
+            except subprocess.TimeoutExpired:
+                # the tools running at that moment say which stage it reached
+                ps = subprocess.run(["ps", "-o", "comm=", "-s", str(p.pid)],
+                                    capture_output=True, text=True).stdout.split()
+                stage = sorted({c for c in ps if c.startswith(
+                    ("yosys", "verilator", "cc1plus", "Vtb", "nextpnr", "icepack"))})
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        if out.is_file():
+            row = json.loads(out.read_text())
+            row["command"] = command_line()
+            return row
+        tail = [ln for ln in (Path(d) / "log.txt").read_text().strip().splitlines()
+                if "torchvision is not installed" not in ln][-3:]
+    row = {"model": name, "spec": spec, "target": target, "style": style,
+           "command": command_line(), "fits": None, "seconds": round(time.time() - t0),
+           "error": (f"not finished within --row-timeout {args.row_timeout} s"
+                     + (f" (stopped while running {', '.join(stage)})" if stage else "")
+                     if p.returncode == -signal.SIGKILL else
+                     f"failed (exit {p.returncode})") + (f"; last output: {' | '.join(tail)}"
+                                                         if tail else "")}
+    try:
+        row["rtl_estimate_budget"] = graph_estimate(spec, target, args)
+    except Exception as e:  # noqa: BLE001 - the estimate is context only
+        row["rtl_estimate_budget"] = {"error": str(e)}
+    return row
+
+
+def graph_estimate(spec, target, args):
+    from edgeprune.backends.rtl.cost import graph_resources
+    from edgeprune.cost import estimate
+    from edgeprune.deploy import Deployment
+    from edgeprune.graph import extract
+    from edgeprune.models.loading import load_model
+    from edgeprune.targets import load_target
+    dep = Deployment.for_target(load_target(target), fps=args.fps)
+    g = extract(load_model(spec, seed=args.seed))
+    return graph_resources(g, dep, estimate(g, dep).layers)
+
+
+def _cell(r) -> str:
+    """One row of the table in a few figures, or why there are none."""
+    if r is None:
+        return "-"
+    if r.get("fits"):
+        fmax = f"Fmax {r['fmax_mhz']} MHz" if r.get("fmax_mhz") else "Fmax n/a"
+        at_fmax = f", {r['fps_at_fmax']:,.0f} @Fmax" if r.get("fps_at_fmax") else ""
+        return (f"LUT {r['lut']:,}, FF {r['ff']:,}, BRAM {r['bram']}, DSP {r['dsp']}; {fmax}; "
+                f"II {r['ii_measured']:,} / latency {r.get('latency_measured') or 0:,} cycles; "
+                f"{r['fps_at_clock']:,.0f} FPS{at_fmax}")
+    e = r.get("error", "")
+    if "RTL cost model estimate" in e:
+        est = e.split("estimate", 1)[1].split(" (at least")[0]
+        est = est.replace(" (from the layer graph, before training)", "")
+        return f"does not fit (estimate:{est})"
+    if "no BELs remaining" in e:
+        return "does not fit (nextpnr: out of logic cells)"
+    if r.get("fits") is None:
+        eb = r.get("rtl_estimate_budget") or {}
+        est = (f"; folded estimate {eb['lut']:,} LUT, {eb['ff']:,} FF, {eb['bram']} BRAM, "
+               f"{eb['dsp']} DSP" if "lut" in eb else "")
+        return e.split(";")[0] + est
+    return e[:120]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", default=[], metavar="NAME=SPEC")
@@ -85,44 +171,89 @@ def main() -> int:
     ap.add_argument("--fps", type=float, default=None,
                     help="the deployment's FPS target: the cost model folds for the least "
                          "resources reaching it (default: the highest FPS that fits)")
+    ap.add_argument("--row-timeout", type=int, default=0,
+                    help="stop a row (export, Verilator, synthesis, place and route) after this "
+                         "many seconds and record it as not finished (default: no limit)")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one:
+        name, spec = args.model[0].split("=", 1)
+        row = run_one(name, spec, args.targets, args.styles, args)
+        Path(args.one).write_text(json.dumps(row))
+        return 0
     if not args.model and not args.report_only:
         ap.error("--model NAME=SPEC is required (or --report-only)")
     rows = []
     table = json.loads((RESULTS / "rtl_lenet5.json").read_text()) if args.report_only else []
+    if args.report_only:
+        # rows stopped by --row-timeout: their estimate again, from today's calibration.json
+        for r in table:
+            if r.get("fits") is None and "--fps" not in r.get("command", ""):
+                r["rtl_estimate_budget"] = graph_estimate(r["spec"], r["target"], args)
+        (RESULTS / "rtl_lenet5.json").write_text(json.dumps(table, indent=2) + "\n")
     for m in ([] if args.report_only else args.model):
         name, spec = m.split("=", 1)
         for target in args.targets.split(","):
             for style in args.styles.split(","):
-                row = run_one(name, spec, target, style, args)
+                row = (run_bounded if args.row_timeout else run_one)(name, spec, target,
+                                                                     style, args)
                 print(json.dumps({k: v for k, v in row.items() if k not in ("units", "command")}),
                       flush=True)
                 rows.append(row)
                 table = upsert_rows("rtl_lenet5.json", [row], ("model", "target", "style"))
     md = ["# LeNet-5-class models through export rtl", "",
-          "LC: iCE40 logic cells placed by nextpnr (UART wrapper included); est.: the RTL cost "
-          "model's LUT4 + DFF of the same design (backends/rtl/cost.py), the figure `prune "
-          "--target ice40-up5k --budget lut=...` checks (budget: from the layer graph; plan: "
-          "from the units as built).", "",
+          "LUT / FF / BRAM / DSP: iCE40 rows from the placed design (yosys synth_ice40 + "
+          "nextpnr-ice40, UART wrapper included; BRAM = 4-kbit EBR, DSP = SB_MAC16); xc7 rows "
+          "from yosys synth_xilinx of the dataflow (BRAM = RAMB18, DSP = DSP48E1). Fmax: "
+          "nextpnr-ice40; none for xc7, whose only open place and route (nextpnr-xilinx with "
+          "prjxray) is not installed here, so FPS @Fmax is iCE40 only. Cycles: II (cycles per "
+          "image in steady state, Verilator-measured, = the cycle model in brackets) and latency "
+          "(first pixel in to result out). LC: iCE40 logic cells placed by nextpnr; est.: the "
+          "RTL cost model's LUT4 + DFF of the same design (backends/rtl/cost.py), the figure "
+          "`prune --target ice40-up5k --budget lut=...` checks (budget: from the layer graph; "
+          "plan: from the units as built; as of the calibration when the row was run). A design "
+          "that does not fit is a row with the export's message; a row stopped by "
+          "--row-timeout says so, with the RTL cost model's estimate of the folded design "
+          "(recomputed from the current calibration by `benchmarks/rtl_lenet5.py "
+          "--report-only`).", "",
           "| model | target | style | fits | params (non-zero) | LUT | FF | "
           "LC placed (est. budget / plan) | BRAM | DSP | Fmax MHz | II cycles (model) | "
-          "FPS @clock | FPS @Fmax | bit-exact | accuracy | command |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "latency cycles | FPS @clock | FPS @Fmax | bit-exact | accuracy | command |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         if r.get("fits"):
             eb, ep = r.get("rtl_estimate_budget") or {}, r.get("rtl_estimate_plan") or {}
             lc = (f"{r['logic_cells_placed']} ({eb.get('cells', '-')} / {ep.get('cells', '-')})"
                   if r.get("logic_cells_placed") else "-")
+            fmax = r["fmax_mhz"] if r.get("fmax_mhz") else "n/a (no xc7 P&R)"
             md.append(f"| {r['model']} | {r['target']} | {r['style']} | yes | "
                       f"{r.get('params_nonzero', '-')} | {r['lut']} | "
-                      f"{r['ff']} | {lc} | {r['bram']} | {r['dsp']} | {r['fmax_mhz']} | "
-                      f"{r['ii_measured']} ({r['ii_cycles']}) | {r['fps_at_clock']} | "
-                      f"{r['fps_at_fmax']} | "
+                      f"{r['ff']} | {lc} | {r['bram']} | {r['dsp']} | {fmax} | "
+                      f"{r['ii_measured']} ({r['ii_cycles']}) | {r.get('latency_measured', '-')} "
+                      f"| {r['fps_at_clock']} | {r['fps_at_fmax'] or '-'} | "
                       f"{r['bit_exact_images']}/{r['images']} | {100 * r['accuracy_rtl']:.2f} % |"
                       f" `{r['command']}` |")
         else:
-            md.append(f"| {r['model']} | {r['target']} | {r['style']} | no: "
-                      f"{r['error'][:160]} | | | | | | | | | | | | | `{r['command']}` |")
+            eb = r.get("rtl_estimate_budget") or {}
+            est = (f"; RTL estimate (folded): {eb['lut']:,} LUT, {eb['ff']:,} FF, "
+                   f"{eb['bram']} BRAM, {eb['dsp']} DSP" if "lut" in eb else "")
+            verdict = "no" if r.get("fits") is False else "unknown"
+            md.append(f"| {r['model']} | {r['target']} | {r['style']} | {verdict}: "
+                      f"{r['error'][:300]}{est} | | | | | | | | | | | | | | `{r['command']}` |")
+    md += ["", "## By model and style", "",
+           "The rows above as the issue's table: one line per target and style, one column per "
+           "model. FPS at the target clock (iCE40: 12 MHz, pynq-z2: 100 MHz) and at the nextpnr "
+           "Fmax (iCE40).", ""]
+    order = ("dense", "weight90", "channel-pruned-up5k", "channel-pruned")
+    models = sorted(dict.fromkeys(r["model"] for r in table),
+                    key=lambda m: order.index(m) if m in order else len(order))
+    md += ["| target | style | " + " | ".join(models) + " |",
+           "|---|---|" + "---|" * len(models)]
+    cells = {(r["model"], r["target"], r["style"]): r for r in table}
+    for target in dict.fromkeys(r["target"] for r in table):
+        for style in ("folded", "unrolled"):
+            md.append(f"| {target} | {style} | " + " | ".join(
+                _cell(cells.get((m, target, style))) for m in models) + " |")
     (RESULTS / "rtl_lenet5.md").write_text("\n".join(md) + "\n")
     return 0
 

@@ -8,7 +8,9 @@ folded or unrolled (`style`) -> Verilog (backends/rtl/verilog.py) -> Verilator o
 images: bit-exact against the integer reference, II and latency equal to the cycle model ->
 for an iCE40 target, yosys synth_ice40 + nextpnr-ice40 + icepack with the UART wrapper and the
 iCEBreaker PCF; for a 7-series target, yosys synth_xilinx cell counts (no vendor tools needed).
-A design that does not place is an error (nothing written) unless `allow_overflow`.
+A design that does not place is an error (nothing written) unless `allow_overflow`; so is one
+whose RTL cost-model estimate is at least SKIP_FACTOR times a resource of the part (checked before
+Verilator, and for a folded design before the training).
 """
 from __future__ import annotations
 
@@ -58,6 +60,38 @@ def rtl_estimates(plan, family: str, build) -> Dict[str, Any]:
     return out
 
 
+# A design whose RTL cost-model estimate is at least this many times a resource's capacity is
+# reported as not fitting without running Verilator and place and route / synthesis (which on a
+# model of that size take hours). 2x is far outside the model's error on its held-out layers
+# (benchmarks/results/rtl_yosys.md: LUT within 15 %, FF within 60 %, BRAM and DSP exact).
+SKIP_FACTOR = 2.0
+
+
+def over_capacity(est: Dict[str, int], target, family: str) -> list:
+    """'RESOURCE estimate > capacity' for each resource the estimate exceeds SKIP_FACTOR times.
+    On iCE40 each LUT4 and each DFF needs a logic cell of its own at the least, so both are
+    checked against the cells on their own (their sum is only an upper bound)."""
+    if family == "ice40":
+        checks = (("LUT4", est["lut"], target.lut), ("DFF", est["ff"], target.ff),
+                  ("EBR", est["bram"], target.get("ebr") or 0))
+    else:
+        checks = (("LUT", est["lut"], target.lut), ("FF", est["ff"], target.ff),
+                  ("RAMB18", est["bram"], target.bram18), ("DSP", est["dsp"], target.dsp))
+    return [f"{name} {v:,} > {cap:,}" for name, v, cap in checks
+            if cap and v >= SKIP_FACTOR * cap]
+
+
+def _refuse_over_capacity(est, target, family: str, unrolled: bool, allow_overflow: bool,
+                          where: str) -> None:
+    over = over_capacity(est, target, family)
+    if over and not allow_overflow:
+        raise FpgaExportError(
+            f"does not fit {target.name}: RTL cost model estimate{where} {'; '.join(over)} (at "
+            f"least {SKIP_FACTOR:g}x the capacity; Verilator and "
+            f"{'place and route' if family == 'ice40' else 'synthesis'} skipped, nothing "
+            f"written; more pruning or fewer bits{', or --style folded' if unrolled else ''})")
+
+
 def mvu_folding(folding) -> Dict[str, tuple]:
     """{layer: (PE, SIMD)} of the cost model's MVAU layers."""
     return {l.node: (int(l.pe), int(l.simd)) for l in folding.layers if l.op_type == "MVAU_hls"}
@@ -87,6 +121,19 @@ def export_rtl(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
     family_of(dep.target)
     from ..backends.rtl.plan import check_graph
     check_graph(extract(model), attributes=True)
+    if style == "folded" and not allow_overflow:
+        # a folded design needs no weights for its estimate: refuse a far too large one
+        # before the quantization-aware training
+        from ..backends.rtl.cost import graph_resources
+        from ..cost.fpga import estimate_fpga
+        graph = extract(model)
+        try:
+            est = graph_resources(graph, dep, estimate_fpga(graph, dep).layers)
+        except EdgepruneError:
+            est = None                   # the export below reports it with its context
+        if est is not None:
+            _refuse_over_capacity(est, dep.target, family_of(dep.target), False, False,
+                                  " (from the layer graph, before training)")
     # The FINN-style estimate is not the RTL design's cost: fit is decided by place and route.
     with fpga_export(model, deployment, out, data=data, epochs=epochs, lr=lr, seed=seed,
                      max_steps_per_epoch=max_steps_per_epoch, verify_images=verify_images,
@@ -106,6 +153,10 @@ def export_rtl(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
         styles = choose_styles(net, fold, style, family)
         plan = build_plan(net, fold, styles)
         timing = cycle_model(plan)
+        from ..backends.rtl.cost import plan_resources
+        _refuse_over_capacity(plan_resources(plan, family, wrapper=family == "ice40"), target,
+                              family, any(u.p.get("style") == "unrolled" for u in plan.units),
+                              allow_overflow, "")
         rtl = tmp / "rtl"
         rtl.mkdir()
         files = []

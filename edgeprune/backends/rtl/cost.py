@@ -28,29 +28,79 @@ CALIBRATION = Path(__file__).with_name("calibration.json")
 
 
 def features(u: Unit, family: str) -> List[float]:
-    """The quantities a unit's LUT count grows with (see the module docstring)."""
+    """The quantities a unit's LUT count grows with, one per structure in its Verilog
+    (backends/rtl/verilog.py); the coefficients are fitted on synthetic units only."""
     p, a = u.p, u.in_bits
     if u.kind == "swg":
-        k, c, iw = p["K"], p["C"], p["IW"]
-        return [1.0, k * k * c * a, (k - 1) * c * a]
+        k, c, ih, iw = p["K"], p["C"], p["IH"], p["IW"]
+        # the window and line-buffer data move through DFFs and block RAM: the LUTs are the
+        # row / column counters and their compares (one term per counter bit), plus the line
+        # buffer where it stays out of block RAM (7-series: distributed RAM, LUT_BITS deep)
+        lbw = (k - 1) * c * a
+        lb = 0 if k == 1 or _in_bram("line_buffer", iw, family) else \
+            lbw * math.ceil(iw / LUT_BITS[family])
+        return [1.0, _clog2(ih) + _clog2(iw), lb]
     if u.kind == "maxpool":
         c, ow = p["C"], p["IW"] // p["P"]
         return [1.0, c * a, ow * c * a]
     ae = a + (0 if u.in_signed else 1)
     if p["style"] == "unrolled":
-        return [1.0, p["csd_digits"] * p["ACC"], p["MH"] * u.out_bits]
+        # one ACC-bit adder per CSD digit, each used input sign-extended to ACC bits, and the
+        # requantizer per output
+        return [1.0, p["csd_digits"] * p["ACC"], p["MH"] * u.out_bits,
+                _used_inputs(u) * p["ACC"]]
     pe, simd, sf, w = p["PE"], p["SIMD"], p["SF"], p["W"]
     depth = p["NF"] * sf
     # a weight ROM in logic: each output bit is a depth-input function, one LUT per LUT_BITS
     # entries (LUT4: 16 on iCE40, LUT6: 64 on 7-series) plus the mux tree between them
     rom_in_logic = 0 if _in_bram("rom", depth, family) else \
         pe * simd * w * math.ceil(depth / LUT_BITS[family])
-    # the input selection cbuf[sf * SIMD*a +: SIMD*a]: an SF:1 mux per bit; with a stride that
-    # is not a power of two yosys builds it as a general shifter (the last feature's own weight)
-    sel = simd * a * (sf - 1)
-    stride = simd * a
-    return [1.0, pe * simd * w * ae, pe * (simd * (ae + w) + p["ACC"]), sel, rom_in_logic,
-            sel if stride & (stride - 1) else 0.0]
+    return [1.0, pe * simd * w * ae,                    # multipliers
+            pe * (simd * (ae + w) + p["ACC"]),          # adder tree + accumulator
+            pe * p["ACC"],                              # requantizer / output per PE
+            rom_in_logic,
+            select_luts(simd * a, sf, family)]          # the input selection (its own model)
+
+
+def select_features(k: int, sf: int) -> List[float]:
+    """What the input selection `cbuf[sf * K +: K]` of a folded MVU (K = SIMD * a bits, SF
+    slices) costs with: with a power-of-two K an SF:1 mux per bit; with another K yosys builds a
+    shifter by sf * K, whose LUTs per bit grow with SF and with K's odd factor (K = 2^t * odd;
+    benchmarks/rtl_yosys.py synthesizes such selections on their own: SELECTS)."""
+    if sf <= 1:
+        return [0.0, 0.0, 0.0]
+    if not k & (k - 1):
+        return [k * (sf - 1), 0.0, 0.0]
+    odd = k
+    while not odd & 1:
+        odd >>= 1
+    return [0.0, k * sf, k * sf * odd]
+
+
+# benchmarks/rtl_yosys.py sets this while it fits (the selection model comes before the MVU's)
+_select_override = None
+
+
+@lru_cache(maxsize=1)
+def _select_cache() -> Dict[str, List[float]]:
+    if not CALIBRATION.is_file():
+        return {}
+    return json.loads(CALIBRATION.read_text()).get("select_coefficients", {})
+
+
+def select_luts(k: int, sf: int, family: str) -> float:
+    """LUTs of the input selection of a folded MVU (select_features x the fitted coefficients)."""
+    c = (_select_override if _select_override is not None else _select_cache()).get(family, [])
+    return float(sum(a * x for a, x in zip(c, select_features(k, sf))))
+
+
+def _used_inputs(u: Unit) -> int:
+    """Inputs of an unrolled MVU with at least one non-zero weight (the x_i wires)."""
+    if "used_inputs" in u.p:
+        return int(u.p["used_inputs"])
+    wm = u.p.get("weights")
+    return int(np.count_nonzero(np.any(np.asarray(wm) != 0, axis=0))) if wm is not None \
+        else u.p["MW"]
 
 
 # Bits of one LUT: iCE40 LUT4 (Lattice FPGA-DS-02008), 7-series LUT6 (Xilinx UG474).
