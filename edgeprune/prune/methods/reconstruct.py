@@ -64,6 +64,13 @@ from ..orientation import apply_selection
 
 # SparseGPT / OBC dampening: lambda = DAMP x mean(diag(H)) (Frantar & Alistarh 2022, 2023).
 DAMP = 0.01
+# Channel ranking: greedy sequential OBS removal (True) or one-shot single-channel OBS (False).
+GREEDY = True
+# Allocation across layers: "lamp" (the orientation's default) or "relative" (scores divided by
+# the consumers' dense output energy, compared as they are).
+ALLOC = "lamp"
+# Channel rounds: each keeps this fraction of the MACs the previous one kept.
+ROUND = 0.5
 # Calibration images per forward batch (memory: LeNet-5's conv1 im2col of 100 images is 23 MB).
 BATCH = 100
 
@@ -183,6 +190,7 @@ class Reconstruct(PruneMethod):
         self.criterion = CalibrationSaliency(self.masks, self.spec.seed)
         self._marginal = None
         self.errors: Dict[str, float] = {}
+        self._energy: Dict[int, float] = {}
 
     # ------------------------------------------------------------------ calibration passes
     def _forward_grab(self, model: nn.Module, mods: Dict[str, nn.Module], xb: torch.Tensor,
@@ -380,6 +388,89 @@ class Reconstruct(PruneMethod):
             out[grp.id] = score.float()
         return out
 
+    def _channel_greedy(self, stats: Dict[str, _LayerStats]) -> Dict[int, torch.Tensor]:
+        """Per group, channels ranked by greedy sequential removal (ThiNet's greedy selection,
+        with CP's least-squares compensation): each step removes the channel whose input
+        columns cost the consumers the least OBS error given the channels already removed,
+        and updates every consumer's compensated weights and inverse Hessian (block OBS
+        downdate), so two redundant channels are not both judged expendable. A channel's score
+        is the running maximum of these step costs (ascending along the removal order, so the
+        orientation's LAMP normalisation keeps the order); channels already removed score 0."""
+        out: Dict[int, torch.Tensor] = {}
+        for grp in self.graph.prunable_groups():
+            if grp.size < 2:
+                continue
+            states = []
+            alive = torch.ones(grp.size, dtype=torch.bool)
+            for mem in grp.members:
+                if mem.role != "in" or mem.node not in stats:
+                    continue
+                mod = self.masks.node_module[mem.node]
+                if getattr(mod, "groups", 1) != 1:
+                    continue
+                Hl, R = self._targets(stats[mem.node], self._rows_of(mem.node))
+                cols = self._effective_keep(mem.node)[0].any(0)          # kept input columns
+                rows = self._kept_rows(mem.node)[0]
+                S = cols.nonzero().flatten()
+                pos = torch.full((cols.numel(),), -1, dtype=torch.long)
+                pos[S] = torch.arange(S.numel())
+                Hinv = torch.linalg.inv(Hl[0][S[:, None], S[None, :]])
+                w = R[0][rows][:, S] @ Hinv
+                per = mem.repeat * (mod.kernel_size[0] * mod.kernel_size[1]
+                                    if isinstance(mod, nn.Conv2d) else 1)
+                idx = pos[(mem.offset * per + torch.arange(grp.size * per)).reshape(grp.size, per)]
+                alive &= (idx >= 0).all(1)
+                states.append([w, Hinv, idx])
+            if not states:
+                continue
+            energy = 0.0
+            for mem in grp.members:
+                if mem.role == "in" and mem.node in stats \
+                        and getattr(self.masks.node_module[mem.node], "groups", 1) == 1:
+                    rows = self._rows_of(mem.node)[0][self._kept_rows(mem.node)[0]]
+                    energy += float(torch.einsum("oi,ij,oj->", rows, stats[mem.node].D[0], rows))
+            self._energy[grp.id] = max(energy, 1e-30)
+            score = torch.zeros(grp.size, dtype=torch.float64)
+            run = 0.0
+            live = alive.nonzero().flatten().tolist()
+            # channels already removed leave the consumers' supports: nothing to downdate
+            while live:
+                cand = torch.tensor(live)
+                cost = torch.zeros(len(live), dtype=torch.float64)
+                for w, Hinv, idx in states:
+                    q = idx[cand]                                      # (n, per)
+                    Hb = Hinv[q[:, :, None], q[:, None, :]]
+                    Wb = w[:, q].permute(1, 0, 2)                      # (n, O, per)
+                    cost += torch.einsum("nop,npq,noq->n", Wb, torch.linalg.inv(Hb), Wb)
+                j = int(torch.argmin(cost))
+                c = live.pop(j)
+                run = max(run, float(cost[j]), 1e-30)
+                score[c] = run
+                if not live:
+                    score[c] = 2 * run + 1e-30                         # the last one ranks top
+                    break
+                for st in states:
+                    w, Hinv, idx = st
+                    q = idx[c]
+                    A = torch.linalg.inv(Hinv[q[:, None], q[None, :]])
+                    Hq = Hinv[q, :]
+                    st[0] = w - (w[:, q] @ A) @ Hq
+                    st[1] = Hinv - Hinv[:, q] @ A @ Hq
+            if ALLOC == "relative":
+                score = score / self._energy[grp.id]
+            out[grp.id] = score.float()
+        return out
+
+    def select(self, fams, amount: float):
+        if self.spec.granularity.kind != "channel" or ALLOC == "lamp":
+            return super().select(fams, amount)
+        from ..orientation import channel_removed_fn, select
+        removed_fn = None
+        if self.spec.orientation in ("memory", "workload"):
+            removed_fn = channel_removed_fn(self.graph, fams, self.spec.orientation)
+        return select(fams, self.spec.orientation, amount, removed_fn,
+                      normalise=lambda s: s.double().clamp_min(0))
+
     # ------------------------------------------------------------------ the run
     def _compute_order(self) -> List[str]:
         return [n.name for n in self.graph.compute_nodes() if n.name in self.masks.layers]
@@ -438,9 +529,10 @@ class Reconstruct(PruneMethod):
                 self.errors[node] = 0.0
             while amount < goal - 1e-9:
                 # halving rounds: scores are re-estimated on the reconstructed model each time
-                kept_frac = max(1.0 - goal, kept_frac / 2)
+                kept_frac = max(1.0 - goal, kept_frac * ROUND)
                 amount = 1.0 - kept_frac
-                self.criterion.channels = self._channel_saliency(stats)
+                self.criterion.channels = (self._channel_greedy(stats) if GREEDY
+                                           else self._channel_saliency(stats))
                 sel = self._select_amount(amount)
                 prev = {gid: k.clone() for gid, k in self.masks.channel_keep.items()}
                 apply_selection(self.masks, self._fams, sel, self.spec.granularity)
