@@ -199,6 +199,7 @@ def test_greedy_channel_selection_keeps_one_of_two_redundant_channels(monkeypatc
     (amount 0.3 of the params = 2 of the 6 hidden units, 8 params each of 51): the greedy
     removal re-scores after each channel, the one-shot saliency cannot."""
     import edgeprune.prune.methods.reconstruct as R
+    monkeypatch.setattr(R, "GCV_STEPS", 0)    # the ranking at the floor dampening
     dense = _redundant_pair_model()
     x = torch.randn(256, 4, generator=torch.Generator().manual_seed(1))
     keep, err = {}, {}
@@ -216,3 +217,37 @@ def test_greedy_channel_selection_keeps_one_of_two_redundant_channels(monkeypatc
     assert int(keep[True][:2].sum()) == 1, keep       # one copy stays and carries both
     assert int(keep[False][:2].sum()) == 0, keep      # the failure mode the greedy fixes
     assert err[True] < 0.5 * err[False], err
+
+
+def _synthetic_layer_stats(n, d, noise, seed):
+    """A linear layer's stats: dense inputs X_d, pruned-model inputs X_p = X_d + noise."""
+    from edgeprune.prune.methods.reconstruct import _LayerStats
+    g = torch.Generator().manual_seed(seed)
+    lin = torch.nn.Linear(d, 8, bias=False)
+    xd = torch.randn(n, d, generator=g)
+    xp = xd + noise * torch.randn(n, d, generator=g)
+    st = _LayerStats(lin)
+    st.add(xd, xp)
+    return st, xd, xp
+
+
+def test_gcv_ridge_grows_when_the_calibration_rows_do_not_determine_the_weights():
+    from edgeprune.prune.methods.reconstruct import DAMP, Reconstruct
+    torch.manual_seed(0)
+    W = torch.randn(1, 8, 60, dtype=torch.float64)
+    # 80 rows for 60 inputs, inputs perturbed by pruning: the floor fits the noise
+    st, _, _ = _synthetic_layer_stats(80, 60, 0.5, 0)
+    floor = DAMP * float(torch.diagonal(st.H[0]).mean())
+    lam = float(Reconstruct._gcv_lambda(st, W)[0])
+    assert lam > 4 * floor
+    # ... and the chosen ridge reconstructs new rows of the same layer better than the floor
+    _, xd2, xp2 = _synthetic_layer_stats(2000, 60, 0.5, 1)
+
+    def held_out(l):
+        Wn = (W[0] @ st.C[0] + l * W[0]) @ torch.linalg.inv(st.H[0] + l * torch.eye(60, dtype=torch.float64))
+        return float((xd2.double() @ W[0].T - xp2.double() @ Wn.T).norm())
+    assert held_out(lam) < 0.9 * held_out(floor)
+    # many rows and unchanged inputs: nothing to regularise, the floor stays
+    st, _, _ = _synthetic_layer_stats(4000, 60, 0.0, 2)
+    assert float(Reconstruct._gcv_lambda(st, W)[0]) == pytest.approx(
+        DAMP * float(torch.diagonal(st.H[0]).mean()))

@@ -186,8 +186,7 @@ def protected(fam: Family) -> torch.Tensor:
 
 
 def select(families: Sequence[Family], orientation: str, amount: float,
-           removed_fn: Optional[Callable[[Dict[str, torch.Tensor]], float]] = None,
-           normalise: Callable[[torch.Tensor], torch.Tensor] = lamp_normalise
+           removed_fn: Optional[Callable[[Dict[str, torch.Tensor]], float]] = None
            ) -> Dict[str, torch.Tensor]:
     """Decide which units to remove: family key -> bool 'pruned' vector (flat).
 
@@ -195,8 +194,6 @@ def select(families: Sequence[Family], orientation: str, amount: float,
     orientation's resource (over all families) is removed. `removed_fn(selection)`, when given,
     measures the fraction really removed (channels: a weight between two pruned channels is
     counted once, on the shrunk architecture); the prefix is then found by bisection on it.
-    `normalise` makes the families' scores comparable (LAMP by default; a method whose scores
-    are already in common units passes its own).
     """
     if orientation not in ORIENTATIONS:
         raise PruneError(f"unknown orientation '{orientation}'; known: {', '.join(ORIENTATIONS)}")
@@ -216,7 +213,7 @@ def select(families: Sequence[Family], orientation: str, amount: float,
     prios, res, prot = [], [], []
     for i, f in enumerate(families):
         r = resource(f, orientation).double()
-        norm = normalise(f.scores)
+        norm = lamp_normalise(f.scores)
         prios.append(norm / r.clamp_min(1e-30))
         res.append(r)
         prot.append(protected(f))

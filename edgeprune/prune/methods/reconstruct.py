@@ -14,10 +14,14 @@ the kept weights ``W'`` (support ``S``) minimise
 
 With ``H = X_p X_p^T``, ``C = X_d X_p^T`` and ``H_l = H + lambda I`` this is, per output row,
 the linear system ``W'_S H_l[S, S] = (W C + lambda W)_S``: exact least squares for a given support.
-``lambda`` = 1 % of the mean diagonal of H (the dampening of SparseGPT, Frantar & Alistarh 2023,
-and of OBC) keeps the systems well posed with few calibration images (LeNet-5's fc1 has 800
-inputs); putting the ridge around the dense weights rather than 0 means that a layer whose inputs
-did not change and which loses nothing is reproduced exactly.
+``lambda`` is at least 1 % of the mean diagonal of H (the dampening of SparseGPT, Frantar &
+Alistarh 2023, and of OBC), which keeps the systems well posed; above that floor each layer takes
+the lambda that minimises generalised cross-validation (Golub, Heath & Wahba 1979) of its own
+least-squares problem, computed from H, C and D alone. With few calibration images a wide layer
+(LeNet-5's fc1: 801 inputs, 1,000 images) otherwise fits the calibration set and loses on new
+images; a conv (images x positions rows) keeps the floor. Putting the ridge around the dense
+weights rather than 0 means that a layer whose inputs did not change and which loses nothing is
+reproduced exactly, whatever lambda.
 
 **Which weights go (weight granularity): OBS-style, iterative.** The saliency of removing weight
 q from a row with support S is the Optimal Brain Surgeon increase of the squared error,
@@ -68,13 +72,11 @@ DAMP = 0.01
 # (0: the floor alone); the grid's top, 2^12 x 1 % = 41 x mean(diag H), pulls a layer almost
 # onto its dense weights.
 GCV_STEPS = 12
-# Channel ranking: greedy sequential OBS removal (True) or one-shot single-channel OBS (False).
-GREEDY = 0
-# Allocation across layers: "lamp" (the orientation's default) or "relative" (scores divided by
-# the consumers' dense output energy, compared as they are).
-ALLOC = "lamp"
-# Channel rounds: each keeps this fraction of the MACs the previous one kept.
-ROUND = 0.5
+# Channel ranking: one-shot single-channel OBS (False, the default) or greedy sequential OBS
+# removal (True). The greedy ranking fixes redundant pairs (tests), but its scores, LAMP-
+# normalised, shift the allocation towards fc1 and lost accuracy on LeNet-5 / Fashion-MNIST at
+# 3x MACs (benchmarks/results/pruning_v2.md, "Levers tried").
+GREEDY = False
 # Calibration images per forward batch (memory: LeNet-5's conv1 im2col of 100 images is 23 MB).
 BATCH = 100
 
@@ -195,7 +197,6 @@ class Reconstruct(PruneMethod):
         self.criterion = CalibrationSaliency(self.masks, self.spec.seed)
         self._marginal = None
         self.errors: Dict[str, float] = {}
-        self._energy: Dict[int, float] = {}
 
     # ------------------------------------------------------------------ calibration passes
     def _forward_grab(self, model: nn.Module, mods: Dict[str, nn.Module], xb: torch.Tensor,
@@ -464,13 +465,6 @@ class Reconstruct(PruneMethod):
                 states.append([w, Hinv, idx])
             if not states:
                 continue
-            energy = 0.0
-            for mem in grp.members:
-                if mem.role == "in" and mem.node in stats \
-                        and getattr(self.masks.node_module[mem.node], "groups", 1) == 1:
-                    rows = self._rows_of(mem.node)[0][self._kept_rows(mem.node)[0]]
-                    energy += float(torch.einsum("oi,ij,oj->", rows, stats[mem.node].D[0], rows))
-            self._energy[grp.id] = max(energy, 1e-30)
             score = torch.zeros(grp.size, dtype=torch.float64)
             run = 0.0
             live = alive.nonzero().flatten().tolist()
@@ -497,20 +491,8 @@ class Reconstruct(PruneMethod):
                     Hq = Hinv[q, :]
                     st[0] = w - (w[:, q] @ A) @ Hq
                     st[1] = Hinv - Hinv[:, q] @ A @ Hq
-            if ALLOC == "relative":
-                score = score / self._energy[grp.id]
             out[grp.id] = score.float()
         return out
-
-    def select(self, fams, amount: float):
-        if self.spec.granularity.kind != "channel" or ALLOC == "lamp":
-            return super().select(fams, amount)
-        from ..orientation import channel_removed_fn, select
-        removed_fn = None
-        if self.spec.orientation in ("memory", "workload"):
-            removed_fn = channel_removed_fn(self.graph, fams, self.spec.orientation)
-        return select(fams, self.spec.orientation, amount, removed_fn,
-                      normalise=lambda s: s.double().clamp_min(0))
 
     # ------------------------------------------------------------------ the run
     def _compute_order(self) -> List[str]:
@@ -570,19 +552,11 @@ class Reconstruct(PruneMethod):
                 self.errors[node] = 0.0
             while amount < goal - 1e-9:
                 # halving rounds: scores are re-estimated on the reconstructed model each time
-                kept_frac = max(1.0 - goal, kept_frac * ROUND)
+                kept_frac = max(1.0 - goal, kept_frac / 2)
                 amount = 1.0 - kept_frac
-                self.criterion.channels = (self._channel_greedy(stats) if GREEDY == 1
+                self.criterion.channels = (self._channel_greedy(stats) if GREEDY
                                            else self._channel_saliency(stats))
                 sel = self._select_amount(amount)
-                if GREEDY == 2:      # allocation from the one-shot scores, choice by greedy
-                    ranks = self._channel_greedy(stats)
-                    for f in self._fams:
-                        if f.group is not None and f.group.id in ranks:
-                            k = int(sel[f.key].sum())
-                            new = torch.zeros_like(sel[f.key])
-                            new[torch.argsort(ranks[f.group.id].double(), stable=True)[:k]] = True
-                            sel[f.key] = new
                 prev = {gid: k.clone() for gid, k in self.masks.channel_keep.items()}
                 apply_selection(self.masks, self._fams, sel, self.spec.granularity)
                 for gid, k in prev.items():      # a round never brings a channel back
