@@ -262,7 +262,8 @@ def retraining_free_section():
         reach = []
         for gran, orient, metric in (("weight", "memory", "params_x"),
                                      ("channel", "workload", "macs_x")):
-            for method in ("magnitude_oneshot", "reconstruct"):
+            ablations = sorted({r["method"] for r in rs if r["method"].startswith("reconstruct (")})
+            for method in ("magnitude_oneshot", "reconstruct", *ablations):
                 sub = [r for r in rs if r["granularity"] == gran and r["method"] == method]
                 agg = aggregate(sub)
                 for a in sorted(agg, key=lambda a: a[metric][0]):
