@@ -176,11 +176,11 @@ def iso_compression(points, metric: str, max_loss: float = MAX_LOSS_PT):
     return last_ok, ">="
 
 
-def _fmt_iso(v, how):
+def _fmt_iso(v, how, digits: int = 1):
     if v is None:
         return "—"
-    return {"interp": f"{v:.1f}x", ">=": f">= {v:.1f}x (every point within)",
-            "<": f"< {v:.1f}x (no point within)"}[how]
+    return {"interp": f"{v:.{digits}f}x", ">=": f">= {v:.{digits}f}x (every point within)",
+            "<": f"< {v:.{digits}f}x (no point within)"}[how]
 
 
 LABEL = {"statistical": "edgeprune statistical", "agp": "edgeprune AGP",
@@ -250,7 +250,11 @@ def retraining_free_section():
     lines = ["## Retraining-free pruning (`--method reconstruct`) vs magnitude without retraining",
              "", "Rows of `benchmarks/prune_reconstruct.py`: the dense model of each seed (the "
              "protocol's baseline), pruned once with no training; reconstruct uses "
-             "`calibration_images` unlabelled training images.", ""]
+             "`calibration_images` unlabelled training images. Rows `reconstruct (NAME)` switch "
+             "one lever of the default off or on, same seeds (`--ablation NAME`): `no-gcv` = "
+             "the ridge at the SparseGPT floor (1 % of mean diag H) in every layer, no GCV (the "
+             "method before GCV); `greedy` = channels ranked by greedy sequential OBS removal "
+             "instead of one-shot OBS saliency.", ""]
     configs = sorted({(r["model"], r["dataset"], r["dense_epochs"], r["calibration_images"])
                       for r in rows})
     for model, ds, dep, ncal in configs:
@@ -262,7 +266,8 @@ def retraining_free_section():
         reach = []
         for gran, orient, metric in (("weight", "memory", "params_x"),
                                      ("channel", "workload", "macs_x")):
-            for method in ("magnitude_oneshot", "reconstruct"):
+            ablations = sorted({r["method"] for r in rs if r["method"].startswith("reconstruct (")})
+            for method in ("magnitude_oneshot", "reconstruct", *ablations):
                 sub = [r for r in rs if r["granularity"] == gran and r["method"] == method]
                 agg = aggregate(sub)
                 for a in sorted(agg, key=lambda a: a[metric][0]):
@@ -276,7 +281,7 @@ def retraining_free_section():
                     v, how = iso_compression(agg, metric, 1.0)
                     what = "params compression" if metric == "params_x" else "MACs reduction"
                     reach.append(f"- {method}, {gran}: {what} at <= 1 pt (mean curve) "
-                                 f"{_fmt_iso(v, how)}")
+                                 f"{_fmt_iso(v, how, 2)}")
         lines += [""] + reach
         cli = [r for r in _rows() if r.get("experiment") == "retraining_free_cli"
                and (r["model"], r["dataset"], r["dense_epochs"]) == (model, ds, dep)]

@@ -16,6 +16,12 @@ with workload orientation (goal = MACs reduction). Rows go to benchmarks/results
     benchmarks/prune_reconstruct.py --dataset fashion-mnist --epochs 10 --seeds 0,1,2 \\
         --weight-points 5x 10x 15x 20x 30x --channel-points 2x 3x 4x 6x --cli-time
 
+Levers, each against the default with the same seeds (``--ablation NAME``: rows
+"reconstruct (NAME)"):
+
+    benchmarks/prune_reconstruct.py --dataset fashion-mnist --epochs 10 --lr-schedule constant \\
+        --seeds 0,1,2 --weight-points --channel-points 3x --ablation no-gcv
+
 The report is part of `benchmarks/prune_protocol.py report` (pruning_v2.md).
 """
 from __future__ import annotations
@@ -39,6 +45,13 @@ from benchmarks.prune_protocol import KEY, dense_baseline, dense_weights_path  #
 
 RF_KEY = KEY + ("dense_epochs", "calibration_images")
 
+# Levers measured against the default, each by switching one module constant of
+# edgeprune/prune/methods/reconstruct.py; rows are named "reconstruct (NAME)".
+ABLATIONS = {
+    "no-gcv": {"GCV_STEPS": 0},      # the ridge at the SparseGPT floor only (the method before GCV)
+    "greedy": {"GREEDY": True},      # greedy sequential OBS channel ranking
+}
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -51,11 +64,19 @@ def one_point(args, model_name, dense, x_calib, x_test, y_test, method, gran, or
     amount = parse_sparsity(goal)
     m = copy.deepcopy(dense)
     t0 = time.time()
-    if method == "reconstruct":
+    if method.startswith("reconstruct"):
         spec = PruneSpec(granularity=parse_granularity(gran), criterion="obs", amount=amount,
                          orientation=orientation, seed=seed, pretrained=True)
         h = METHODS["reconstruct"](m, graph_fn(m), spec)
-        h.prune_once(x_calib)
+        import edgeprune.prune.methods.reconstruct as rec
+        saved = {k: getattr(rec, k) for k in ABLATIONS.get(args.ablation, {})}
+        try:
+            for k, v in ABLATIONS.get(args.ablation, {}).items():
+                setattr(rec, k, v)
+            h.prune_once(x_calib)
+        finally:
+            for k, v in saved.items():
+                setattr(rec, k, v)
     else:
         spec = PruneSpec(granularity=parse_granularity(gran), criterion="l1", amount=amount,
                          orientation=orientation, seed=seed, pretrained=True)
@@ -118,6 +139,9 @@ def main() -> None:
     p.add_argument("--weight-points", nargs="*", default=["5x", "10x", "15x", "20x", "30x"])
     p.add_argument("--channel-points", nargs="*", default=["2x", "3x", "4x", "6x"])
     p.add_argument("--cli-time", action="store_true")
+    p.add_argument("--ablation", choices=sorted(ABLATIONS),
+                   help="reconstruct with one lever switched (rows 'reconstruct (NAME)'); "
+                        "magnitude rows are skipped")
     args = p.parse_args()
     torch.set_num_threads(1)
     from edgeprune.data import load_dataset
@@ -137,15 +161,17 @@ def main() -> None:
         xtr, _, xte, yte = dataset_tensors(ds, dense.input_shape)
         xc = calibration_images(xtr, args.calibration, seed)
         print(f"dense seed {seed}: {100 * acc_dense:.2f}%", flush=True)
+        methods = ((f"reconstruct ({args.ablation})",) if args.ablation
+                   else ("magnitude_oneshot", "reconstruct"))
         for goal in args.weight_points:
-            for method in ("magnitude_oneshot", "reconstruct"):
+            for method in methods:
                 one_point(args, args.model, dense, xc, xte, yte, method, "weight", "memory", goal,
                           seed, acc_dense, extract)
         for goal in args.channel_points:
-            for method in ("magnitude_oneshot", "reconstruct"):
+            for method in methods:
                 one_point(args, args.model, dense, xc, xte, yte, method, "channel", "workload",
                           goal, seed, acc_dense, extract)
-        if args.cli_time:
+        if args.cli_time and not args.ablation:
             cli_time(args, seed, wpath)
 
 

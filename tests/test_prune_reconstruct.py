@@ -166,3 +166,88 @@ def test_channel_reconstruction_on_residual_and_depthwise_models_shrinks_exactly
     with torch.no_grad():
         a, b = plain(x), small(x)
     assert torch.allclose(a, b, atol=1e-4 * max(float(a.abs().max()), 1.0), rtol=1e-4)
+
+
+class _TwoLayer(torch.nn.Module):
+    input_shape = (4,)
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(4, 6)
+        self.relu = torch.nn.ReLU()
+        self.fc2 = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc2(self.relu(self.fc1(x)))
+
+
+def _redundant_pair_model():
+    """Hidden units 0 and 1 are copies: removing one alone costs little (the other takes over),
+    less than removing any of 2..5; removing both costs most."""
+    torch.manual_seed(0)
+    m = _TwoLayer().eval()
+    with torch.no_grad():
+        m.fc1.weight[1] = m.fc1.weight[0]
+        m.fc1.bias[1] = m.fc1.bias[0]
+        m.fc2.weight[:, :2] = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [0.5, 0.5]])
+        m.fc2.weight[:, 2:] *= 3.0
+    return m
+
+
+def test_greedy_channel_selection_keeps_one_of_two_redundant_channels(monkeypatch):
+    """Each copy alone is expendable (the other takes over its output), both together are not
+    (amount 0.3 of the params = 2 of the 6 hidden units, 8 params each of 51): the greedy
+    removal re-scores after each channel, the one-shot saliency cannot."""
+    import edgeprune.prune.methods.reconstruct as R
+    monkeypatch.setattr(R, "GCV_STEPS", 0)    # the ranking at the floor dampening
+    dense = _redundant_pair_model()
+    x = torch.randn(256, 4, generator=torch.Generator().manual_seed(1))
+    keep, err = {}, {}
+    for greedy in (True, False):
+        monkeypatch.setattr(R, "GREEDY", greedy)
+        m = copy.deepcopy(dense)
+        spec = PruneSpec(granularity=parse_granularity("channel"), criterion="obs", amount=0.3,
+                         orientation="memory", pretrained=True)
+        h = METHODS["reconstruct"](m, extract(m), spec)
+        h.prune_once(x)
+        keep[greedy] = next(iter(h.masks.channel_keep.values()))
+        assert int((~keep[greedy]).sum()) == 2
+        with torch.no_grad():
+            err[greedy] = _rel_err(m(x), dense(x))
+    assert int(keep[True][:2].sum()) == 1, keep       # one copy stays and carries both
+    assert int(keep[False][:2].sum()) == 0, keep      # the failure mode the greedy fixes
+    assert err[True] < 0.5 * err[False], err
+
+
+def _synthetic_layer_stats(n, d, noise, seed):
+    """A linear layer's stats: dense inputs X_d, pruned-model inputs X_p = X_d + noise."""
+    from edgeprune.prune.methods.reconstruct import _LayerStats
+    g = torch.Generator().manual_seed(seed)
+    lin = torch.nn.Linear(d, 8, bias=False)
+    xd = torch.randn(n, d, generator=g)
+    xp = xd + noise * torch.randn(n, d, generator=g)
+    st = _LayerStats(lin)
+    st.add(xd, xp)
+    return st, xd, xp
+
+
+def test_gcv_ridge_grows_when_the_calibration_rows_do_not_determine_the_weights():
+    from edgeprune.prune.methods.reconstruct import DAMP, Reconstruct
+    torch.manual_seed(0)
+    W = torch.randn(1, 8, 60, dtype=torch.float64)
+    # 80 rows for 60 inputs, inputs perturbed by pruning: the floor fits the noise
+    st, _, _ = _synthetic_layer_stats(80, 60, 0.5, 0)
+    floor = DAMP * float(torch.diagonal(st.H[0]).mean())
+    lam = float(Reconstruct._gcv_lambda(st, W)[0])
+    assert lam > 4 * floor
+    # ... and the chosen ridge reconstructs new rows of the same layer better than the floor
+    _, xd2, xp2 = _synthetic_layer_stats(2000, 60, 0.5, 1)
+
+    def held_out(l):
+        Wn = (W[0] @ st.C[0] + l * W[0]) @ torch.linalg.inv(st.H[0] + l * torch.eye(60, dtype=torch.float64))
+        return float((xd2.double() @ W[0].T - xp2.double() @ Wn.T).norm())
+    assert held_out(lam) < 0.9 * held_out(floor)
+    # many rows and unchanged inputs: nothing to regularise, the floor stays
+    st, _, _ = _synthetic_layer_stats(4000, 60, 0.0, 2)
+    assert float(Reconstruct._gcv_lambda(st, W)[0]) == pytest.approx(
+        DAMP * float(torch.diagonal(st.H[0]).mean()))

@@ -14,10 +14,14 @@ the kept weights ``W'`` (support ``S``) minimise
 
 With ``H = X_p X_p^T``, ``C = X_d X_p^T`` and ``H_l = H + lambda I`` this is, per output row,
 the linear system ``W'_S H_l[S, S] = (W C + lambda W)_S``: exact least squares for a given support.
-``lambda`` = 1 % of the mean diagonal of H (the dampening of SparseGPT, Frantar & Alistarh 2023,
-and of OBC) keeps the systems well posed with few calibration images (LeNet-5's fc1 has 800
-inputs); putting the ridge around the dense weights rather than 0 means that a layer whose inputs
-did not change and which loses nothing is reproduced exactly.
+``lambda`` is at least 1 % of the mean diagonal of H (the dampening of SparseGPT, Frantar &
+Alistarh 2023, and of OBC), which keeps the systems well posed; above that floor each layer takes
+the lambda that minimises generalised cross-validation (Golub, Heath & Wahba 1979) of its own
+least-squares problem, computed from H, C and D alone. With few calibration images a wide layer
+(LeNet-5's fc1: 801 inputs, 1,000 images) otherwise fits the calibration set and loses on new
+images; a conv (images x positions rows) keeps the floor. Putting the ridge around the dense
+weights rather than 0 means that a layer whose inputs did not change and which loses nothing is
+reproduced exactly, whatever lambda.
 
 **Which weights go (weight granularity): OBS-style, iterative.** The saliency of removing weight
 q from a row with support S is the Optimal Brain Surgeon increase of the squared error,
@@ -64,6 +68,15 @@ from ..orientation import apply_selection
 
 # SparseGPT / OBC dampening: lambda = DAMP x mean(diag(H)) (Frantar & Alistarh 2022, 2023).
 DAMP = 0.01
+# Ridge candidates above the floor DAMP: lambda = DAMP x mean(diag H) x 2^k, k = 0..GCV_STEPS
+# (0: the floor alone); the grid's top, 2^12 x 1 % = 41 x mean(diag H), pulls a layer almost
+# onto its dense weights.
+GCV_STEPS = 12
+# Channel ranking: one-shot single-channel OBS (False, the default) or greedy sequential OBS
+# removal (True). The greedy ranking fixes redundant pairs (tests), but its scores, LAMP-
+# normalised, shift the allocation towards fc1 and lost accuracy on LeNet-5 / Fashion-MNIST at
+# 3x MACs (benchmarks/results/pruning_v2.md, "Levers tried").
+GREEDY = False
 # Calibration images per forward batch (memory: LeNet-5's conv1 im2col of 100 images is 23 MB).
 BATCH = 100
 
@@ -106,6 +119,7 @@ class _LayerStats:
         self.C: Optional[torch.Tensor] = None
         self.D: Optional[torch.Tensor] = None
         self.rows = 0
+        self.lam: Optional[torch.Tensor] = None   # ridge per group, chosen once (GCV)
 
     def patches(self, x: torch.Tensor) -> torch.Tensor:
         """(G, rows, d) inputs of the layer's dot products, ones column last when biased."""
@@ -229,14 +243,50 @@ class Reconstruct(PruneMethod):
 
     # ------------------------------------------------------------------ solving
     @staticmethod
-    def _damped(H: torch.Tensor) -> torch.Tensor:
-        diag = torch.diagonal(H, dim1=-2, dim2=-1)
-        lam = DAMP * diag.mean(-1).clamp_min(1e-12)
-        return H + lam[:, None, None] * torch.eye(H.shape[-1], dtype=H.dtype), lam
+    def _gcv_lambda(st: _LayerStats, rows: torch.Tensor) -> torch.Tensor:
+        """Per group, the ridge lambda that minimises generalised cross-validation (Golub, Heath
+        & Wahba 1979) of the layer's least-squares problem on the calibration rows:
+        GCV = RSS(lambda) / (1 - tr A(lambda) / N)^2 with A the hat matrix, tr A =
+        sum e_i / (e_i + lambda) over the eigenvalues of H on its live columns. Both come from
+        H, C and D, so no extra pass. Candidates: DAMP x mean(diag H) (SparseGPT's dampening,
+        the floor) times 2^k, k = 0..GCV_STEPS; the floor wins where the rows determine the
+        weights well (convs: N = images x positions), more where they do not (LeNet-5's fc1:
+        801 inputs, 1,000 images)."""
+        lams = []
+        for g in range(st.H.shape[0]):
+            H, C, D, W = st.H[g], st.C[g], st.D[g], rows[g]
+            diag = torch.diagonal(H)
+            lam0 = DAMP * float(diag.mean().clamp_min(1e-12))
+            S = (diag > 0).nonzero().flatten()
+            if not GCV_STEPS or S.numel() == 0:
+                lams.append(lam0)
+                continue
+            e, V = torch.linalg.eigh(H[S[:, None], S[None, :]])
+            e = e.clamp_min(0)
+            P = (W @ C[:, S]) @ V                   # (W C)_S in H's eigenbasis
+            Q = W[:, S] @ V
+            base = float(torch.einsum("oi,ij,oj->", W, D, W))
+            best, best_lam = math.inf, lam0
+            for k in range(GCV_STEPS + 1):
+                lam = lam0 * 2.0 ** k
+                Wv = (P + lam * Q) / (e + lam)      # the solution W'_S V
+                rss = base - 2 * float((P * Wv).sum()) + float((Wv * Wv * e).sum())
+                dof = 1.0 - float((e / (e + lam)).sum()) / st.rows
+                gcv = max(rss, 0.0) / (dof * dof) if dof > 0 else math.inf
+                if gcv < best * (1 - 1e-9):
+                    best, best_lam = gcv, lam
+            lams.append(best_lam)
+        return torch.tensor(lams, dtype=st.H.dtype)
+
+    def _damped(self, st: _LayerStats, rows: torch.Tensor):
+        if st.lam is None:
+            st.lam = self._gcv_lambda(st, rows)
+        lam = st.lam
+        return st.H + lam[:, None, None] * torch.eye(st.H.shape[-1], dtype=st.H.dtype), lam
 
     def _targets(self, st: _LayerStats, rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(H_l, R): R = W C + lambda W, so the kept weights solve W'_S H_l[S,S] = R_S."""
-        Hl, lam = self._damped(st.H)
+        Hl, lam = self._damped(st, rows)
         R = torch.einsum("gok,gkj->goj", rows, st.C) + lam[:, None, None] * rows
         return Hl, R
 
@@ -380,6 +430,70 @@ class Reconstruct(PruneMethod):
             out[grp.id] = score.float()
         return out
 
+    def _channel_greedy(self, stats: Dict[str, _LayerStats]) -> Dict[int, torch.Tensor]:
+        """Per group, channels ranked by greedy sequential removal (ThiNet's greedy selection,
+        with CP's least-squares compensation): each step removes the channel whose input
+        columns cost the consumers the least OBS error given the channels already removed,
+        and updates every consumer's compensated weights and inverse Hessian (block OBS
+        downdate), so two redundant channels are not both judged expendable. A channel's score
+        is the running maximum of these step costs (ascending along the removal order, so the
+        orientation's LAMP normalisation keeps the order); channels already removed score 0."""
+        out: Dict[int, torch.Tensor] = {}
+        for grp in self.graph.prunable_groups():
+            if grp.size < 2:
+                continue
+            states = []
+            alive = torch.ones(grp.size, dtype=torch.bool)
+            for mem in grp.members:
+                if mem.role != "in" or mem.node not in stats:
+                    continue
+                mod = self.masks.node_module[mem.node]
+                if getattr(mod, "groups", 1) != 1:
+                    continue
+                Hl, R = self._targets(stats[mem.node], self._rows_of(mem.node))
+                cols = self._effective_keep(mem.node)[0].any(0)          # kept input columns
+                rows = self._kept_rows(mem.node)[0]
+                S = cols.nonzero().flatten()
+                pos = torch.full((cols.numel(),), -1, dtype=torch.long)
+                pos[S] = torch.arange(S.numel())
+                Hinv = torch.linalg.inv(Hl[0][S[:, None], S[None, :]])
+                w = R[0][rows][:, S] @ Hinv
+                per = mem.repeat * (mod.kernel_size[0] * mod.kernel_size[1]
+                                    if isinstance(mod, nn.Conv2d) else 1)
+                idx = pos[(mem.offset * per + torch.arange(grp.size * per)).reshape(grp.size, per)]
+                alive &= (idx >= 0).all(1)
+                states.append([w, Hinv, idx])
+            if not states:
+                continue
+            score = torch.zeros(grp.size, dtype=torch.float64)
+            run = 0.0
+            live = alive.nonzero().flatten().tolist()
+            # channels already removed leave the consumers' supports: nothing to downdate
+            while live:
+                cand = torch.tensor(live)
+                cost = torch.zeros(len(live), dtype=torch.float64)
+                for w, Hinv, idx in states:
+                    q = idx[cand]                                      # (n, per)
+                    Hb = Hinv[q[:, :, None], q[:, None, :]]
+                    Wb = w[:, q].permute(1, 0, 2)                      # (n, O, per)
+                    cost += torch.einsum("nop,npq,noq->n", Wb, torch.linalg.inv(Hb), Wb)
+                j = int(torch.argmin(cost))
+                c = live.pop(j)
+                run = max(run, float(cost[j]), 1e-30)
+                score[c] = run
+                if not live:
+                    score[c] = 2 * run + 1e-30                         # the last one ranks top
+                    break
+                for st in states:
+                    w, Hinv, idx = st
+                    q = idx[c]
+                    A = torch.linalg.inv(Hinv[q[:, None], q[None, :]])
+                    Hq = Hinv[q, :]
+                    st[0] = w - (w[:, q] @ A) @ Hq
+                    st[1] = Hinv - Hinv[:, q] @ A @ Hq
+            out[grp.id] = score.float()
+        return out
+
     # ------------------------------------------------------------------ the run
     def _compute_order(self) -> List[str]:
         return [n.name for n in self.graph.compute_nodes() if n.name in self.masks.layers]
@@ -440,7 +554,8 @@ class Reconstruct(PruneMethod):
                 # halving rounds: scores are re-estimated on the reconstructed model each time
                 kept_frac = max(1.0 - goal, kept_frac / 2)
                 amount = 1.0 - kept_frac
-                self.criterion.channels = self._channel_saliency(stats)
+                self.criterion.channels = (self._channel_greedy(stats) if GREEDY
+                                           else self._channel_saliency(stats))
                 sel = self._select_amount(amount)
                 prev = {gid: k.clone() for gid, k in self.masks.channel_keep.items()}
                 apply_selection(self.masks, self._fams, sel, self.spec.granularity)
