@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""TFLite-Micro + CMSIS-NN measured on the emulated Cortex-M4: the zoo's `export tflm` outputs
+"""TFLite-Micro + CMSIS-NN measured on an emulated Cortex-M (--core: M4 mps2-an386, M7 mps2-an500,
+M33 mps2-an505, M55 mps3-an547; each built with its own -mcpu): the zoo's `export tflm` outputs
 built from a TFLM tree (`edgeprune verify --tflm-root`), run under QEMU, against the MCU cost
 model's tflm-cmsis-nn estimate and its arena estimate; and, from the same weights, the dense
 edgeprune-c build's cycles (benchmarks/results/c_runtime.json, written by
@@ -13,7 +14,8 @@ Cycles on both sides: exact instruction streams converted with the same TRM tabl
 from benchmarks/mcu_kernel_icount.py's synthetic kernels).
 
 Run from the repo root:
-  .venv/bin/python benchmarks/tflm_qemu.py --tflm-root DIR [--models resnet8 dscnn ...]
+  .venv/bin/python benchmarks/tflm_qemu.py --tflm-root DIR [--core cortex-m7] [--models resnet8 dscnn ...]
+  (a model that does not fit the core's target, targets/mcu flash / RAM, is skipped and said so)
   (DIR: where ../shared/third_party/tflm/tflm-90b983c.tar.xz was unpacked; the library is
   cached in --cache, default runs/tflm-cache)
 Writes benchmarks/results/tflm_qemu.json ({"rows": [...]}, keyed by model, core, runtime) and
