@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""TFLite-Micro + CMSIS-NN measured on the emulated Cortex-M4: the zoo's `export tflm` outputs
+"""TFLite-Micro + CMSIS-NN measured on an emulated Cortex-M (--core: M4 mps2-an386, M7 mps2-an500,
+M33 mps2-an505, M55 mps3-an547; each built with its own -mcpu): the zoo's `export tflm` outputs
 built from a TFLM tree (`edgeprune verify --tflm-root`), run under QEMU, against the MCU cost
 model's tflm-cmsis-nn estimate and its arena estimate; and, from the same weights, the dense
 edgeprune-c build's cycles (benchmarks/results/c_runtime.json, written by
@@ -13,7 +14,8 @@ Cycles on both sides: exact instruction streams converted with the same TRM tabl
 from benchmarks/mcu_kernel_icount.py's synthetic kernels).
 
 Run from the repo root:
-  .venv/bin/python benchmarks/tflm_qemu.py --tflm-root DIR [--models resnet8 dscnn ...]
+  .venv/bin/python benchmarks/tflm_qemu.py --tflm-root DIR [--core cortex-m7] [--models resnet8 dscnn ...]
+  (a model that does not fit the core's target, targets/mcu flash / RAM, is skipped and said so)
   (DIR: where ../shared/third_party/tflm/tflm-90b983c.tar.xz was unpacked; the library is
   cached in --cache, default runs/tflm-cache)
 Writes benchmarks/results/tflm_qemu.json ({"rows": [...]}, keyed by model, core, runtime) and
@@ -49,12 +51,26 @@ MD = HERE / "results" / "tflm_qemu.md"
 C_RUNTIME = HERE / "results" / "c_runtime.json"
 KEY = ("model", "core", "runtime")
 MODELS = ("resnet8", "dscnn", "mobilenetv1_025", "fc_autoencoder", "lenet5")
-TARGET = {"cortex-m4": "stm32l4r5-m4"}
+TARGET = {"cortex-m4": "stm32l4r5-m4", "cortex-m7": "stm32h7a3-m7", "cortex-m33": "stm32u585-m33",
+          "cortex-m55": "alif-e3-m55"}
 
 
 def upsert(path: Path, rows, key) -> None:
     from c_runtime_qemu import upsert as locked_upsert
     locked_upsert(rows, path, key)
+
+
+def misfit(name: str, core: str, runtime: str):
+    """Why `name` does not fit `core`'s target (flash / RAM of targets/mcu), or None."""
+    from edgeprune.cost import estimate
+    from edgeprune.deploy import Deployment
+    from edgeprune.graph import extract
+    from edgeprune.models import build
+    t = estimate(extract(build(name)), Deployment.for_target(TARGET[core], runtime=runtime)).totals
+    if not t["fits_flash"] or not t["fits_ram"]:
+        return (f"{t['flash_bytes']} B flash / {t['ram_bytes']} B arena > {TARGET[core]}'s "
+                f"{t['flash_budget_bytes']} / {t['ram_budget_bytes']} B")
+    return None
 
 
 def row_for(name: str, core: str, n_inputs: int, seed: int, tflm_root: Path, cache: Path,
@@ -276,6 +292,10 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="tflm-qemu-") as d:
         for name in args.models:
+            why = misfit(name, args.core, args.runtime)
+            if why:
+                print(f"{name}: skipped on {args.core}: {why}", flush=True)
+                continue
             row = row_for(name, args.core, args.inputs, args.seed, args.tflm_root, args.cache, Path(d),
                           args.runtime)
             upsert(OUT, [row], KEY)

@@ -107,3 +107,27 @@ def test_kernel_dispatch_follows_cmsis_nn():
     assert _valid_taps(3, 3, 3, 1, 1) == 2 + 3 + 2
     for kern, names in TFLM_KERNEL_TERMS.items():
         assert "call" in names
+
+
+def test_fit_proxy_only_for_cores_on_the_same_path_and_table():
+    """M7 / M33 without their own fit borrow the M4's (same CMSIS-NN DSP path, same TRM table in
+    verify/cpi.py); the M55 (MVE) and M0+ (plain C) borrow nothing; a core's own fit wins."""
+    from edgeprune.cost.mcu import FIT_PROXY, tflm_fit, tflm_fit_core
+    from edgeprune.verify.cpi import TIMING_SOURCE
+    for core, proxy in FIT_PROXY.items():
+        assert "Cortex-M4 TRM" in TIMING_SOURCE[core] and proxy == "cortex-m4"
+    for rt in ("tflm-cmsis-nn", "tflm-reference"):
+        assert tflm_fit_core("cortex-m4", rt) == "cortex-m4"
+        for core in ("cortex-m7", "cortex-m33"):
+            own = core in T.KERNEL_CYCLES[rt]
+            assert tflm_fit_core(core, rt) == (core if own else "cortex-m4")
+            assert tflm_fit(core, rt)[0] is T.KERNEL_CYCLES[rt][tflm_fit_core(core, rt)]
+        for core in ("cortex-m55", "cortex-m0plus"):
+            assert tflm_fit_core(core, rt) == (core if core in T.KERNEL_CYCLES[rt] else None)
+    g = extract(_Net())
+    rep = cost.estimate(g, load_target("stm32u585-m33"))
+    if "cortex-m33" not in T.KERNEL_CYCLES["tflm-cmsis-nn"]:
+        assert rep.totals["cycles"] == cost.estimate(g, load_target("stm32l4r5-m4")).totals["cycles"]
+        assert any("no fit of cortex-m33's own" in n for n in rep.notes)
+    m55 = cost.estimate(g, load_target("alif-e3-m55"))
+    assert not any("fitted on synthetic networks" in n for n in m55.notes)
