@@ -14,8 +14,10 @@ end. hls4ml does the HLS generation; edgeprune only sets its configuration:
   we take the largest valid one not above the FINN figure (throughput never below the target).
 * Strategy: ``Latency`` when the layer's weight matrix has at most `LATENCY_MAX_WEIGHTS` entries
   (weights become constants, so HLS removes every multiplier whose weight is 0), else hls4ml's
-  ``Resource_Unrolled`` (hls4ml >= 1.0: generated per-multiplier code that also drops multipliers
-  whose weights are all zero, which the plain ``Resource`` strategy cannot).
+  ``Resource_Unrolled`` for a pruned layer (at least `UNROLLED_MIN_ZERO_FRACTION` zero weights:
+  generated per-multiplier code that drops the multipliers of zero weights, which the plain
+  ``Resource`` strategy cannot) and ``Resource`` otherwise (weights in memories, a loop; its
+  C-simulation builds in seconds where the unrolled code of a large layer takes g++ minutes).
 """
 from __future__ import annotations
 
@@ -45,6 +47,15 @@ PROJECT_NAME = "edgeprune_net"
 # (XFORM 203-504 "Stop unrolling loop ... exceeds the threshold"). Rule of thumb, not a
 # measurement on this machine.
 LATENCY_MAX_WEIGHTS = 4096
+# Large layers use hls4ml's Resource_Unrolled kernel only where it pays: it differs from the plain
+# Resource kernel by dropping the multipliers of zero weights (multiplier_limit = n_in*n_out/RF -
+# n_zeros/RF in hls4ml's dense config), and it costs one generated C++ statement per non-zero
+# weight (lenet300100's 784x300 layer: a 41 MB header whose g++ -O3 C-simulation build did not
+# finish in 14 min here; benchmarks/results/fpga_zoo.md) plus hls4ml's own warning that the
+# unrolled kernel "may have unexpected II in Vitis backend" (vitis/passes/feature_check.py).
+# edgeprune's choice, not a measured optimum: Resource_Unrolled when zeros remove at least this
+# fraction of the layer's multipliers (a pruned layer), else Resource. 1-bit weights are never 0.
+UNROLLED_MIN_ZERO_FRACTION = 0.25
 HLS_BACKEND = "Vitis"
 
 
@@ -139,6 +150,17 @@ def _match_onnx_nodes(rows, onnx_nodes, onnx_model) -> list:
     return out
 
 
+def choose_strategy(kind, n_in: int, n_out: int, finn_rf: int, zeros: int, weights: int) -> str:
+    """hls4ml Strategy of one conv/linear layer (before the ReuseFactor check)."""
+    if kind == OpKind.DWCONV2D:
+        # Depthwise layers (and the summing convs) use the Latency strategy: the one edgeprune
+        # has checked bit-exact in C-simulation for them (dscnn).
+        return "Latency"
+    if n_in * n_out <= LATENCY_MAX_WEIGHTS or finn_rf == 1:
+        return "Latency"
+    return "Resource_Unrolled" if zeros >= UNROLLED_MIN_ZERO_FRACTION * weights else "Resource"
+
+
 def plan_layers(prep: Prepared, folding, onnx_model) -> List[HlsLayerPlan]:
     """One plan per conv/linear module, matching ONNX Conv/MatMul nodes to them in order."""
     import hls4ml
@@ -168,15 +190,9 @@ def plan_layers(prep: Prepared, folding, onnx_model) -> List[HlsLayerPlan]:
             out_pos = in_pos = 1
         mv = [l for l in folding.for_node(node) if l.op_type in ("MVAU_hls", "VVAU_hls")]
         finn_rf = mv[0].hls4ml_reuse_factor if mv else 1
-        if kind == OpKind.DWCONV2D:
-            # Depthwise layers (and the summing convs) use the Latency strategy: the one edgeprune
-            # has checked bit-exact in C-simulation for them (dscnn).
-            strategy = "Latency"
-        else:
-            strategy = "Latency" if (n_in * n_out <= LATENCY_MAX_WEIGHTS or finn_rf == 1) \
-                else "Resource_Unrolled"
+        strategy = choose_strategy(kind, n_in, n_out, finn_rf, zeros, total)
         rf = _valid_reuse(backend, n_in, n_out, finn_rf, strategy)
-        if strategy == "Resource_Unrolled" and rf == 1:
+        if strategy in ("Resource_Unrolled", "Resource") and rf == 1:
             strategy = "Latency"
         plans.append(HlsLayerPlan(node + (":sum" if is_sum else ""), on.name, kind, n_in, n_out,
                                   out_pos, in_pos, finn_rf, rf, strategy, zeros, total))
@@ -387,6 +403,7 @@ class CsimResult:
                 "mismatched_outputs": self.mismatched_outputs, "bit_exact": self.bit_exact,
                 "max_abs_diff": self.max_abs_diff, "argmax_agreement": self.argmax_agreement,
                 "accuracy_csim": self.accuracy_csim, "gxx_opt": "-" + self.gxx_opt,
+                "build_s": round(self.compile_s, 1), "predict_s": round(self.predict_s, 1),
                 "compared": "integer-scaled outputs (output / output_scale) of the g++ "
                             "C-simulation vs the Brevitas model"}
 
