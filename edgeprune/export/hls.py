@@ -346,6 +346,16 @@ def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: i
                 prec = names[p.onnx_name]["Precision"] = {}
             # the bias (a 16-bit integer, Int16Bias) likewise: left 'auto' it stays unresolved
             prec["accum"] = prec["result"] = prec["bias"] = "fixed<32,32>"
+    if any(l.bits.w == 1 for l in prep.qnet.layers):
+        # A dense layer's bias Add followed by a sign activation: hls4ml turns the Add into a
+        # BatchNormalization and merges it with the sign into BatchNormalizationQuantizedTanh
+        # ("bn_" / "bnbt_bn_" + the Add's name, hls4ml vivado/passes/bn_quant.py), whose accum
+        # type 'auto' is never resolved (conversion fails); integer sums, same 32-bit type.
+        for n in model.graph.node:
+            if n.op_type == "Add":
+                names.setdefault("bnbt_bn_" + n.name, {})["Precision"] = {"accum": "fixed<32,32>"}
+                names.setdefault("bn_" + n.name, {})["Precision"] = {
+                    "result": "fixed<32,32>", "accum": "fixed<32,32>"}
     for name, prec in clone_precisions(model).items():
         names.setdefault(name, {}).setdefault("Precision", {})["result"] = prec
     cfg["Model"]["Strategy"] = "Latency"
