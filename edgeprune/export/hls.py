@@ -413,7 +413,6 @@ class CsimResult:
                 "mismatched_outputs": self.mismatched_outputs, "bit_exact": self.bit_exact,
                 "max_abs_diff": self.max_abs_diff, "argmax_agreement": self.argmax_agreement,
                 "accuracy_csim": self.accuracy_csim, "gxx_opt": "-" + self.gxx_opt,
-                "build_s": round(self.compile_s, 1), "predict_s": round(self.predict_s, 1),
                 "compared": "integer-scaled outputs (output / output_scale) of the g++ "
                             "C-simulation vs the Brevitas model"}
 
@@ -563,7 +562,9 @@ def export_hls(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
                overwrite: bool = False, progress: bool = True,
                allow_overflow: bool = False, csim_opt: str = "O3") -> Dict[str, Any]:
     """Write the hls4ml project for `model` in an FPGA `deployment` (a Deployment, Target or
-    target name) into `out`; QAT and verification use `data`. Returns report.json's dict.
+    target name) into `out`; QAT and verification use `data`. Returns report.json's dict, with
+    this run's `csim.build_s` and `csim.predict_s` (seconds; not written: OUT stays
+    deterministic).
 
     Raises HlsExportError if the C-simulation is not bit-exact (the project is not written).
     `csim_opt`: g++ optimisation level of the C-simulation build (hls4ml's default O3).
@@ -594,7 +595,10 @@ def export_hls(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
         report = _hls_report(prep, folding, est, plans, csim, build.deployment, cfg, tb)
         write_json(tmp / "report.json", report, sort_keys=True)
         write_json(tmp / "hls4ml_config.json", cfg, sort_keys=True)
-    return report
+    # This run's g++ build and C-simulation seconds: returned, not written (same command, same
+    # bytes in OUT).
+    return dict(report, csim=dict(report["csim"], build_s=round(csim.compile_s, 1),
+                                  predict_s=round(csim.predict_s, 1)))
 
 
 def _make_reproducible(prj: Path, staging: Path) -> None:
