@@ -159,6 +159,7 @@ def run_model(name, args):
         "hls_qonnx_vs_brevitas": hls["quantization"]["qonnx_vs_brevitas"],
         "same_qat_in_both_exports": hls["quantization"]["accuracy_quant"] == q["accuracy_quant"],
         "hls4ml_fps_estimate": round(hls["hls4ml_throughput_estimate"]["fps"], 1),
+        "hls4ml_strategies": sorted({l["strategy"] for l in hls["hls4ml_layers"]}),
         "axi_testbench_ok": bool(hls["axi_testbench"]) and hls["axi_testbench"]["returncode"] == 0,
     })
     return row
@@ -248,7 +249,10 @@ def write_md(rows):
         q, c = r["qonnx_vs_brevitas"], r["csim"]
         if c:
             opt = c.get("gxx_opt", "-O3")
-            cs = f"{c['exact_images']}/{c['images']}" + (f" (g++ {opt})" if opt != "-O3" else "")
+            build = f", build {c['build_s']:.0f} s" if c.get("build_s") is not None else ""
+            if r.get("hls4ml_strategies"):
+                build += "; " + "+".join(r["hls4ml_strategies"])
+            cs = f"{c['exact_images']}/{c['images']} (g++ {opt}{build})"
         else:
             cs = f"not finished ({r.get('csim_note')})"
         lines.append(
@@ -258,6 +262,20 @@ def write_md(rows):
             f"{r['bram18']} | {r['dsp']} | {q['max_abs_diff']:g} on {q['images']} | "
             f"{cs} | {100 * r['accuracy_quant']:.1f} % ({r.get('qat_epochs')} ep. x "
             f"{r.get('qat_steps_per_epoch') or 'all'} steps) |")
+    lines += ["", "C-sim build: seconds of hls4ml's g++ build (`build_lib.sh`) of the row's run, "
+              "and the hls4ml kernels of its conv/dense layers. Rows without a build time are "
+              "from before the kernel choice of `edgeprune/export/hls.py` (`choose_strategy`): "
+              "large layers then used hls4ml's `Resource_Unrolled` kernel, one generated C++ "
+              "statement per non-zero weight in one function (lenet300100: a 41 MB "
+              "`nnet_code_gen.h`), whose g++ build did not finish within their runs' timeouts "
+              "at -O3, nor in 565 s at -O0 (`g++ -O0 -fPIC -std=c++23 -Ifirmware/ap_types/ -c "
+              "firmware/edgeprune_net.cpp` in that project, killed). Now `Resource_Unrolled` is "
+              "kept for pruned layers (>= 25 % zero weights) and large dense layers use "
+              "`Resource`" + "".join(
+                  f": {r['model']}'s build now takes {r['csim']['build_s']:.0f} s at "
+                  f"{r['csim']['gxx_opt']} (its row)" for r in rows
+                  if r["model"] == "lenet300100" and (r.get("csim") or {}).get("build_s")) +
+              "."]
     lfc = [r for r in rows if r["model"].startswith("lfc_mlp")]
     if lfc:
         r = lfc[0]

@@ -106,3 +106,25 @@ def test_w1a1_hls_csim_bit_exact_and_finn_project(tmp_path):
     mv = {l["node"]: l for l in f["folding"]["layers"] if l["op_type"] == "MVAU_hls"}
     assert (tmp_path / "finn" / "model.onnx").is_file()
     assert set(mv) == {"conv1", "conv2", "fc"}
+
+
+def test_w1a1_mlp_hls_csim_bit_exact(tmp_path):
+    """A W1A1 MLP (LFC-style: linear + BN + sign): hls4ml merges each bias Add with the sign
+    into BatchNormalizationQuantizedTanh, whose type edgeprune sets; C-sim bit-exact."""
+    pytest.importorskip("hls4ml")
+    from edgeprune.data import synthetic_dataset
+    from edgeprune.deploy import Deployment
+    from edgeprune.export.hls import export_hls
+    from edgeprune.targets import load_target
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                      nn.Linear(32, 10))
+    m.input_shape = (1, 28, 28)
+    ds = synthetic_dataset((1, 28, 28), 10, 256, 32, seed=0)
+    dep = Deployment.for_target(load_target("pynq-z2"), wbits=1, abits=1)
+    r = export_hls(m.eval(), dep, tmp_path / "hls", data=ds, epochs=1, max_steps_per_epoch=2,
+                   verify_images=8, csim_images=32, axi_testbench=False, progress=False,
+                   csim_opt="O1")
+    assert r["csim"]["images"] == 32 and r["csim"]["bit_exact"]
+    cfg = (tmp_path / "hls" / "hls4ml_prj" / "firmware" / "parameters.h").read_text()
+    assert "batchnorm_quantized_tanh_config" in cfg      # the merged bias + sign layer

@@ -179,3 +179,44 @@ def test_onnx_nodes_matched_to_modules_by_weight_shape_not_graph_order():
             (2, "fc", None, (10, 32), False)]
     assert [n.name for n in _match_onnx_nodes(rows, convs, model)] == ["Conv_1", "Conv_0",
                                                                        "MatMul_0"]
+
+
+def test_unrolled_strategy_only_for_large_pruned_layers():
+    """Resource_Unrolled (one generated C++ statement per non-zero weight: minutes of g++ for a
+    784x300 layer) only where zero weights remove a real share of the multipliers."""
+    from edgeprune.export.hls import UNROLLED_MIN_ZERO_FRACTION, choose_strategy
+    from edgeprune.layergraph import OpKind
+
+    n = 784 * 300
+    pruned = int(UNROLLED_MIN_ZERO_FRACTION * n) + 1
+    assert choose_strategy(OpKind.LINEAR, 784, 300, 392, pruned, n) == "Resource_Unrolled"
+    assert choose_strategy(OpKind.LINEAR, 784, 300, 392, pruned - 2, n) == "Resource"
+    assert choose_strategy(OpKind.LINEAR, 784, 300, 392, 0, n) == "Resource"    # e.g. 1-bit
+    assert choose_strategy(OpKind.LINEAR, 40, 100, 4, 0, 4000) == "Latency"    # small
+    assert choose_strategy(OpKind.LINEAR, 784, 300, 1, 0, n) == "Latency"      # RF 1
+    assert choose_strategy(OpKind.DWCONV2D, 576, 64, 72, 0, 576 * 64) == "Latency"
+
+
+@pytest.mark.slow
+def test_hls_csim_bit_exact_with_resource_and_unrolled_layers(tmp_path):
+    """An MLP with one large pruned layer (Resource_Unrolled), one large dense layer (Resource)
+    and a small one (Latency): the C-simulation (g++ -O1) is bit-exact with all three kernels."""
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 300), nn.ReLU(),
+                      nn.Linear(300, 10))
+    with torch.no_grad():
+        w = m[1].weight
+        w[w.abs() <= w.abs().flatten().kthvalue(w.numel() // 2).values] = 0
+    m.input_shape = (1, 28, 28)
+    r = export_hls(m.eval(), load_target("pynq-z2"), tmp_path / "hls", data="fashion-mnist",
+                   epochs=1, max_steps_per_epoch=2, verify_images=8, csim_images=64,
+                   progress=False, csim_opt="O1")
+    c = r["csim"]
+    assert c["images"] == 64 and c["bit_exact"] and c["gxx_opt"] == "-O1"
+    assert c["build_s"] > 0
+    strategies = [l["strategy"] for l in r["hls4ml_layers"]]
+    assert strategies == ["Resource_Unrolled", "Resource", "Latency"], strategies
+    params = (tmp_path / "hls" / "hls4ml_prj" / "firmware" / "parameters.h").read_text()
+    assert "nnet::resource_unrolled" in params and "nnet::resource;" in params

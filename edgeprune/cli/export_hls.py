@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fpga_arguments(parser)
     parser.add_argument("--csim-images", type=non_negative_int, default=1000, metavar="N",
                         help="test images run through the C-simulation (0 = all; default 1000)")
+    parser.add_argument("--csim-opt", default="O3", choices=["O0", "O1", "O2", "O3"],
+                        help="g++ optimisation level of the C-simulation build (default hls4ml's "
+                             "O3; outputs are compared bit for bit at any level)")
     parser.add_argument("--no-axi-testbench", action="store_true",
                         help="skip compiling and running the AXI wrapper's C++ testbench")
 
@@ -29,11 +32,11 @@ def run(args: argparse.Namespace) -> int:
                    seed=args.seed, max_steps_per_epoch=args.max_steps,
                    verify_images=args.verify_images, csim_images=args.csim_images,
                    axi_testbench=not args.no_axi_testbench, overwrite=args.overwrite,
-                   allow_overflow=args.allow_overflow)
+                   allow_overflow=args.allow_overflow, csim_opt=args.csim_opt)
     q, c, h = r["quantization"], r["csim"], r["hls4ml_throughput_estimate"]
     print(f"wrote {args.output}: hls4ml project (W{q['wbits']}A{q['abits']}, accuracy "
           f"{100 * q['accuracy_quant']:.2f} %); C-simulation bit-exact on {c['exact_images']}/"
-          f"{c['images']} test images")
+          f"{c['images']} test images (g++ {c['gxx_opt']}, build {c['build_s']:.0f} s)")
     print(f"estimate: {h['fps']:,.0f} FPS at {r['target']['clock_mhz']:g} MHz; layers: " +
           ", ".join(f"{l['node']} RF {l['reuse_factor']} {l['strategy']}"
                     for l in r["hls4ml_layers"]))

@@ -14,8 +14,10 @@ end. hls4ml does the HLS generation; edgeprune only sets its configuration:
   we take the largest valid one not above the FINN figure (throughput never below the target).
 * Strategy: ``Latency`` when the layer's weight matrix has at most `LATENCY_MAX_WEIGHTS` entries
   (weights become constants, so HLS removes every multiplier whose weight is 0), else hls4ml's
-  ``Resource_Unrolled`` (hls4ml >= 1.0: generated per-multiplier code that also drops multipliers
-  whose weights are all zero, which the plain ``Resource`` strategy cannot).
+  ``Resource_Unrolled`` for a pruned layer (at least `UNROLLED_MIN_ZERO_FRACTION` zero weights:
+  generated per-multiplier code that drops the multipliers of zero weights, which the plain
+  ``Resource`` strategy cannot) and ``Resource`` otherwise (weights in memories, a loop; its
+  C-simulation builds in seconds where the unrolled code of a large layer takes g++ minutes).
 """
 from __future__ import annotations
 
@@ -45,6 +47,15 @@ PROJECT_NAME = "edgeprune_net"
 # (XFORM 203-504 "Stop unrolling loop ... exceeds the threshold"). Rule of thumb, not a
 # measurement on this machine.
 LATENCY_MAX_WEIGHTS = 4096
+# Large layers use hls4ml's Resource_Unrolled kernel only where it pays: it differs from the plain
+# Resource kernel by dropping the multipliers of zero weights (multiplier_limit = n_in*n_out/RF -
+# n_zeros/RF in hls4ml's dense config), and it costs one generated C++ statement per non-zero
+# weight (lenet300100's 784x300 layer: a 41 MB header whose g++ -O3 C-simulation build did not
+# finish in 14 min here; benchmarks/results/fpga_zoo.md) plus hls4ml's own warning that the
+# unrolled kernel "may have unexpected II in Vitis backend" (vitis/passes/feature_check.py).
+# edgeprune's choice, not a measured optimum: Resource_Unrolled when zeros remove at least this
+# fraction of the layer's multipliers (a pruned layer), else Resource. 1-bit weights are never 0.
+UNROLLED_MIN_ZERO_FRACTION = 0.25
 HLS_BACKEND = "Vitis"
 
 
@@ -139,6 +150,17 @@ def _match_onnx_nodes(rows, onnx_nodes, onnx_model) -> list:
     return out
 
 
+def choose_strategy(kind, n_in: int, n_out: int, finn_rf: int, zeros: int, weights: int) -> str:
+    """hls4ml Strategy of one conv/linear layer (before the ReuseFactor check)."""
+    if kind == OpKind.DWCONV2D:
+        # Depthwise layers (and the summing convs) use the Latency strategy: the one edgeprune
+        # has checked bit-exact in C-simulation for them (dscnn).
+        return "Latency"
+    if n_in * n_out <= LATENCY_MAX_WEIGHTS or finn_rf == 1:
+        return "Latency"
+    return "Resource_Unrolled" if zeros >= UNROLLED_MIN_ZERO_FRACTION * weights else "Resource"
+
+
 def plan_layers(prep: Prepared, folding, onnx_model) -> List[HlsLayerPlan]:
     """One plan per conv/linear module, matching ONNX Conv/MatMul nodes to them in order."""
     import hls4ml
@@ -168,15 +190,9 @@ def plan_layers(prep: Prepared, folding, onnx_model) -> List[HlsLayerPlan]:
             out_pos = in_pos = 1
         mv = [l for l in folding.for_node(node) if l.op_type in ("MVAU_hls", "VVAU_hls")]
         finn_rf = mv[0].hls4ml_reuse_factor if mv else 1
-        if kind == OpKind.DWCONV2D:
-            # Depthwise layers (and the summing convs) use the Latency strategy: the one edgeprune
-            # has checked bit-exact in C-simulation for them (dscnn).
-            strategy = "Latency"
-        else:
-            strategy = "Latency" if (n_in * n_out <= LATENCY_MAX_WEIGHTS or finn_rf == 1) \
-                else "Resource_Unrolled"
+        strategy = choose_strategy(kind, n_in, n_out, finn_rf, zeros, total)
         rf = _valid_reuse(backend, n_in, n_out, finn_rf, strategy)
-        if strategy == "Resource_Unrolled" and rf == 1:
+        if strategy in ("Resource_Unrolled", "Resource") and rf == 1:
             strategy = "Latency"
         plans.append(HlsLayerPlan(node + (":sum" if is_sum else ""), on.name, kind, n_in, n_out,
                                   out_pos, in_pos, finn_rf, rf, strategy, zeros, total))
@@ -330,6 +346,16 @@ def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: i
                 prec = names[p.onnx_name]["Precision"] = {}
             # the bias (a 16-bit integer, Int16Bias) likewise: left 'auto' it stays unresolved
             prec["accum"] = prec["result"] = prec["bias"] = "fixed<32,32>"
+    if any(l.bits.w == 1 for l in prep.qnet.layers):
+        # A dense layer's bias Add followed by a sign activation: hls4ml turns the Add into a
+        # BatchNormalization and merges it with the sign into BatchNormalizationQuantizedTanh
+        # ("bn_" / "bnbt_bn_" + the Add's name, hls4ml vivado/passes/bn_quant.py), whose accum
+        # type 'auto' is never resolved (conversion fails); integer sums, same 32-bit type.
+        for n in model.graph.node:
+            if n.op_type == "Add":
+                names.setdefault("bnbt_bn_" + n.name, {})["Precision"] = {"accum": "fixed<32,32>"}
+                names.setdefault("bn_" + n.name, {})["Precision"] = {
+                    "result": "fixed<32,32>", "accum": "fixed<32,32>"}
     for name, prec in clone_precisions(model).items():
         names.setdefault(name, {}).setdefault("Precision", {})["result"] = prec
     cfg["Model"]["Strategy"] = "Latency"
@@ -536,7 +562,9 @@ def export_hls(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
                overwrite: bool = False, progress: bool = True,
                allow_overflow: bool = False, csim_opt: str = "O3") -> Dict[str, Any]:
     """Write the hls4ml project for `model` in an FPGA `deployment` (a Deployment, Target or
-    target name) into `out`; QAT and verification use `data`. Returns report.json's dict.
+    target name) into `out`; QAT and verification use `data`. Returns report.json's dict, with
+    this run's `csim.build_s` and `csim.predict_s` (seconds; not written: OUT stays
+    deterministic).
 
     Raises HlsExportError if the C-simulation is not bit-exact (the project is not written).
     `csim_opt`: g++ optimisation level of the C-simulation build (hls4ml's default O3).
@@ -567,7 +595,10 @@ def export_hls(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
         report = _hls_report(prep, folding, est, plans, csim, build.deployment, cfg, tb)
         write_json(tmp / "report.json", report, sort_keys=True)
         write_json(tmp / "hls4ml_config.json", cfg, sort_keys=True)
-    return report
+    # This run's g++ build and C-simulation seconds: returned, not written (same command, same
+    # bytes in OUT).
+    return dict(report, csim=dict(report["csim"], build_s=round(csim.compile_s, 1),
+                                  predict_s=round(csim.predict_s, 1)))
 
 
 def _make_reproducible(prj: Path, staging: Path) -> None:
