@@ -410,12 +410,7 @@ class Reconstruct(PruneMethod):
             if grp.size < 2:
                 continue
             score = torch.zeros(grp.size, dtype=torch.float64)
-            for mem in grp.members:
-                if mem.role != "in" or mem.node not in stats:
-                    continue
-                mod = self.masks.node_module[mem.node]
-                if getattr(mod, "groups", 1) != 1:
-                    continue
+            for mem, mod in self._dense_consumers(grp, stats):
                 if mem.node not in cache:
                     Hl, R = self._targets(stats[mem.node], self._rows_of(mem.node))
                     Hinv = torch.linalg.inv(Hl[0])
@@ -429,6 +424,16 @@ class Reconstruct(PruneMethod):
                     score[c] += float(torch.einsum("oi,ij,oj->", wq, torch.linalg.inv(Hinv[q, q]), wq))
             out[grp.id] = score.float()
         return out
+
+    def _dense_consumers(self, grp, stats):
+        """(member, module) of the group's consumers (input side) that have statistics and are
+        not grouped convolutions: the layers whose input columns a channel removal re-solves."""
+        for mem in grp.members:
+            if mem.role != "in" or mem.node not in stats:
+                continue
+            mod = self.masks.node_module[mem.node]
+            if getattr(mod, "groups", 1) == 1:
+                yield mem, mod
 
     def _channel_greedy(self, stats: Dict[str, _LayerStats]) -> Dict[int, torch.Tensor]:
         """Per group, channels ranked by greedy sequential removal (ThiNet's greedy selection,
@@ -444,12 +449,7 @@ class Reconstruct(PruneMethod):
                 continue
             states = []
             alive = torch.ones(grp.size, dtype=torch.bool)
-            for mem in grp.members:
-                if mem.role != "in" or mem.node not in stats:
-                    continue
-                mod = self.masks.node_module[mem.node]
-                if getattr(mod, "groups", 1) != 1:
-                    continue
+            for mem, mod in self._dense_consumers(grp, stats):
                 Hl, R = self._targets(stats[mem.node], self._rows_of(mem.node))
                 cols = self._effective_keep(mem.node)[0].any(0)          # kept input columns
                 rows = self._kept_rows(mem.node)[0]
