@@ -51,7 +51,7 @@ def test_trainer_with_a_teacher_is_deterministic_and_differs_from_labels_only():
 
 
 @pytest.mark.parametrize("distill", [True, False])
-def test_run_prune_distils_from_the_dense_baseline_unless_switched_off(distill):
+def test_run_prune_distils_from_the_dense_baseline_when_asked(distill):
     from edgeprune.prune.runner import PruneConfig, run_prune
     cfg = PruneConfig(model="lenet300100", data="synthetic:1x28x28:4", method="statistical",
                       sparsity=0.9, epochs=1, max_steps_per_epoch=3, n_train=256, n_test=128,
@@ -59,3 +59,8 @@ def test_run_prune_distils_from_the_dense_baseline_unless_switched_off(distill):
     s = run_prune(cfg).summary
     assert s["distilled"] is distill
     assert s["acc_dense"] is not None
+
+
+def test_distillation_is_off_by_default():
+    from edgeprune.prune.runner import PruneConfig
+    assert PruneConfig(model="lenet5", data="mnist-10k").distill is False
