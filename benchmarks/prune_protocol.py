@@ -17,6 +17,9 @@ weights are cached, not committed, in benchmarks/.cache/ for the retraining-free
     # Torch-Pruning channels (goal = per-layer channel ratio)
     benchmarks/prune_protocol.py --dataset mnist-10k --epochs 15 --seeds 0,1,2 \\
         grid --methods torch_pruning --points 0.5 0.75 0.875
+    # the default against the method with distillation (issue 14), same seeds and baselines
+    benchmarks/prune_protocol.py --dataset mnist-10k --epochs 15 --lr-schedule constant \
+        --seeds 0,1,2 grid --methods statistical --variant distill --points 200x 300x
     # tables (pruning_v2.md) and plots (pruning_v2_<dataset>.png) from every v2 row
     benchmarks/prune_protocol.py report
 
@@ -90,16 +93,25 @@ def _done(row_key: dict) -> bool:
     return any(all(r.get(k) == v for k, v in row_key.items()) for r in _rows())
 
 
+VARIANTS = {"distill": "also learn from the seed's dense baseline (edgeprune.train.distill_loss; "
+                       "the default trains on the labels only)"}
+
+
 def run_point(args, method: str, goal: str, seed: int, acc_dense: float) -> None:
     orientation = args.orientation
     gran = "channel" if method == "torch_pruning" else args.granularity
+    variant = getattr(args, "variant", None)
+    if variant and method in PEERS:
+        raise SystemExit(f"--variant {variant} applies to edgeprune methods, not {method}")
+    label = f"{method} ({variant})" if variant else method
     key = {"protocol": "v2", "experiment": "grid", "model": args.model, "dataset": args.dataset,
-           "method": method, "granularity": gran,
+           "method": label, "granularity": gran,
            "orientation": {"torch_prune_agp": "global", "torch_pruning": "uniform"}.get(method, orientation),
            "goal": goal, "epochs": args.epochs, "lr_schedule": args.lr_schedule, "seed": seed}
     if not args.force and _done(key):
-        print(f"skip (done): {method} {goal} seed {seed}", flush=True)
+        print(f"skip (done): {label} {goal} seed {seed}", flush=True)
         return
+    distill = None
     if method in PEERS:
         from benchmarks.prune_peers import train_peer
         r = train_peer(args.model, args.dataset, args.epochs, seed, args.lr, args.batch,
@@ -109,7 +121,11 @@ def run_point(args, method: str, goal: str, seed: int, acc_dense: float) -> None
         criterion = r["criterion"]
     else:
         from edgeprune.prune.runner import PruneConfig, parse_sparsity, run_prune
-        cfg = PruneConfig(model=args.model, data=args.dataset, method=method, granularity=gran,
+        distill = variant == "distill"
+        teacher = dense_weights_path(args.model, args.dataset, args.epochs, seed, args.lr,
+                                     args.batch, args.lr_schedule)
+        cfg = PruneConfig(distill=distill, teacher_weights=str(teacher) if distill else None,
+                          model=args.model, data=args.dataset, method=method, granularity=gran,
                           orientation=orientation, sparsity=parse_sparsity(goal),
                           epochs=args.epochs, seed=seed, lr=args.lr, batch_size=args.batch,
                           lr_schedule=args.lr_schedule, baseline=False, progress=args.progress)
@@ -120,7 +136,7 @@ def run_point(args, method: str, goal: str, seed: int, acc_dense: float) -> None
                "macs_effective": s["macs_effective"], "cpu_s": round(time.process_time() - t0, 1),
                "wall_s": round(time.time() - w0, 1)}
         criterion = s["criterion"]
-    row = {**key, "criterion": criterion, "acc_dense": acc_dense, **res,
+    row = {**key, "criterion": criterion, "distill": distill, "acc_dense": acc_dense, **res,
            "params_compression": round(res["params_compression"], 3),
            "macs_reduction": round(res["macs_reduction"], 3),
            "acc_loss_pt": round(100 * (acc_dense - res["acc_pruned"]), 2),
@@ -183,7 +199,8 @@ def _fmt_iso(v, how, digits: int = 1):
             "<": f"< {v:.{digits}f}x (no point within)"}[how]
 
 
-LABEL = {"statistical": "edgeprune statistical", "agp": "edgeprune AGP",
+LABEL = {"statistical": "edgeprune statistical", "statistical (distill)":
+         "edgeprune statistical + distillation", "agp": "edgeprune AGP",
          "torch_prune_agp": "torch.nn.utils.prune global AGP",
          "torch_pruning": "Torch-Pruning magnitude channels"}
 
@@ -197,7 +214,13 @@ def report() -> None:
              "own dense baseline (same seed, initialisation, epochs, optimiser and schedule); "
              "loss = acc_dense - acc_pruned of the same seed, in points; mean +- std over seeds. "
              f"Iso-accuracy compression: where the mean-loss curve crosses {MAX_LOSS_PT} pt, by "
-             "linear interpolation in log(compression) between neighbouring grid points.", ""]
+             "linear interpolation in log(compression) between neighbouring grid points. "
+             "`statistical (distill)` (`--variant distill`, same seeds and dense baselines) also "
+             "learns from the seed's dense baseline while it prunes "
+             "(`edgeprune.train.distill_loss`: T = 4, weight 0.9 on the soft targets, Hinton et "
+             "al. 2015); `statistical` and the peers train on the labels only. Distillation was "
+             "the default while its rows were run (their commands say `--methods statistical`, "
+             "and `--ablation no-distill` for the label-only rows; each row's `note` says so).", ""]
     for model, ds, ep, sched in configs:
         rs = [r for r in rows if (r["model"], r["dataset"], r["epochs"], r["lr_schedule"])
               == (model, ds, ep, sched)]
@@ -214,10 +237,12 @@ def report() -> None:
         lines += ["", f"Iso-accuracy at {MAX_LOSS_PT} pt (mean curve):", ""]
         iso = {}
         for (method, orient), metric in ((("statistical", "memory"), "params_x"),
+                                         (("statistical (distill)", "memory"), "params_x"),
                                          (("agp", "memory"), "params_x"),
                                          (("torch_prune_agp", "global"), "params_x"),
                                          (("torch_pruning", "uniform"), "params_x"),
-                                         (("statistical", "workload"), "macs_x")):
+                                         (("statistical", "workload"), "macs_x"),
+                                         (("statistical (distill)", "workload"), "macs_x")):
             pts = [a for a in agg if a["method"] == method and a["orientation"] == orient
                    and a["n"] >= 1]
             if not pts:
@@ -233,9 +258,12 @@ def report() -> None:
             best = max(peers, key=lambda t: t[0])
             lines.append(f"- edgeprune / best peer at iso-accuracy: {ours[0] / best[0]:.2f}x "
                          f"(goal >= 1.5x; bounds as marked above)")
+            nd = iso.get(("statistical (distill)", "memory"))
+            if nd and nd[0] and nd[1] in ("interp", ">="):
+                lines.append(f"- edgeprune with distillation / best peer: {nd[0] / best[0]:.2f}x")
         lines.append("")
-        _plot(model, ds, ep, sched, agg)
-        lines += [f"![accuracy vs compression](pruning_v2_{ds}.png)", ""]
+        png = _plot(model, ds, ep, sched, agg)
+        lines += [f"![accuracy vs compression]({png})", ""]
     lines += retraining_free_section()
     (RESULTS / "pruning_v2.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULTS / 'pruning_v2.md'}")
@@ -315,8 +343,11 @@ def _plot(model, ds, ep, sched, agg) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / f"pruning_v2_{ds}.png", dpi=90, metadata={"Software": None})
+    # LeNet-5 (the benchmark's model) keeps the plain name; the zoo checks get their own file
+    png = f"pruning_v2_{ds}.png" if model == "lenet5" else f"pruning_v2_{model}_{ds}.png"
+    fig.savefig(RESULTS / png, dpi=90, metadata={"Software": None})
     plt.close(fig)
+    return png
 
 
 def main() -> None:
@@ -337,6 +368,9 @@ def main() -> None:
     g.add_argument("--orientation", default="memory")
     g.add_argument("--granularity", default="weight")
     g.add_argument("--force", action="store_true", help="redo rows that exist")
+    g.add_argument("--variant", choices=sorted(VARIANTS), default=None,
+                   help="a lever measured against edgeprune's default; rows are labelled "
+                        "'METHOD (NAME)': " + "; ".join(f"{k}: {v}" for k, v in VARIANTS.items()))
     sub.add_parser("report")
     args = p.parse_args()
     if args.cmd == "report":

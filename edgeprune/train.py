@@ -57,6 +57,26 @@ _RESUME_FIELDS = ("seed", "batch_size", "lr", "optimizer", "weight_decay", "max_
                   "lr_schedule")
 
 
+# Knowledge distillation (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural
+# Network", arXiv:1503.02531, sec. 2-3): loss = (1 - a) CE(student, y) + a T^2 KL(p_T || q_T),
+# p/q the softmax of teacher/student logits at temperature T. T = 4: the paper finds "temperatures
+# in the range 2.5 to 4 worked significantly better" than higher ones when the student is much
+# smaller than the teacher (its MNIST 30-unit net), which a 200-300x pruned LeNet-5 is.
+# a = 0.9: the paper's "best results [...] by using a considerably lower weight on the second
+# objective function" (the hard labels); T^2 keeps the soft gradients' scale independent of T.
+DISTILL_T = 4.0
+DISTILL_ALPHA = 0.9
+
+
+def distill_loss(student: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Hinton et al.'s distillation loss with DISTILL_T / DISTILL_ALPHA (see above)."""
+    import torch.nn.functional as F
+    t = DISTILL_T
+    soft = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1),
+                    reduction="batchmean", log_target=True) * (t * t)
+    return (1.0 - DISTILL_ALPHA) * F.cross_entropy(student, y) + DISTILL_ALPHA * soft
+
+
 class TrainError(EdgepruneError, RuntimeError):
     """A training run cannot start, resume or go on (unreadable or mismatched checkpoint, ...)."""
 
@@ -219,7 +239,10 @@ def _set_rng_state(state: Mapping[str, Any], gen: torch.Generator) -> None:
 
 class Trainer:
     def __init__(self, model: nn.Module, ds: Dataset, config: TrainConfig,
-                 hooks: Sequence[TrainHook] = (), loss_fn: Optional[Callable] = None):
+                 hooks: Sequence[TrainHook] = (), loss_fn: Optional[Callable] = None,
+                 teacher: Optional[nn.Module] = None):
+        """`teacher`: a trained model of the same task; with it every step's loss is
+        `distill_loss` against its logits (computed once, in eval mode, on the training set)."""
         if config.optimizer not in ("adam", "sgd"):
             raise TrainError(f"unknown optimizer '{config.optimizer}' (adam | sgd)")
         if config.lr_schedule not in ("constant", "cosine"):
@@ -235,6 +258,9 @@ class Trainer:
             self.x_train = self.x_train.contiguous(memory_format=torch.channels_last)
             self.x_test = self.x_test.contiguous(memory_format=torch.channels_last)
             self.model.to(memory_format=torch.channels_last)
+        self.teacher_logits: Optional[torch.Tensor] = None
+        if teacher is not None:
+            self.teacher_logits = self._logits(teacher, self.x_train)
         self.step = 0
         self.epoch = 0
         self.optimizer = self._make_optimizer()
@@ -261,6 +287,15 @@ class Trainer:
         if c.optimizer == "sgd":
             return torch.optim.SGD(params, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay)
         return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+
+    @staticmethod
+    @torch.no_grad()
+    def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        was_training = model.training
+        model.eval()
+        out = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        model.train(was_training)
+        return out.detach().float()
 
     def evaluate(self) -> float:
         """Accuracy of the bare model on the whole test set (no collectives: safe on one rank)."""
@@ -519,7 +554,11 @@ class Trainer:
                     h.before_step(self)
                 self.optimizer.zero_grad(set_to_none=True)
                 forward = self.ddp if self.ddp is not None else self.model
-                loss = self.loss_fn(forward(self.x_train[idx]), self.y_train[idx])
+                if self.teacher_logits is None:
+                    loss = self.loss_fn(forward(self.x_train[idx]), self.y_train[idx])
+                else:
+                    loss = distill_loss(forward(self.x_train[idx]), self.y_train[idx],
+                                        self.teacher_logits[idx])
                 if not math.isfinite(loss.item()):
                     raise self._diverged(epoch, s, loss.item())
                 loss.backward()

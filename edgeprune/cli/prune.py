@@ -52,6 +52,9 @@ def register(subparsers) -> None:
     p.add_argument("--trust-pickle", action="store_true", help="allow loading a pickled module")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the dense baseline run (acc_dense = null)")
+    p.add_argument("--distill", action="store_true",
+                   help="also learn from the dense baseline or the --weights model while pruning "
+                        "(soft targets, T=4, weight 0.9; off by default, see docs/pruning.md)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run into OUT")
     p.add_argument("--max-acc-drop", type=unit_fraction, default=0.10,
                    help="budget runs stop as unmeetable when training accuracy drops this much")
@@ -77,7 +80,7 @@ def run(args) -> int:
         resume=args.resume, overwrite=args.overwrite, baseline=not args.no_baseline,
         max_steps_per_epoch=args.max_steps_per_epoch, progress=not args.quiet,
         max_acc_drop=args.max_acc_drop, n_train=args.n_train, n_test=args.n_test,
-        calibration=args.calibration)
+        calibration=args.calibration, distill=args.distill)
     res = run_prune(cfg, args.out)
     s = res.summary
     if res.out_dir is not None:

@@ -72,6 +72,13 @@ class PruneConfig:
     n_train: Optional[int] = None           # use the first n training samples (quick runs)
     n_test: Optional[int] = None
     calibration: int = 1000                 # --method reconstruct: calibration images (no labels)
+    # --distill: learn from the dense model while pruning (edgeprune.train.distill_loss): the
+    # dense baseline the run trains anyway, or the --weights model it starts from. Off by
+    # default: measured in issue 14 (benchmarks/results/pruning_v2.md), it did not raise LeNet-5's
+    # accuracy at 200x-300x on MNIST-10k (3 seeds) and cost LeNet-300-100 accuracy at 50x.
+    distill: bool = False
+    teacher_weights: Optional[str] = None   # state_dict of a trained dense model to distil from
+                                            # (benchmarks pass the cached baseline of the seed)
 
 
 @dataclass
@@ -149,7 +156,8 @@ RUN_CONFIG = "run_config.json"
 # optimiser settings itself; lr may change after a divergence).
 _RESUME_FLAGS = ("model", "data", "method", "granularity", "orientation", "criterion", "sparsity",
                  "target", "runtime", "wbits", "abits", "fps", "budgets", "weights", "baseline",
-                 "prune_bias", "n_train", "n_test", "epochs", "max_acc_drop")
+                 "prune_bias", "n_train", "n_test", "epochs", "max_acc_drop", "distill",
+                 "teacher_weights")
 
 
 def _check_resume_config(cfg: PruneConfig, work: Path) -> None:
@@ -283,6 +291,7 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
 
         # ---- the dense reference
         acc_source = None
+        teacher = None
         one_shot = bool(getattr(_method_cls(cfg), "retraining_free", False))
         if one_shot and not cfg.weights and cfg.model in _zoo_names():
             raise PruneError(f"--method {cfg.method} prunes a trained model without training: pass "
@@ -291,6 +300,8 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
             _, _, xte, yte = _tensors(ds, model)
             acc_dense = evaluate(model, xte, yte)
             acc_source = f"weights {cfg.weights}" if cfg.weights else f"the trained model {cfg.model}"
+            if cfg.distill and not one_shot:
+                teacher = copy.deepcopy(model)
         elif cfg.baseline:
             dense = copy.deepcopy(model)
             if cfg.progress and main:
@@ -298,9 +309,15 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
             res = Trainer(dense, ds, TrainConfig(**tc, checkpoint_dir=str(work / "ckpt-dense"))).fit()
             acc_dense = res.test_accuracy
             acc_source = "dense baseline trained with the same seed, epochs and optimiser"
+            if cfg.distill:
+                teacher = dense
             del dense
         else:
             acc_dense = None
+        if cfg.distill and not one_shot and cfg.teacher_weights:
+            teacher = copy.deepcopy(model)
+            teacher.load_state_dict(torch.load(cfg.teacher_weights, map_location="cpu",
+                                               weights_only=True))
 
         # ---- the pruning run
         log = DecisionLog({"model": cfg.model, "dataset": cfg.data, "method": cfg.method,
@@ -318,7 +335,8 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
             acc_pruned = evaluate(final, xte, yte)
         else:
             trainer = Trainer(model, ds, TrainConfig(**tc, checkpoint_dir=str(work / "ckpt-prune")),
-                              [method])
+                              [method], teacher=teacher)
+            teacher = None
             trainer.fit()
             final, x_check = trainer.model, trainer.x_test[:256]
             acc_pruned = trainer.evaluate()
@@ -352,6 +370,7 @@ def run_prune(cfg: PruneConfig, out_dir: Optional[os.PathLike] = None) -> PruneR
                        "channels": {str(g.id): int(keep[g.id].sum()) if g.id in keep else g.size
                                     for g in final_graph.groups}},
             "seed": cfg.seed, "epochs": 0 if one_shot else cfg.epochs, "lr": cfg.lr,
+            "distilled": trainer.teacher_logits is not None if not one_shot else False,
             "lr_schedule": cfg.lr_schedule,
             "calibration_images": min(cfg.calibration, len(ds.x_train)) if one_shot else None,
             "target": cfg.target,
