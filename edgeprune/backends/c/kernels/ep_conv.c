@@ -54,22 +54,72 @@ void ep_conv_dense_plain(const ep_window *g, const ep_requant *q_arg, const int8
 /* Columns of two output pixels A and B, interleaved: for each group g of four window
  * elements, words 4g .. 4g+3 hold A's (x0, x2), A's (x1, x3), B's (x0, x2), B's (x1, x3) as
  * int16 pairs, the pairs SXTB16 and SXTB16 ROR #8 make of four packed int8 weights. Elements
- * past K are zero (their weights are zero too). `stage` (K4 bytes) holds the int8 column. */
-static void im2col_pair(const ep_window *g, const int8_t *in, int oy, int ox, int8_t zp,
-                        int K, int K4, int8_t *stage, uint32_t *col) {
-  if (EP_CONV_DIRECT(g)) {
-    /* 1x1, stride 1, no padding, K a multiple of 4: the pixel's K input bytes are its column */
-    stage = (int8_t *)in + (oy * g->in_w + ox) * K;
-  } else {
-    ep_im2col_s8(g, in, oy, ox, zp, stage);
-    for (int j = K; j < K4; j++) stage[j] = 0;
+ * past K are zero (their weights are zero too). `stage` (K4 bytes) holds int8 bytes to expand.
+ *
+ * expand: `n` groups of four int8 values from `src` (any alignment) into one pixel's words of
+ * the column (two words per group, stride four words), two groups per pass. */
+EP_INLINE uint32_t *expand(const int8_t *src, int n, uint32_t *col) {
+  for (; n >= 2; n -= 2) {
+    const uint32_t v0 = ep_load32(src), v1 = ep_load32(src + 4);
+    src += 8;
+    col[0] = ep_sxtb16(v0);
+    col[1] = ep_sxtb16_ror8(v0);
+    col[4] = ep_sxtb16(v1);
+    col[5] = ep_sxtb16_ror8(v1);
+    col += 8;
   }
-  for (int j = 0; j < K4; j += 4) {
-    const uint32_t v = ep_load32(stage + j);
+  if (n) {
+    const uint32_t v = ep_load32(src);
     col[0] = ep_sxtb16(v);
     col[1] = ep_sxtb16_ror8(v);
     col += 4;
   }
+  return col;
+}
+
+/* The window's rows are runs of k_w * in_c input bytes; when a run is a whole number of groups
+ * (k_w * in_c a multiple of 4), each row is expanded on its own: straight from the input when
+ * it lies inside (no copy), as the zero point's pairs when it lies in the top or bottom padding,
+ * and through `stage` only when it crosses the left or right edge (costs.py:
+ * conv_dsp_im2col_counts). Otherwise the whole window is gathered into `stage` first. */
+static void im2col_pair(const ep_window *g, const int8_t *in, int oy, int ox, int8_t zp,
+                        int K, int K4, int8_t *stage, uint32_t *col) {
+  if (EP_CONV_DIRECT(g)) {
+    /* 1x1, stride 1, no padding, K a multiple of 4: the pixel's K input bytes are its column */
+    expand(in + (oy * g->in_w + ox) * K, K4 >> 2, col);
+    return;
+  }
+  const int c = g->in_c, kw = g->k_w, run = kw * c;
+  if ((run & 3) == 0) {
+    const int y0 = oy * g->stride_h - g->pad_top;
+    const int x0 = ox * g->stride_w - g->pad_left, dw = g->dil_w;
+    const int row_inside = x0 >= 0 && x0 + (kw - 1) * dw < g->in_w && dw == 1;
+    const int n = run >> 2;
+    const uint32_t zpw = ep_sxtb16((uint32_t)(uint8_t)zp * 0x01010101u);
+    for (int ky = 0; ky < g->k_h; ky++) {
+      const int iy = y0 + ky * g->dil_h;
+      if (iy < 0 || iy >= g->in_h) {
+        for (int j = 0; j < n; j++) {
+          col[0] = zpw;
+          col[1] = zpw;
+          col += 4;
+        }
+      } else if (row_inside) {
+        col = expand(in + (iy * g->in_w + x0) * c, n, col);
+      } else {
+        for (int kx = 0; kx < kw; kx++) {
+          const int ix = x0 + kx * dw;
+          if (ix < 0 || ix >= g->in_w) memset(stage + kx * c, zp, (size_t)c);
+          else memcpy(stage + kx * c, in + (iy * g->in_w + ix) * c, (size_t)c);
+        }
+        col = expand(stage, n, col);
+      }
+    }
+    return;
+  }
+  ep_im2col_s8(g, in, oy, ox, zp, stage);
+  for (int j = K; j < K4; j++) stage[j] = 0;
+  expand(stage, K4 >> 2, col);
 }
 
 /* Output channels c, c+1 (weight words interleaved: c's group g, then c+1's) times pixels
