@@ -260,11 +260,17 @@ void ep_conv_dense_dsp(const ep_window *g, const ep_requant *q_arg, const uint32
     for (; c + 2 <= oc; c += 2) {
       int32_t a00 = q->bias[c], a01 = a00, a10 = q->bias[c + 1], a11 = a10;
       block_2x2(col, &wc, groups, &a00, &a01, &a10, &a11);
-      o0[c] = ep_out(q, a00, c, EP_CONV_SINGLE_ROUNDING);
-      o0[c + 1] = ep_out(q, a10, c + 1, EP_CONV_SINGLE_ROUNDING);
+      /* all four requantized before the first store: a byte store may alias the
+       * requantization records, which would otherwise be loaded again for pixel B */
+      const int8_t r00 = ep_out(q, a00, c, EP_CONV_SINGLE_ROUNDING);
+      const int8_t r10 = ep_out(q, a10, c + 1, EP_CONV_SINGLE_ROUNDING);
+      const int8_t r01 = ep_out(q, a01, c, EP_CONV_SINGLE_ROUNDING);
+      const int8_t r11 = ep_out(q, a11, c + 1, EP_CONV_SINGLE_ROUNDING);
+      o0[c] = r00;
+      o0[c + 1] = r10;
       if (two) {
-        o1[c] = ep_out(q, a01, c, EP_CONV_SINGLE_ROUNDING);
-        o1[c + 1] = ep_out(q, a11, c + 1, EP_CONV_SINGLE_ROUNDING);
+        o1[c] = r01;
+        o1[c + 1] = r11;
       }
     }
     if (c < oc) {
