@@ -77,6 +77,52 @@ EP_INLINE uint32_t *expand(const int8_t *src, int n, uint32_t *col) {
   return col;
 }
 
+/* Copies and fills of a few bytes (window pieces of in_c bytes, often 1 to 16): word moves
+ * inline, no library call. */
+EP_INLINE int8_t *copy_small(int8_t *dst, const int8_t *src, int n) {
+  for (; n >= 4; n -= 4) {
+    ep_store32(dst, ep_load32(src));
+    dst += 4;
+    src += 4;
+  }
+  if (n & 2) {
+    memcpy(dst, src, 2);
+    dst += 2;
+    src += 2;
+  }
+  if (n & 1) *dst++ = *src;
+  return dst;
+}
+
+EP_INLINE int8_t *fill_small(int8_t *dst, uint32_t v4, int n) {
+  for (; n >= 4; n -= 4) {
+    ep_store32(dst, v4);
+    dst += 4;
+  }
+  if (n & 2) {
+    memcpy(dst, &v4, 2);
+    dst += 2;
+  }
+  if (n & 1) *dst++ = (int8_t)v4;
+  return dst;
+}
+
+/* One window row (k_w pieces of in_c bytes at input row iy, from column x0) into `dst`,
+ * padded positions as the zero point (v4: four of it). */
+EP_INLINE int8_t *gather_row(const ep_window *g, const int8_t *in, int iy, int x0, uint32_t v4,
+                             int8_t *dst) {
+  const int c = g->in_c, kw = g->k_w, dw = g->dil_w;
+  if (iy < 0 || iy >= g->in_h) return fill_small(dst, v4, kw * c);
+  if (x0 >= 0 && x0 + (kw - 1) * dw < g->in_w && dw == 1)
+    return copy_small(dst, in + (iy * g->in_w + x0) * c, kw * c);
+  for (int kx = 0; kx < kw; kx++) {
+    const int ix = x0 + kx * dw;
+    if (ix < 0 || ix >= g->in_w) dst = fill_small(dst, v4, c);
+    else dst = copy_small(dst, in + (iy * g->in_w + ix) * c, c);
+  }
+  return dst;
+}
+
 /* The window's rows are runs of k_w * in_c input bytes; when a run is a whole number of groups
  * (k_w * in_c a multiple of 4), each row is expanded on its own: straight from the input when
  * it lies inside (no copy), as the zero point's pairs when it lies in the top or bottom padding,
@@ -90,12 +136,14 @@ static void im2col_pair(const ep_window *g, const int8_t *in, int oy, int ox, in
     return;
   }
   const int c = g->in_c, kw = g->k_w, run = kw * c;
+  const uint32_t zp4 = (uint32_t)(uint8_t)zp * 0x01010101u;
+  const int y0 = oy * g->stride_h - g->pad_top;
+  const int x0 = ox * g->stride_w - g->pad_left;
   if ((run & 3) == 0) {
-    const int y0 = oy * g->stride_h - g->pad_top;
-    const int x0 = ox * g->stride_w - g->pad_left, dw = g->dil_w;
+    const int dw = g->dil_w;
     const int row_inside = x0 >= 0 && x0 + (kw - 1) * dw < g->in_w && dw == 1;
     const int n = run >> 2;
-    const uint32_t zpw = ep_sxtb16((uint32_t)(uint8_t)zp * 0x01010101u);
+    const uint32_t zpw = ep_sxtb16(zp4);
     for (int ky = 0; ky < g->k_h; ky++) {
       const int iy = y0 + ky * g->dil_h;
       if (iy < 0 || iy >= g->in_h) {
@@ -107,18 +155,15 @@ static void im2col_pair(const ep_window *g, const int8_t *in, int oy, int ox, in
       } else if (row_inside) {
         col = expand(in + (iy * g->in_w + x0) * c, n, col);
       } else {
-        for (int kx = 0; kx < kw; kx++) {
-          const int ix = x0 + kx * dw;
-          if (ix < 0 || ix >= g->in_w) memset(stage + kx * c, zp, (size_t)c);
-          else memcpy(stage + kx * c, in + (iy * g->in_w + ix) * c, (size_t)c);
-        }
+        gather_row(g, in, iy, x0, zp4, stage);
         col = expand(stage, n, col);
       }
     }
     return;
   }
-  ep_im2col_s8(g, in, oy, ox, zp, stage);
-  for (int j = K; j < K4; j++) stage[j] = 0;
+  int8_t *p = stage;
+  for (int ky = 0; ky < g->k_h; ky++) p = gather_row(g, in, y0 + ky * g->dil_h, x0, zp4, p);
+  fill_small(p, 0, K4 - K);
   expand(stage, K4 >> 2, col);
 }
 
