@@ -38,15 +38,17 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.67671,
-            "tail_steps": 8.47289,
-            "blocks": 60.07579,
-            "outputs": 9.0622,
-            "expand": 10.47221,
-            "copy_bytes": 0.23458,
-            "copy_calls": 56.88311,
-            "pixels": 66.12547,
-            "call": 0.0
+            "block_steps": 15.35566,
+            "tail_steps": 5.82433,
+            "blocks": 106.33009,
+            "outputs": 0.0,
+            "expand": 8.19335,
+            "fill": 14.22786,
+            "rows": 47.04256,
+            "copy_bytes": 0.90871,
+            "copy_calls": 10.14085,
+            "pixels": 50.17323,
+            "call": 530.76089
         },
         "conv-sparse": {
             "entries_inside": 5.46001,
@@ -82,11 +84,11 @@ STEP_INSTRUCTIONS = {
             "call": 90.03084
         },
         "fc-dense": {
-            "quad_macs": 1.4998,
-            "tail_macs": 2.503,
+            "quad_macs": 1.37479,
+            "tail_macs": 2.50063,
             "inputs": 0.0,
-            "outputs": 26.10485,
-            "call": 123.0667
+            "outputs": 23.53629,
+            "call": 131.80411
         },
         "fc-sparse": {
             "entries": 5.02751,
@@ -336,15 +338,17 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 21.61663,
-            "tail_steps": 10.27884,
-            "blocks": 112.98007,
-            "outputs": 4.23198,
-            "expand": 14.15503,
-            "copy_bytes": 0.18767,
-            "copy_calls": 82.82974,
-            "pixels": 114.17863,
-            "call": 0.0
+            "block_steps": 19.90975,
+            "tail_steps": 10.058,
+            "blocks": 110.37889,
+            "outputs": 0.0,
+            "expand": 10.27493,
+            "fill": 19.04124,
+            "rows": 50.73819,
+            "copy_bytes": 1.16885,
+            "copy_calls": 13.17158,
+            "pixels": 105.7162,
+            "call": 520.67338
         },
         "conv-sparse": {
             "entries_inside": 6.8722,
@@ -380,11 +384,11 @@ STEP_CYCLES = {
             "call": 101.15304
         },
         "fc-dense": {
-            "quad_macs": 1.87481,
-            "tail_macs": 3.24026,
+            "quad_macs": 1.62474,
+            "tail_macs": 3.24108,
             "inputs": 0.0,
-            "outputs": 35.58805,
-            "call": 159.68044
+            "outputs": 27.33228,
+            "call": 179.98616
         },
         "fc-sparse": {
             "entries": 6.52168,
@@ -609,8 +613,8 @@ STEP_CYCLES = {
 # the invoke's own code (call, output copy): per call and per output byte
 INVOKE_INSTRUCTIONS = {
     "cortex-m4": {
-        "call": 29.06151,
-        "output_bytes": 0.53628
+        "call": 29.20776,
+        "output_bytes": 0.53604
     },
     "cortex-m7": {
         "call": 29.34026,
@@ -623,8 +627,8 @@ INVOKE_INSTRUCTIONS = {
 }
 INVOKE_CYCLES = {
     "cortex-m4": {
-        "call": 57.44803,
-        "output_bytes": 0.58257
+        "call": 57.5748,
+        "output_bytes": 0.58224
     },
     "cortex-m7": {
         "call": 58.12667,
@@ -656,8 +660,8 @@ FIT_MAX_REL_ERROR = {
             0.0555
         ],
         "conv-dense": [
-            0.0587,
-            0.0635
+            0.0714,
+            0.0327
         ],
         "conv-sparse": [
             0.1134,
@@ -676,8 +680,8 @@ FIT_MAX_REL_ERROR = {
             0.0857
         ],
         "fc-dense": [
-            0.0632,
-            0.0538
+            0.0709,
+            0.0765
         ],
         "fc-sparse": [
             0.2044,
