@@ -138,15 +138,17 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.6623,
-            "tail_steps": 8.45678,
-            "blocks": 64.70705,
-            "outputs": 8.14874,
-            "expand": 9.33162,
-            "copy_bytes": 0.29866,
-            "copy_calls": 57.3825,
-            "pixels": 65.15163,
-            "call": 0.0
+            "block_steps": 15.37669,
+            "tail_steps": 6.0868,
+            "blocks": 103.35551,
+            "outputs": 0.0,
+            "expand": 8.06258,
+            "fill": 14.10486,
+            "rows": 46.03331,
+            "copy_bytes": 0.85377,
+            "copy_calls": 9.82283,
+            "pixels": 53.002,
+            "call": 495.95867
         },
         "conv-sparse": {
             "entries_inside": 5.53198,
@@ -182,11 +184,11 @@ STEP_INSTRUCTIONS = {
             "call": 88.88031
         },
         "fc-dense": {
-            "quad_macs": 1.49981,
-            "tail_macs": 2.50646,
+            "quad_macs": 1.37479,
+            "tail_macs": 2.50421,
             "inputs": 0.0,
-            "outputs": 25.06302,
-            "call": 122.61929
+            "outputs": 23.70561,
+            "call": 138.47159
         },
         "fc-sparse": {
             "entries": 5.02304,
@@ -438,15 +440,17 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 21.57431,
-            "tail_steps": 12.05947,
-            "blocks": 113.04117,
-            "outputs": 7.22122,
-            "expand": 14.44888,
-            "copy_bytes": 0.44096,
-            "copy_calls": 82.04922,
-            "pixels": 108.76942,
-            "call": 0.0
+            "block_steps": 19.93107,
+            "tail_steps": 10.93422,
+            "blocks": 113.27876,
+            "outputs": 0.0,
+            "expand": 10.48367,
+            "fill": 17.58226,
+            "rows": 50.68696,
+            "copy_bytes": 1.40023,
+            "copy_calls": 15.11984,
+            "pixels": 112.04356,
+            "call": 461.1768
         },
         "conv-sparse": {
             "entries_inside": 7.31725,
@@ -482,11 +486,11 @@ STEP_CYCLES = {
             "call": 86.32161
         },
         "fc-dense": {
-            "quad_macs": 1.93732,
-            "tail_macs": 3.49524,
+            "quad_macs": 1.62475,
+            "tail_macs": 3.49789,
             "inputs": 0.0,
-            "outputs": 35.56135,
-            "call": 158.42893
+            "outputs": 29.26743,
+            "call": 184.89543
         },
         "fc-sparse": {
             "entries": 7.01754,
@@ -617,8 +621,8 @@ INVOKE_INSTRUCTIONS = {
         "output_bytes": 0.53604
     },
     "cortex-m7": {
-        "call": 29.34026,
-        "output_bytes": 0.53619
+        "call": 29.48364,
+        "output_bytes": 0.53595
     },
     "cortex-m33": {
         "call": 29.06416,
@@ -631,8 +635,8 @@ INVOKE_CYCLES = {
         "output_bytes": 0.58224
     },
     "cortex-m7": {
-        "call": 58.12667,
-        "output_bytes": 0.58235
+        "call": 58.24625,
+        "output_bytes": 0.582
     },
     "cortex-m33": {
         "call": 57.33916,
@@ -718,8 +722,8 @@ FIT_MAX_REL_ERROR = {
             0.0731
         ],
         "conv-dense": [
-            0.0517,
-            0.056
+            0.0664,
+            0.028
         ],
         "conv-sparse": [
             0.1087,
@@ -738,8 +742,8 @@ FIT_MAX_REL_ERROR = {
             0.0895
         ],
         "fc-dense": [
-            0.0668,
-            0.0532
+            0.0736,
+            0.0755
         ],
         "fc-sparse": [
             0.174,
