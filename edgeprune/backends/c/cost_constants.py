@@ -238,15 +238,17 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.65984,
-            "tail_steps": 9.17162,
-            "blocks": 52.86991,
-            "outputs": 10.94806,
-            "expand": 10.47429,
-            "copy_bytes": 0.3421,
-            "copy_calls": 55.38067,
-            "pixels": 67.41877,
-            "call": 0.0
+            "block_steps": 15.37214,
+            "tail_steps": 6.30718,
+            "blocks": 105.79668,
+            "outputs": 0.0,
+            "expand": 7.9054,
+            "fill": 13.64565,
+            "rows": 47.40306,
+            "copy_bytes": 0.98631,
+            "copy_calls": 10.27032,
+            "pixels": 52.30173,
+            "call": 495.36912
         },
         "conv-sparse": {
             "entries_inside": 5.38725,
@@ -282,11 +284,11 @@ STEP_INSTRUCTIONS = {
             "call": 84.02686
         },
         "fc-dense": {
-            "quad_macs": 1.49984,
-            "tail_macs": 2.50202,
+            "quad_macs": 1.37481,
+            "tail_macs": 2.50135,
             "inputs": 0.0,
-            "outputs": 26.9141,
-            "call": 121.84297
+            "outputs": 23.5376,
+            "call": 133.86982
         },
         "fc-sparse": {
             "entries": 5.02304,
@@ -540,15 +542,17 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 21.58387,
-            "tail_steps": 11.20395,
-            "blocks": 101.11026,
-            "outputs": 9.27885,
-            "expand": 13.93854,
-            "copy_bytes": 0.36575,
-            "copy_calls": 80.89755,
-            "pixels": 110.45204,
-            "call": 0.0
+            "block_steps": 19.92389,
+            "tail_steps": 10.24222,
+            "blocks": 112.99196,
+            "outputs": 0.0,
+            "expand": 9.82565,
+            "fill": 19.30434,
+            "rows": 52.68728,
+            "copy_bytes": 1.28631,
+            "copy_calls": 11.82967,
+            "pixels": 107.59336,
+            "call": 485.76061
         },
         "conv-sparse": {
             "entries_inside": 7.32618,
@@ -584,11 +588,11 @@ STEP_CYCLES = {
             "call": 98.72914
         },
         "fc-dense": {
-            "quad_macs": 1.87485,
-            "tail_macs": 3.24532,
+            "quad_macs": 1.6248,
+            "tail_macs": 3.2404,
             "inputs": 0.0,
-            "outputs": 35.83536,
-            "call": 161.25746
+            "outputs": 27.86653,
+            "call": 177.27307
         },
         "fc-sparse": {
             "entries": 7.01912,
@@ -625,8 +629,8 @@ INVOKE_INSTRUCTIONS = {
         "output_bytes": 0.53595
     },
     "cortex-m33": {
-        "call": 29.06416,
-        "output_bytes": 0.56806
+        "call": 29.23645,
+        "output_bytes": 0.56778
     }
 }
 INVOKE_CYCLES = {
@@ -639,8 +643,8 @@ INVOKE_CYCLES = {
         "output_bytes": 0.582
     },
     "cortex-m33": {
-        "call": 57.33916,
-        "output_bytes": 0.61445
+        "call": 57.49384,
+        "output_bytes": 0.61407
     }
 }
 
@@ -780,8 +784,8 @@ FIT_MAX_REL_ERROR = {
             0.0791
         ],
         "conv-dense": [
-            0.0594,
-            0.0625
+            0.0713,
+            0.03
         ],
         "conv-sparse": [
             0.0939,
@@ -800,8 +804,8 @@ FIT_MAX_REL_ERROR = {
             0.1045
         ],
         "fc-dense": [
-            0.0574,
-            0.0548
+            0.0705,
+            0.0734
         ],
         "fc-sparse": [
             0.1731,
