@@ -29,9 +29,9 @@ KERNELS = Path(__file__).resolve().parent.parent / "edgeprune" / "backends" / "c
 CORES = ("cortex-m4", "cortex-m0plus")
 # (name, source, functions whose loops count, extra defines)
 CASES = [
-    ("conv_dense_dsp", "ep_conv.c", ("block_2x2",), ()),
+    ("conv_dense_dsp", "ep_conv.c", ("ep_conv_dense_dsp",), ()),
     ("conv_dense_plain", "ep_conv.c", ("ep_conv_dense_plain", "dot_s8"), ()),
-    ("fc_dense_dsp", "ep_fc.c", ("rows4",), ()),
+    ("fc_dense_dsp", "ep_fc.c", ("ep_fc_dense_dsp", "rows4"), ()),
     ("fc_dense_plain", "ep_fc.c", ("ep_fc_dense_plain",), ()),
     ("fc_sparse", "ep_fc_sparse.c", ("ep_fc_sparse",), ()),
     ("conv_sparse", "ep_conv_sparse.c", ("ep_conv_sparse",), ()),

@@ -30,6 +30,14 @@ DWCONV = [(8, 8, 8, 3, 1, "SAME"), (10, 10, 16, 3, 1, "SAME"), (8, 8, 12, 3, 2, 
           (10, 10, 32, 3, 2, "SAME"), (3, 3, 64, 3, 1, "SAME"), (20, 6, 16, 3, 1, "SAME"),
           (14, 14, 8, 3, 2, "VALID"), (5, 5, 96, 3, 1, "SAME"), (8, 8, 8, 5, 1, "SAME"),
           (6, 6, 16, 5, 2, "SAME")]
+# more dense convolutions for ep_conv_dense_dsp's im2col cases (calibration grid rows appended
+# at the end, so the earlier models keep their seeds): window rows of k_w * in_c bytes a
+# multiple of 4 (expanded from the input, padding rows filled, edge rows staged) at stride 1
+# and 2, rows that are not (in_c 3, staged whole), and direct 1x1 columns with few channels
+CONV_DSP = [(12, 12, 16, 16, 3, 1, "SAME"), (10, 10, 16, 32, 3, 2, "SAME"),
+            (14, 14, 3, 8, 3, 2, "SAME"), (9, 9, 3, 16, 3, 1, "SAME"),
+            (12, 12, 8, 16, 1, 1, "VALID"), (5, 5, 32, 64, 3, 1, "SAME"),
+            (10, 6, 4, 12, 3, 1, "SAME")]
 FC = [(64, 16), (256, 8), (128, 32), (500, 10), (16, 64), (100, 10), (30, 7), (75, 6), (640, 64),
       (33, 5), (800, 20)]
 POOL = [(8, 8, 8, 2, 2), (9, 9, 4, 3, 3), (4, 4, 16, 2, 2), (6, 6, 8, 6, 6), (8, 8, 4, 3, 1),
@@ -170,4 +178,6 @@ def grid() -> List[Tuple[str, object, str, float, int]]:
         rows.append(("softmax", spec, "", 0.0, 0))
     for spec in CONCAT:
         rows.append(("concat", spec, "", 0.0, 0))
+    for spec in CONV_DSP:
+        rows.append(("conv", spec, "dense", 0.0, 0))
     return rows

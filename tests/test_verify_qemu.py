@@ -59,7 +59,7 @@ def small_export(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lenet_exports(tmp_path_factory):
-    """LeNet-5 with seeded untrained weights, 80 % of them zeroed, exported dense and sparse
+    """LeNet-5 with seeded untrained weights, 90 % of them zeroed, exported dense and sparse
     with LiteRT rounding (calibrated on Fashion-MNIST)."""
     _fashion(1)
     from edgeprune.export.c import export_c
@@ -70,7 +70,7 @@ def lenet_exports(tmp_path_factory):
         for m in model.modules():
             if hasattr(m, "weight") and m.weight is not None and m.weight.dim() > 1:
                 w = m.weight
-                thr = w.abs().flatten().kthvalue(int(0.8 * w.numel())).values
+                thr = w.abs().flatten().kthvalue(int(0.9 * w.numel())).values
                 w.mul_((w.abs() > thr).float())
     base = tmp_path_factory.mktemp("lenet")
     outs = {}
@@ -124,7 +124,8 @@ def test_lenet5_dense_and_sparse_identical_to_litert_on_m4(lenet_exports):
     d, s = results["dense"], results["sparse"]
     assert [l["variant"] for l in d["layers"] if l["variant"]] == ["dense"] * 4
     assert [l["variant"] for l in s["layers"] if l["variant"]] == ["sparse"] * 4
-    # 80 % zero weights: the sparse kernels execute fewer instructions and store fewer bytes
+    # 90 % zero weights: the sparse kernels execute fewer instructions and store fewer bytes
+    # (at 80 % the dense SMLAD kernels, about 1.2 cycles per MAC, run about as fast)
     assert s["instructions_per_invoke"] < d["instructions_per_invoke"]
     assert s["flash_bytes"] < d["flash_bytes"]
     assert "cycles_trm" not in d and s["trace_instructions_equal_icount"]

@@ -38,15 +38,17 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.67671,
-            "tail_steps": 8.47289,
-            "blocks": 60.07579,
-            "outputs": 9.0622,
-            "expand": 10.47221,
-            "copy_bytes": 0.23458,
-            "copy_calls": 56.88311,
-            "pixels": 66.12547,
-            "call": 0.0
+            "block_steps": 15.35566,
+            "tail_steps": 5.82433,
+            "blocks": 106.33009,
+            "outputs": 0.0,
+            "expand": 8.19335,
+            "fill": 14.22786,
+            "rows": 47.04256,
+            "copy_bytes": 0.90871,
+            "copy_calls": 10.14085,
+            "pixels": 50.17323,
+            "call": 530.76089
         },
         "conv-sparse": {
             "entries_inside": 5.46001,
@@ -82,11 +84,11 @@ STEP_INSTRUCTIONS = {
             "call": 90.03084
         },
         "fc-dense": {
-            "quad_macs": 1.4998,
-            "tail_macs": 2.503,
+            "quad_macs": 1.37479,
+            "tail_macs": 2.50063,
             "inputs": 0.0,
-            "outputs": 26.10485,
-            "call": 123.0667
+            "outputs": 23.53629,
+            "call": 131.80411
         },
         "fc-sparse": {
             "entries": 5.02751,
@@ -136,15 +138,17 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.6623,
-            "tail_steps": 8.45678,
-            "blocks": 64.70705,
-            "outputs": 8.14874,
-            "expand": 9.33162,
-            "copy_bytes": 0.29866,
-            "copy_calls": 57.3825,
-            "pixels": 65.15163,
-            "call": 0.0
+            "block_steps": 15.37669,
+            "tail_steps": 6.0868,
+            "blocks": 103.35551,
+            "outputs": 0.0,
+            "expand": 8.06258,
+            "fill": 14.10486,
+            "rows": 46.03331,
+            "copy_bytes": 0.85377,
+            "copy_calls": 9.82283,
+            "pixels": 53.002,
+            "call": 495.95867
         },
         "conv-sparse": {
             "entries_inside": 5.53198,
@@ -180,11 +184,11 @@ STEP_INSTRUCTIONS = {
             "call": 88.88031
         },
         "fc-dense": {
-            "quad_macs": 1.49981,
-            "tail_macs": 2.50646,
+            "quad_macs": 1.37479,
+            "tail_macs": 2.50421,
             "inputs": 0.0,
-            "outputs": 25.06302,
-            "call": 122.61929
+            "outputs": 23.70561,
+            "call": 138.47159
         },
         "fc-sparse": {
             "entries": 5.02304,
@@ -234,15 +238,17 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.65984,
-            "tail_steps": 9.17162,
-            "blocks": 52.86991,
-            "outputs": 10.94806,
-            "expand": 10.47429,
-            "copy_bytes": 0.3421,
-            "copy_calls": 55.38067,
-            "pixels": 67.41877,
-            "call": 0.0
+            "block_steps": 15.37214,
+            "tail_steps": 6.30718,
+            "blocks": 105.79668,
+            "outputs": 0.0,
+            "expand": 7.9054,
+            "fill": 13.64565,
+            "rows": 47.40306,
+            "copy_bytes": 0.98631,
+            "copy_calls": 10.27032,
+            "pixels": 52.30173,
+            "call": 495.36912
         },
         "conv-sparse": {
             "entries_inside": 5.38725,
@@ -278,11 +284,11 @@ STEP_INSTRUCTIONS = {
             "call": 84.02686
         },
         "fc-dense": {
-            "quad_macs": 1.49984,
-            "tail_macs": 2.50202,
+            "quad_macs": 1.37481,
+            "tail_macs": 2.50135,
             "inputs": 0.0,
-            "outputs": 26.9141,
-            "call": 121.84297
+            "outputs": 23.5376,
+            "call": 133.86982
         },
         "fc-sparse": {
             "entries": 5.02304,
@@ -336,15 +342,17 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 21.61663,
-            "tail_steps": 10.27884,
-            "blocks": 112.98007,
-            "outputs": 4.23198,
-            "expand": 14.15503,
-            "copy_bytes": 0.18767,
-            "copy_calls": 82.82974,
-            "pixels": 114.17863,
-            "call": 0.0
+            "block_steps": 19.90975,
+            "tail_steps": 10.058,
+            "blocks": 110.37889,
+            "outputs": 0.0,
+            "expand": 10.27493,
+            "fill": 19.04124,
+            "rows": 50.73819,
+            "copy_bytes": 1.16885,
+            "copy_calls": 13.17158,
+            "pixels": 105.7162,
+            "call": 520.67338
         },
         "conv-sparse": {
             "entries_inside": 6.8722,
@@ -380,11 +388,11 @@ STEP_CYCLES = {
             "call": 101.15304
         },
         "fc-dense": {
-            "quad_macs": 1.87481,
-            "tail_macs": 3.24026,
+            "quad_macs": 1.62474,
+            "tail_macs": 3.24108,
             "inputs": 0.0,
-            "outputs": 35.58805,
-            "call": 159.68044
+            "outputs": 27.33228,
+            "call": 179.98616
         },
         "fc-sparse": {
             "entries": 6.52168,
@@ -434,15 +442,17 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 21.57431,
-            "tail_steps": 12.05947,
-            "blocks": 113.04117,
-            "outputs": 7.22122,
-            "expand": 14.44888,
-            "copy_bytes": 0.44096,
-            "copy_calls": 82.04922,
-            "pixels": 108.76942,
-            "call": 0.0
+            "block_steps": 19.93107,
+            "tail_steps": 10.93422,
+            "blocks": 113.27876,
+            "outputs": 0.0,
+            "expand": 10.48367,
+            "fill": 17.58226,
+            "rows": 50.68696,
+            "copy_bytes": 1.40023,
+            "copy_calls": 15.11984,
+            "pixels": 112.04356,
+            "call": 461.1768
         },
         "conv-sparse": {
             "entries_inside": 7.31725,
@@ -478,11 +488,11 @@ STEP_CYCLES = {
             "call": 86.32161
         },
         "fc-dense": {
-            "quad_macs": 1.93732,
-            "tail_macs": 3.49524,
+            "quad_macs": 1.62475,
+            "tail_macs": 3.49789,
             "inputs": 0.0,
-            "outputs": 35.56135,
-            "call": 158.42893
+            "outputs": 29.26743,
+            "call": 184.89543
         },
         "fc-sparse": {
             "entries": 7.01754,
@@ -532,15 +542,17 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 21.58387,
-            "tail_steps": 11.20395,
-            "blocks": 101.11026,
-            "outputs": 9.27885,
-            "expand": 13.93854,
-            "copy_bytes": 0.36575,
-            "copy_calls": 80.89755,
-            "pixels": 110.45204,
-            "call": 0.0
+            "block_steps": 19.92389,
+            "tail_steps": 10.24222,
+            "blocks": 112.99196,
+            "outputs": 0.0,
+            "expand": 9.82565,
+            "fill": 19.30434,
+            "rows": 52.68728,
+            "copy_bytes": 1.28631,
+            "copy_calls": 11.82967,
+            "pixels": 107.59336,
+            "call": 485.76061
         },
         "conv-sparse": {
             "entries_inside": 7.32618,
@@ -576,11 +588,11 @@ STEP_CYCLES = {
             "call": 98.72914
         },
         "fc-dense": {
-            "quad_macs": 1.87485,
-            "tail_macs": 3.24532,
+            "quad_macs": 1.6248,
+            "tail_macs": 3.2404,
             "inputs": 0.0,
-            "outputs": 35.83536,
-            "call": 161.25746
+            "outputs": 27.86653,
+            "call": 177.27307
         },
         "fc-sparse": {
             "entries": 7.01912,
@@ -609,30 +621,30 @@ STEP_CYCLES = {
 # the invoke's own code (call, output copy): per call and per output byte
 INVOKE_INSTRUCTIONS = {
     "cortex-m4": {
-        "call": 29.06151,
-        "output_bytes": 0.53628
+        "call": 29.20776,
+        "output_bytes": 0.53604
     },
     "cortex-m7": {
-        "call": 29.34026,
-        "output_bytes": 0.53619
+        "call": 29.48364,
+        "output_bytes": 0.53595
     },
     "cortex-m33": {
-        "call": 29.06416,
-        "output_bytes": 0.56806
+        "call": 29.23645,
+        "output_bytes": 0.56778
     }
 }
 INVOKE_CYCLES = {
     "cortex-m4": {
-        "call": 57.44803,
-        "output_bytes": 0.58257
+        "call": 57.5748,
+        "output_bytes": 0.58224
     },
     "cortex-m7": {
-        "call": 58.12667,
-        "output_bytes": 0.58235
+        "call": 58.24625,
+        "output_bytes": 0.582
     },
     "cortex-m33": {
-        "call": 57.33916,
-        "output_bytes": 0.61445
+        "call": 57.49384,
+        "output_bytes": 0.61407
     }
 }
 
@@ -656,8 +668,8 @@ FIT_MAX_REL_ERROR = {
             0.0555
         ],
         "conv-dense": [
-            0.0587,
-            0.0635
+            0.0714,
+            0.0327
         ],
         "conv-sparse": [
             0.1134,
@@ -676,8 +688,8 @@ FIT_MAX_REL_ERROR = {
             0.0857
         ],
         "fc-dense": [
-            0.0632,
-            0.0538
+            0.0709,
+            0.0765
         ],
         "fc-sparse": [
             0.2044,
@@ -714,8 +726,8 @@ FIT_MAX_REL_ERROR = {
             0.0731
         ],
         "conv-dense": [
-            0.0517,
-            0.056
+            0.0664,
+            0.028
         ],
         "conv-sparse": [
             0.1087,
@@ -734,8 +746,8 @@ FIT_MAX_REL_ERROR = {
             0.0895
         ],
         "fc-dense": [
-            0.0668,
-            0.0532
+            0.0736,
+            0.0755
         ],
         "fc-sparse": [
             0.174,
@@ -772,8 +784,8 @@ FIT_MAX_REL_ERROR = {
             0.0791
         ],
         "conv-dense": [
-            0.0594,
-            0.0625
+            0.0713,
+            0.03
         ],
         "conv-sparse": [
             0.0939,
@@ -792,8 +804,8 @@ FIT_MAX_REL_ERROR = {
             0.1045
         ],
         "fc-dense": [
-            0.0574,
-            0.0548
+            0.0705,
+            0.0734
         ],
         "fc-sparse": [
             0.1731,

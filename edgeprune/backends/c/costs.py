@@ -14,8 +14,8 @@ from __future__ import annotations
 
 # Instructions per multiply-accumulate in the innermost loop, {DSP core: M4, plain core: M0+}
 # (benchmarks/results/c_kernel_loops.json, arm-none-eabi-gcc 12.2.1 -O2):
-CONV_DENSE_PER_MAC = {True: 1.0, False: 7.0}       # block_2x2 32/32 (inline asm); dot_s8 28/4
-FC_DENSE_PER_MAC = {True: 1.5, False: 7.0}         # 4-row SMLAD loop 24/16; plain 28/4
+CONV_DENSE_PER_MAC = {True: 0.969, False: 7.0}     # 2x2 block 62/64 (inline asm); dot_s8 28/4
+FC_DENSE_PER_MAC = {True: 1.375, False: 7.0}       # 4-row block 44/32 (inline asm); plain 28/4
 SPARSE_PER_ENTRY = {True: 5.0, False: 7.0}         # 4 (position, value) entries: 20/4, 28/4
 CLUSTERED_PER_WEIGHT = {True: 4.6, False: 9.4}     # 3-bit: 46/10 and 94/10 (4-bit: 4.5, 9.375)
 DW_PER_MAC = {True: 4.0, False: 8.667}             # 4 channels x 1 tap 16/4; plain 26/3
@@ -123,6 +123,42 @@ def conv_direct(g: dict) -> bool:
             and g["pad_top"] == 0 and g["pad_left"] == 0 and g["in_c"] % 4 == 0)
 
 
+def conv_dsp_im2col_counts(g: dict) -> dict:
+    """Work of ep_conv_dense_dsp's im2col (kernels/ep_conv.c: im2col_pair), summed over the
+    output pixels: groups of four window elements expanded to int16 pairs (`expand`), groups
+    filled with the zero point's pairs (`fill`, padding rows), window rows handled one by one
+    (`rows`), and bytes and pieces gathered through the staging buffer (`copy_bytes`,
+    `copy_calls`: rows crossing the left or right edge, or every row when k_w * in_c is not a
+    multiple of 4)."""
+    import numpy as np
+    pixels = g["out_h"] * g["out_w"]
+    kk = g["k_h"] * g["k_w"] * g["in_c"]
+    groups = (kk + 3) // 4
+    if conv_direct(g):
+        return {"expand": pixels * groups, "fill": 0, "rows": 0, "copy_bytes": 0, "copy_calls": 0}
+    oy = np.arange(g["out_h"])[:, None]
+    ox = np.arange(g["out_w"])[None, :]
+    y0 = oy * g["stride_h"] - g["pad_top"]
+    x0 = ox * g["stride_w"] - g["pad_left"]
+    span_w = (g["k_w"] - 1) * g["dil_w"]
+    row_inside = (x0 >= 0) & (x0 + span_w < g["in_w"]) & (g["dil_w"] == 1)
+    run = g["k_w"] * g["in_c"]
+    out_rows = np.zeros((g["out_h"], g["out_w"]), dtype=np.int64)
+    for ky in range(g["k_h"]):
+        iy = y0 + ky * g["dil_h"]
+        out_rows = out_rows + ((iy < 0) | (iy >= g["in_h"]))
+    in_rows = g["k_h"] - out_rows
+    edge = np.where(row_inside, 0, in_rows)          # rows gathered piece by piece
+    if run % 4 == 0:
+        n = run // 4
+        return {"expand": int(in_rows.sum()) * n, "fill": int(out_rows.sum()) * n,
+                "rows": pixels * g["k_h"], "copy_bytes": int(edge.sum()) * run,
+                "copy_calls": int(edge.sum()) * g["k_w"]}
+    pieces = out_rows + np.where(row_inside, in_rows, in_rows * g["k_w"])
+    return {"expand": pixels * groups, "fill": 0, "rows": pixels * g["k_h"],
+            "copy_bytes": pixels * kk, "copy_calls": int(pieces.sum())}
+
+
 def step_terms(step, enc=None):
     """(kernel key, {term: count}) of one kernel call: the work terms whose coefficients the
     calibration fits (per core, by non-negative least squares). The counts follow the kernels'
@@ -165,13 +201,10 @@ def step_terms(step, enc=None):
             pairs = (pixels + 1) // 2
             groups = (kk + 3) // 4
             oc = g["out_c"]
-            direct = conv_direct(g)
             return "conv-dense", {"block_steps": pairs * groups * (oc // 2),
                                   "tail_steps": pairs * groups * (oc % 2),
                                   "blocks": pairs * ((oc + 1) // 2), "outputs": outputs,
-                                  "expand": 2 * pairs * groups,
-                                  "copy_bytes": 0 if direct else pixels * kk,
-                                  "copy_calls": 0 if direct else copies, "pixels": pixels, "call": 1}
+                                  **conv_dsp_im2col_counts(g), "pixels": pixels, "call": 1}
         return f"conv-{fam}", {"macs": step.macs, "copy_bytes": pixels * kk, "copy_calls": copies,
                                "outputs": outputs, "pixels": pixels, "call": 1}
     if k == "fc":

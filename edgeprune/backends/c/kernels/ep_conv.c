@@ -54,74 +54,186 @@ void ep_conv_dense_plain(const ep_window *g, const ep_requant *q_arg, const int8
 /* Columns of two output pixels A and B, interleaved: for each group g of four window
  * elements, words 4g .. 4g+3 hold A's (x0, x2), A's (x1, x3), B's (x0, x2), B's (x1, x3) as
  * int16 pairs, the pairs SXTB16 and SXTB16 ROR #8 make of four packed int8 weights. Elements
- * past K are zero (their weights are zero too). `stage` (K4 bytes) holds the int8 column. */
-static void im2col_pair(const ep_window *g, const int8_t *in, int oy, int ox, int8_t zp,
-                        int K, int K4, int8_t *stage, uint32_t *col) {
-  if (EP_CONV_DIRECT(g)) {
-    /* 1x1, stride 1, no padding, K a multiple of 4: the pixel's K input bytes are its column */
-    stage = (int8_t *)in + (oy * g->in_w + ox) * K;
-  } else {
-    ep_im2col_s8(g, in, oy, ox, zp, stage);
-    for (int j = K; j < K4; j++) stage[j] = 0;
+ * past K are zero (their weights are zero too). `stage` (K4 bytes) holds int8 bytes to expand.
+ *
+ * expand: `n` groups of four int8 values from `src` (any alignment) into one pixel's words of
+ * the column (two words per group, stride four words), two groups per pass. */
+EP_INLINE uint32_t *expand(const int8_t *src, int n, uint32_t *col) {
+  for (; n >= 2; n -= 2) {
+    const uint32_t v0 = ep_load32(src), v1 = ep_load32(src + 4);
+    src += 8;
+    col[0] = ep_sxtb16(v0);
+    col[1] = ep_sxtb16_ror8(v0);
+    col[4] = ep_sxtb16(v1);
+    col[5] = ep_sxtb16_ror8(v1);
+    col += 8;
   }
-  for (int j = 0; j < K4; j += 4) {
-    const uint32_t v = ep_load32(stage + j);
+  if (n) {
+    const uint32_t v = ep_load32(src);
     col[0] = ep_sxtb16(v);
     col[1] = ep_sxtb16_ror8(v);
     col += 4;
   }
+  return col;
+}
+
+/* Copies and fills of a few bytes (window pieces of in_c bytes, often 1 to 16): word moves
+ * inline, no library call. */
+EP_INLINE int8_t *copy_small(int8_t *dst, const int8_t *src, int n) {
+  for (; n >= 4; n -= 4) {
+    ep_store32(dst, ep_load32(src));
+    dst += 4;
+    src += 4;
+  }
+  if (n & 2) {
+    memcpy(dst, src, 2);
+    dst += 2;
+    src += 2;
+  }
+  if (n & 1) *dst++ = *src;
+  return dst;
+}
+
+EP_INLINE int8_t *fill_small(int8_t *dst, uint32_t v4, int n) {
+  for (; n >= 4; n -= 4) {
+    ep_store32(dst, v4);
+    dst += 4;
+  }
+  if (n & 2) {
+    memcpy(dst, &v4, 2);
+    dst += 2;
+  }
+  if (n & 1) *dst++ = (int8_t)v4;
+  return dst;
+}
+
+/* One window row (k_w pieces of in_c bytes at input row iy, from column x0) into `dst`,
+ * padded positions as the zero point (v4: four of it). */
+EP_INLINE int8_t *gather_row(const ep_window *g, const int8_t *in, int iy, int x0, uint32_t v4,
+                             int8_t *dst) {
+  const int c = g->in_c, kw = g->k_w, dw = g->dil_w;
+  if (iy < 0 || iy >= g->in_h) return fill_small(dst, v4, kw * c);
+  if (x0 >= 0 && x0 + (kw - 1) * dw < g->in_w && dw == 1)
+    return copy_small(dst, in + (iy * g->in_w + x0) * c, kw * c);
+  for (int kx = 0; kx < kw; kx++) {
+    const int ix = x0 + kx * dw;
+    if (ix < 0 || ix >= g->in_w) dst = fill_small(dst, v4, c);
+    else dst = copy_small(dst, in + (iy * g->in_w + ix) * c, c);
+  }
+  return dst;
+}
+
+/* The window's rows are runs of k_w * in_c input bytes; when a run is a whole number of groups
+ * (k_w * in_c a multiple of 4), each row is expanded on its own: straight from the input when
+ * it lies inside (no copy), as the zero point's pairs when it lies in the top or bottom padding,
+ * and through `stage` only when it crosses the left or right edge (costs.py:
+ * conv_dsp_im2col_counts). Otherwise the whole window is gathered into `stage` first. */
+static void im2col_pair(const ep_window *g, const int8_t *in, int oy, int ox, int8_t zp,
+                        int K, int K4, int8_t *stage, uint32_t *col) {
+  if (EP_CONV_DIRECT(g)) {
+    /* 1x1, stride 1, no padding, K a multiple of 4: the pixel's K input bytes are its column */
+    expand(in + (oy * g->in_w + ox) * K, K4 >> 2, col);
+    return;
+  }
+  const int c = g->in_c, kw = g->k_w, run = kw * c;
+  const uint32_t zp4 = (uint32_t)(uint8_t)zp * 0x01010101u;
+  const int y0 = oy * g->stride_h - g->pad_top;
+  const int x0 = ox * g->stride_w - g->pad_left;
+  if ((run & 3) == 0) {
+    const int dw = g->dil_w;
+    const int row_inside = x0 >= 0 && x0 + (kw - 1) * dw < g->in_w && dw == 1;
+    const int n = run >> 2;
+    const uint32_t zpw = ep_sxtb16(zp4);
+    for (int ky = 0; ky < g->k_h; ky++) {
+      const int iy = y0 + ky * g->dil_h;
+      if (iy < 0 || iy >= g->in_h) {
+        for (int j = 0; j < n; j++) {
+          col[0] = zpw;
+          col[1] = zpw;
+          col += 4;
+        }
+      } else if (row_inside) {
+        col = expand(in + (iy * g->in_w + x0) * c, n, col);
+      } else {
+        gather_row(g, in, iy, x0, zp4, stage);
+        col = expand(stage, n, col);
+      }
+    }
+    return;
+  }
+  int8_t *p = stage;
+  for (int ky = 0; ky < g->k_h; ky++) p = gather_row(g, in, y0 + ky * g->dil_h, x0, zp4, p);
+  fill_small(p, 0, K4 - K);
+  expand(stage, K4 >> 2, col);
 }
 
 /* Output channels c, c+1 (weight words interleaved: c's group g, then c+1's) times pixels
- * A, B: acc = {A.c, B.c, A.c+1, B.c+1}. */
+ * A, B: a00 = A.c, a01 = B.c, a10 = A.c+1, a11 = B.c+1, kept in registers (the function is
+ * inlined into the channel loop: no call, no accumulator array in memory). *w advances past
+ * the two channels' words. */
 #if EP_HAVE_DSP && defined(__GNUC__)
-/* One group of four window elements: three LDRD, four SXTB16, eight SMLAD (16 MACs in 15
- * instructions), twice per loop pass (32 instructions per 32 MACs with the loop's SUBS, BNE).
- * GCC's own schedule of the C version below takes 36 per 32 MACs. */
+/* One group of four window elements of the 2 x 2 block: the two channels' weight words and
+ * both pixels' int16 pairs in one run of three LDRD (7 cycles for 6 words with the M4's load
+ * pipelining), then four SXTB16 through one temporary and eight SMLAD: 15 instructions, 19 TRM
+ * cycles per 16 MACs (was 20: three LDRD in two runs). */
 #define EP_BLOCK_GROUP                                   \
   "ldrd %[va], %[vb], [%[w]], #8\n\t"                   \
   "ldrd %[x0], %[x1], [%[x]], #8\n\t"                   \
-  "sxtb16 %[wa], %[va]\n\t"                             \
+  "ldrd %[x2], %[x3], [%[x]], #8\n\t"                   \
+  "sxtb16 %[t], %[va]\n\t"                              \
+  "smlad %[a00], %[t], %[x0], %[a00]\n\t"               \
+  "smlad %[a01], %[t], %[x2], %[a01]\n\t"               \
   "sxtb16 %[va], %[va], ror #8\n\t"                     \
-  "sxtb16 %[wb], %[vb]\n\t"                             \
-  "sxtb16 %[vb], %[vb], ror #8\n\t"                     \
-  "smlad %[a00], %[wa], %[x0], %[a00]\n\t"              \
   "smlad %[a00], %[va], %[x1], %[a00]\n\t"              \
-  "smlad %[a10], %[wb], %[x0], %[a10]\n\t"              \
+  "smlad %[a01], %[va], %[x3], %[a01]\n\t"              \
+  "sxtb16 %[t], %[vb]\n\t"                              \
+  "smlad %[a10], %[t], %[x0], %[a10]\n\t"               \
+  "smlad %[a11], %[t], %[x2], %[a11]\n\t"               \
+  "sxtb16 %[vb], %[vb], ror #8\n\t"                     \
   "smlad %[a10], %[vb], %[x1], %[a10]\n\t"              \
-  "ldrd %[x0], %[x1], [%[x]], #8\n\t"                   \
-  "smlad %[a01], %[wa], %[x0], %[a01]\n\t"              \
-  "smlad %[a01], %[va], %[x1], %[a01]\n\t"              \
-  "smlad %[a11], %[wb], %[x0], %[a11]\n\t"              \
-  "smlad %[a11], %[vb], %[x1], %[a11]\n\t"
+  "smlad %[a11], %[vb], %[x3], %[a11]\n\t"
 
-EP_HOT static void block_2x2(const uint32_t *x, const uint32_t *w, int groups, int32_t *acc) {
-  int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
-  uint32_t va, vb, wa, wb, x0, x1;
+EP_INLINE void block_2x2(const uint32_t *x, const uint32_t **wp, int groups, int32_t *p00,
+                         int32_t *p01, int32_t *p10, int32_t *p11) {
+  int32_t a00 = *p00, a01 = *p01, a10 = *p10, a11 = *p11;
+  const uint32_t *w = *wp;
+  uint32_t va, vb, x0, x1, x2, x3, t;
   int n = groups;
+  /* groups % 4 first (one, then two groups, from the bits shifted out), then four groups
+   * per loop pass: the loop's SUBS, BNE once per 64 MACs */
   __asm volatile(
       "lsrs %[n], %[n], #1\n\t"
       "bcc 1f\n\t"
       EP_BLOCK_GROUP
       "1:\n\t"
-      "cmp %[n], #0\n\t"
-      "beq 3f\n\t"
+      "lsrs %[n], %[n], #1\n\t"
+      "bcc 2f\n\t"
+      EP_BLOCK_GROUP
+      EP_BLOCK_GROUP
       "2:\n\t"
+      "cmp %[n], #0\n\t"
+      "beq 4f\n\t"
+      "3:\n\t"
+      EP_BLOCK_GROUP
+      EP_BLOCK_GROUP
       EP_BLOCK_GROUP
       EP_BLOCK_GROUP
       "subs %[n], %[n], #1\n\t"
-      "bne 2b\n\t"
-      "3:\n\t"
+      "bne 3b\n\t"
+      "4:\n\t"
       : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [x] "+r"(x),
-        [w] "+r"(w), [n] "+r"(n), [va] "=&r"(va), [vb] "=&r"(vb), [wa] "=&r"(wa),
-        [wb] "=&r"(wb), [x0] "=&r"(x0), [x1] "=&r"(x1)
+        [w] "+r"(w), [n] "+r"(n), [va] "=&r"(va), [vb] "=&r"(vb), [x0] "=&r"(x0),
+        [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [t] "=&r"(t)
       :
       : "cc", "memory");
-  acc[0] = a00; acc[1] = a01; acc[2] = a10; acc[3] = a11;
+  *p00 = a00; *p01 = a01; *p10 = a10; *p11 = a11;
+  *wp = w;
 }
 #else
-EP_HOT static void block_2x2(const uint32_t *x, const uint32_t *w, int groups, int32_t *acc) {
-  int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+EP_INLINE void block_2x2(const uint32_t *x, const uint32_t **wp, int groups, int32_t *p00,
+                         int32_t *p01, int32_t *p10, int32_t *p11) {
+  int32_t a00 = *p00, a01 = *p01, a10 = *p10, a11 = *p11;
+  const uint32_t *w = *wp;
 #pragma GCC unroll 2
   for (int n = groups; n > 0; n--) {
     const uint32_t va = w[0], vb = w[1];
@@ -140,7 +252,8 @@ EP_HOT static void block_2x2(const uint32_t *x, const uint32_t *w, int groups, i
     a11 = ep_smlad(wb02, x10, a11);
     a11 = ep_smlad(wb13, x11, a11);
   }
-  acc[0] = a00; acc[1] = a01; acc[2] = a10; acc[3] = a11;
+  *p00 = a00; *p01 = a01; *p10 = a10; *p11 = a11;
+  *wp = w;
 }
 #endif
 
@@ -190,14 +303,19 @@ void ep_conv_dense_dsp(const ep_window *g, const ep_requant *q_arg, const uint32
     const uint32_t *wc = w;
     int c = 0;
     for (; c + 2 <= oc; c += 2) {
-      int32_t acc[4] = {q->bias[c], q->bias[c], q->bias[c + 1], q->bias[c + 1]};
-      block_2x2(col, wc, groups, acc);
-      wc += 2 * groups;
-      o0[c] = ep_out(q, acc[0], c, EP_CONV_SINGLE_ROUNDING);
-      o0[c + 1] = ep_out(q, acc[2], c + 1, EP_CONV_SINGLE_ROUNDING);
+      int32_t a00 = q->bias[c], a01 = a00, a10 = q->bias[c + 1], a11 = a10;
+      block_2x2(col, &wc, groups, &a00, &a01, &a10, &a11);
+      /* all four requantized before the first store: a byte store may alias the
+       * requantization records, which would otherwise be loaded again for pixel B */
+      const int8_t r00 = ep_out(q, a00, c, EP_CONV_SINGLE_ROUNDING);
+      const int8_t r10 = ep_out(q, a10, c + 1, EP_CONV_SINGLE_ROUNDING);
+      const int8_t r01 = ep_out(q, a01, c, EP_CONV_SINGLE_ROUNDING);
+      const int8_t r11 = ep_out(q, a11, c + 1, EP_CONV_SINGLE_ROUNDING);
+      o0[c] = r00;
+      o0[c + 1] = r10;
       if (two) {
-        o1[c] = ep_out(q, acc[1], c, EP_CONV_SINGLE_ROUNDING);
-        o1[c + 1] = ep_out(q, acc[3], c + 1, EP_CONV_SINGLE_ROUNDING);
+        o1[c] = r01;
+        o1[c + 1] = r11;
       }
     }
     if (c < oc) {

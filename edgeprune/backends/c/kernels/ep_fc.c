@@ -40,6 +40,61 @@ void ep_fc_dense_plain(int batches, int in_n, int out_n, const ep_requant *q_arg
  * w[o][k], w[o+1][k], w[o+2][k], w[o+3][k]. Rows past the last full block: each row's words,
  * its last word zero-padded. */
 /* Four rows o .. o+3 over the first 4 * groups inputs; returns the weight pointer after them. */
+#if EP_HAVE_DSP && defined(__GNUC__)
+/* One group of four inputs: the input word and the four rows' weight words in one run of
+ * loads (LDR, two LDRD: 6 TRM cycles for 5 words), the input's two SXTB16 pairs, then per row
+ * SXTB16, SMLAD, SXTB16 ROR #8, SMLAD through one temporary: 21 instructions, 24 cycles per
+ * 16 MACs (GCC's schedule of the C version below: 23 instructions, 27 cycles). */
+#define EP_ROWS4_GROUP                                   \
+  "ldr %[xv], [%[x]], #4\n\t"                           \
+  "ldrd %[v0], %[v1], [%[w]], #8\n\t"                   \
+  "ldrd %[v2], %[v3], [%[w]], #8\n\t"                   \
+  "sxtb16 %[xe], %[xv]\n\t"                             \
+  "sxtb16 %[xv], %[xv], ror #8\n\t"                     \
+  "sxtb16 %[t], %[v0]\n\t"                              \
+  "smlad %[a0], %[t], %[xe], %[a0]\n\t"                 \
+  "sxtb16 %[v0], %[v0], ror #8\n\t"                     \
+  "smlad %[a0], %[v0], %[xv], %[a0]\n\t"                \
+  "sxtb16 %[t], %[v1]\n\t"                              \
+  "smlad %[a1], %[t], %[xe], %[a1]\n\t"                 \
+  "sxtb16 %[v1], %[v1], ror #8\n\t"                     \
+  "smlad %[a1], %[v1], %[xv], %[a1]\n\t"                \
+  "sxtb16 %[t], %[v2]\n\t"                              \
+  "smlad %[a2], %[t], %[xe], %[a2]\n\t"                 \
+  "sxtb16 %[v2], %[v2], ror #8\n\t"                     \
+  "smlad %[a2], %[v2], %[xv], %[a2]\n\t"                \
+  "sxtb16 %[t], %[v3]\n\t"                              \
+  "smlad %[a3], %[t], %[xe], %[a3]\n\t"                 \
+  "sxtb16 %[v3], %[v3], ror #8\n\t"                     \
+  "smlad %[a3], %[v3], %[xv], %[a3]\n\t"
+
+EP_INLINE const uint32_t *rows4(const int8_t *x, const uint32_t *w, int groups, int32_t *acc) {
+  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+  uint32_t xv, xe, v0, v1, v2, v3, t;
+  int n = groups;
+  /* an odd group first, then two groups per loop pass */
+  __asm volatile(
+      "lsrs %[n], %[n], #1\n\t"
+      "bcc 1f\n\t"
+      EP_ROWS4_GROUP
+      "1:\n\t"
+      "cmp %[n], #0\n\t"
+      "beq 3f\n\t"
+      "2:\n\t"
+      EP_ROWS4_GROUP
+      EP_ROWS4_GROUP
+      "subs %[n], %[n], #1\n\t"
+      "bne 2b\n\t"
+      "3:\n\t"
+      : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(x), [w] "+r"(w),
+        [n] "+r"(n), [xv] "=&r"(xv), [xe] "=&r"(xe), [v0] "=&r"(v0), [v1] "=&r"(v1),
+        [v2] "=&r"(v2), [v3] "=&r"(v3), [t] "=&r"(t)
+      :
+      : "cc", "memory");
+  acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+  return w;
+}
+#else
 EP_HOT static const uint32_t *rows4(const int8_t *x, const uint32_t *wp, int groups, int32_t *acc) {
   int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
   for (int n = groups; n > 0; n--) {
@@ -61,6 +116,7 @@ EP_HOT static const uint32_t *rows4(const int8_t *x, const uint32_t *wp, int gro
   acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
   return wp;
 }
+#endif
 
 void ep_fc_dense_dsp(int batches, int in_n, int out_n, const ep_requant *q_arg, const uint32_t *w,
                      const int8_t *in, int8_t *out) {
@@ -83,10 +139,15 @@ void ep_fc_dense_dsp(int batches, int in_n, int out_n, const ep_requant *q_arg, 
         a2 += xv * (int8_t)((v >> 16) & 0xff);
         a3 += xv * (int8_t)(v >> 24);
       }
-      out[o] = ep_out(q, a0, o, EP_FC_SINGLE_ROUNDING);
-      out[o + 1] = ep_out(q, a1, o + 1, EP_FC_SINGLE_ROUNDING);
-      out[o + 2] = ep_out(q, a2, o + 2, EP_FC_SINGLE_ROUNDING);
-      out[o + 3] = ep_out(q, a3, o + 3, EP_FC_SINGLE_ROUNDING);
+      /* all four before the first store (a byte store may alias the records) */
+      const int8_t r0 = ep_out(q, a0, o, EP_FC_SINGLE_ROUNDING);
+      const int8_t r1 = ep_out(q, a1, o + 1, EP_FC_SINGLE_ROUNDING);
+      const int8_t r2 = ep_out(q, a2, o + 2, EP_FC_SINGLE_ROUNDING);
+      const int8_t r3 = ep_out(q, a3, o + 3, EP_FC_SINGLE_ROUNDING);
+      out[o] = r0;
+      out[o + 1] = r1;
+      out[o + 2] = r2;
+      out[o + 3] = r3;
     }
     for (; o < out_n; o++) {
       const int8_t *x = in;
