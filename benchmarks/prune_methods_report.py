@@ -210,7 +210,9 @@ def density_section(rows):
              "compute than dense training. Training compute x = dense forward MACs x steps / "
              "the MACs of the model as it was at every step (it shrinks at each decision), "
              "from the run's decision log; CPU x = the dense baseline's measured CPU seconds / "
-             "the run's (same machine, shared, so noisy). A channel group with no ReLU after it has "
+             "the run's whole `run_prune` (same machine, shared, so noisy; the run's count also "
+             "holds its fixed costs: graph extraction, the budget probe, the final shrink and "
+             "`torch.export` of shrunk.pt2, which the bare dense training has not). A channel group with no ReLU after it has "
              "no activation density and keeps its width: LeNet-5's convolutions (Caffe's "
              "LeNet-5 has no ReLU after them, and they hold most of its MACs) stay dense, so on "
              "LeNet-5 only fc1 shrinks; LeNet-300-100 has a ReLU after every hidden layer.", ""]
