@@ -71,3 +71,8 @@ def test_committed_rows_are_consistent():
             assert r["train_compute_x"] == pytest.approx(
                 r["train_macs_dense"] / r["train_macs"], rel=1e-3)
             assert r["train_compute_x"] >= 1.0
+
+
+def test_crossing_interpolates_between_neighbours():
+    assert rep.crossing([(80.0, 3.0), (50.0, 0.5)], 1.0) == pytest.approx(56.0)
+    assert rep.crossing([(30.0, 0.1), (50.0, 0.5)], 1.0) is None
