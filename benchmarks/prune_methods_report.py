@@ -256,7 +256,9 @@ def density_section(rows):
             f"{'met' if p >= CLAIM_AD['params_x'] else 'not met'}; ops {m:.2f}x vs up to "
             f"{CLAIM_AD['macs_x']:.0f}x: {'met' if m >= CLAIM_AD['macs_x'] else 'not met'}; "
             f"training compute {t:.2f}x vs {lo}-{hi}x: "
-            f"{'met' if t >= lo else 'not met'}.")
+            f"{'met' if t >= lo else 'not met'}; all at a mean loss of "
+            f"{_ms(r['acc_loss_pt'] for r in rs)[0]:.2f} pt (the paper reports its savings at "
+            "about iso-accuracy).")
         lines += ["", "Commands:", ""] + [f"- `{c}`" for c in _commands(rs)] + [""]
     return lines
 
