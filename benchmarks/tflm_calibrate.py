@@ -229,12 +229,13 @@ def fit_rows(rows, runtime="tflm-cmsis-nn", core="cortex-m4"):
     """{kernel: {term: cycles}}, interpreter {invoke, op}, per-kernel fit statistics."""
     import numpy as np
     from scipy.optimize import nnls
+    from edgeprune.cost.mcu import ISA
     from edgeprune.cost.mcu_terms import TFLM_KERNEL_TERMS, tflm_kernel
     rows = [r for r in rows if r["runtime"] == runtime and r["core"] == core]
     samples = {}
     for r in rows:
         for o in r["operators"]:
-            kern, terms = tflm_kernel(o, runtime)
+            kern, terms = tflm_kernel(o, runtime, ISA[core])
             samples.setdefault(kern, []).append((terms, o["cycles_trm"]))
     coef, stats = {}, {}
     for kern in sorted(samples):

@@ -37,7 +37,7 @@ MAKEFILE = "tensorflow/lite/micro/tools/make/Makefile"
 
 # TFLM's TARGET_ARCH per core: the FPU variants, as an STM32L4 / H7 / U5 and the Alif E3 have one
 TARGET_ARCH = {"cortex-m4": "cortex-m4+fp", "cortex-m7": "cortex-m7+fp", "cortex-m33": "cortex-m33",
-               "cortex-m55": "cortex-m55"}
+               "cortex-m55": "cortex-m55", "cortex-m0plus": "cortex-m0plus"}
 
 # TFLite builtin op -> (TFLM kernel sources, by stem; CMSIS-NN source folders they call)
 OP_KERNELS: Dict[str, tuple] = {
