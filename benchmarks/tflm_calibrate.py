@@ -47,6 +47,7 @@ OUT = HERE / "results" / "tflm_cycle_calibration.json"
 CONSTANTS = REPO / "edgeprune" / "cost" / "tflm_constants.py"
 KEY = ("case", "core", "runtime")
 TARGET = {"cortex-m4": "stm32l4r5-m4", "cortex-m7": "stm32h7a3-m7", "cortex-m33": "stm32u585-m33",
+          "cortex-m0plus": "rp2040-m0plus",
           "cortex-m55": "alif-e3-m55"}
 
 # --------------------------------------------------------------------------------------------
