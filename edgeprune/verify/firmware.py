@@ -225,7 +225,11 @@ volatile uint32_t epv_stamps[EPV_SLOTS];
 __attribute__((noinline)) void epv_hook(int slot) { epv_stamps[slot] = EPV_TIMER_NOW(); }
 
 __attribute__((noinline)) void epv_spin(uint32_t n) {
+#if defined(__thumb2__)
   __asm volatile("1: subs %0, #1\n bne 1b" : "+r"(n) : : "cc");
+#else  /* Armv6-M: GCC assembles Thumb-1 inline asm in divided syntax (sub sets the flags) */
+  __asm volatile("1: sub %0, #1\n bne 1b" : "+r"(n) : : "cc");
+#endif
 }
 
 extern uint32_t __bss_end, __stack_limit;
