@@ -333,8 +333,9 @@ def _mve_kernel(d: dict) -> tuple:
 def tflm_kernel(d: dict, runtime: str = "tflm-cmsis-nn", isa: str = "dsp") -> tuple:
     """(kernel variant, work terms) of one op shape (``tflm_op_shape``) on `runtime`; for
     tflm-cmsis-nn the variants follow the kernel TFLM + CMSIS-NN dispatches to on an Armv7E-M
-    core (`isa` 'dsp'; 'v6m' too: its plain-C paths have the same loop structure), or on an
-    MVE core (`isa` 'mve', the Cortex-M55); for tflm-reference TFLM's reference kernels."""
+    core (`isa` 'dsp'; 'v6m' gets the same variants, CMSIS-NN's plain-C paths dispatch alike:
+    no real-kernel fit for it yet), or on an MVE core (`isa` 'mve', the Cortex-M55); for
+    tflm-reference TFLM's reference kernels."""
     if runtime == "tflm-reference":
         return _reference_kernel(d)
     if isa == "mve":
