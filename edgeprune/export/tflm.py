@@ -592,8 +592,8 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
                                               isa=ISA.get(target.core, "dsp"))
     # the arena edgeprune_model.cc allocates holds the target's need too (on an M55 CMSIS-NN's
     # MVE scratch buffers can exceed what the 64-bit host measured)
-    arena_size = max(arena_size, tflm_memory.align(int(math.ceil(arena_target["total_bytes"]
-                                                                 * (1 + arena_margin)))))
+    arena_size = max(arena_size, tflm_memory.align(int(math.ceil(
+        (arena_target["total_bytes"] + arena_target.get("init_headroom_bytes", 0)) * (1 + arena_margin)))))
     if int4_list:
         # TFLM's reference kernels (the host runtime) unpack int4 filters into an arena scratch
         # buffer as large as the filter; CMSIS-NN's int4 kernels read them packed. The arena in
