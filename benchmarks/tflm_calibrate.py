@@ -47,6 +47,7 @@ OUT = HERE / "results" / "tflm_cycle_calibration.json"
 CONSTANTS = REPO / "edgeprune" / "cost" / "tflm_constants.py"
 KEY = ("case", "core", "runtime")
 TARGET = {"cortex-m4": "stm32l4r5-m4", "cortex-m7": "stm32h7a3-m7", "cortex-m33": "stm32u585-m33",
+          "cortex-m0plus": "rp2040-m0plus",
           "cortex-m55": "alif-e3-m55"}
 
 # --------------------------------------------------------------------------------------------
@@ -229,12 +230,13 @@ def fit_rows(rows, runtime="tflm-cmsis-nn", core="cortex-m4"):
     """{kernel: {term: cycles}}, interpreter {invoke, op}, per-kernel fit statistics."""
     import numpy as np
     from scipy.optimize import nnls
+    from edgeprune.cost.mcu import ISA
     from edgeprune.cost.mcu_terms import TFLM_KERNEL_TERMS, tflm_kernel
     rows = [r for r in rows if r["runtime"] == runtime and r["core"] == core]
     samples = {}
     for r in rows:
         for o in r["operators"]:
-            kern, terms = tflm_kernel(o, runtime)
+            kern, terms = tflm_kernel(o, runtime, ISA[core])
             samples.setdefault(kern, []).append((terms, o["cycles_trm"]))
     coef, stats = {}, {}
     for kern in sorted(samples):

@@ -52,6 +52,7 @@ C_RUNTIME = HERE / "results" / "c_runtime.json"
 KEY = ("model", "core", "runtime")
 MODELS = ("resnet8", "dscnn", "mobilenetv1_025", "fc_autoencoder", "lenet5")
 TARGET = {"cortex-m4": "stm32l4r5-m4", "cortex-m7": "stm32h7a3-m7", "cortex-m33": "stm32u585-m33",
+          "cortex-m0plus": "rp2040-m0plus",
           "cortex-m55": "alif-e3-m55"}
 
 

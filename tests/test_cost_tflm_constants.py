@@ -109,6 +109,42 @@ def test_kernel_dispatch_follows_cmsis_nn():
         assert "call" in names
 
 
+def test_mve_dispatch_follows_cmsis_nn_mve_paths():
+    """On the M55 (MVE) CMSIS-NN runs other loops: 4 rows x 16 lanes in arm_nn_mat_mult_nt_t_s8,
+    no 3x3 depthwise kernel, 124-channel depthwise blocks; the arena has MVE scratch sizes and
+    the fully-connected kernel sums."""
+    def shape(op, i, o, **kw):
+        return {"op": op, "in": list(i), "out": list(o), **kw}
+    one = dict(k=[1, 1], stride=[1, 1], dilation=[1, 1], pad=[0, 0])
+    k, t = tflm_kernel(shape("CONV_2D", (5, 5, 20), (5, 5, 6), **one), isa="mve")
+    # 25 pixels: 6 groups of 4 rows and 1 row alone; 20 columns = 2 trips of 16 lanes
+    assert k == "mve_conv_1x1" and t["q_iters"] == 6 * 6 * 2 and t["s_ch"] == 6
+    assert t["s_tail"] == 6 % 4 and t["rows"] == 1
+    k, t = tflm_kernel(shape("CONV_2D", (5, 5, 3), (5, 5, 4), k=[3, 3], stride=[1, 1],
+                             dilation=[1, 1], pad=[1, 1]), isa="mve")
+    assert k == "mve_conv" and t["q_ch"] == 6 * 4 and t["s_iters"] == 1 * 4 * 2   # 27 cols
+    assert t["ptaps_pad"] == 25 * 9 - 13 * 13
+    dw3 = dict(k=[3, 3], stride=[1, 1], dilation=[1, 1], pad=[1, 1])
+    k, t = tflm_kernel(shape("DEPTHWISE_CONV_2D", (4, 4, 130), (4, 4, 130), **dw3), isa="mve")
+    # 130 channels: blocks of 124 and 6 -> 31 + 2 groups of 4 lanes; 16 pixels = 4 quads
+    assert k == "mve_dwconv" and t["q_grp"] == 4 * 33 and t["s_grp"] == 0 and t["quads"] == 8
+    k, t = tflm_kernel(shape("FULLY_CONNECTED", (1, 1, 33), (1, 1, 10), depth=33, units=10), isa="mve")
+    assert k == "mve_fc" and t["q_iters"] == 2 * 3 and t["s_ch"] == 2
+    for name in ("mve_conv", "mve_dwconv", "mve_fc", "mve_maxpool", "mve_add"):
+        assert name in TFLM_KERNEL_TERMS and "call" in TFLM_KERNEL_TERMS[name]
+    # the DSP dispatch is unchanged by the isa argument's default
+    assert tflm_kernel(shape("FULLY_CONNECTED", (1, 1, 33), (1, 1, 10), depth=33, units=10))[0] == "cm_fc"
+    from edgeprune.backends.tflm import memory as M
+    g = extract(_Net())
+    plan = tflm_plan.lower(g)
+    dsp = M.estimate_arena(g, runtime="tflm-cmsis-nn", plan=plan)
+    mve = M.estimate_arena(g, runtime="tflm-cmsis-nn", plan=plan, isa="mve")
+    conv, dw = [op for op in plan.ops if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D")][:2]
+    assert M._cmsis_scratch_mve(plan, conv) == 4 * 32       # 27 columns -> 32 lanes, 4 columns
+    assert M._cmsis_scratch_mve(plan, dw) == 4 * 124 * 9 and M._cmsis_scratch(plan, dw) == 0
+    assert mve["persistent_bytes"] > dsp["persistent_bytes"]            # fc kernel sums
+
+
 def test_fit_proxy_only_for_cores_on_the_same_path_and_table():
     """M7 / M33 without their own fit borrow the M4's (same CMSIS-NN DSP path, same TRM table in
     verify/cpi.py); the M55 (MVE) and M0+ (plain C) borrow nothing; a core's own fit wins."""
@@ -130,4 +166,7 @@ def test_fit_proxy_only_for_cores_on_the_same_path_and_table():
         assert rep.totals["cycles"] == cost.estimate(g, load_target("stm32l4r5-m4")).totals["cycles"]
         assert any("no fit of cortex-m33's own" in n for n in rep.notes)
     m55 = cost.estimate(g, load_target("alif-e3-m55"))
-    assert not any("fitted on synthetic networks" in n for n in m55.notes)
+    own = "cortex-m55" in T.KERNEL_CYCLES["tflm-cmsis-nn"]       # its own MVE fit, or none
+    assert any("fitted on synthetic networks" in n for n in m55.notes) == own
+    if own:
+        assert set(T.KERNEL_CYCLES["tflm-cmsis-nn"]["cortex-m55"]) >= {"mve_conv", "mve_dwconv", "mve_fc"}

@@ -157,18 +157,73 @@ def test_cli_writes_report_and_refuses_to_overwrite(small_export, tmp_path):
     assert (vout / "verify.json").read_bytes() == before
 
 
-def test_cores_without_a_board_are_refused(small_export, tmp_path):
-    out, _ = small_export
-    p = _cli("verify", str(out), "--qemu", "cortex-m0plus", "-o", str(tmp_path / "v"))
-    assert p.returncode == 2 and "no QEMU board for cortex-m0plus" in p.stderr
-    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "v").exists()
+def test_cores_without_a_board_are_refused(tmp_path):
+    with pytest.raises(boards.NoBoardError, match="no QEMU board for cortex-m3"):
+        boards.board_for("cortex-m3")
     p = _cli("verify", str(tmp_path), "--qemu", "cortex-m4", "-o", str(tmp_path / "v"))
     assert p.returncode == 2 and "not an 'edgeprune export c' output" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "v").exists()
 
 
-def test_boards_cover_the_dsp_cores():
+def test_boards_cover_every_mcu_core():
+    from edgeprune.targets import MCU_CORES
     assert {c: b.machine for c, b in boards.BOARDS.items()} == {
         "cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500", "cortex-m33": "mps2-an505",
-        "cortex-m55": "mps3-an547"}
+        "cortex-m55": "mps3-an547", "cortex-m0plus": "mps2-an385"}
+    assert set(MCU_CORES) == set(boards.BOARDS) and not boards.NO_BOARD
+    assert boards.BOARDS["cortex-m0plus"].cflags[0] == "-mcpu=cortex-m0plus"   # Armv6-M binary
     for b in boards.BOARDS.values():
         assert b.ticks_per_instruction > 2          # the rounding n = round(ticks / r) is exact
+
+
+MVE_ASM = """
+.syntax unified
+.thumb
+.text
+.thumb_func
+f:
+  dlstp.8 lr, r2
+1:
+  vldrb.u8 q0, [r0], #16
+  vmladava.s8 r4, q0, q1
+  vpst
+  vaddt.i32 q0, q0, q1
+  letp lr, 1b
+  bx lr
+"""
+
+
+def test_m55_stream_is_decoded_from_the_elf(tmp_path):
+    """QEMU 7.2's in_asm (capstone) splits each MVE / low-overhead-loop instruction into a
+    `.byte` pair and a bogus 16-bit one; the trace counter re-decodes each block's bytes from
+    the ELF with objdump, so the stream has the real instructions (and their count)."""
+    from edgeprune.verify.cpi import InAsmParser, elf_instructions, instr_cycles
+    src = tmp_path / "t.S"
+    src.write_text(MVE_ASM)
+    elf = tmp_path / "t.elf"
+    subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m55", "-mthumb", "-nostdlib", "-Ttext=0",
+                    "-Wl,-ef", str(src), "-o", str(elf)], check=True, capture_output=True)
+    table = elf_instructions(elf, boards.BOARDS["cortex-m55"].disas_arch)
+    # the loop body block as QEMU's capstone lists it (bytes right, boundaries wrong)
+    qemu_lines = ["IN: ", "0x00000004:  ecb0 1e10  ldc      p14, c1, [r0], #0x40",
+                  "0x00000008:  eef0       .byte    0xf0, 0xee",
+                  "0x0000000a:  0f20       lsrs     r0, r4, #0x1c",
+                  "0x0000000c:  fe71       .byte    0x71, 0xfe",
+                  "0x0000000e:  0f4d       lsrs     r5, r1, #0x1d",
+                  "0x00000010:  ef20 0842  vadd.i32 q0, q0, q1",
+                  "0x00000014:  f01f       .byte    0x1f, 0xf0",
+                  "0x00000016:  c009       stm      r0!, {r0, r3}", ""]
+    for decode, n in ((None, 8), (table, 5)):
+        p = InAsmParser(decode)
+        for line in qemu_lines:
+            p.feed(line)
+        p.flush()
+        assert len(p.blocks[4]) == n
+    block = InAsmParser(table)
+    for line in qemu_lines:
+        block.feed(line)
+    block.flush()
+    mn = [m for _, _, m, _ in block.blocks[4]]
+    assert mn[0].startswith("vldrb") and mn[1].startswith("vmlava")   # objdump names vmladava so and mn[2] == "vpst"
+    assert mn[-1] == "letp" and sum(s for _, s, _, _ in block.blocks[4]) == 0x18 - 4
+    assert instr_cycles("cortex-m55", mn[0], "", False, False) == 2     # one MVE instruction

@@ -14,7 +14,8 @@ def register(sub) -> None:
     p.description = (
         "Build OUT (an 'edgeprune export c' output) into a bare-metal firmware for the QEMU board "
         "of CORE (cortex-m4 = mps2-an386, cortex-m7 = mps2-an500, cortex-m33 = mps2-an505, "
-        "cortex-m55 = mps3-an547), run it with -icount and report the exact instructions per "
+        "cortex-m55 = mps3-an547, cortex-m0plus = its Armv6-M binary on the Cortex-M3 board "
+        "mps2-an385, timed with the M0+ table), run it with -icount and report the exact instructions per "
         "invoke and per layer, cycles through the core's TRM timings, flash and RAM (stack "
         "high-water mark measured on the run), and whether the output bytes equal the host "
         "reference's on the inputs. An 'export tflm' output is built against TFLite-Micro + "
@@ -24,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("export_dir", metavar="OUT",
                    help="an 'edgeprune export c' or 'edgeprune export tflm' output directory")
     p.add_argument("--qemu", required=True, metavar="CORE", choices=CORES,
-                   help="core to emulate: " + ", ".join(CORES[:4]) + " (cortex-m0plus has no board)")
+                   help="core to emulate: " + ", ".join(CORES))
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data", metavar="DATA",
                      help="fashion-mnist | mnist-10k | PATH: run the first test images")

@@ -155,7 +155,7 @@ def tflm_fit(core: str, runtime: str):
 
 def tflm_op_cycles(plan, op, core: str, runtime: str, fit) -> Optional[float]:
     """Cycles of one op from the real-kernel fit (None when its kernel was not measured)."""
-    kern, terms = tflm_kernel(tflm_op_shape(plan, op), runtime)
+    kern, terms = tflm_kernel(tflm_op_shape(plan, op), runtime, ISA.get(core, "dsp"))
     coef = fit[0].get(kern)
     if coef is None:
         return None
@@ -174,7 +174,8 @@ def plan_op_cycles(plan, core: str, runtime: str) -> List[Dict[str, Any]]:
             continue
         c = tflm_op_cycles(plan, op, core, runtime, fit) if fit else None
         measured = c is not None
-        kern = tflm_kernel(tflm_op_shape(plan, op), runtime)[0] if measured else kernel_for(op.opcode, runtime)
+        kern = (tflm_kernel(tflm_op_shape(plan, op), runtime, ISA.get(core, "dsp"))[0] if measured
+                else kernel_for(op.opcode, runtime))
         if c is None:
             c = op_cycles(core, kernel_for(op.opcode, runtime), op_terms(plan, op))
         per_op = fit[1]["op"] if measured else 0.0
@@ -208,7 +209,8 @@ def estimate_mcu(graph, deployment: Deployment, *, lut=None, plan=None,
     clock_khz = float(target.clock_mhz) * 1e3
     plan = plan or tflm_plan.lower(graph)
     flash = tflm_memory.estimate_flash(graph, compression=compression, plan=plan)
-    arena = tflm_memory.estimate_arena(graph, compression=compression, runtime=runtime, plan=plan)
+    arena = tflm_memory.estimate_arena(graph, compression=compression, runtime=runtime, plan=plan,
+                                       isa=ISA.get(core, "dsp"))
 
     fit = tflm_fit(core, runtime)
     ops_by_node: Dict[str, list] = {}

@@ -59,6 +59,17 @@ def eltwise_terms(n: int) -> Dict[str, int]:
 # Which terms each measured kernel is fitted on, by instruction-set family:
 # 'v6m' (Cortex-M0+, no DSP), 'dsp' (M4/M7/M33: Armv7E-M / Armv8-M DSP), 'mve' (M55).
 KERNEL_TERMS = {
+    "mve_conv_1x1": ("q_iters", "q_ch", "s_iters", "s_ch", "s_tail", "rows", "call"),
+    "mve_conv": ("q_iters", "q_ch", "s_iters", "s_ch", "s_tail", "ptaps", "ptap_vec", "ptaps_pad",
+                 "pixels", "call"),
+    "mve_dwconv": ("q_taps", "q_grp", "s_taps", "s_grp", "ptaps", "ptap_vec", "ptaps_pad",
+                   "quads", "call"),
+    "mve_fc": ("q_iters", "q_ch", "s_iters", "s_ch", "call"),
+    "mve_maxpool": ("wvec", "wpos", "pvec", "pixels", "call"),
+    "mve_avgpool": ("wvec", "wpos", "pvec", "pixels", "call"),
+    "mve_add": ("vec4", "call"),
+    "mve_pad": ("outputs", "rows", "call"),
+    "mve_softmax": ("outputs", "call"),
     "ref_conv": ("macs", "taps", "outputs", "call"),
     "ref_dwconv": ("macs", "outputs", "call"),
     "ref_fc": ("macs", "outputs", "call"),
@@ -228,12 +239,107 @@ def _reference_kernel(d: dict) -> tuple:
     return "other", {"outputs": n, "call": 1}
 
 
-def tflm_kernel(d: dict, runtime: str = "tflm-cmsis-nn") -> tuple:
+# CMSIS-NN's MVE paths (ARM_MATH_MVEI): int8 vectors of 16 lanes; the depthwise kernel works
+# on blocks of CH_IN_BLOCK_MVE channels (Include/arm_nnsupportfunctions.h)
+MVE_LANES = 16
+CH_IN_BLOCK_MVE = 124
+
+
+def _mat_mult_nt_t_mve(t: dict, rows: int, oc: int, cols: int, calls: int = 1) -> None:
+    """Adds to `t` the work of `calls` arm_nn_mat_mult_nt_t_s8 calls (MVE) of `rows` lhs rows
+    each: per group of 4 rows, per output channel a 16-lane vmladava loop over the columns
+    (q_iters) and a vector requantisation (q_ch); the rows % 4 left run one at a time (s_iters,
+    s_ch), their requantisation 4 channels at a time, the oc % 4 last channels scalar (s_tail)."""
+    kv = _ceil(cols, MVE_LANES)
+    q, r = calls * (rows // 4), calls * (rows % 4)
+    for k, v in (("q_iters", q * oc * kv), ("q_ch", q * oc), ("s_iters", r * oc * kv),
+                 ("s_ch", r * oc), ("s_tail", r * (oc % 4))):
+        t[k] = t.get(k, 0) + v
+
+
+def _mve_kernel(d: dict) -> tuple:
+    """CMSIS-NN's kernels on a core with MVE (Helium, the Cortex-M55), as TFLM dispatches to
+    them; each term counts one trip of a loop of the MVE source (see _mat_mult_nt_t_mve)."""
+    code = d["op"]
+    oh, ow, oc = d["out"]
+    n = oh * ow * oc
+    pixels = oh * ow
+    if code in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        ih, iw, ic = d["in"]
+        kh, kw = d["k"]
+        sh, sw = d["stride"]
+        ph, pw = d["pad"]
+        taps = _valid_taps(oh, ih, kh, sh, ph) * _valid_taps(ow, iw, kw, sw, pw)
+        ptaps = pixels * kh * kw
+    if code == "CONV_2D":
+        t: Dict[str, int] = {}
+        if (ph, pw) == (0, 0) and (kh, kw) == (1, 1) and tuple(d.get("dilation", (1, 1))) == (1, 1):
+            # arm_convolve_1x1_s8_fast: one call over all pixels (stride 1); arm_convolve_1x1_s8:
+            # one call per output row
+            calls, rows = (1, pixels) if (sh, sw) == (1, 1) else (oh, ow)
+            _mat_mult_nt_t_mve(t, rows, oc, ic, calls)
+            t.update(rows=calls, call=1)
+            return "mve_conv_1x1", t
+        # arm_convolve_s8: per output pixel an int8 im2col (one arm_memcpy_s8 or arm_memset_s8
+        # of in_c bytes, 16 per trip, per filter position), every 4 pixels an
+        # arm_nn_mat_mult_nt_t_s8 call, the pixels % 4 left in a last one
+        _mat_mult_nt_t_mve(t, 4, oc, kh * kw * ic, pixels // 4)
+        _mat_mult_nt_t_mve(t, pixels % 4, oc, kh * kw * ic, 1)
+        t.update(ptaps=ptaps, ptap_vec=ptaps * _ceil(ic, MVE_LANES), ptaps_pad=ptaps - taps,
+                 pixels=pixels, call=1)
+        return "mve_conv", t
+    if code == "DEPTHWISE_CONV_2D":
+        # arm_depthwise_conv_s8_opt (MVE; the 3x3 kernel is DSP-only): per block of 124
+        # channels, per output pixel an int8 im2col of the window (arm_memcpy_s8 / memset per
+        # filter position), every 4 pixels arm_nn_depthwise_conv_nt_t_s8 (per 4 channels a loop
+        # over the filter positions, then 4 requantisations), the pixels % 4 left one by one
+        blocks = [min(CH_IN_BLOCK_MVE, oc - b) for b in range(0, oc, CH_IN_BLOCK_MVE)]
+        grp = sum(_ceil(a, 4) for a in blocks)
+        q, r = pixels // 4, pixels % 4
+        return "mve_dwconv", {
+            "q_taps": q * grp * kh * kw, "q_grp": q * grp, "s_taps": r * grp * kh * kw,
+            "s_grp": r * grp, "ptaps": ptaps * len(blocks),
+            "ptap_vec": ptaps * sum(_ceil(a, MVE_LANES) for a in blocks),
+            "ptaps_pad": (ptaps - taps) * len(blocks), "quads": q * len(blocks), "call": 1}
+    if code == "FULLY_CONNECTED":
+        # arm_nn_vec_mat_mult_t_s8 (MVE): 4 weight rows at a time over 16-lane column trips,
+        # the units % 4 left one at a time (kernel sums precomputed in Prepare)
+        depth, units = d["depth"], d["units"]
+        kv = _ceil(depth, MVE_LANES)
+        return "mve_fc", {"q_iters": (units // 4) * kv, "q_ch": units // 4,
+                          "s_iters": (units % 4) * kv, "s_ch": units % 4, "call": 1}
+    if code in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+        # arm_max_pool_s8: per output pixel, per window position a 16-lane compare (or copy)
+        # pass over the channels, then a clamp pass; arm_avgpool_s8: per pixel, per 16
+        # channels, a loop over the window positions, then 16 divisions
+        kh, kw = d["k"]
+        cv = _ceil(oc, MVE_LANES)
+        kern = "mve_maxpool" if code == "MAX_POOL_2D" else "mve_avgpool"
+        return kern, {"wvec": pixels * kh * kw * cv, "wpos": pixels * kh * kw,
+                      "pvec": pixels * cv, "pixels": pixels, "call": 1}
+    if code == "ADD":
+        # arm_elementwise_add_s8 (MVE): 4 elements (int32 lanes) per trip, tail predicated
+        return "mve_add", {"vec4": _ceil(n, 4), "call": 1}
+    if code == "PAD":
+        # arm_pad_s8: per input row an arm_memset_s8 / arm_memcpy_s8 (16 bytes per trip)
+        return "mve_pad", {"outputs": n, "rows": d["in"][0], "call": 1}
+    if code == "SOFTMAX":
+        return "mve_softmax", {"outputs": n, "call": 1}
+    if code in ("RESHAPE", "CONCATENATION"):
+        return "copy", {"outputs": n, "call": 1}
+    return "other", {"outputs": n, "call": 1}
+
+
+def tflm_kernel(d: dict, runtime: str = "tflm-cmsis-nn", isa: str = "dsp") -> tuple:
     """(kernel variant, work terms) of one op shape (``tflm_op_shape``) on `runtime`; for
     tflm-cmsis-nn the variants follow the kernel TFLM + CMSIS-NN dispatches to on an Armv7E-M
-    core, for tflm-reference TFLM's reference kernels."""
+    core (`isa` 'dsp'; 'v6m' gets the same variants, CMSIS-NN's plain-C paths dispatch alike:
+    no real-kernel fit for it yet), or on an MVE core (`isa` 'mve', the Cortex-M55); for
+    tflm-reference TFLM's reference kernels."""
     if runtime == "tflm-reference":
         return _reference_kernel(d)
+    if isa == "mve":
+        return _mve_kernel(d)
     code = d["op"]
     oh, ow, oc = d["out"]
     n = oh * ow * oc
@@ -281,6 +387,17 @@ TFLM_KERNEL_TERMS = {
     "cm_add": ("outputs", "tail4", "call"),
     "cm_pad": ("outputs", "rows", "call"),
     "cm_softmax": ("outputs", "call"),
+    "mve_conv_1x1": ("q_iters", "q_ch", "s_iters", "s_ch", "s_tail", "rows", "call"),
+    "mve_conv": ("q_iters", "q_ch", "s_iters", "s_ch", "s_tail", "ptaps", "ptap_vec", "ptaps_pad",
+                 "pixels", "call"),
+    "mve_dwconv": ("q_taps", "q_grp", "s_taps", "s_grp", "ptaps", "ptap_vec", "ptaps_pad",
+                   "quads", "call"),
+    "mve_fc": ("q_iters", "q_ch", "s_iters", "s_ch", "call"),
+    "mve_maxpool": ("wvec", "wpos", "pvec", "pixels", "call"),
+    "mve_avgpool": ("wvec", "wpos", "pvec", "pixels", "call"),
+    "mve_add": ("vec4", "call"),
+    "mve_pad": ("outputs", "rows", "call"),
+    "mve_softmax": ("outputs", "call"),
     "ref_conv": ("macs", "taps", "outputs", "call"),
     "ref_dwconv": ("macs", "taps", "outputs", "call"),
     "ref_fc": ("macs", "outputs", "call"),

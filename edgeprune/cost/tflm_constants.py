@@ -84,6 +84,78 @@ KERNEL_CYCLES = {
                 'call': 235.3499,
             },
         },
+        'cortex-m55': {
+            'copy': {
+                'outputs': 0.6238,
+                'call': 239.9371,
+            },
+            'mve_add': {
+                'vec4': 96.0,
+                'call': 1077.0,
+            },
+            'mve_avgpool': {
+                'wvec': 39.4138,
+                'wpos': 3.4816,
+                'pvec': 415.2661,
+                'pixels': 17.0048,
+                'call': 662.6637,
+            },
+            'mve_conv': {
+                'q_iters': 22.7797,
+                'q_ch': 82.0822,
+                's_iters': 13.6045,
+                's_ch': 0.9628,
+                's_tail': 0.0,
+                'ptaps': 22.1723,
+                'ptap_vec': 8.5798,
+                'ptaps_pad': 0.0,
+                'pixels': 146.1864,
+                'call': 1348.8845,
+            },
+            'mve_conv_1x1': {
+                'q_iters': 21.8965,
+                'q_ch': 87.1804,
+                's_iters': 19.7006,
+                's_ch': 0.0,
+                's_tail': 218.831,
+                'rows': 698.9946,
+                'call': 38.5546,
+            },
+            'mve_dwconv': {
+                'q_taps': 26.4381,
+                'q_grp': 217.4888,
+                's_taps': 8.8031,
+                's_grp': 107.2837,
+                'ptaps': 24.5727,
+                'ptap_vec': 6.792,
+                'ptaps_pad': 1.7419,
+                'quads': 260.652,
+                'call': 1278.2292,
+            },
+            'mve_fc': {
+                'q_iters': 49.0,
+                'q_ch': 99.868,
+                's_iters': 21.0199,
+                's_ch': 65.4024,
+                'call': 742.5798,
+            },
+            'mve_maxpool': {
+                'wvec': 19.4743,
+                'wpos': 30.0303,
+                'pvec': 48.1005,
+                'pixels': 0.0,
+                'call': 715.2229,
+            },
+            'mve_pad': {
+                'outputs': 0.3941,
+                'rows': 54.2976,
+                'call': 472.9383,
+            },
+            'mve_softmax': {
+                'outputs': 632.7059,
+                'call': 291.6925,
+            },
+        },
     },
     'tflm-reference': {
         'cortex-m4': {
@@ -139,6 +211,10 @@ INTERPRETER_CYCLES = {
     'tflm-cmsis-nn': {
         'cortex-m4': {
             'invoke': 145.0,
+            'op': 140.0,
+        },
+        'cortex-m55': {
+            'invoke': 148.0,
             'op': 140.0,
         },
     },
@@ -208,6 +284,62 @@ FIT = {
                 'samples': 8,
                 'max_rel_error': 0.0187,
                 'mean_abs_rel_error': 0.0092,
+            },
+            'interpreter': {
+                'samples': 16,
+                'max_abs_error_cycles': 0.0,
+            },
+        },
+        'cortex-m55': {
+            'copy': {
+                'samples': 8,
+                'max_rel_error': 0.0193,
+                'mean_abs_rel_error': 0.0109,
+            },
+            'mve_add': {
+                'samples': 6,
+                'max_rel_error': 0.0,
+                'mean_abs_rel_error': 0.0,
+            },
+            'mve_avgpool': {
+                'samples': 8,
+                'max_rel_error': 0.0093,
+                'mean_abs_rel_error': 0.0035,
+            },
+            'mve_conv': {
+                'samples': 19,
+                'max_rel_error': 0.03,
+                'mean_abs_rel_error': 0.0056,
+            },
+            'mve_conv_1x1': {
+                'samples': 20,
+                'max_rel_error': 0.0436,
+                'mean_abs_rel_error': 0.0084,
+            },
+            'mve_dwconv': {
+                'samples': 15,
+                'max_rel_error': 0.0055,
+                'mean_abs_rel_error': 0.0013,
+            },
+            'mve_fc': {
+                'samples': 24,
+                'max_rel_error': 0.002,
+                'mean_abs_rel_error': 0.0007,
+            },
+            'mve_maxpool': {
+                'samples': 7,
+                'max_rel_error': 0.0469,
+                'mean_abs_rel_error': 0.0268,
+            },
+            'mve_pad': {
+                'samples': 6,
+                'max_rel_error': 0.033,
+                'mean_abs_rel_error': 0.0183,
+            },
+            'mve_softmax': {
+                'samples': 6,
+                'max_rel_error': 0.01,
+                'mean_abs_rel_error': 0.0048,
             },
             'interpreter': {
                 'samples': 16,

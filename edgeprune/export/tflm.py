@@ -584,9 +584,16 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     arena_est = tflm_memory.estimate_arena(graph, compression=compression or None, plan=plan,
                                            abi="host64", int4=int4_list)
     # the arena on the 32-bit target (arena_used_bytes() after AllocateTensors(), TFLM +
-    # CMSIS-NN on a Cortex-M with DSP; benchmarks/tflm_target.py measures it on QEMU)
+    # CMSIS-NN on the target's core: DSP, or MVE with its larger scratch buffers;
+    # benchmarks/tflm_target.py and tflm_qemu.py measure it on QEMU)
+    from ..cost.mcu import ISA
     arena_target = tflm_memory.estimate_arena(graph, compression=compression or None, plan=plan,
-                                              abi="arm32", runtime="tflm-cmsis-nn", int4=int4_list)
+                                              abi="arm32", runtime="tflm-cmsis-nn", int4=int4_list,
+                                              isa=ISA.get(target.core, "dsp"))
+    # the arena edgeprune_model.cc allocates holds the target's need too (on an M55 CMSIS-NN's
+    # MVE scratch buffers can exceed what the 64-bit host measured)
+    arena_size = max(arena_size, tflm_memory.align(int(math.ceil(
+        (arena_target["total_bytes"] + arena_target.get("init_headroom_bytes", 0)) * (1 + arena_margin)))))
     if int4_list:
         # TFLM's reference kernels (the host runtime) unpack int4 filters into an arena scratch
         # buffer as large as the filter; CMSIS-NN's int4 kernels read them packed. The arena in

@@ -13,16 +13,17 @@ Timer clocks (checked on QEMU 7.2 with that loop; the numbers are QEMU's board m
 - MPS3 AN547 (SSE-300): the SSE-300 system timer 0 at 0x48000000 counts the system counter
   (32 MHz in QEMU's model), counting up, once the counter is enabled (CNTCR at 0x58100000).
 
-Cores without a board: the Cortex-M0+ (rp2040-m0plus). QEMU's only Armv6-M board with usable
-memory is none (the micro:bit's nRF51 has 16 KB of RAM); an Armv6-M binary runs on the M3 board
-mps2-an385, but that would time a different core's pipeline and is not offered as a
-verification. M0+ targets are costed by the model alone (cost/mcu.py, constants from
-benchmarks/mcu_kernel_icount.py, which does run the Armv6-M kernels on mps2-an385).
+The Cortex-M0+ (rp2040-m0plus) has no board of its own: QEMU's only Armv6-M machine, the
+micro:bit (Cortex-M0), has 16 KB of RAM. Armv6-M is a subset of Armv7-M, so the M0+ binary
+(built with -mcpu=cortex-m0plus: TFLM's plain-C CMSIS-NN paths) runs unchanged on the
+Cortex-M3 board mps2-an385 (CMSDK timer 0 at 0x40000000, 25 MHz, as on the AN386): the executed
+instructions are the M0+'s, and cpi.py times them with the Cortex-M0+ TRM table, not the M3's
+pipeline. Every core of targets/mcu has a board here (NO_BOARD is empty).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 from ..errors import EdgepruneError
 
@@ -45,6 +46,11 @@ class Board:
     timer_base: int
     timer_hz: int
     cflags: Tuple[str, ...]         # -mcpu / -mthumb as the export compiles the model
+    # objdump -m architecture to decode the executed stream from the ELF, where QEMU's own
+    # disassembler (capstone, in -d in_asm) does not know the core's instructions (cpi.redecode)
+    disas_arch: Optional[str] = None
+    # (origin, bytes) of a memory for .rodata (the model's weights) when the code memory is small
+    const_region: Optional[Tuple[int, int]] = None
 
     @property
     def ticks_per_instruction(self) -> float:
@@ -59,15 +65,17 @@ BOARDS: Dict[str, Board] = {
     # AN505 runs secure: code in the secure alias of SSRAM1, data in that of SSRAM2/3
     "cortex-m33": Board("cortex-m33", "mps2-an505", 0x10000000, 4 << 20, 0x38000000, 2 << 20,
                         "cmsdk", 0x40000000, 20_000_000, ("-mcpu=cortex-m33", "-mthumb")),
-    # AN547: ITCM (code and constants) and DTCM (data), 512 KB each
+    # the Armv6-M binary on the Cortex-M3 board (see the module docstring)
+    "cortex-m0plus": Board("cortex-m0plus", "mps2-an385", 0x00000000, 4 << 20, 0x20000000, 4 << 20,
+                           "cmsdk", 0x40000000, 25_000_000, ("-mcpu=cortex-m0plus", "-mthumb")),
+    # AN547: code in the ITCM (512 KB), data in the DTCM (512 KB), read-only data (weights) in
+    # the 2 MB SRAM at 0x01000000 (QEMU's AN547 memory map; timing is not modelled by -icount)
     "cortex-m55": Board("cortex-m55", "mps3-an547", 0x00000000, 512 << 10, 0x20000000, 512 << 10,
-                        "sse", 0x48000000, 32_000_000, ("-mcpu=cortex-m55", "-mthumb")),
+                        "sse", 0x48000000, 32_000_000, ("-mcpu=cortex-m55", "-mthumb"),
+                        disas_arch="armv8.1-m.main", const_region=(0x01000000, 2 << 20)),
 }
 
-NO_BOARD = {
-    "cortex-m0plus": "QEMU has no Armv6-M board with enough memory (the micro:bit has 16 KB of "
-                     "RAM); M0+ targets are costed by the cost model only",
-}
+NO_BOARD: Dict[str, str] = {}
 
 
 def board_for(core: str) -> Board:

@@ -101,12 +101,53 @@ def parse_in_asm(log_text: str):
     return p.blocks
 
 
-class InAsmParser:
-    """Incremental parser of QEMU's ``-d in_asm`` output (one translated block per ``IN:``)."""
+_OBJDUMP = re.compile(r"^\s*([0-9a-f]+):\s+((?:[0-9a-f]{4}\s?){1,2})\s+(\S+)\s*(.*)$")
 
-    def __init__(self):
+
+def elf_instructions(elf, arch: str) -> Dict[int, Tuple[int, str, str]]:
+    """{pc: (size, mnemonic, operands)} of every instruction of `elf`'s code, decoded by
+    binutils' objdump for `arch` (``-m armv8.1-m.main`` decodes MVE and the low-overhead loops,
+    which the capstone disassembler of QEMU 7.2's ``-d in_asm`` does not: it splits each of those
+    32-bit instructions into a ``.byte`` pair and a bogus 16-bit one)."""
+    import subprocess
+    from .firmware import tool
+    out = subprocess.run([tool("arm-none-eabi-objdump"), "-d", "-m", arch, str(elf)],
+                         capture_output=True, text=True, check=True).stdout
+    table: Dict[int, Tuple[int, str, str]] = {}
+    for line in out.splitlines():
+        mt = _OBJDUMP.match(line)
+        if not mt or mt.group(3).startswith("."):
+            continue
+        size = len(mt.group(2).replace(" ", "")) // 2
+        ops = mt.group(4).split("@")[0].split(";")[0].strip()
+        table[int(mt.group(1), 16)] = (size, mt.group(3), ops)
+    return table
+
+
+def redecode(block: list, table: Dict[int, Tuple[int, str, str]]) -> list:
+    """A QEMU in_asm block re-decoded from `table` (elf_instructions): QEMU lists the block's
+    bytes exactly, only the instruction boundaries and mnemonics of its disassembler can be
+    wrong. The block is kept as QEMU listed it when `table` does not cover it exactly."""
+    start = block[0][0]
+    end = block[-1][0] + block[-1][1]
+    out, pc = [], start
+    while pc < end:
+        ins = table.get(pc)
+        if ins is None:
+            return block
+        out.append((pc, ins[0], ins[1], ins[2]))
+        pc += ins[0]
+    return out if pc == end else block
+
+
+class InAsmParser:
+    """Incremental parser of QEMU's ``-d in_asm`` output (one translated block per ``IN:``);
+    with `decode` (elf_instructions), each block is re-decoded from the ELF (see redecode)."""
+
+    def __init__(self, decode: Optional[Dict[int, Tuple[int, str, str]]] = None):
         self.blocks: Dict[int, list] = {}
         self._cur: Optional[list] = None
+        self.decode = decode
 
     def feed(self, line: str) -> bool:
         """Consume `line` if it belongs to an in_asm block; returns whether it did."""
@@ -126,6 +167,8 @@ class InAsmParser:
 
     def flush(self) -> None:
         if self._cur:
+            if self.decode is not None:
+                self._cur = redecode(self._cur, self.decode)
             self.blocks.setdefault(self._cur[0][0], self._cur)
         self._cur = None
 
@@ -135,7 +178,8 @@ class TraceCounter:
     cut into segments at every entry to `mark_pc` (segment k starts at the k-th entry;
     segment -1 is everything before the first)."""
 
-    def __init__(self, core: str, mark_pc: int, call_site: Optional[Tuple[int, int]] = None):
+    def __init__(self, core: str, mark_pc: int, call_site: Optional[Tuple[int, int]] = None,
+                 decode: Optional[Dict[int, Tuple[int, str, str]]] = None):
         """call_site: [start, end) of a function whose indirect calls (``blx rN``) start the
         spans to attribute separately (TFLM's MicroInterpreterGraph::InvokeSubgraph calling
         each operator's invoke): span k runs from the callee's first block to the return."""
@@ -144,7 +188,7 @@ class TraceCounter:
         self._ret: Optional[int] = None
         self.core = core
         self.mark_pc = mark_pc & ~1
-        self.asm = InAsmParser()
+        self.asm = InAsmParser(decode)
         self.seg = -1
         self.insns: Dict[int, int] = {}
         self.cycles: Dict[int, int] = {}

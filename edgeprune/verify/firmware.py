@@ -33,7 +33,7 @@ LINKER_SCRIPT = """\
 /* edgeprune verify: {machine} ({core}) */
 MEMORY {{
   FLASH (rx) : ORIGIN = 0x{flash_origin:08x}, LENGTH = {flash_bytes}
-  RAM (rwx)  : ORIGIN = 0x{ram_origin:08x}, LENGTH = {ram_bytes}
+  RAM (rwx)  : ORIGIN = 0x{ram_origin:08x}, LENGTH = {ram_bytes}{const_region}
 }}
 ENTRY(epv_reset)
 SECTIONS {{
@@ -43,7 +43,7 @@ SECTIONS {{
     KEEP(*(.init)) KEEP(*(.fini))
     . = ALIGN(4);
   }} > FLASH
-  .rodata : {{ *(.rodata*) . = ALIGN(4); }} > FLASH
+  .rodata : {{ *(.rodata*) . = ALIGN(4); }} > {const_name}
   .ARM.extab : {{ *(.ARM.extab* .gnu.linkonce.armextab.*) }} > FLASH
   .ARM.exidx : {{ __exidx_start = .; *(.ARM.exidx*) __exidx_end = .; }} > FLASH
   .init_array : {{
@@ -66,10 +66,16 @@ STACK_BYTES = 64 << 10
 
 
 def linker_script(board: Board) -> str:
+    const_region, const_name = "", "FLASH"
+    if board.const_region is not None:       # read-only data in a memory of its own
+        const_region = (f"\n  CONST (r)  : ORIGIN = 0x{board.const_region[0]:08x}, "
+                        f"LENGTH = {board.const_region[1]}")
+        const_name = "CONST"
     return LINKER_SCRIPT.format(machine=board.machine, core=board.core,
                                 flash_origin=board.flash_origin, flash_bytes=board.flash_bytes,
                                 ram_origin=board.ram_origin, ram_bytes=board.ram_bytes,
-                                stack_bytes=STACK_BYTES)
+                                stack_bytes=STACK_BYTES, const_region=const_region,
+                                const_name=const_name)
 
 
 def timer_header(board: Board) -> str:
@@ -219,7 +225,11 @@ volatile uint32_t epv_stamps[EPV_SLOTS];
 __attribute__((noinline)) void epv_hook(int slot) { epv_stamps[slot] = EPV_TIMER_NOW(); }
 
 __attribute__((noinline)) void epv_spin(uint32_t n) {
+#if defined(__thumb2__)
   __asm volatile("1: subs %0, #1\n bne 1b" : "+r"(n) : : "cc");
+#else  /* Armv6-M: GCC assembles Thumb-1 inline asm in divided syntax (sub sets the flags) */
+  __asm volatile("1: sub %0, #1\n bne 1b" : "+r"(n) : : "cc");
+#endif
 }
 
 extern uint32_t __bss_end, __stack_limit;

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..errors import EdgepruneError
 from .boards import ICOUNT_SHIFT, Board
-from .cpi import TraceCounter
+from .cpi import TraceCounter, elf_instructions
 from .firmware import tool
 
 TIMEOUT_S = 1800
@@ -82,7 +82,8 @@ def run_trace(board: Board, elf: Path, mark_pc: int, timeout: int = TIMEOUT_S,
     block logged) and count instructions and TRM cycles between entries to `mark_pc`."""
     import os
     import tempfile
-    counter = TraceCounter(board.core, mark_pc, call_site)
+    decode = elf_instructions(elf, board.disas_arch) if board.disas_arch else None
+    counter = TraceCounter(board.core, mark_pc, call_site, decode)
     out = Output()
     with tempfile.TemporaryDirectory(prefix="edgeprune-trace-") as d:
         fifo = os.path.join(d, "trace")

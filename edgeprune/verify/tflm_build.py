@@ -37,12 +37,15 @@ MAKEFILE = "tensorflow/lite/micro/tools/make/Makefile"
 
 # TFLM's TARGET_ARCH per core: the FPU variants, as an STM32L4 / H7 / U5 and the Alif E3 have one
 TARGET_ARCH = {"cortex-m4": "cortex-m4+fp", "cortex-m7": "cortex-m7+fp", "cortex-m33": "cortex-m33",
-               "cortex-m55": "cortex-m55"}
+               "cortex-m55": "cortex-m55", "cortex-m0plus": "cortex-m0plus"}
 
 # TFLite builtin op -> (TFLM kernel sources, by stem; CMSIS-NN source folders they call)
 OP_KERNELS: Dict[str, tuple] = {
     "CONV_2D": (("conv", "conv_common"), ("ConvolutionFunctions",)),
-    "DEPTHWISE_CONV_2D": (("depthwise_conv", "depthwise_conv_common"), ("ConvolutionFunctions",)),
+    # TransposeFunctions: the MVE wrapper turns a one-input-channel depthwise conv into a conv
+    # (arm_depthwise_conv_to_conv_s8 -> arm_transpose_s8; other cores build it, never link it)
+    "DEPTHWISE_CONV_2D": (("depthwise_conv", "depthwise_conv_common"),
+                          ("ConvolutionFunctions", "TransposeFunctions")),
     "FULLY_CONNECTED": (("fully_connected", "fully_connected_common"), ("FullyConnectedFunctions",)),
     "MAX_POOL_2D": (("pooling", "pooling_common"), ("PoolingFunctions",)),
     "AVERAGE_POOL_2D": (("pooling", "pooling_common"), ("PoolingFunctions",)),
