@@ -151,10 +151,11 @@ def select_verilog(name: str, k: int, sf: int) -> str:
     """The folded MVU's input selection (verilog.input_select, the same lines) on its own."""
     from edgeprune.backends.rtl.verilog import input_select
     sw = max(1, (sf - 1).bit_length())
+    sel = input_select("o", "cbuf", "sf", k, sf, "    ")
+    body = (f"  always @(posedge clk) {sel[0].strip()}" if len(sel) == 1 else
+            "  always @(posedge clk) begin\n" + "\n".join(sel) + "\n  end")
     return (f"module ep_{name} (input clk, input [{k * sf - 1}:0] cbuf, input [{sw - 1}:0] sf,"
-            f" output reg [{k - 1}:0] o);\n  always @(posedge clk) begin\n"
-            + "\n".join(input_select("o", "cbuf", "sf", k, sf, "    "))
-            + "\n  end\nendmodule\n")
+            f" output reg [{k - 1}:0] o);\n{body}\nendmodule\n")
 
 
 def synth_select(name: str, k: int, sf: int, family: str) -> dict:
