@@ -119,6 +119,9 @@ def export_rtl(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
     dep = as_deployment(deployment)
     require_kind(dep.target, "fpga", "the RTL export", "use 'edgeprune export tflm' for MCU targets")
     family_of(dep.target)
+    if dep.input_bits != 8:
+        raise RtlExportError(f"the RTL export takes uint8 pixels (input bits 8), not "
+                             f"{dep.input_bits}")
     from ..backends.rtl.plan import check_graph
     check_graph(extract(model), attributes=True)
     if style == "folded" and not allow_overflow:
