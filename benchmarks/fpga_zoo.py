@@ -277,9 +277,10 @@ def write_md(rows):
             f"{cs} | {100 * r['accuracy_quant']:.1f} % ({r.get('qat_epochs')} ep. x "
             f"{r.get('qat_steps_per_epoch') or 'all'} steps) |")
     lines += ["", "C-sim build: seconds of hls4ml's g++ build (`build_lib.sh`) of the row's run, "
-              "and the hls4ml kernels of its conv/dense layers. Rows without a build time are "
-              "from before the kernel choice of `edgeprune/export/hls.py` (`choose_strategy`): "
-              "large layers then used hls4ml's `Resource_Unrolled` kernel, one generated C++ "
+              "and the hls4ml kernels of its conv/dense layers. A row without a build time is "
+              "from a run before the export returned it (`f0f9178`). Before the kernel choice "
+              "of `edgeprune/export/hls.py` (`choose_strategy`), "
+              "large layers used hls4ml's `Resource_Unrolled` kernel, one generated C++ "
               "statement per non-zero weight in one function (lenet300100: a 41 MB "
               "`nnet_code_gen.h`), whose g++ build did not finish within their runs' timeouts "
               "at -O3, nor in 565 s at -O0 (`g++ -O0 -fPIC -std=c++23 -Ifirmware/ap_types/ -c "
@@ -308,6 +309,19 @@ def write_md(rows):
                 f"{p['fps_bound']:,.0f} img/s on {p['board']}: ratio "
                 f"{r['estimate_over_published']}. The {p['issue_quote_fps']:,} img/s of issue 13: "
                 f"{p['issue_quote_note']}. {r['note']}. Command: `{r['command']}`.")
+        ex = [x for x in rows if x["model"] == "lfc" and x.get("input_bits") == 1
+              and x.get("csim")]
+        if ex:
+            x = ex[0]
+            lines.append("")
+            lines.append(
+                f"The 1-bit-input LFC exported (row `lfc` W1A1 (1-bit input) above: pixels "
+                f"binarized on the host, the first layer XNOR-popcount too, FINN project "
+                f"generated and schema-checked): {x['fps_estimate']:,.0f} img/s est. from the "
+                f"folding of the exported design ({x['lut']:,} LUT, {x['bram18']} BRAM18), "
+                f"QONNX = Brevitas max |diff| {x['qonnx_vs_brevitas']['max_abs_diff']:g} on "
+                f"{x['qonnx_vs_brevitas']['images']}, C-sim {x['csim']['exact_images']}/"
+                f"{x['csim']['images']}. Command: `{x['command']}`.")
     (RESULTS / "fpga_zoo.md").write_text("\n".join(lines) + "\n")
 
 
