@@ -139,7 +139,11 @@ def _cell(r) -> str:
     if r.get("fits"):
         fmax = f"Fmax {r['fmax_mhz']} MHz" if r.get("fmax_mhz") else "Fmax n/a"
         at_fmax = f", {r['fps_at_fmax']:,.0f} @Fmax" if r.get("fps_at_fmax") else ""
-        return (f"LUT {r['lut']:,}, FF {r['ff']:,}, BRAM {r['bram']}, DSP {r['dsp']}; {fmax}; "
+        ep = r.get("rtl_estimate_plan") or {}
+        est = (f" (est. {ep['lut']:,} / {ep['ff']:,} / {ep['bram']} / {ep['dsp']})"
+               if "lut" in ep else "")
+        return (f"LUT {r['lut']:,}, FF {r['ff']:,}, BRAM {r['bram']}, DSP {r['dsp']}{est}; "
+                f"{fmax}; "
                 f"II {r['ii_measured']:,} / latency {r.get('latency_measured') or 0:,} cycles; "
                 f"{r['fps_at_clock']:,.0f} FPS{at_fmax}")
     e = r.get("error", "")
@@ -208,7 +212,9 @@ def main() -> int:
           "nextpnr-ice40; none for xc7, whose only open place and route (nextpnr-xilinx with "
           "prjxray) is not installed here, so FPS @Fmax is iCE40 only. Cycles: II (cycles per "
           "image in steady state, Verilator-measured, = the cycle model in brackets) and latency "
-          "(first pixel in to result out). LC: iCE40 logic cells placed by nextpnr; est.: the "
+          "(first pixel in to result out). est. (plan): the RTL cost model's figures of the design "
+          "as built (backends/rtl/cost.py, xc7: LUT6 / FF / RAMB18 / DSP48E1), against yosys's "
+          "LUT / FF / BRAM / DSP of the same row. LC: iCE40 logic cells placed by nextpnr; est.: the "
           "RTL cost model's LUT4 + DFF of the same design (backends/rtl/cost.py), the figure "
           "`prune --target ice40-up5k --budget lut=...` checks (budget: from the layer graph; "
           "plan: from the units as built; as of the calibration when the row was run). A design "
@@ -217,18 +223,21 @@ def main() -> int:
           "(recomputed from the current calibration by `benchmarks/rtl_lenet5.py "
           "--report-only`).", "",
           "| model | target | style | fits | params (non-zero) | LUT | FF | "
+          "est. LUT / FF / BRAM / DSP (plan) | "
           "LC placed (est. budget / plan) | BRAM | DSP | Fmax MHz | II cycles (model) | "
           "latency cycles | FPS @clock | FPS @Fmax | bit-exact | accuracy | command |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         if r.get("fits"):
             eb, ep = r.get("rtl_estimate_budget") or {}, r.get("rtl_estimate_plan") or {}
             lc = (f"{r['logic_cells_placed']} ({eb.get('cells', '-')} / {ep.get('cells', '-')})"
                   if r.get("logic_cells_placed") else "-")
             fmax = r["fmax_mhz"] if r.get("fmax_mhz") else "n/a (no xc7 P&R)"
+            pe = (f"{ep['lut']} / {ep['ff']} / {ep['bram']} / {ep['dsp']}" if "lut" in ep
+                  else "-")
             md.append(f"| {r['model']} | {r['target']} | {r['style']} | yes | "
                       f"{r.get('params_nonzero', '-')} | {r['lut']} | "
-                      f"{r['ff']} | {lc} | {r['bram']} | {r['dsp']} | {fmax} | "
+                      f"{r['ff']} | {pe} | {lc} | {r['bram']} | {r['dsp']} | {fmax} | "
                       f"{r['ii_measured']} ({r['ii_cycles']}) | {r.get('latency_measured', '-')} "
                       f"| {r['fps_at_clock']} | {r['fps_at_fmax'] or '-'} | "
                       f"{r['bit_exact_images']}/{r['images']} | {100 * r['accuracy_rtl']:.2f} % |"
@@ -239,7 +248,7 @@ def main() -> int:
                    f"{eb['bram']} BRAM, {eb['dsp']} DSP" if "lut" in eb else "")
             verdict = "no" if r.get("fits") is False else "unknown"
             md.append(f"| {r['model']} | {r['target']} | {r['style']} | {verdict}: "
-                      f"{r['error'][:300]}{est} | | | | | | | | | | | | | | `{r['command']}` |")
+                      f"{r['error'][:300]}{est} | | | | | | | | | | | | | | | `{r['command']}` |")
     md += ["", "## By model and style", "",
            "The rows above as the issue's table: one line per target and style, one column per "
            "model. FPS at the target clock (iCE40: 12 MHz, pynq-z2: 100 MHz) and at the nextpnr "
