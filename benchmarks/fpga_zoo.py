@@ -58,6 +58,8 @@ BNN_PYNQ_LFC_FOLDING = ((832, 1024, 64, 32), (1024, 1024, 32, 64), (1024, 1024, 
 BNN_PYNQ_CLOCK_MHZ = 100.0
 ISSUE_QUOTED_LFC_W1A1_FPS = 357_000
 LFC_WIDTHS = (784, 1024, 1024, 1024, 10)
+# a row's key in fpga_zoo.json (input_bits: absent = uint8 pixels)
+KEY = ("model", "target", "wbits", "abits", "input_bits")
 
 
 def parse_args(argv=None):
@@ -68,6 +70,9 @@ def parse_args(argv=None):
     p.add_argument("--fallback-target", default="zcu104")
     p.add_argument("--wbits", type=int, default=4)
     p.add_argument("--abits", type=int, default=4)
+    p.add_argument("--input-bits", type=int, default=8, choices=[8, 1],
+                   help="network input: 8 = uint8 pixels, 1 = pixels binarized on the host "
+                        "(pixel >= 128 -> +1, else -1), as BNN-PYNQ's LFC")
     p.add_argument("--qat-epochs", type=int, default=1)
     p.add_argument("--max-steps", type=int, default=50, help="QAT steps per epoch (0 = all)")
     p.add_argument("--train-images", type=int, default=4096,
@@ -113,12 +118,16 @@ def run_model(name, args):
     from edgeprune.models import build
     from edgeprune.targets import load_target
 
+    import dataclasses
+
     torch.manual_seed(args.seed)
     model = (lfc_model() if name == "lfc" else build(name)).eval()
     ds, data_label = dataset_for(name, model, args)
     row = {"model": name, "wbits": args.wbits, "abits": args.abits, "data": data_label,
            "qat_epochs": args.qat_epochs, "qat_steps_per_epoch": args.max_steps or None,
            "command": command_line()}
+    if args.input_bits != 8:          # rows without the field: uint8 pixel input
+        row["input_bits"] = args.input_bits
     kw = dict(data=ds, epochs=args.qat_epochs, seed=args.seed,
               max_steps_per_epoch=args.max_steps or None, verify_images=args.verify_images,
               progress=False)
@@ -128,14 +137,18 @@ def run_model(name, args):
     target = args.target
     t0 = time.time()
     try:
-        dep = Deployment.for_target(load_target(target), wbits=args.wbits, abits=args.abits)
+        dep = dataclasses.replace(Deployment.for_target(load_target(target), wbits=args.wbits,
+                                                        abits=args.abits),
+                                  input_bits=args.input_bits)
         finn = export_finn(model, dep, out / "finn", model_name=name, **kw)
     except EdgepruneError as e:
         if "does not fit" not in str(e):
             raise
         row["does_not_fit"] = {"target": target, "error": str(e)}
         target = args.fallback_target
-        dep = Deployment.for_target(load_target(target), wbits=args.wbits, abits=args.abits)
+        dep = dataclasses.replace(Deployment.for_target(load_target(target), wbits=args.wbits,
+                                                        abits=args.abits),
+                                  input_bits=args.input_bits)
         finn = export_finn(model, dep, out / "finn", model_name=name, **kw)
     row["finn_s"] = round(time.time() - t0, 1)
     t1 = time.time()
@@ -258,14 +271,16 @@ def write_md(rows):
         lines.append(
             f"| {r['model']} | {r['data']} | {r['target']}"
             f"{' (does not fit ' + r['does_not_fit']['target'] + ')' if r.get('does_not_fit') else ''}"
-            f" | W{r['wbits']}A{r['abits']} | {r['fps_estimate']:,.0f} | {r['lut']:,} | "
+            f" | W{r['wbits']}A{r['abits']}{' (1-bit input)' if r.get('input_bits') == 1 else ''}"
+            f" | {r['fps_estimate']:,.0f} | {r['lut']:,} | "
             f"{r['bram18']} | {r['dsp']} | {q['max_abs_diff']:g} on {q['images']} | "
             f"{cs} | {100 * r['accuracy_quant']:.1f} % ({r.get('qat_epochs')} ep. x "
             f"{r.get('qat_steps_per_epoch') or 'all'} steps) |")
     lines += ["", "C-sim build: seconds of hls4ml's g++ build (`build_lib.sh`) of the row's run, "
-              "and the hls4ml kernels of its conv/dense layers. Rows without a build time are "
-              "from before the kernel choice of `edgeprune/export/hls.py` (`choose_strategy`): "
-              "large layers then used hls4ml's `Resource_Unrolled` kernel, one generated C++ "
+              "and the hls4ml kernels of its conv/dense layers. A row without a build time is "
+              "from a run before the export returned it (`f0f9178`). Before the kernel choice "
+              "of `edgeprune/export/hls.py` (`choose_strategy`), "
+              "large layers used hls4ml's `Resource_Unrolled` kernel, one generated C++ "
               "statement per non-zero weight in one function (lenet300100: a 41 MB "
               "`nnet_code_gen.h`), whose g++ build did not finish within their runs' timeouts "
               "at -O3, nor in 565 s at -O0 (`g++ -O0 -fPIC -std=c++23 -Ifirmware/ap_types/ -c "
@@ -294,6 +309,19 @@ def write_md(rows):
                 f"{p['fps_bound']:,.0f} img/s on {p['board']}: ratio "
                 f"{r['estimate_over_published']}. The {p['issue_quote_fps']:,} img/s of issue 13: "
                 f"{p['issue_quote_note']}. {r['note']}. Command: `{r['command']}`.")
+        ex = [x for x in rows if x["model"] == "lfc" and x.get("input_bits") == 1
+              and x.get("csim")]
+        if ex:
+            x = ex[0]
+            lines.append("")
+            lines.append(
+                f"The 1-bit-input LFC exported (row `lfc` W1A1 (1-bit input) above: pixels "
+                f"binarized on the host, the first layer XNOR-popcount too, FINN project "
+                f"generated and schema-checked): {x['fps_estimate']:,.0f} img/s est. from the "
+                f"folding of the exported design ({x['lut']:,} LUT, {x['bram18']} BRAM18), "
+                f"QONNX = Brevitas max |diff| {x['qonnx_vs_brevitas']['max_abs_diff']:g} on "
+                f"{x['qonnx_vs_brevitas']['images']}, C-sim {x['csim']['exact_images']}/"
+                f"{x['csim']['images']}. Command: `{x['command']}`.")
     (RESULTS / "fpga_zoo.md").write_text("\n".join(lines) + "\n")
 
 
@@ -304,7 +332,7 @@ def main(argv=None):
     rows = []
     if args.rows_from_reports:
         rows = [row_from_finn_report(m, args) for m in args.models.split(",") if m]
-        write_md(upsert_rows("fpga_zoo.json", rows, ("model", "target", "wbits", "abits")))
+        write_md(upsert_rows("fpga_zoo.json", rows, KEY))
         return
     if not args.no_lfc:
         rows.append(lfc_row(args))
@@ -313,9 +341,9 @@ def main(argv=None):
         row = run_model(name, args)
         rows.append(row)
         print(json.dumps(row), flush=True)
-        table = upsert_rows("fpga_zoo.json", rows, ("model", "target", "wbits", "abits"))
+        table = upsert_rows("fpga_zoo.json", rows, KEY)
         write_md(table)
-    table = upsert_rows("fpga_zoo.json", rows, ("model", "target", "wbits", "abits"))
+    table = upsert_rows("fpga_zoo.json", rows, KEY)
     write_md(table)
 
 

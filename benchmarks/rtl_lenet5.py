@@ -42,14 +42,16 @@ def run_one(name, spec, target, style, args):
         try:
             r = export_rtl(model, dep, Path(d) / "out", data=args.data, epochs=args.epochs,
                            seed=args.seed, sim_images=args.sim_images, style=style,
-                           verify_images=args.sim_images, progress=False)
+                           verify_images=args.sim_images, progress=False,
+                           synth_timeout=args.synth_timeout)
         except EdgepruneError as e:
             row.update({"fits": False, "error": str(e), "seconds": round(time.time() - t0)})
             return row
     hw, c, v = r["hardware"], r["cycles"], r["verilator"]
     syn = hw.get("synth", {})
     row.update({
-        "fits": True, "params_nonzero": r["quantization"]["total_weights"]
+        # a yosys run stopped by --synth-timeout: built and verified, resources not counted
+        "fits": None if hw.get("synth_error") else True, "params_nonzero": r["quantization"]["total_weights"]
         - r["quantization"]["zero_weights"], "params": r["quantization"]["total_weights"],
         "accuracy_rtl": r["accuracy_rtl"], "images": v["images"],
         "bit_exact_images": v["exact_images"], "ii_cycles": c["ii_model"],
@@ -68,6 +70,10 @@ def run_one(name, spec, target, style, args):
                                                   if u["kind"] == "mvu" else "")
                   for u in r["units"]],
         "seconds": round(time.time() - t0)})
+    if hw.get("synth_error"):
+        row["error"] = (f"{hw['synth_error']} (--synth-timeout; Verilog built and verified "
+                        f"in Verilator, resources not counted)")
+        row["rtl_estimate_budget"] = row["rtl_estimate_plan"]
     return row
 
 
@@ -84,7 +90,8 @@ def run_bounded(name, spec, target, style, args):
         cmd = [sys.executable, __file__, "--one", str(out), "--model", f"{name}={spec}",
                "--targets", target, "--styles", style, "--data", args.data,
                "--epochs", str(args.epochs), "--sim-images", str(args.sim_images),
-               "--seed", str(args.seed)] + (["--fps", str(args.fps)] if args.fps else [])
+               "--seed", str(args.seed), "--synth-timeout", str(args.synth_timeout)] + (
+                   ["--fps", str(args.fps)] if args.fps else [])
         t0 = time.time()
         stage = []
         with open(Path(d) / "log.txt", "w") as log:
@@ -132,6 +139,10 @@ def graph_estimate(spec, target, args):
     return graph_resources(g, dep, estimate(g, dep).layers)
 
 
+def _n(v) -> str:
+    return "not counted" if v is None else str(v)
+
+
 def _cell(r) -> str:
     """One row of the table in a few figures, or why there are none."""
     if r is None:
@@ -139,7 +150,11 @@ def _cell(r) -> str:
     if r.get("fits"):
         fmax = f"Fmax {r['fmax_mhz']} MHz" if r.get("fmax_mhz") else "Fmax n/a"
         at_fmax = f", {r['fps_at_fmax']:,.0f} @Fmax" if r.get("fps_at_fmax") else ""
-        return (f"LUT {r['lut']:,}, FF {r['ff']:,}, BRAM {r['bram']}, DSP {r['dsp']}; {fmax}; "
+        ep = r.get("rtl_estimate_plan") or {}
+        est = (f" (est. {ep['lut']:,} / {ep['ff']:,} / {ep['bram']} / {ep['dsp']})"
+               if "lut" in ep else "")
+        return (f"LUT {r['lut']:,}, FF {r['ff']:,}, BRAM {r['bram']}, DSP {r['dsp']}{est}; "
+                f"{fmax}; "
                 f"II {r['ii_measured']:,} / latency {r.get('latency_measured') or 0:,} cycles; "
                 f"{r['fps_at_clock']:,.0f} FPS{at_fmax}")
     e = r.get("error", "")
@@ -149,6 +164,13 @@ def _cell(r) -> str:
         return f"does not fit (estimate:{est})"
     if "no BELs remaining" in e:
         return "does not fit (nextpnr: out of logic cells)"
+    if r.get("fits") is None and r.get("ii_measured"):
+        ep = r.get("rtl_estimate_plan") or {}
+        return (f"yosys not finished within --synth-timeout (no counts); estimate "
+                f"{ep.get('lut', 0):,} LUT, {ep.get('ff', 0):,} FF, {ep.get('bram')} BRAM, "
+                f"{ep.get('dsp')} DSP; Verilator {r['bit_exact_images']}/{r['images']} "
+                f"bit-exact; II {r['ii_measured']:,} / latency "
+                f"{r.get('latency_measured') or 0:,} cycles; {r['fps_at_clock']:,.0f} FPS")
     if r.get("fits") is None:
         eb = r.get("rtl_estimate_budget") or {}
         est = (f"; folded estimate {eb['lut']:,} LUT, {eb['ff']:,} FF, {eb['bram']} BRAM, "
@@ -174,6 +196,9 @@ def main() -> int:
     ap.add_argument("--row-timeout", type=int, default=0,
                     help="stop a row (export, Verilator, synthesis, place and route) after this "
                          "many seconds and record it as not finished (default: no limit)")
+    ap.add_argument("--synth-timeout", type=int, default=1800,
+                    help="seconds for yosys synth_xilinx (xc7 rows); past it the row keeps its "
+                         "Verilator figures without resource counts")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -208,7 +233,9 @@ def main() -> int:
           "nextpnr-ice40; none for xc7, whose only open place and route (nextpnr-xilinx with "
           "prjxray) is not installed here, so FPS @Fmax is iCE40 only. Cycles: II (cycles per "
           "image in steady state, Verilator-measured, = the cycle model in brackets) and latency "
-          "(first pixel in to result out). LC: iCE40 logic cells placed by nextpnr; est.: the "
+          "(first pixel in to result out). est. (plan): the RTL cost model's figures of the design "
+          "as built (backends/rtl/cost.py, xc7: LUT6 / FF / RAMB18 / DSP48E1), against yosys's "
+          "LUT / FF / BRAM / DSP of the same row. LC: iCE40 logic cells placed by nextpnr; est.: the "
           "RTL cost model's LUT4 + DFF of the same design (backends/rtl/cost.py), the figure "
           "`prune --target ice40-up5k --budget lut=...` checks (budget: from the layer graph; "
           "plan: from the units as built; as of the calibration when the row was run). A design "
@@ -217,18 +244,22 @@ def main() -> int:
           "(recomputed from the current calibration by `benchmarks/rtl_lenet5.py "
           "--report-only`).", "",
           "| model | target | style | fits | params (non-zero) | LUT | FF | "
+          "est. LUT / FF / BRAM / DSP (plan) | "
           "LC placed (est. budget / plan) | BRAM | DSP | Fmax MHz | II cycles (model) | "
           "latency cycles | FPS @clock | FPS @Fmax | bit-exact | accuracy | command |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
-        if r.get("fits"):
+        if r.get("fits") or r.get("ii_measured"):
             eb, ep = r.get("rtl_estimate_budget") or {}, r.get("rtl_estimate_plan") or {}
             lc = (f"{r['logic_cells_placed']} ({eb.get('cells', '-')} / {ep.get('cells', '-')})"
                   if r.get("logic_cells_placed") else "-")
             fmax = r["fmax_mhz"] if r.get("fmax_mhz") else "n/a (no xc7 P&R)"
-            md.append(f"| {r['model']} | {r['target']} | {r['style']} | yes | "
-                      f"{r.get('params_nonzero', '-')} | {r['lut']} | "
-                      f"{r['ff']} | {lc} | {r['bram']} | {r['dsp']} | {fmax} | "
+            pe = (f"{ep['lut']} / {ep['ff']} / {ep['bram']} / {ep['dsp']}" if "lut" in ep
+                  else "-")
+            verdict = "yes" if r.get("fits") else f"unknown: {r.get('error', '')[:200]}"
+            md.append(f"| {r['model']} | {r['target']} | {r['style']} | {verdict} | "
+                      f"{r.get('params_nonzero', '-')} | {_n(r['lut'])} | "
+                      f"{_n(r['ff'])} | {pe} | {lc} | {_n(r['bram'])} | {_n(r['dsp'])} | {fmax} | "
                       f"{r['ii_measured']} ({r['ii_cycles']}) | {r.get('latency_measured', '-')} "
                       f"| {r['fps_at_clock']} | {r['fps_at_fmax'] or '-'} | "
                       f"{r['bit_exact_images']}/{r['images']} | {100 * r['accuracy_rtl']:.2f} % |"
@@ -239,7 +270,7 @@ def main() -> int:
                    f"{eb['bram']} BRAM, {eb['dsp']} DSP" if "lut" in eb else "")
             verdict = "no" if r.get("fits") is False else "unknown"
             md.append(f"| {r['model']} | {r['target']} | {r['style']} | {verdict}: "
-                      f"{r['error'][:300]}{est} | | | | | | | | | | | | | | `{r['command']}` |")
+                      f"{r['error'][:300]}{est} | | | | | | | | | | | | | | | `{r['command']}` |")
     md += ["", "## By model and style", "",
            "The rows above as the issue's table: one line per target and style, one column per "
            "model. FPS at the target clock (iCE40: 12 MHz, pynq-z2: 100 MHz) and at the nextpnr "

@@ -140,7 +140,7 @@ UARTS = [("cal_uart_a", 1, 10, 16), ("cal_uart_b", 1, 10, 8), ("cal_uart_c", 3, 
          ("cal_uart_d", 2, 4, 24), ("cal_uart_e", 1, 32, 12)]
 
 
-# The input selection of a folded MVU, `cbuf[sf * K +: K]`, on its own: (name, K bits, SF).
+# The input selection of a folded MVU (verilog.input_select) on its own: (name, K bits, SF).
 # Power-of-two and other K, SF 5..32 (calibration only: it fits cost.select_features).
 SELECTS = [("cal_sel_a", 16, 30), ("cal_sel_b", 32, 10), ("cal_sel_c", 28, 20),
            ("cal_sel_d", 12, 32), ("cal_sel_e", 12, 20), ("cal_sel_f", 24, 12),
@@ -148,10 +148,14 @@ SELECTS = [("cal_sel_a", 16, 30), ("cal_sel_b", 32, 10), ("cal_sel_c", 28, 20),
 
 
 def select_verilog(name: str, k: int, sf: int) -> str:
+    """The folded MVU's input selection (verilog.input_select, the same lines) on its own."""
+    from edgeprune.backends.rtl.verilog import input_select
     sw = max(1, (sf - 1).bit_length())
+    sel = input_select("o", "cbuf", "sf", k, sf, "    ")
+    body = (f"  always @(posedge clk) {sel[0].strip()}" if len(sel) == 1 else
+            "  always @(posedge clk) begin\n" + "\n".join(sel) + "\n  end")
     return (f"module ep_{name} (input clk, input [{k * sf - 1}:0] cbuf, input [{sw - 1}:0] sf,"
-            f" output reg [{k - 1}:0] o);\n  always @(posedge clk) o <= cbuf[sf * {k} +: {k}];"
-            f"\nendmodule\n")
+            f" output reg [{k - 1}:0] o);\n{body}\nendmodule\n")
 
 
 def synth_select(name: str, k: int, sf: int, family: str) -> dict:

@@ -18,6 +18,8 @@ Torch-free.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
@@ -114,8 +116,9 @@ class Deployment:
         d = {"runtime": self.runtime, "wbits": self.wbits, "abits": self.abits, "fps": self.fps,
              "bits_per_layer": dict(self.bits_per_layer) or None,
              "compression": self.compression if self.kind == "mcu" else None}
+        input_bits = changes.pop("input_bits", self.input_bits)
         d.update(changes)
-        return Deployment.for_target(self.target, **d)
+        return dataclasses.replace(Deployment.for_target(self.target, **d), input_bits=input_bits)
 
     def to_dict(self) -> Dict[str, Any]:
         d: Dict[str, Any] = {"target": self.target.name, "kind": self.kind, "runtime": self.runtime,

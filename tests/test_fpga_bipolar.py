@@ -128,3 +128,50 @@ def test_w1a1_mlp_hls_csim_bit_exact(tmp_path):
     assert r["csim"]["images"] == 32 and r["csim"]["bit_exact"]
     cfg = (tmp_path / "hls" / "hls4ml_prj" / "firmware" / "parameters.h").read_text()
     assert "batchnorm_quantized_tanh_config" in cfg      # the merged bias + sign layer
+
+
+def test_one_bit_input_mlp_qonnx_hls_and_finn(tmp_path):
+    """BNN-PYNQ's LFC input: pixels binarized on the host (>= 128 -> +1). The core's input
+    quantizer is a scale-1 BipolarQuant, stripped from model.onnx (input annotated BIPOLAR); the
+    first layer is XNOR-popcount in the FINN folding; QONNX = Brevitas and the hls4ml C-sim are
+    exact on the binarized pixels."""
+    pytest.importorskip("hls4ml")
+    import dataclasses
+
+    import onnx
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from edgeprune.data import synthetic_dataset
+    from edgeprune.deploy import Deployment
+    from edgeprune.export.finn import export_finn
+    from edgeprune.export.hls import export_hls
+    from edgeprune.quant.qonnx_io import pixels
+    from edgeprune.targets import load_target
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                      nn.Linear(32, 10))
+    m.input_shape = (1, 28, 28)
+    assert set(np.unique(pixels(np.array([[0, 127, 128, 255]]), (4,), 1))) == {-1.0, 1.0}
+    assert pixels(np.array([[0, 127, 128, 255]]), (4,), 1).tolist() == [[-1, -1, 1, 1]]
+    ds = synthetic_dataset((1, 28, 28), 10, 256, 32, seed=0)
+    dep = dataclasses.replace(Deployment.for_target(load_target("pynq-z2"), wbits=1, abits=1),
+                              input_bits=1)
+    kw = dict(data=ds, epochs=1, max_steps_per_epoch=2, verify_images=32, progress=False)
+    f = export_finn(m.eval(), dep, tmp_path / "finn", model_name="lfc1", **kw)
+    assert f["quantization"]["qonnx_vs_brevitas"]["max_abs_diff"] == 0.0
+    assert f["quantization"]["input"].startswith("bipolar")
+    mw = ModelWrapper(str(tmp_path / "finn" / "model.onnx"))
+    assert str(mw.get_tensor_datatype(mw.graph.input[0].name)) == "BIPOLAR"
+    assert mw.find_consumers(mw.graph.input[0].name)[0].op_type != "BipolarQuant"
+    first = [l for l in f["folding"]["layers"] if l["op_type"] == "MVAU_hls"][0]
+    assert first["in_bits"] == 1 and first["shape"]["binaryXnorMode"] == 1
+    r = export_hls(m.eval(), dep, tmp_path / "hls", csim_images=32, axi_testbench=False,
+                   csim_opt="O1", **kw)
+    assert r["csim"]["images"] == 32 and r["csim"]["bit_exact"]
+    assert "fixed<2,2>" in (tmp_path / "hls" / "hls4ml_prj" / "firmware" /
+                            "defines.h").read_text()
+    # the RTL export takes uint8 pixels only: refused before any training
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.export.rtl import export_rtl
+    with pytest.raises(EdgepruneError, match="input bits 8"):
+        export_rtl(m.eval(), dep, tmp_path / "rtl", data=ds)

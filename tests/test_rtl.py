@@ -63,6 +63,22 @@ def test_plan_cycles_and_stream_order():
         build_plan(net, {"conv1": (3, 3)})            # PE must divide MH
 
 
+def test_input_select_is_a_mux_for_any_slice_width():
+    """A folded MVU's SIMD slice `cbuf[sf * K +: K]` with K not a power of two became a shifter in
+    yosys (LUTs growing with K's odd factor: dense LeNet-5's conv2, K = 500, was estimated at
+    ~58k LUT); it is written as a case mux, and the selection model is linear in K * (SF - 1)."""
+    from edgeprune.backends.rtl import cost
+    from edgeprune.backends.rtl.verilog import input_select
+    assert input_select("o", "c", "s", 16, 4, "") == ["o <= c[s * 16 +: 16];"]
+    assert input_select("o", "c", "s", 20, 1, "") == ["o <= c;"]
+    mux = input_select("o", "c", "s", 20, 3, "")
+    assert mux[0] == "case (s)" and "2: o <= c[59:40];" in mux[3] and mux[-1] == "endcase"
+    assert cost.select_features(500, 4) == [1500.0] and cost.select_features(500, 1) == [0.0]
+    # same SF, same K -> same cost whatever K's odd factor (it was K * SF * odd)
+    assert cost.select_luts(500, 4, "xc7") == pytest.approx(
+        cost.select_luts(512, 4, "xc7") * 500 / 512)
+
+
 @pytest.mark.skipif(not verilator_available(), reason="verilator not installed")
 @pytest.mark.parametrize("styles", [{}, {"conv2": "unrolled", "fc1": "unrolled"}])
 def test_verilator_bit_exact_and_cycle_exact(tmp_path, styles):

@@ -319,7 +319,9 @@ def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: i
             model, granularity="name", backend=HLS_BACKEND, default_precision="auto")
     names = cfg["LayerName"]
     in_name = model.graph.input[0].name
-    names.setdefault(in_name, {}).setdefault("Precision", {})["result"] = "ufixed<8,8>"
+    # uint8 pixels; binarized +-1 pixels (1-bit input) in a 2-bit signed integer
+    names.setdefault(in_name, {}).setdefault("Precision", {})["result"] = (
+        "fixed<2,2>" if getattr(prep.qnet, "input_bits", 8) == 1 else "ufixed<8,8>")
     for p in plans:
         if p.onnx_name not in names:
             raise HlsExportError(f"hls4ml config has no layer '{p.onnx_name}'")

@@ -228,7 +228,8 @@ def verify_finn(d: Path, v: VerifyContext) -> Dict[str, Any]:
     got_pair = qonnx_execute(str(onnx_path), pair_in).reshape(pair_out.shape)
     scale = float(rep["quantization"]["output_scale"])
     pair_ok = bool(np.array_equal(np.round(got_pair / scale), np.round(pair_out / scale)))
-    out = qonnx_execute(str(onnx_path), pixels(x, dims[1:]))
+    in_bits = 1 if str(rep["quantization"].get("input", "")).startswith("bipolar") else 8
+    out = qonnx_execute(str(onnx_path), pixels(x, dims[1:], in_bits))
     acc_quant = rep["quantization"].get("accuracy_quant")
     checks = [{"what": "QONNX reproduces FINN's verify pair (Brevitas output), integer-exact",
                "ok": pair_ok, "detail": f"{len(pair_in)} image(s), verify/expected_output.npy"}]

@@ -7,6 +7,10 @@ Design decisions (see docs/fpga_export.md):
   constant scale of exactly 1, and the 1/255 of the float model's input scaling is folded into the
   first compute layer's weights. `QuantNet.forward` still takes the Trainer's [0, 1] tensors and
   multiplies by 255 on the way in, so QAT uses the ordinary training loop.
+  With ``input_bits=1`` (BNN-PYNQ's LFC) the host binarizes the pixels instead: the core takes
+  bipolar +-1 pixels (+1 where pixel >= 128, i.e. 2x - 1 >= 0 on [0, 1] pixels, as BNN-PYNQ's
+  training scripts do), its first op is the bipolar scale-1 QuantIdentity, and the first layer
+  sees 1-bit inputs (an XNOR-popcount layer at 1-bit weights).
 * **Power-of-two scales, zero points 0.** Weights are per-tensor, narrow-range, symmetric with a
   power-of-two scale (Brevitas ``*FixedPoint`` quantizers); activations likewise; biases are
   quantized to the accumulator's scale (``Int16Bias``: scale = input scale x weight scale). Every
@@ -49,6 +53,16 @@ _FOLD_THROUGH = (OpKind.FLATTEN, OpKind.DROPOUT, OpKind.IDENTITY, OpKind.RELU, O
 COMPUTE_KINDS = (OpKind.CONV2D, OpKind.DWCONV2D, OpKind.LINEAR)
 MIN_BITS, MAX_BITS = 1, 8
 INPUT_BITS = 8          # uint8 pixels
+# 1-bit input: pixel >= 128 -> +1, else -1 (sign(2x - 1) on [0, 1] pixels, as BNN-PYNQ's LFC
+# training binarizes MNIST; github.com/Xilinx/BNN-PYNQ, bnn/src/training/mnist.py)
+BINARIZE_AT = 127.5
+
+
+def binarize_pixels(x_pixels):
+    """uint8-valued pixels (numpy or torch) -> bipolar +-1 float32 (the 1-bit network input)."""
+    import numpy as np
+    return np.where(np.asarray(x_pixels, dtype=np.float32) >= BINARIZE_AT, 1.0,
+                    -1.0).astype(np.float32)
 BIPOLAR = 1             # a 1-bit width means bipolar {-1, +1} (QONNX BipolarQuant, FINN BIPOLAR)
 
 
@@ -158,13 +172,15 @@ def _quantizers():
 # The quantized network
 
 class QuantNet(nn.Module):
-    """The Brevitas twin. ``core`` takes raw pixels (0..255) and is what gets exported;
-    ``forward`` takes the Trainer's [0, 1] pixels so QAT reuses edgeprune's training loop."""
+    """The Brevitas twin. ``core`` takes raw pixels (0..255; +-1 with ``input_bits=1``) and is
+    what gets exported; ``forward`` takes the Trainer's [0, 1] pixels so QAT reuses edgeprune's
+    training loop."""
 
     def __init__(self, core: nn.Module, input_shape: Sequence[int],
                  layers: List[QuantLayerInfo], wbits: int, abits: int, source_graph: LayerGraph,
-                 sum_pools: Sequence[SumPoolInfo] = ()):
+                 sum_pools: Sequence[SumPoolInfo] = (), input_bits: int = INPUT_BITS):
         super().__init__()
+        self.input_bits = input_bits
         self.sum_pools = list(sum_pools)
         self.core = core
         self.input_shape = tuple(int(d) for d in input_shape)
@@ -175,7 +191,9 @@ class QuantNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Trainer inputs are k/255 in float32; *255 and the scale-1 input quantizer's rounding
-        # give back exactly k.
+        # give back exactly k. 1-bit input: the host's binarization (see binarize_pixels).
+        if self.input_bits == BIPOLAR:
+            return self.core(torch.where(x * 255.0 >= BINARIZE_AT, 1.0, -1.0))
         return self.core(x * 255.0)
 
     def bits_map(self) -> Dict[str, Dict[str, Optional[int]]]:
@@ -337,12 +355,14 @@ def _ones_quant():
 
 def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
                 per_layer: Optional[Mapping] = None,
-                input_shape: Optional[Sequence[int]] = None) -> QuantNet:
+                input_shape: Optional[Sequence[int]] = None,
+                input_bits: int = INPUT_BITS) -> QuantNet:
     """Convert a float model into its Brevitas quantized twin (weights copied, BN folded),
     walking its layer graph: chains, residual adds, concats, depthwise convolutions, average /
     global average pooling and padding.
 
-    wbits/abits: default bit widths (1..8, 1 = bipolar); per_layer: ``{node: {"w": b, "a": b}}`` overrides,
+    wbits/abits: default bit widths (1..8, 1 = bipolar); input_bits: 8 (uint8 pixels) or 1
+    (bipolar pixels, binarized on the host: BNN-PYNQ's LFC); per_layer: ``{node: {"w": b, "a": b}}`` overrides,
     keyed by layer-graph node name. Raises UnsupportedOpError / FpgaConversionError (both
     EdgepruneError) naming the cause.
 
@@ -362,6 +382,9 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
 
     wbits = _check_bits(wbits, "--wbits")
     abits = _check_bits(abits, "--abits")
+    if input_bits not in (INPUT_BITS, BIPOLAR):
+        raise FpgaConversionError(f"input bits must be {INPUT_BITS} (uint8 pixels) or 1 "
+                                  f"(binarized pixels), got {input_bits}")
     # A GraphModule (a loaded .pt2) does not keep instance attributes through deepcopy.
     input_shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
     model = copy.deepcopy(model).eval()
@@ -450,13 +473,15 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
             merge_quant[m.name] = len(mods) - 1
         return merge_quant[m.name]
 
-    emit(INPUT_TENSOR + "q", qnn.QuantIdentity(act_quant=PixelQ, return_quant_tensor=True),
-         [INPUT_TENSOR])
+    in_bipolar = input_bits == BIPOLAR
+    emit(INPUT_TENSOR + "q", qnn.QuantIdentity(act_quant=Aq(BIPOLAR) if in_bipolar else PixelQ,
+                                               return_quant_tensor=True), [INPUT_TENSOR])
     first_compute_seen = False
     for n in graph.nodes:
         if n.op == OpKind.INPUT:
             tensor[n.name] = INPUT_TENSOR + "q"
-            signed[n.name] = False
+            signed[n.name] = in_bipolar
+            bipolar[n.name] = in_bipolar
             continue
         if n.op == OpKind.OUTPUT:
             continue
@@ -482,7 +507,14 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
             if n.name in bn_of:
                 w, b = _fold_bn(w, b, modules[bn_of[n.name].target])
             if not first_compute_seen:
-                w = w / float(2 ** INPUT_BITS - 1)   # raw pixels in, same function out
+                if in_bipolar:
+                    # +-1 in for x in [0, 1]: x ~ (b + 1) / 2, so w x = (w / 2) b + sum(w) / 2
+                    half = w / 2
+                    extra = half.reshape(half.shape[0], -1).sum(1)
+                    b = extra if b is None else b + extra     # (a bias is added if none)
+                    w = half
+                else:
+                    w = w / float(2 ** INPUT_BITS - 1)   # raw pixels in, same function out
                 first_compute_seen = True
             if n.name in weight_gain:
                 w = w * weight_gain[n.name]           # the average pool's 1/N
@@ -593,7 +625,7 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
             f"('{last_compute}'); here it is '{out_node.inputs[0]}' (an activation, pool or add "
             f"after the last layer is not supported by the FPGA export path)")
     core = QuantGraph(mods, steps, final, shape)
-    return QuantNet(core, shape, infos, wbits, abits, graph, sums)
+    return QuantNet(core, shape, infos, wbits, abits, graph, sums, input_bits=input_bits)
 
 
 @torch.no_grad()

@@ -67,14 +67,15 @@ def prepare(model: nn.Module, deployment, onnx_path: os.PathLike, *, data, epoch
     ds.check_fits(shape, graph.n_outputs)
     _, _, x_te01, y_te = dataset_tensors(ds, shape)
     acc_float = evaluate(model.eval(), x_te01, y_te)
-    qnet = to_brevitas(model, wbits=wbits, abits=abits, per_layer=per_layer)
+    in_bits = getattr(deployment, "input_bits", 8)
+    qnet = to_brevitas(model, wbits=wbits, abits=abits, per_layer=per_layer, input_bits=in_bits)
     res = qat(qnet, ds, epochs=epochs, lr=lr, seed=seed,
               max_steps_per_epoch=max_steps_per_epoch, progress=progress)
     timings["qat"] = time.time() - t0
     t1 = time.time()
     export_qonnx_model(qnet, onnx_path)
     timings["qonnx_export"] = time.time() - t1
-    x_pix = pixels(ds.x_test, shape)
+    x_pix = pixels(ds.x_test, shape, in_bits)
     n = len(x_pix) if verify_images <= 0 else min(verify_images, len(x_pix))
     t2 = time.time()
     check = verify_qonnx(qnet, onnx_path, x_pix[:n])
@@ -97,8 +98,10 @@ def quant_summary(prep: Prepared) -> Dict[str, Any]:
     """The quantization facts every report.json carries."""
     return {"dataset": prep.dataset, "qat_epochs": prep.qat_epochs,
             "wbits": prep.qnet.wbits, "abits": prep.qnet.abits, "bits_per_layer": prep.bits,
-            "input": "uint8 pixels 0..255 (scale 1; the float model's 1/255 is folded into the "
-                     "first layer)",
+            "input": ("bipolar +-1 pixels (binarized on the host: pixel >= 128 -> +1)"
+                      if getattr(prep.qnet, "input_bits", 8) == 1 else
+                      "uint8 pixels 0..255 (scale 1; the float model's 1/255 is folded into the "
+                      "first layer)"),
             "output_scale": prep.qnet.output_scale(),
             "accuracy_float": prep.accuracy_float, "accuracy_quant": prep.accuracy_quant,
             "zero_weights": prep.zero_weights, "total_weights": prep.total_weights,

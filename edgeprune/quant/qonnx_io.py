@@ -6,7 +6,9 @@ change: the input quantizer (8-bit unsigned, scale 1, zero point 0 - the identit
 0..255) is removed and the graph input annotated ``UINT8`` instead. That is how FINN wants an
 integer input (a Quant node there would become a 255-step MultiThreshold layer in hardware), and
 hls4ml gets the same information from its input precision ``ufixed<8,8>``. On integer pixels the
-two graphs compute the same function; the verification runs the written file.
+two graphs compute the same function; the verification runs the written file. A 1-bit input
+(``QuantNet.input_bits == 1``: pixels binarized on the host) is a scale-1 ``BipolarQuant`` there,
+the identity on +-1, stripped likewise; the input is annotated ``BIPOLAR``.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import EdgepruneError
-from .brevitas_model import INPUT_BITS, QuantNet
+from .brevitas_model import BIPOLAR, INPUT_BITS, QuantNet, binarize_pixels
 
 
 class QonnxError(EdgepruneError, RuntimeError):
@@ -66,8 +68,11 @@ def export_qonnx_model(qnet: QuantNet, path: os.PathLike) -> Path:
         with contextlib.redirect_stdout(io.StringIO()):
             export_qonnx(qnet.core, args=example, export_path=str(raw))
         model = cleanup_model(ModelWrapper(str(raw)))
-        model = _strip_input_quant(model)
-        model.set_tensor_datatype(model.graph.input[0].name, DataType[f"UINT{INPUT_BITS}"])
+        in_bits = getattr(qnet, "input_bits", INPUT_BITS)
+        model = _strip_input_quant(model, in_bits)
+        model.set_tensor_datatype(model.graph.input[0].name,
+                                  DataType["BIPOLAR" if in_bits == BIPOLAR else
+                                           f"UINT{INPUT_BITS}"])
         model.model.producer_name = "edgeprune"
         model.model.producer_version = ""
         model.model.doc_string = ""
@@ -77,15 +82,23 @@ def export_qonnx_model(qnet: QuantNet, path: os.PathLike) -> Path:
     return path
 
 
-def _strip_input_quant(model):
-    """Remove the identity input quantizer (uint8, scale 1, zero point 0) after the graph input."""
+def _strip_input_quant(model, input_bits: int = INPUT_BITS):
+    """Remove the identity input quantizer (uint8, scale 1, zero point 0; or, for a 1-bit input,
+    a scale-1 BipolarQuant, the identity on +-1) after the graph input."""
     from qonnx.util.basic import get_by_name
 
     gin = model.graph.input[0].name
     consumers = model.find_consumers(gin)
-    if len(consumers) != 1 or consumers[0].op_type != "Quant":
+    want = "BipolarQuant" if input_bits == BIPOLAR else "Quant"
+    if len(consumers) != 1 or consumers[0].op_type != want:
         raise QonnxError("exported QONNX does not start with the input quantizer")
     q = consumers[0]
+    if want == "BipolarQuant":
+        scale = model.get_initializer(q.input[1])
+        if scale is None or not np.all(scale == 1.0):
+            raise QonnxError("input quantizer is not the scale-1 BipolarQuant; refusing to "
+                             "strip it")
+        return _bypass(model, q, gin)
     scale = model.get_initializer(q.input[1])
     zp = model.get_initializer(q.input[2])
     bw = model.get_initializer(q.input[3])
@@ -95,6 +108,10 @@ def _strip_input_quant(model):
             or not np.all(zp == 0) or int(np.asarray(bw).item()) != INPUT_BITS
             or (signed is not None and signed.i) or (narrow is not None and narrow.i)):
         raise QonnxError("input quantizer is not the uint8 scale-1 identity; refusing to strip it")
+    return _bypass(model, q, gin)
+
+
+def _bypass(model, q, gin):
     out_name = q.output[0]
     for n in model.graph.node:
         for i, t in enumerate(n.input):
@@ -146,7 +163,9 @@ def verify_qonnx(qnet: QuantNet, path: os.PathLike, x_pixels: np.ndarray,
         output_scale=scale)
 
 
-def pixels(x_uint8: np.ndarray, input_shape) -> np.ndarray:
-    """uint8 images -> float32 (N, C, H, W) pixel values 0..255 (what the FPGA design takes)."""
+def pixels(x_uint8: np.ndarray, input_shape, input_bits: int = INPUT_BITS) -> np.ndarray:
+    """uint8 images -> float32 (N, C, H, W) pixel values 0..255 (what the FPGA design takes);
+    with input_bits 1, the binarized +-1 pixels."""
     x = np.asarray(x_uint8)
-    return x.reshape((len(x),) + tuple(input_shape)).astype(np.float32)
+    x = x.reshape((len(x),) + tuple(input_shape)).astype(np.float32)
+    return binarize_pixels(x) if input_bits == BIPOLAR else x

@@ -63,18 +63,14 @@ def features(u: Unit, family: str) -> List[float]:
 
 
 def select_features(k: int, sf: int) -> List[float]:
-    """What the input selection `cbuf[sf * K +: K]` of a folded MVU (K = SIMD * a bits, SF
-    slices) costs with: with a power-of-two K an SF:1 mux per bit; with another K yosys builds a
-    shifter by sf * K, whose LUTs per bit grow with SF and with K's odd factor (K = 2^t * odd;
-    benchmarks/rtl_yosys.py synthesizes such selections on their own: SELECTS)."""
+    """What the input selection of a folded MVU (K = SIMD * a bits out of SF slices,
+    verilog.input_select) costs with: an SF:1 mux per bit, K * (SF - 1) two-input muxes (the
+    Verilog writes it as a mux for every K: a part-select `cbuf[sf * K +: K]` with a K that is
+    not a power of two became a shifter in yosys; benchmarks/rtl_yosys.py synthesizes such
+    selections on their own: SELECTS)."""
     if sf <= 1:
-        return [0.0, 0.0, 0.0]
-    if not k & (k - 1):
-        return [k * (sf - 1), 0.0, 0.0]
-    odd = k
-    while not odd & 1:
-        odd >>= 1
-    return [0.0, k * sf, k * sf * odd]
+        return [0.0]
+    return [float(k * (sf - 1))]
 
 
 # benchmarks/rtl_yosys.py sets this while it fits (the selection model comes before the MVU's)

@@ -230,6 +230,22 @@ def _load_logic(u: Unit) -> List[str]:
             "  end"]
 
 
+def input_select(dst: str, src: str, sel: str, k: int, sf: int, indent: str) -> List[str]:
+    """`dst <= src[sel * k +: k]` (non-blocking, in a clocked block): the SIMD slice of a folded
+    MVU's input. With a power-of-two k yosys builds this part-select as an SF:1 mux per bit; with
+    any other k it builds a shifter by sel * k whose LUTs grow with SF * k * (k's odd factor)
+    (dense LeNet-5's conv2, k = 500, SF = 4: about 58,000 LUT on xc7 by the previous selection
+    model; benchmarks/rtl_yosys.py SELECTS), so such a k gets the mux written out as a case
+    statement (same values: sel < SF always)."""
+    if sf <= 1:
+        return [f"{indent}{dst} <= {src};"]
+    if not k & (k - 1):
+        return [f"{indent}{dst} <= {src}[{sel} * {k} +: {k}];"]
+    return ([f"{indent}case ({sel})"]
+            + [f"{indent}  {i}: {dst} <= {src}[{i * k + k - 1}:{i * k}];" for i in range(sf)]
+            + [f"{indent}  default: {dst} <= {k}'d0;", f"{indent}endcase"])
+
+
 def mvu_folded_module(u: Unit) -> str:
     p = u.p
     mw, mh, pe, simd, nf, sf = (p[x] for x in ("MW", "MH", "PE", "SIMD", "NF", "SF"))
@@ -290,8 +306,7 @@ def mvu_folded_module(u: Unit) -> str:
           "  always @(posedge clk) begin",
           "    if (load) cbuf <= load_data;",
           "    if (en) begin",
-          (f"      s1_x <= cbuf[sf * {simd * a} +: {simd * a}];" if sf > 1 else
-           "      s1_x <= cbuf;"),
+          *input_select("s1_x", "cbuf", "sf", simd * a, sf, "      "),
           f"      s1_first <= (sf == 0); s1_last <= (sf == {sf - 1}); s1_vlast <= last_fold; "
           f"s1_nf <= nf;",
           "      s2_first <= s1_first; s2_last <= s1_last; s2_vlast <= s1_vlast; s2_nf <= s1_nf;",
