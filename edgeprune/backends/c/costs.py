@@ -157,10 +157,17 @@ def step_terms(step, enc=None):
         inside, copies = _window_counts(g)
         fam = enc.family
         if fam == "sparse":
+            # kernels/ep_conv_sparse.c: channel by channel; a channel without entries is a
+            # constant stored at every pixel, the others run their interior pixels' entries,
+            # then the border pixels' (taps checked) entries
             e = enc.scalars["entries"]
+            live = int((enc.arrays["count"] > 0).sum())
+            oc = g["out_c"]
             return "conv-sparse", {"entries_inside": inside * e, "entries_border": (pixels - inside) * e,
-                                   "outputs": outputs, "border_pixels": pixels - inside,
-                                   "pixels": pixels, "call": 1}
+                                   "outputs_live": pixels * live,
+                                   "outputs_const": pixels * (oc - live),
+                                   "border_outputs": (pixels - inside) * live,
+                                   "rows": g["out_h"] * live, "channels": oc, "call": 1}
         if fam == "dense" and enc.variant == "dense-dsp":
             pairs = (pixels + 1) // 2
             groups = (kk + 3) // 4
@@ -184,7 +191,17 @@ def step_terms(step, enc=None):
                                 "tail_macs": b * (n_out % 4) * n_in, "inputs": b * n_in,
                                 "outputs": b * n_out, "call": 1}
         return f"fc-{fam}", {"macs": step.macs, "inputs": b * n_in, "outputs": b * n_out, "call": 1}
-    if k in ("maxpool", "avgpool"):
+    if k == "maxpool":
+        # kernels/ep_pool.c maxpool_words: four channels per word over each window, the
+        # channels past the last multiple of 4 byte by byte (the calibrated cores all have the
+        # DSP extension: every one runs this path)
+        g = p["g"]
+        pixels, c = g["out_h"] * g["out_w"], g["out_c"]
+        win = g["k_h"] * g["k_w"]
+        return k, {"window_words": pixels * win * (c // 4), "window_bytes": pixels * win * (c % 4),
+                   "words": pixels * (c // 4), "tail_outputs": pixels * (c % 4),
+                   "pixels": pixels, "rows": g["out_h"], "call": 1}
+    if k == "avgpool":
         g = p["g"]
         return k, {"window": step.macs, "outputs": g["out_h"] * g["out_w"] * g["out_c"],
                    "pixels": g["out_h"] * g["out_w"], "rows": g["out_h"], "call": 1}
