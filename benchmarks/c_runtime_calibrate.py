@@ -19,6 +19,8 @@ benchmarks/c_runtime_qemu.py.
 
 Run from the repo root:
   .venv/bin/python benchmarks/c_runtime_calibrate.py [--cores cortex-m4 ...]
+  .venv/bin/python benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds maxpool conv fc --variants sparse
+      (after a kernel change: re-measures those models only, merged into the stored fits)
 """
 from __future__ import annotations
 
@@ -56,14 +58,14 @@ def model_dir(gen, d: Path, core: str) -> None:
         "rounding": "tflm", "core": core, "model": "synthetic"}, default=str))
 
 
-def measure_grid(core: str, work: Path, kinds=None):
+def measure_grid(core: str, work: Path, kinds=None, variants=None):
     from edgeprune.backends.c.codegen import generate
     from edgeprune.backends.c.costs import step_terms
     from edgeprune.verify.c_runtime import measure_steps
     samples, invoke = [], []
     rng = np.random.default_rng(0)
     for i, (kind, spec, variant, sparsity, levels) in enumerate(c_synthetic.grid()):
-        if kinds and kind not in kinds:
+        if (kinds and kind not in kinds) or (variants and variant and variant not in variants):
             continue
         g = c_synthetic.graph(kind, spec, i, sparsity, levels)
         gen = generate(g, core, force=variant or None, model_name=f"syn{i}")
@@ -109,12 +111,17 @@ def main() -> int:
     ap.add_argument("--kinds", nargs="*", help="re-measure only these layer kinds of the grid "
                     "(e.g. maxpool, after a kernel change): their kernel fits replace the stored "
                     "ones, every other fit and the invoke fit stay as stored")
+    ap.add_argument("--variants", nargs="*", help="with --kinds: only these weight encodings of "
+                    "the weighted kinds (dense, sparse, clustered)")
     args = ap.parse_args()
+    if args.variants and not args.kinds:
+        print("--variants needs --kinds", file=sys.stderr)
+        return 2
     result = {"command": command_line(), "cores": {}}
     for core in args.cores:
         t0 = time.time()
         with tempfile.TemporaryDirectory(prefix="c-calib-") as d:
-            samples, invoke = measure_grid(core, Path(d), args.kinds)
+            samples, invoke = measure_grid(core, Path(d), args.kinds, args.variants)
         fits = {}
         for key in sorted({s["key"] for s in samples}):
             rows = [s for s in samples if s["key"] == key]

@@ -37,6 +37,40 @@ EP_INLINE int32_t sp_dot(const int8_t *x, const uint16_t *pos, const int8_t *v, 
   return acc;
 }
 
+/* One channel's run of `count` interior pixels (input windows step_x bytes apart, outputs
+ * OC bytes apart): not inlined, so the run's few values (the channel's entries when it has 1
+ * or 2, its bias and requantization record) get the registers instead of the caller's
+ * geometry. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void sp_run(const int8_t *xw, int step_x, int8_t *o, int OC, int count,
+                   const uint16_t *pos, const int8_t *v, int n, int32_t b, const ep_requant *q,
+                   int c) {
+  SP_RQ_DECL(q, c);
+  const int32_t out_zp = q->out_zp, act_min = q->act_min, act_max = q->act_max;
+  int8_t *const end = o + count * OC;
+#define SP_STORE(acc) *o = ep_clamp_out(ep_rq_apply_or_requant(acc) + out_zp, act_min, act_max)
+#if EP_RQ_FAST
+#define ep_rq_apply_or_requant(acc) ep_rq_apply(&r_, (acc), EP_CONV_SINGLE_ROUNDING)
+#else
+#define ep_rq_apply_or_requant(acc) ep_requantize((acc), m_, s_, EP_CONV_SINGLE_ROUNDING)
+#endif
+  if (n == 1) {
+    const int p0 = pos[0];
+    const int32_t v0 = v[0];
+    for (; o != end; o += OC, xw += step_x) SP_STORE(b + xw[p0] * v0);
+  } else if (n == 2) {
+    const int p0 = pos[0], p1 = pos[1];
+    const int32_t v0 = v[0], v1 = v[1];
+    for (; o != end; o += OC, xw += step_x) SP_STORE(b + xw[p0] * v0 + xw[p1] * v1);
+  } else {
+    for (; o != end; o += OC, xw += step_x) SP_STORE(sp_dot(xw, pos, v, n, b));
+  }
+#undef SP_STORE
+#undef ep_rq_apply_or_requant
+}
+
 void ep_conv_sparse(const ep_window *g, const ep_requant *q_arg, const ep_sparse *s,
                     const int8_t *in, int8_t *out) {
   const ep_requant q_copy = *q_arg, *const q = &q_copy;
@@ -71,7 +105,10 @@ void ep_conv_sparse(const ep_window *g, const ep_requant *q_arg, const ep_sparse
       const int8_t *xw = in + (y0 * g->in_w + ox_lo * sw - g->pad_left) * IC;
       for (int ox = 0; ox < OW; ox++, o += OC) {
         if (row_inside && ox == ox_lo) {            /* the row's interior run */
-          for (; ox < ox_hi; ox++, o += OC, xw += step_x) *o = SP_OUT(q, sp_dot(xw, pos, v, n, b));
+          const int run = ox_hi - ox_lo;
+          sp_run(xw, step_x, o, OC, run, pos, v, n, b, q, c);
+          ox += run;
+          o += run * OC;
           if (ox >= OW) break;
         }
         /* a border pixel: padded positions read the input zero point */
