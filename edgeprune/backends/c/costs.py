@@ -161,9 +161,12 @@ def step_terms(step, enc=None):
             # constant stored at every pixel, the others run their interior pixels' entries,
             # then the border pixels' (taps checked) entries
             e = enc.scalars["entries"]
-            live = int((enc.arrays["count"] > 0).sum())
+            cnt = enc.arrays["count"]
+            live = int((cnt > 0).sum())
             oc = g["out_c"]
+            # channels of 1 or 2 entries run unrolled loops (sp_run), the others the general one
             return "conv-sparse", {"entries_inside": inside * e, "entries_border": (pixels - inside) * e,
+                                   "outputs_short": inside * int(((cnt == 1) | (cnt == 2)).sum()),
                                    "outputs_live": pixels * live,
                                    "outputs_const": pixels * (oc - live),
                                    "border_outputs": (pixels - inside) * live,
