@@ -195,14 +195,17 @@ def step_terms(step, enc=None):
                                 "outputs": b * n_out, "call": 1}
         return f"fc-{fam}", {"macs": step.macs, "inputs": b * n_in, "outputs": b * n_out, "call": 1}
     if k == "maxpool":
-        # kernels/ep_pool.c maxpool_words: four channels per word over each window, the
-        # channels past the last multiple of 4 byte by byte (the calibrated cores all have the
-        # DSP extension: every one runs this path)
+        # kernels/ep_pool.c maxpool_words: four channels per word over each window (a last
+        # word ending at channel C - 1 when C >= 4 is not a multiple of 4), fewer than 4
+        # channels byte by byte (the calibrated cores all have the DSP extension: every one
+        # runs this path)
         g = p["g"]
         pixels, c = g["out_h"] * g["out_w"], g["out_c"]
         win = g["k_h"] * g["k_w"]
-        return k, {"window_words": pixels * win * (c // 4), "window_bytes": pixels * win * (c % 4),
-                   "words": pixels * (c // 4), "tail_outputs": pixels * (c % 4),
+        groups = (c + 3) // 4 if c >= 4 else 0
+        tail = 0 if c >= 4 else c
+        return k, {"window_words": pixels * win * groups, "window_bytes": pixels * win * tail,
+                   "words": pixels * groups, "tail_outputs": pixels * tail,
                    "pixels": pixels, "rows": g["out_h"], "call": 1}
     if k == "avgpool":
         g = p["g"]

@@ -38,10 +38,13 @@ static void pool(const ep_window *g, int32_t act_min, int32_t act_max, const int
 
 /* Max pooling four channels per word (ep_max4_s8: SSUB8 + SEL on the DSP cores): the window's
  * maximum of four int8 lanes, then the activation clamp on the word when it is narrower than
- * int8; channels past the last multiple of 4 byte by byte. Same bytes as pool(): the maximum
- * of a non-empty window starting from its first element equals the reference's maximum from
- * the lowest int8 value. Reads of a pixel's window all come before its output word is written
- * and outputs are written in the same order as pool(), so the in-place planning holds. */
+ * int8; with C >= 4 not a multiple of 4 the last group is the word ending at channel C - 1,
+ * fewer than 4 channels byte by byte. Same bytes as pool(): the maximum of a non-empty window
+ * starting from its first element equals the reference's maximum from the lowest int8 value.
+ * Outputs are written pixel after pixel, each after its window's reads, so the in-place
+ * planning holds; where the last group re-reads a byte the same pixel's earlier group already
+ * overwrote in place, that byte holds the clamped window maximum, and the clamped maximum of
+ * the window with it is the same byte (maximum and clamp are monotone and idempotent). */
 static void maxpool_words(const ep_window *g, int32_t act_min, int32_t act_max,
                           const int8_t *in, int8_t *out) {
   const int C = g->in_c, C4 = C & ~3;
@@ -60,18 +63,22 @@ static void maxpool_words(const ep_window *g, int32_t act_min, int32_t act_max,
       const int8_t *first = in + ((y0 + fy0) * g->in_w + x0 + fx0) * C;
       const int ny = fy1 - fy0, nx = fx1 - fx0;
       int c = 0;
-      for (; c < C4; c += 4) {
-        const int8_t *row = first + c;
+      /* groups of 4 channels; with C >= 4 not a multiple of 4, a last group ending at channel
+       * C - 1 (it recomputes a few channels of the previous group: the same bytes) */
+      const int last = C4 == C ? C4 : (C >= 4 ? C4 + 4 : 0);
+      for (; c < last; c += 4) {
+        const int g0 = c + 4 <= C ? c : C - 4;
+        const int8_t *row = first + g0;
         uint32_t m = ep_load32(row);
         for (int fy = 0; fy < ny; fy++, row += row_stride) {
           const int8_t *px = row;
           for (int fx = 0; fx < nx; fx++, px += C) m = ep_max4_s8(ep_load32(px), m);
         }
         if (clamp) m = ep_min4_s8(ep_max4_s8(m, lo4), hi4);
-        ep_store32(out, m);
-        out += 4;
+        ep_store32(out + g0, m);
       }
-      for (; c < C; c++) {
+      out += last ? C : 0;
+      for (; c < C; c++) {                /* C < 4 */
         const int8_t *row = first + c;
         int32_t acc = -128;
         for (int fy = 0; fy < ny; fy++, row += row_stride)
