@@ -59,11 +59,15 @@ def main() -> int:
     ap.add_argument("--out", default="runs/c_runtime_lenet5")
     ap.add_argument("--orientation", default="memory", choices=("memory", "workload", "target"),
                     help="where the sparsity goes; target: edgeprune-c's cost on the M4")
+    ap.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"),
+                    help="of the dense training and the pruning runs (edgeprune.train)")
     ap.add_argument("--channel-sparsity", help="also a channel-pruned model (same orientation)")
     ap.add_argument("--train-only", action="store_true",
                     help="train, prune and cluster only (the QEMU table: benchmarks/c_runtime_qemu.py lenet5)")
     args = ap.parse_args()
-    tag = "" if args.orientation == "memory" else f"-{args.orientation}"
+    tag = ("" if args.orientation == "memory" else f"-{args.orientation}") + \
+        ("" if args.lr_schedule == "constant" else f"-{args.lr_schedule}")
+    sched = [] if args.lr_schedule == "constant" else ["--lr-schedule", args.lr_schedule]
     out = REPO / args.out / f"{Path(args.data).name}-{args.epochs}ep-{args.sparsity}{tag}-{args.bits}b"
     cost_args = (["--target", "stm32l4r5-m4", "--runtime", "edgeprune-c"]
                  if args.orientation == "target" else [])
@@ -79,12 +83,13 @@ def main() -> int:
         ds = load_dataset(args.data)
         seed_everything(args.seed)
         model = build("lenet5", num_classes=ds.num_classes)
-        Trainer(model, ds, TrainConfig(epochs=args.epochs, seed=args.seed, progress=False)).fit()
+        Trainer(model, ds, TrainConfig(epochs=args.epochs, seed=args.seed, progress=False,
+                                       lr_schedule=args.lr_schedule)).fit()
         torch.save(model.state_dict(), dense_sd)
     pruned, clustered = out / "pruned", out / "clustered"
     if not (pruned / "model.pt").exists():
         edgeprune("prune", "lenet5", "--data", args.data, "--method", "statistical",
-                  "--granularity", "weight", "--orientation", args.orientation, *cost_args,
+                  "--granularity", "weight", "--orientation", args.orientation, *cost_args, *sched,
                   "--sparsity", args.sparsity,
                   "--epochs", args.epochs, "--seed", args.seed, "--no-baseline", "--quiet",
                   "-o", pruned)
@@ -94,7 +99,7 @@ def main() -> int:
     channel = out / "channel"
     if args.channel_sparsity and not (channel / "model.pt").exists():
         edgeprune("prune", "lenet5", "--data", args.data, "--method", "statistical",
-                  "--granularity", "channel", "--orientation", args.orientation, *cost_args,
+                  "--granularity", "channel", "--orientation", args.orientation, *cost_args, *sched,
                   "--sparsity", args.channel_sparsity, "--epochs", args.epochs, "--seed", args.seed,
                   "--no-baseline", "--quiet", "-o", channel)
     if args.train_only:
