@@ -210,10 +210,17 @@ def lenet_rows(lenet_dir: Path, data: str, core: str, samples: int, work: Path,
         runs.append(("channel", [lenet_dir / "channel"], "dense"))
     for label, d in extra:
         runs.append((label, [Path(d)], "auto"))
-    if variants:
-        runs = [r for r in runs if r[0] in variants or r[0] == "dense"]
     rows = []
     dense_instr = None
+    if variants:
+        stored = ([r for r in json.loads(OUT.read_text())["rows"]
+                   if (r["model"], r["core"], r["variant"], r["data"]) == ("lenet5", core, "dense", data)
+                   and f"--lenet-dir {lenet_dir} " in r.get("command", "") + " "] if OUT.exists() else [])
+        if stored and "dense" not in variants:   # the reference row of this --lenet-dir, stored
+            dense_instr, dense_wbytes = stored[0]["instructions"], stored[0]["weight_bytes"]
+            runs = [r for r in runs if r[0] in variants]
+        else:
+            runs = [r for r in runs if r[0] in variants or r[0] == "dense"]
     for label, margs, variant in runs:
         slug = "".join(ch if ch.isalnum() else "_" for ch in label)
         exp = work / f"export-{slug}"
@@ -248,7 +255,7 @@ def lenet_rows(lenet_dir: Path, data: str, core: str, samples: int, work: Path,
             "pruning": ({k: summary.get(k) for k in ("granularity", "orientation", "amount",
                                                       "target", "acc_pruned")}
                         if summary else None),
-            "model_dir": str(margs[0]),
+            "model_dir": str(margs[-1]),
             "nonzero_weights": sum(l["nonzero_weights"] for l in rep["layers"]),
             "weights": sum(l["weights"] for l in rep["layers"]),
             "accuracy": res.get("accuracy_int8_emulated"), "accuracy_float": rep.get("accuracy_float"),
@@ -276,8 +283,8 @@ def main() -> int:
     ap.add_argument("--lenet-dir", type=Path)
     ap.add_argument("--data", default="/work/shared/data/mnist-t10k")
     ap.add_argument("--samples", type=int, default=0, help="LeNet-5 test images on QEMU (0 = all)")
-    ap.add_argument("--variants", nargs="*", help="LeNet-5 variants to run (dense always runs: "
-                    "the reference of the others)")
+    ap.add_argument("--variants", nargs="*", help="LeNet-5 variants to run (dense runs too, the "
+                    "reference of the others, unless the table holds this --lenet-dir's dense row)")
     ap.add_argument("--extra", nargs="*", default=[], metavar="LABEL=DIR",
                     help="other pruned LeNet-5 models (rows exported with the per-layer choice)")
     ap.add_argument("--export-samples", type=int, default=0,
