@@ -6,7 +6,7 @@ each core, built with arm-none-eabi-gcc -O2 and run on the core's QEMU board by 
 `edgeprune verify` firmware: exact instructions per kernel call (-icount timer) and cycles
 through the core's TRM instruction timings (cortex-m4: Cortex-M4 TRM (100166_0001_00) Table 3-1 timings; cortex-m7: Cortex-M4 TRM timings on the M7 instruction stream: an upper bound, dual issue not modelled; cortex-m33: Cortex-M4 TRM timings (the M33 TRM publishes none; same 3-stage pipeline)).
 Fitted per kernel: value = sum(coef * term) over the terms of costs.step_terms, by non-negative
-least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m33
+least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds maxpool conv fc --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds maxpool; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m7 --kinds maxpool conv fc --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m33; benchmarks/c_runtime_calibrate.py --cores cortex-m33 --kinds maxpool conv fc --variants sparse
 Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 """
 
@@ -49,12 +49,15 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 5.46001,
-            "entries_border": 16.84307,
-            "outputs": 45.43996,
-            "border_pixels": 0.0,
-            "pixels": 37.82552,
-            "call": 486.96607
+            "entries_inside": 6.24031,
+            "entries_border": 16.87024,
+            "outputs_short": 0.0,
+            "outputs_live": 24.66715,
+            "outputs_const": 0.0,
+            "border_outputs": 86.65034,
+            "rows": 123.47047,
+            "channels": 0.0,
+            "call": 297.25403
         },
         "dwconv-3x3": {
             "pair_steps": 57.03187,
@@ -89,16 +92,18 @@ STEP_INSTRUCTIONS = {
             "call": 123.0667
         },
         "fc-sparse": {
-            "entries": 5.02751,
-            "outputs": 49.0007,
-            "call": 85.06522
+            "entries": 6.00446,
+            "outputs": 28.1067,
+            "call": 61.48181
         },
         "maxpool": {
-            "window": 11.70838,
-            "outputs": 44.93231,
-            "pixels": 48.22185,
-            "rows": 88.77131,
-            "call": 0.0
+            "window_words": 10.85872,
+            "window_bytes": 0.0,
+            "words": 36.07719,
+            "tail_outputs": 0.0,
+            "pixels": 38.73641,
+            "rows": 46.7658,
+            "call": 29.30481
         },
         "relu": {
             "elements": 45.0,
@@ -147,12 +152,15 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 5.53198,
-            "entries_border": 15.00757,
-            "outputs": 45.20818,
-            "border_pixels": 0.0,
-            "pixels": 38.91178,
-            "call": 332.69284
+            "entries_inside": 6.3056,
+            "entries_border": 15.03875,
+            "outputs_short": 0.0,
+            "outputs_live": 23.79518,
+            "outputs_const": 0.0,
+            "border_outputs": 92.54457,
+            "rows": 120.84442,
+            "channels": 0.0,
+            "call": 301.09326
         },
         "dwconv-3x3": {
             "pair_steps": 56.79879,
@@ -187,16 +195,18 @@ STEP_INSTRUCTIONS = {
             "call": 122.61929
         },
         "fc-sparse": {
-            "entries": 5.02304,
-            "outputs": 47.83926,
-            "call": 75.44617
+            "entries": 6.00446,
+            "outputs": 27.1067,
+            "call": 60.48181
         },
         "maxpool": {
-            "window": 11.70873,
-            "outputs": 42.93224,
-            "pixels": 48.1433,
-            "rows": 90.34095,
-            "call": 0.0
+            "window_words": 10.85872,
+            "window_bytes": 0.0,
+            "words": 37.07719,
+            "tail_outputs": 0.0,
+            "pixels": 42.73641,
+            "rows": 46.7658,
+            "call": 31.30481
         },
         "relu": {
             "elements": 36.0,
@@ -245,12 +255,15 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 5.38725,
-            "entries_border": 15.86344,
-            "outputs": 44.48242,
-            "border_pixels": 0.0,
-            "pixels": 39.95367,
-            "call": 465.04567
+            "entries_inside": 6.23017,
+            "entries_border": 15.86985,
+            "outputs_short": 0.0,
+            "outputs_live": 24.07755,
+            "outputs_const": 0.0,
+            "border_outputs": 88.37864,
+            "rows": 123.70351,
+            "channels": 0.0,
+            "call": 297.23057
         },
         "dwconv-3x3": {
             "pair_steps": 57.03187,
@@ -285,16 +298,18 @@ STEP_INSTRUCTIONS = {
             "call": 121.84297
         },
         "fc-sparse": {
-            "entries": 5.02304,
-            "outputs": 47.83926,
-            "call": 77.44617
+            "entries": 6.00446,
+            "outputs": 28.1067,
+            "call": 60.48181
         },
         "maxpool": {
-            "window": 11.70803,
-            "outputs": 46.93239,
-            "pixels": 48.30041,
-            "rows": 88.20167,
-            "call": 0.0
+            "window_words": 10.85872,
+            "window_bytes": 0.0,
+            "words": 36.07719,
+            "tail_outputs": 0.0,
+            "pixels": 39.73641,
+            "rows": 46.7658,
+            "call": 29.30481
         },
         "relu": {
             "elements": 35.0,
@@ -347,12 +362,15 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 6.8722,
-            "entries_border": 20.84626,
-            "outputs": 54.55529,
-            "border_pixels": 0.0,
-            "pixels": 65.63778,
-            "call": 623.45754
+            "entries_inside": 8.32846,
+            "entries_border": 20.82364,
+            "outputs_short": 0.0,
+            "outputs_live": 30.65449,
+            "outputs_const": 0.0,
+            "border_outputs": 102.46998,
+            "rows": 169.92449,
+            "channels": 0.0,
+            "call": 476.00521
         },
         "dwconv-3x3": {
             "pair_steps": 66.80855,
@@ -387,16 +405,18 @@ STEP_CYCLES = {
             "call": 159.68044
         },
         "fc-sparse": {
-            "entries": 6.52168,
-            "outputs": 61.44877,
-            "call": 116.55864
+            "entries": 9.00089,
+            "outputs": 31.82134,
+            "call": 92.49636
         },
         "maxpool": {
-            "window": 14.18206,
-            "outputs": 55.18486,
-            "pixels": 55.08531,
-            "rows": 117.07191,
-            "call": 0.0
+            "window_words": 14.47829,
+            "window_bytes": 0.0,
+            "words": 44.76958,
+            "tail_outputs": 0.0,
+            "pixels": 50.64855,
+            "rows": 53.02107,
+            "call": 51.40641
         },
         "relu": {
             "elements": 48.0,
@@ -445,12 +465,15 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 7.31725,
-            "entries_border": 19.86116,
-            "outputs": 54.22426,
-            "border_pixels": 0.0,
-            "pixels": 70.90942,
-            "call": 658.69183
+            "entries_inside": 9.36187,
+            "entries_border": 20.40815,
+            "outputs_short": 0.0,
+            "outputs_live": 28.47303,
+            "outputs_const": 0.31458,
+            "border_outputs": 109.63576,
+            "rows": 168.18841,
+            "channels": 0.0,
+            "call": 485.08061
         },
         "dwconv-3x3": {
             "pair_steps": 66.53495,
@@ -485,16 +508,18 @@ STEP_CYCLES = {
             "call": 158.42893
         },
         "fc-sparse": {
-            "entries": 7.01754,
-            "outputs": 60.95263,
-            "call": 108.1965
+            "entries": 10.00089,
+            "outputs": 31.82134,
+            "call": 90.49636
         },
         "maxpool": {
-            "window": 14.18206,
-            "outputs": 57.18486,
-            "pixels": 57.08531,
-            "rows": 120.07191,
-            "call": 0.0
+            "window_words": 14.63318,
+            "window_bytes": 0.0,
+            "words": 46.94268,
+            "tail_outputs": 0.0,
+            "pixels": 52.87658,
+            "rows": 55.58488,
+            "call": 37.93181
         },
         "relu": {
             "elements": 40.0,
@@ -543,12 +568,15 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 7.32618,
-            "entries_border": 20.86572,
-            "outputs": 54.99582,
-            "border_pixels": 0.0,
-            "pixels": 65.3501,
-            "call": 547.98537
+            "entries_inside": 9.32215,
+            "entries_border": 20.82195,
+            "outputs_short": 0.0,
+            "outputs_live": 28.58203,
+            "outputs_const": 0.48506,
+            "border_outputs": 104.86568,
+            "rows": 167.66118,
+            "channels": 0.0,
+            "call": 422.38662
         },
         "dwconv-3x3": {
             "pair_steps": 66.82714,
@@ -583,16 +611,18 @@ STEP_CYCLES = {
             "call": 161.25746
         },
         "fc-sparse": {
-            "entries": 7.01912,
-            "outputs": 60.20274,
-            "call": 107.99223
+            "entries": 9.00089,
+            "outputs": 31.82134,
+            "call": 89.49636
         },
         "maxpool": {
-            "window": 14.18136,
-            "outputs": 58.18502,
-            "pixels": 55.24242,
-            "rows": 115.93263,
-            "call": 0.0
+            "window_words": 14.47829,
+            "window_bytes": 0.0,
+            "words": 44.76958,
+            "tail_outputs": 0.0,
+            "pixels": 52.64855,
+            "rows": 53.02107,
+            "call": 49.40641
         },
         "relu": {
             "elements": 38.0,
@@ -660,8 +690,8 @@ FIT_MAX_REL_ERROR = {
             0.0635
         ],
         "conv-sparse": [
-            0.1134,
-            0.147
+            0.1857,
+            0.2094
         ],
         "dwconv-3x3": [
             0.0408,
@@ -680,12 +710,12 @@ FIT_MAX_REL_ERROR = {
             0.0538
         ],
         "fc-sparse": [
-            0.2044,
-            0.1149
+            0.0477,
+            0.0076
         ],
         "maxpool": [
-            0.0239,
-            0.0231
+            0.0134,
+            0.0138
         ],
         "relu": [
             0.0,
@@ -718,8 +748,8 @@ FIT_MAX_REL_ERROR = {
             0.056
         ],
         "conv-sparse": [
-            0.1087,
-            0.1369
+            0.1873,
+            0.1968
         ],
         "dwconv-3x3": [
             0.0382,
@@ -738,12 +768,12 @@ FIT_MAX_REL_ERROR = {
             0.0532
         ],
         "fc-sparse": [
-            0.174,
-            0.0933
+            0.0492,
+            0.0075
         ],
         "maxpool": [
-            0.0239,
-            0.023
+            0.0131,
+            0.0143
         ],
         "relu": [
             0.0,
@@ -776,8 +806,8 @@ FIT_MAX_REL_ERROR = {
             0.0625
         ],
         "conv-sparse": [
-            0.0939,
-            0.1335
+            0.1887,
+            0.1958
         ],
         "dwconv-3x3": [
             0.0403,
@@ -796,12 +826,12 @@ FIT_MAX_REL_ERROR = {
             0.0548
         ],
         "fc-sparse": [
-            0.1731,
-            0.1015
+            0.0477,
+            0.0077
         ],
         "maxpool": [
-            0.024,
-            0.0232
+            0.0133,
+            0.0138
         ],
         "relu": [
             0.0,
