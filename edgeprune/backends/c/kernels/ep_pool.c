@@ -45,6 +45,7 @@ static void pool(const ep_window *g, int32_t act_min, int32_t act_max, const int
  * planning holds; where the last group re-reads a byte the same pixel's earlier group already
  * overwrote in place, that byte holds the clamped window maximum, and the clamped maximum of
  * the window with it is the same byte (maximum and clamp are monotone and idempotent). */
+#if EP_HAVE_DSP || defined(EP_MAXPOOL_WORDS)
 static void maxpool_words(const ep_window *g, int32_t act_min, int32_t act_max,
                           const int8_t *in, int8_t *out) {
   const int C = g->in_c, C4 = C & ~3;
@@ -91,6 +92,8 @@ static void maxpool_words(const ep_window *g, int32_t act_min, int32_t act_max,
     }
   }
 }
+
+#endif
 
 void ep_maxpool(const ep_window *g, int32_t act_min, int32_t act_max, const int8_t *in,
                 int8_t *out) {
