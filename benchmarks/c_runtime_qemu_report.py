@@ -96,7 +96,7 @@ def main() -> int:
                           + (f" (`--target {r['pruning']['target']} --runtime edgeprune-c`)"
                              if r['pruning'].get('target') else "")
                           + f", params {r.get('params_compression')}x fewer ({r['model_dir']})"
-                          for r in le if r.get("pruning")})), "",
+                          for r in le if (r.get("pruning") or {}).get("granularity")})), "",
                       "| variant | instructions | x fewer than dense | cycles (TRM) | cycles estimate | error | weight B | x less weight flash | flash B | flash B (export's estimate) | RAM B | RAM B (export's estimate) | non-zero weights | accuracy (emulated) |",
                       "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             d = next((r for r in le if r["variant"] == "dense" and r.get("tflm_cmsis_nn_instructions")), None)
