@@ -26,15 +26,9 @@
                                    (q)->act_min, (q)->act_max)
 #endif
 
+/* four entries per pass (ep_im2col.h's ep_sparse_dot): long rows keep the 4-way unroll */
 EP_INLINE int32_t sp_dot(const int8_t *x, const uint16_t *pos, const int8_t *v, int n, int32_t acc) {
-  for (; n >= 2; n -= 2) {
-    acc += x[pos[0]] * v[0];
-    acc += x[pos[1]] * v[1];
-    pos += 2;
-    v += 2;
-  }
-  if (n) acc += x[pos[0]] * v[0];
-  return acc;
+  return acc + ep_sparse_dot(x, pos, v, n);
 }
 
 /* One channel's run of `count` interior pixels (input windows step_x bytes apart, outputs
