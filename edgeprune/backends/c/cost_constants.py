@@ -6,7 +6,7 @@ each core, built with arm-none-eabi-gcc -O2 and run on the core's QEMU board by 
 `edgeprune verify` firmware: exact instructions per kernel call (-icount timer) and cycles
 through the core's TRM instruction timings (cortex-m4: Cortex-M4 TRM (100166_0001_00) Table 3-1 timings; cortex-m7: Cortex-M4 TRM timings on the M7 instruction stream: an upper bound, dual issue not modelled; cortex-m33: Cortex-M4 TRM timings (the M33 TRM publishes none; same 3-stage pipeline)).
 Fitted per kernel: value = sum(coef * term) over the terms of costs.step_terms, by non-negative
-least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds maxpool conv fc --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds maxpool; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m7 --kinds maxpool conv fc --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m33; benchmarks/c_runtime_calibrate.py --cores cortex-m33 --kinds maxpool conv fc --variants sparse
+least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds maxpool conv fc --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds maxpool; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m7 --kinds maxpool conv fc --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m33; benchmarks/c_runtime_calibrate.py --cores cortex-m33 --kinds maxpool conv fc --variants sparse
 Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 """
 
@@ -49,15 +49,15 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 6.24031,
-            "entries_border": 16.87024,
+            "entries_inside": 5.31667,
+            "entries_border": 16.8472,
             "outputs_short": 0.0,
-            "outputs_live": 24.66715,
+            "outputs_live": 28.75,
             "outputs_const": 0.0,
-            "border_outputs": 86.65034,
-            "rows": 123.47047,
+            "border_outputs": 81.18104,
+            "rows": 130.89072,
             "channels": 0.0,
-            "call": 297.25403
+            "call": 135.18053
         },
         "dwconv-3x3": {
             "pair_steps": 57.03187,
@@ -362,15 +362,15 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-sparse": {
-            "entries_inside": 8.32846,
-            "entries_border": 20.82364,
+            "entries_inside": 6.87686,
+            "entries_border": 20.79996,
             "outputs_short": 0.0,
-            "outputs_live": 30.65449,
+            "outputs_live": 36.54139,
             "outputs_const": 0.0,
-            "border_outputs": 102.46998,
-            "rows": 169.92449,
+            "border_outputs": 93.99916,
+            "rows": 184.79578,
             "channels": 0.0,
-            "call": 476.00521
+            "call": 373.57023
         },
         "dwconv-3x3": {
             "pair_steps": 66.80855,
@@ -690,8 +690,8 @@ FIT_MAX_REL_ERROR = {
             0.0635
         ],
         "conv-sparse": [
-            0.1857,
-            0.2094
+            0.1927,
+            0.2082
         ],
         "dwconv-3x3": [
             0.0408,
