@@ -19,6 +19,8 @@ benchmarks/c_runtime_qemu.py.
 
 Run from the repo root:
   .venv/bin/python benchmarks/c_runtime_calibrate.py [--cores cortex-m4 ...]
+  .venv/bin/python benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds maxpool conv fc --variants sparse
+      (after a kernel change: re-measures those models only, merged into the stored fits)
 """
 from __future__ import annotations
 
@@ -56,13 +58,15 @@ def model_dir(gen, d: Path, core: str) -> None:
         "rounding": "tflm", "core": core, "model": "synthetic"}, default=str))
 
 
-def measure_grid(core: str, work: Path):
+def measure_grid(core: str, work: Path, kinds=None, variants=None):
     from edgeprune.backends.c.codegen import generate
     from edgeprune.backends.c.costs import step_terms
     from edgeprune.verify.c_runtime import measure_steps
     samples, invoke = [], []
     rng = np.random.default_rng(0)
     for i, (kind, spec, variant, sparsity, levels) in enumerate(c_synthetic.grid()):
+        if (kinds and kind not in kinds) or (variants and variant and variant not in variants):
+            continue
         g = c_synthetic.graph(kind, spec, i, sparsity, levels)
         gen = generate(g, core, force=variant or None, model_name=f"syn{i}")
         d = work / f"m{i}"
@@ -104,12 +108,20 @@ def fit(rows, names):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cores", nargs="*", default=["cortex-m4"])
+    ap.add_argument("--kinds", nargs="*", help="re-measure only these layer kinds of the grid "
+                    "(e.g. maxpool, after a kernel change): their kernel fits replace the stored "
+                    "ones, every other fit and the invoke fit stay as stored")
+    ap.add_argument("--variants", nargs="*", help="with --kinds: only these weight encodings of "
+                    "the weighted kinds (dense, sparse, clustered)")
     args = ap.parse_args()
+    if args.variants and not args.kinds:
+        print("--variants needs --kinds", file=sys.stderr)
+        return 2
     result = {"command": command_line(), "cores": {}}
     for core in args.cores:
         t0 = time.time()
         with tempfile.TemporaryDirectory(prefix="c-calib-") as d:
-            samples, invoke = measure_grid(core, Path(d))
+            samples, invoke = measure_grid(core, Path(d), args.kinds, args.variants)
         fits = {}
         for key in sorted({s["key"] for s in samples}):
             rows = [s for s in samples if s["key"] == key]
@@ -117,9 +129,18 @@ def main() -> int:
             fits[key] = {"terms": names, "samples": len(rows), **fit(rows, names)}
         inv_rows = [{"terms": {"call": 1, "output_bytes": r["output_bytes"]}, **r} for r in invoke]
         fits_inv = fit(inv_rows, ["call", "output_bytes"])
-        result["cores"][core] = {"command": command_line(), "seconds": round(time.time() - t0, 1),
-                                 "kernels": fits, "invoke": fits_inv,
-                                 "samples": samples, "invoke_samples": invoke}
+        entry = {"command": command_line(), "seconds": round(time.time() - t0, 1),
+                 "kernels": fits, "invoke": fits_inv, "samples": samples, "invoke_samples": invoke}
+        if args.kinds:          # a partial re-measurement: merged into the stored fits
+            old = json.loads(OUT.read_text())["cores"].get(core) if OUT.exists() else None
+            if old is None:
+                print(f"--kinds needs a stored full calibration of {core}", file=sys.stderr)
+                return 2
+            keys = set(fits)
+            entry = {**old, "kernels": {**old["kernels"], **fits},
+                     "samples": [x for x in old["samples"] if x["key"] not in keys] + samples,
+                     "partial_commands": old.get("partial_commands", []) + [command_line()]}
+        result["cores"][core] = entry
         for key, f in fits.items():
             print(f"{core} {key:15s} n={f['samples']:2d} instr err {f['instructions_max_rel_error']:.3f} "
                   f"cycles err {f['cycles_max_rel_error']:.3f}  {f['cycles']}")
@@ -156,7 +177,7 @@ each core, built with arm-none-eabi-gcc -O2 and run on the core's QEMU board by 
 `edgeprune verify` firmware: exact instructions per kernel call (-icount timer) and cycles
 through the core's TRM instruction timings ({"; ".join(f"{c}: {TIMING_SOURCE[c]}" for c in result["cores"])}).
 Fitted per kernel: value = sum(coef * term) over the terms of costs.step_terms, by non-negative
-least squares. Commands: {"; ".join(d["command"] for d in result["cores"].values())}
+least squares. Commands: {"; ".join(dict.fromkeys(c for d in result["cores"].values() for c in [d["command"], *d.get("partial_commands", [])]))}
 Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 """
 

@@ -5,9 +5,13 @@ exactness, weight bytes, flash / RAM and the estimated instructions of each kern
 Steps (every model artefact through the user-facing CLI):
 1. dense: LeNet-5 trained with edgeprune's Trainer (seed, epochs and optimiser of the pruning
    run), saved as a state_dict;
-2. pruned: `edgeprune prune lenet5 --method statistical --granularity weight --orientation
-   memory --sparsity S --no-baseline` (weight-level sparsity);
+2. pruned: `edgeprune prune lenet5 --method statistical --granularity weight --orientation O
+   --sparsity S --no-baseline` (weight-level sparsity); --orientation target prices each weight
+   by what it costs in edgeprune-c on the M4 (`--target stm32l4r5-m4 --runtime edgeprune-c`:
+   instructions and flash of the sparse kernels), memory by its parameter;
 3. pruned + clustered: `edgeprune cluster PRUNED --bits B --epochs 1` (pruned weights stay 0);
+3b. with --channel-sparsity: channel-pruned (`--granularity channel`, same orientation), the
+   coarse-granularity row of benchmarks/c_runtime_qemu.py lenet5;
 4. `edgeprune export c ... --eval-samples 0` of each model, per weight encoding, for the
    Cortex-M4 (stm32l4r5-m4) and the Cortex-M0+ (rp2040-m0plus): the C build runs the whole test
    split; its output bytes are compared with the tflite-micro runtime and LiteRT.
@@ -18,6 +22,8 @@ come with the QEMU harness (issue 11).
 
 Run from the repo root:
   .venv/bin/python benchmarks/c_runtime_lenet5.py --data ../shared/data/mnist-t10k --epochs 15 --sparsity 100x --bits 3
+  .venv/bin/python benchmarks/c_runtime_lenet5.py --data ../shared/data/mnist-t10k --epochs 15 \
+      --orientation target --sparsity 0.981 --channel-sparsity 0.5 --train-only
 (--data: fashion-mnist, mnist-10k or an IDX directory; a lone MNIST t10k set is split 8k / 2k.)
 Writes benchmarks/results/c_runtime_lenet5.json; models and exports under runs/c_runtime_lenet5/.
 """
@@ -51,8 +57,20 @@ def main() -> int:
     ap.add_argument("--bits", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/c_runtime_lenet5")
+    ap.add_argument("--orientation", default="memory", choices=("memory", "workload", "target"),
+                    help="where the sparsity goes; target: edgeprune-c's cost on the M4")
+    ap.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"),
+                    help="of the dense training and the pruning runs (edgeprune.train)")
+    ap.add_argument("--channel-sparsity", help="also a channel-pruned model (same orientation)")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train, prune and cluster only (the QEMU table: benchmarks/c_runtime_qemu.py lenet5)")
     args = ap.parse_args()
-    out = REPO / args.out / f"{Path(args.data).name}-{args.epochs}ep-{args.sparsity}-{args.bits}b"
+    tag = ("" if args.orientation == "memory" else f"-{args.orientation}") + \
+        ("" if args.lr_schedule == "constant" else f"-{args.lr_schedule}")
+    sched = [] if args.lr_schedule == "constant" else ["--lr-schedule", args.lr_schedule]
+    out = REPO / args.out / f"{Path(args.data).name}-{args.epochs}ep-{args.sparsity}{tag}-{args.bits}b"
+    cost_args = (["--target", "stm32l4r5-m4", "--runtime", "edgeprune-c"]
+                 if args.orientation == "target" else [])
     out.mkdir(parents=True, exist_ok=True)
 
     dense_sd = out / "dense.pt"
@@ -65,17 +83,28 @@ def main() -> int:
         ds = load_dataset(args.data)
         seed_everything(args.seed)
         model = build("lenet5", num_classes=ds.num_classes)
-        Trainer(model, ds, TrainConfig(epochs=args.epochs, seed=args.seed, progress=False)).fit()
+        Trainer(model, ds, TrainConfig(epochs=args.epochs, seed=args.seed, progress=False,
+                                       lr_schedule=args.lr_schedule)).fit()
         torch.save(model.state_dict(), dense_sd)
     pruned, clustered = out / "pruned", out / "clustered"
     if not (pruned / "model.pt").exists():
         edgeprune("prune", "lenet5", "--data", args.data, "--method", "statistical",
-                  "--granularity", "weight", "--orientation", "memory", "--sparsity", args.sparsity,
+                  "--granularity", "weight", "--orientation", args.orientation, *cost_args, *sched,
+                  "--sparsity", args.sparsity,
                   "--epochs", args.epochs, "--seed", args.seed, "--no-baseline", "--quiet",
                   "-o", pruned)
     if not (clustered / "model.pt").exists():
         edgeprune("cluster", pruned, "--data", args.data, "--bits", args.bits, "--epochs", 1,
                   "--seed", args.seed, "-o", clustered)
+    channel = out / "channel"
+    if args.channel_sparsity and not (channel / "model.pt").exists():
+        edgeprune("prune", "lenet5", "--data", args.data, "--method", "statistical",
+                  "--granularity", "channel", "--orientation", args.orientation, *cost_args, *sched,
+                  "--sparsity", args.channel_sparsity, "--epochs", args.epochs, "--seed", args.seed,
+                  "--no-baseline", "--quiet", "-o", channel)
+    if args.train_only:
+        print(f"models in {out}")
+        return 0
 
     runs = [  # (stage, MODEL args, target, variant, objective)
         ("dense", ["lenet5", "--weights", dense_sd], "stm32l4r5-m4", "dense", "cycles"),

@@ -147,6 +147,9 @@ def tflm_columns(row: dict) -> None:
     for t in json.loads(path.read_text())["rows"]:
         if (t["model"], t["core"], t.get("runtime")) == (row["model"], row["core"], "tflm-cmsis-nn"):
             row["tflm_cmsis_nn_cycles"] = t["cycles_measured"]
+            row["tflm_cmsis_nn_instructions"] = t.get("instructions_measured")
+            row["tflm_cmsis_nn_flash_bytes"] = t.get("flash_bytes")
+            row["tflm_cmsis_nn_ram_bytes"] = t.get("ram_bytes")
             row["tflm_cmsis_nn_arena_measured"] = t.get("arena_measured")
             row["tflm_command"] = t["command"]
             if row.get("edgeprune_c_cycles"):
@@ -188,8 +191,9 @@ def edgeprune(*args) -> None:
 
 
 def lenet_rows(lenet_dir: Path, data: str, core: str, samples: int, work: Path,
-               variants=None) -> list:
-    """Each LeNet-5 variant exported with `edgeprune export c`, verified on QEMU."""
+               variants=None, extra=(), export_samples: int = 0) -> list:
+    """Each LeNet-5 variant exported with `edgeprune export c`, verified on QEMU. extra:
+    (label, model dir) of other pruned models, exported with the per-layer choice."""
     from edgeprune.backends.c import costs  # noqa: F401  (calibrated model used by the export)
     target = CORE_TARGET[core]
     runs = [  # (variant label, MODEL args, --variant)
@@ -204,22 +208,33 @@ def lenet_rows(lenet_dir: Path, data: str, core: str, samples: int, work: Path,
     ]
     if (lenet_dir / "channel").is_dir():
         runs.append(("channel", [lenet_dir / "channel"], "dense"))
-    if variants:
-        runs = [r for r in runs if r[0] in variants or r[0] == "dense"]
+    for label, d in extra:
+        runs.append((label, [Path(d)], "auto"))
     rows = []
     dense_instr = None
+    if variants:
+        stored = ([r for r in json.loads(OUT.read_text())["rows"]
+                   if (r["model"], r["core"], r["variant"], r["data"]) == ("lenet5", core, "dense", data)
+                   and f"--lenet-dir {lenet_dir} " in r.get("command", "") + " "] if OUT.exists() else [])
+        if stored and "dense" not in variants:   # the reference row of this --lenet-dir, stored
+            dense_instr, dense_wbytes = stored[0]["instructions"], stored[0]["weight_bytes"]
+            runs = [r for r in runs if r[0] in variants]
+        else:
+            runs = [r for r in runs if r[0] in variants or r[0] == "dense"]
     for label, margs, variant in runs:
         slug = "".join(ch if ch.isalnum() else "_" for ch in label)
         exp = work / f"export-{slug}"
-        edgeprune("export", "c", *margs, "--target", target, "--data", data, "--eval-samples", 0,
-                  "--variant", variant, "--allow-overflow", "-o", exp)
+        edgeprune("export", "c", *margs, "--target", target, "--data", data, "--eval-samples",
+                  export_samples, "--variant", variant, "--allow-overflow", "-o", exp)
         vout = work / f"verify-{slug}"
         edgeprune("verify", exp, "--qemu", core, "--data", data, "--samples", samples, "-o", vout)
         rep = json.loads((exp / "report.json").read_text())
         res = json.loads((vout / "verify.json").read_text())
         if label == "dense":
             dense_instr = res["instructions_per_invoke"]
-        est = sum(l["instructions_estimate"] for l in rep["layers"])
+            dense_wbytes = rep["weight_bytes"]
+        summary = Path(margs[0]) / "summary.json"
+        summary = json.loads(summary.read_text()) if summary.is_file() else {}
         rows.append({
             "model": "lenet5", "core": core, "variant": label, "data": data,
             "instructions": res["instructions_per_invoke"],
@@ -234,13 +249,24 @@ def lenet_rows(lenet_dir: Path, data: str, core: str, samples: int, work: Path,
             "flash_bytes_export_estimate": (rep.get("cross") or {}).get("flash_bytes"),
             "ram_bytes_export_estimate": (rep.get("cross") or {}).get("ram_bytes"),
             "weight_bytes": rep["weight_bytes"],
+            "weight_bytes_vs_dense": round(dense_wbytes / rep["weight_bytes"], 2),
+            "params_compression": (round(summary["params_compression"], 1)
+                                   if "params_compression" in summary else None),
+            "pruning": ({k: summary.get(k) for k in ("granularity", "orientation", "amount",
+                                                      "target", "acc_pruned")}
+                        if summary else None),
+            "model_dir": str(margs[-1]),
             "nonzero_weights": sum(l["nonzero_weights"] for l in rep["layers"]),
             "weights": sum(l["weights"] for l in rep["layers"]),
             "accuracy": res.get("accuracy_int8_emulated"), "accuracy_float": rep.get("accuracy_float"),
+            "accuracy_float_inputs": (rep.get("verification") or {}).get("samples"),
             "accuracy_note": f"emulated {core} build on the first {res['inputs']['count']} test images",
             "identical_vs_tflm": res["outputs_vs_host"].get("tflm", {}).get("identical"),
             "inputs": res["inputs"]["count"], "board": res["board"],
             "layers": layer_summary(res), "command": command_line()})
+        if label == "dense":
+            tflm_columns(rows[-1])      # TFLM + CMSIS-NN on the same core: dense kernels, so its
+            #                             count does not depend on the weights' values
         print(f"lenet5 {label}: {res['instructions_per_invoke']} instructions, flash "
               f"{res['flash_bytes']} B, RAM {res['ram_bytes']} B, accuracy "
               f"{res.get('accuracy_int8_emulated')}", flush=True)
@@ -257,8 +283,12 @@ def main() -> int:
     ap.add_argument("--lenet-dir", type=Path)
     ap.add_argument("--data", default="/work/shared/data/mnist-t10k")
     ap.add_argument("--samples", type=int, default=0, help="LeNet-5 test images on QEMU (0 = all)")
-    ap.add_argument("--variants", nargs="*", help="LeNet-5 variants to run (dense always runs: "
-                    "the reference of the others)")
+    ap.add_argument("--variants", nargs="*", help="LeNet-5 variants to run (dense runs too, the "
+                    "reference of the others, unless the table holds this --lenet-dir's dense row)")
+    ap.add_argument("--extra", nargs="*", default=[], metavar="LABEL=DIR",
+                    help="other pruned LeNet-5 models (rows exported with the per-layer choice)")
+    ap.add_argument("--export-samples", type=int, default=0,
+                    help="test images of `export c`'s own host check (0 = all; QEMU runs --samples)")
     args = ap.parse_args()
     if args.what == "reestimate":        # zoo rows: estimates from the current constants
         table = json.loads(OUT.read_text())
@@ -285,7 +315,13 @@ def main() -> int:
                 print("--lenet-dir must hold dense.pt, pruned/ and clustered/ (run "
                       "benchmarks/c_runtime_lenet5.py first)", file=sys.stderr)
                 return 2
-            upsert(lenet_rows(args.lenet_dir, args.data, args.core, args.samples, work, args.variants))
+            extra = [tuple(e.split("=", 1)) for e in args.extra]
+            if any(len(e) != 2 for e in extra):
+                print("--extra takes LABEL=DIR", file=sys.stderr)
+                return 2
+            upsert(lenet_rows(args.lenet_dir, args.data, args.core, args.samples, work,
+                              args.variants + [e[0] for e in extra] if args.variants else None,
+                              extra, args.export_samples))
     return 0
 
 

@@ -83,22 +83,43 @@ def main() -> int:
                 ipm = sorted(l["instructions_per_mac"] for l in dws)
                 lines += [f"Depthwise convolutions (DSP kernel) on the M4: {len(dws)} layers, instructions "
                           f"per MAC min {ipm[0]}, median {ipm[len(ipm) // 2]}, max {ipm[-1]}.", ""]
-        order = ["dense", "sparse", "sparse, per-layer choice", "dense, clustered model", "clustered",
-                 "sparse+clustered", "channel"]
+        order = ["dense", "channel", "sparse", "sparse, per-layer choice", "dense, clustered model",
+                 "clustered", "sparse+clustered"]
         le = sorted((r for r in c["rows"] if r["model"] == "lenet5" and "fashion" not in str(r.get("data"))),
                     key=lambda r: order.index(r["variant"]) if r["variant"] in order else 99)
         if le:
             lines += ["## LeNet-5, trained, pruned and clustered (emulated build)", "",
                       "; ".join(sorted({f"`{r['command']}`" for r in le})), "",
-                      "| variant | instructions | x fewer than dense | cycles (TRM) | cycles estimate | error | weight B | flash B | flash B (export's estimate) | RAM B | RAM B (export's estimate) | non-zero weights | accuracy (emulated) |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                      "Pruned models: " + "; ".join(sorted({
+                          f"{r['variant']}: {r['pruning']['granularity']} / {r['pruning']['orientation']} "
+                          f"amount {r['pruning']['amount']}"
+                          + (f" (`--target {r['pruning']['target']} --runtime edgeprune-c`)"
+                             if r['pruning'].get('target') else "")
+                          + f", params {r.get('params_compression')}x fewer ({r['model_dir']})"
+                          for r in le if (r.get("pruning") or {}).get("granularity")})), "",
+                      "| variant | instructions | x fewer than dense | cycles (TRM) | cycles estimate | error | weight B | x less weight flash | flash B | flash B (export's estimate) | RAM B | RAM B (export's estimate) | non-zero weights | accuracy (emulated) |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            d = next((r for r in le if r["variant"] == "dense" and r.get("tflm_cmsis_nn_instructions")), None)
+            if d:
+                lines.append(f"| dense, TFLM + CMSIS-NN ({d['core']}; `{d.get('tflm_command', '')}`) | "
+                             f"{_n(d['tflm_cmsis_nn_instructions'])} | "
+                             f"{round(d['instructions'] / d['tflm_cmsis_nn_instructions'], 2)} | "
+                             f"{_n(d['tflm_cmsis_nn_cycles'])} | | | | | {_n(d.get('tflm_cmsis_nn_flash_bytes'))} | | "
+                             f"{_n(d.get('tflm_cmsis_nn_ram_bytes'))} | | | same int8 model: identical bytes |")
             for r in le:
                 acc = "" if r.get("accuracy") is None else f"{100 * r['accuracy']:.2f} % ({r['inputs']} images)"
                 lines.append(f"| {r['variant']} | {_n(r['instructions'])} | {r.get('instructions_vs_dense')} | "
                              f"{_n(r.get('edgeprune_c_cycles'))} | {_n(r.get('cycles_estimate'))} | {_pct(r.get('cycles_estimate_error'))} | "
-                             f"{_n(r['weight_bytes'])} | {_n(r['flash_bytes'])} | {_n(r.get('flash_bytes_export_estimate'))} | "
+                             f"{_n(r['weight_bytes'])} | {r.get('weight_bytes_vs_dense', '')} | {_n(r['flash_bytes'])} | {_n(r.get('flash_bytes_export_estimate'))} | "
                              f"{_n(r['ram_bytes'])} | {_n(r.get('ram_bytes_export_estimate'))} | "
                              f"{_n(r['nonzero_weights'])} / {_n(r['weights'])} | {acc} |")
+            lines += ["", "Where the instructions go (per kernel call, measured):", "",
+                      "| variant | " + " | ".join(f"step {i}" for i in range(max(len(r["layers"]) for r in le))) + " |",
+                      "|---|" + "---|" * max(len(r["layers"]) for r in le)]
+            for r in le:
+                lines.append(f"| {r['variant']} | " + " | ".join(
+                    f"{l.get('layer') or l['kernel'].replace('ep_', '')} ({l.get('variant') or '-'}): {_n(l['instructions'])}"
+                    for l in r["layers"]) + " |")
             lines.append("")
     t = _load("tflm_qemu.json")
     if t:

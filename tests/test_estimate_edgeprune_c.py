@@ -167,3 +167,38 @@ def test_flash_estimate_matches_the_cross_compiled_build(model, tmp_path):
     cb = cross_compile(src, "cortex-m4", tmp_path / "build")
     measured = cb.sections["text"] + cb.sections["rodata"] + cb.sections["data"]
     assert rep.totals["flash_bytes"] == pytest.approx(measured, rel=0.02)
+
+
+def test_cost_aware_pruning_prices_weights_at_the_sparse_operating_point(lenet):
+    """`prune --runtime edgeprune-c --orientation target`: at the dense point removing a few
+    weights saves nothing (each layer keeps its dense kernel), so the marginal costs are taken
+    where the run goes (every layer at density 1 - amount, in the sparse kernels): a weight then
+    saves cycles in proportion to the output positions it is multiplied at (conv1 > conv2 >
+    fc1) and about the same flash everywhere."""
+    from edgeprune.models import build
+    from edgeprune.graph import extract
+    from edgeprune.prune.runner import PruneConfig, build_method, deployment_of
+    dense_pt = cost.marginal_costs(lenet, _dep())
+    assert all(v["per_weight"]["cycles"] == 0 for v in dense_pt.values())
+    cfg = PruneConfig(model="lenet5", data="mnist", orientation="target", sparsity=0.95,
+                      target=M4, runtime="edgeprune-c")
+    dep = deployment_of(cfg)                       # no longer refused
+    assert dep.runtime == "edgeprune-c"
+    model = build("lenet5")
+    meth = build_method(cfg, model, extract(model), None, dep)
+    dens = meth.operating_density()
+    assert set(dens) == {"conv1", "conv2", "fc1", "fc2"}
+    assert all(v == pytest.approx(0.05) for v in dens.values())
+    m = meth.marginal()
+    cyc = {k: v["per_weight"]["cycles"] for k, v in m.items()}
+    assert cyc["conv1"] > cyc["conv2"] > cyc["fc1"] > 0
+    fl = [v["per_weight"]["flash_bytes"] for v in m.values()]
+    assert min(fl) > 0 and max(fl) < 2 * min(fl)
+    fams = meth.families()
+    saving = {f.key: float(f.saving[0]) for f in fams}
+    assert saving["conv1"] > saving["conv2"] > saving["fc1"]
+    # channel granularity keeps the dense point (channels shrink the dense kernels)
+    ch = build_method(PruneConfig(model="lenet5", data="mnist", granularity="channel",
+                                  orientation="target", sparsity=0.5, target=M4,
+                                  runtime="edgeprune-c"), build("lenet5"), extract(model), None, dep)
+    assert ch.operating_density() is None

@@ -66,16 +66,20 @@ def what_if(graph, deployment, fraction: float = 0.1, *, weight_density=None,
     return what_if_fpga(graph, dep, fraction)
 
 
-def marginal_costs(graph, deployment, fraction: float = 0.1) -> Dict[str, Dict[str, Dict[str, float]]]:
+def marginal_costs(graph, deployment, fraction: float = 0.1, *,
+                   weight_density: Optional[Dict[str, float]] = None
+                   ) -> Dict[str, Dict[str, Dict[str, float]]]:
     """Saving per removed weight and per removed output channel, for each compute layer.
 
     ``{node_name: {'per_weight': {metric: saving}, 'per_channel': {metric: saving}}}``, derived
     from `what_if` (saving divided by the number of weights / channels it removed). A layer whose
     channel group cannot be pruned gets an empty 'per_channel'. MCU metrics: cycles, latency_ms,
     flash_bytes, ram_bytes; FPGA: whatever `what_if_fpga` reports (lut, dsp, bram18, cycles...).
+    weight_density: the operating point {layer: fraction of non-zero weights} for the runtimes
+    whose kernels exploit scattered zeros (edgeprune-c); the others ignore it.
     """
     out: Dict[str, Dict[str, Dict[str, float]]] = {}
-    for row in what_if(graph, deployment, fraction):
+    for row in what_if(graph, deployment, fraction, weight_density=weight_density):
         per_weight: Dict[str, float] = {}
         per_channel: Dict[str, float] = {}
         nw = row.get("weights_removed") or 0

@@ -40,7 +40,9 @@ _ARRAY = re.compile(r"static const (\w+) L(\d+)_\w+\[(\d+)\]")
 
 
 def _weights(rng, shape, density: float, bits: Optional[int], axis: int) -> np.ndarray:
-    """Non-zero int8 weights, a fraction 1 - density of them zeroed at random positions; with
+    """Non-zero int8 weights, a fraction 1 - density of them zeroed at random positions (the
+    same draws at every density, so a what-if's sparser layer drops exactly the weights it
+    counts); with
     bits, each output channel (along `axis`) takes 2^bits distinct values."""
     w = rng.integers(1, 128, size=shape) * rng.choice([-1, 1], size=shape)
     if bits:
@@ -50,8 +52,11 @@ def _weights(rng, shape, density: float, bits: Optional[int], axis: int) -> np.n
             book = rng.choice(np.r_[-127:0, 1:128], size=levels, replace=False)
             moved[c] = book[rng.integers(0, levels, size=moved.shape[1])]
         w = np.moveaxis(moved.reshape(np.moveaxis(w, axis, 0).shape), 0, axis)
-    if density < 1.0:
-        w = np.where(rng.random(shape) < density, w, 0)
+    if density < 1.0:   # exactly round(density * size) non-zeros, nested as density falls
+        r = rng.random(shape).reshape(-1)
+        keep = np.zeros(r.size, dtype=bool)
+        keep[np.argsort(r, kind="stable")[:int(round(density * r.size))]] = True
+        w = np.where(keep.reshape(shape), w, 0)
     return w.astype(np.int8)
 
 

@@ -214,9 +214,6 @@ def deployment_of(cfg: PruneConfig):
                 raise PruneError(f"{flag} needs --target")
         return None
     from ..deploy import Deployment
-    if cfg.runtime == "edgeprune-c":
-        raise PruneError("--runtime edgeprune-c: cost-aware pruning does not use the C runtime's "
-                         "model yet (see `edgeprune estimate --runtime edgeprune-c --what-if`)")
     return Deployment.for_target(cfg.target, runtime=cfg.runtime, wbits=cfg.wbits,
                                  abits=cfg.abits, fps=cfg.fps)
 

@@ -162,8 +162,9 @@ def generate(graph: Graph, core: str, objective: str = "cycles", force: Optional
         enc = choose(st, dsp, objective, per_layer.get(st.layer, force), core)
         st.params["encoding"] = enc
         sb = _scratch_bytes(st, enc)
-        if st.kind == "dwconv" and sb:
-            st.overlaps = []     # the 3x3 path writes channel by channel (kernels/ep_dwconv.c)
+        if (st.kind == "dwconv" and sb) or (st.kind == "conv" and enc.family == "sparse"):
+            st.overlaps = []     # written channel by channel (kernels/ep_dwconv.c's 3x3 path,
+            #                      kernels/ep_conv_sparse.c): the output cannot overlay the input
         if sb:
             name = f"scratch{st.index}"
             prog.buffers[name] = Buffer(name, sb, "scratch", st.index, st.index)

@@ -6,7 +6,7 @@ each core, built with arm-none-eabi-gcc -O2 and run on the core's QEMU board by 
 `edgeprune verify` firmware: exact instructions per kernel call (-icount timer) and cycles
 through the core's TRM instruction timings (cortex-m4: Cortex-M4 TRM (100166_0001_00) Table 3-1 timings; cortex-m7: Cortex-M4 TRM timings on the M7 instruction stream: an upper bound, dual issue not modelled; cortex-m33: Cortex-M4 TRM timings (the M33 TRM publishes none; same 3-stage pipeline)).
 Fitted per kernel: value = sum(coef * term) over the terms of costs.step_terms, by non-negative
-least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m33
+least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds maxpool conv fc --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds maxpool; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m7 --kinds maxpool conv fc --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m33; benchmarks/c_runtime_calibrate.py --cores cortex-m33 --kinds maxpool conv fc --variants sparse
 Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 """
 
@@ -51,12 +51,15 @@ STEP_INSTRUCTIONS = {
             "call": 530.76089
         },
         "conv-sparse": {
-            "entries_inside": 5.46001,
-            "entries_border": 16.84307,
-            "outputs": 45.43996,
-            "border_pixels": 0.0,
-            "pixels": 37.82552,
-            "call": 486.96607
+            "entries_inside": 5.31667,
+            "entries_border": 16.8472,
+            "outputs_short": 0.0,
+            "outputs_live": 28.75,
+            "outputs_const": 0.0,
+            "border_outputs": 81.18104,
+            "rows": 130.89072,
+            "channels": 0.0,
+            "call": 135.18053
         },
         "dwconv-3x3": {
             "pair_steps": 57.03187,
@@ -91,16 +94,18 @@ STEP_INSTRUCTIONS = {
             "call": 131.80411
         },
         "fc-sparse": {
-            "entries": 5.02751,
-            "outputs": 49.0007,
-            "call": 85.06522
+            "entries": 6.00446,
+            "outputs": 28.1067,
+            "call": 61.48181
         },
         "maxpool": {
-            "window": 11.70838,
-            "outputs": 44.93231,
-            "pixels": 48.22185,
-            "rows": 88.77131,
-            "call": 0.0
+            "window_words": 10.85872,
+            "window_bytes": 0.0,
+            "words": 36.07719,
+            "tail_outputs": 0.0,
+            "pixels": 38.73641,
+            "rows": 46.7658,
+            "call": 29.30481
         },
         "relu": {
             "elements": 45.0,
@@ -151,12 +156,15 @@ STEP_INSTRUCTIONS = {
             "call": 495.95867
         },
         "conv-sparse": {
-            "entries_inside": 5.53198,
-            "entries_border": 15.00757,
-            "outputs": 45.20818,
-            "border_pixels": 0.0,
-            "pixels": 38.91178,
-            "call": 332.69284
+            "entries_inside": 6.3056,
+            "entries_border": 15.03875,
+            "outputs_short": 0.0,
+            "outputs_live": 23.79518,
+            "outputs_const": 0.0,
+            "border_outputs": 92.54457,
+            "rows": 120.84442,
+            "channels": 0.0,
+            "call": 301.09326
         },
         "dwconv-3x3": {
             "pair_steps": 56.79879,
@@ -191,16 +199,18 @@ STEP_INSTRUCTIONS = {
             "call": 138.47159
         },
         "fc-sparse": {
-            "entries": 5.02304,
-            "outputs": 47.83926,
-            "call": 75.44617
+            "entries": 6.00446,
+            "outputs": 27.1067,
+            "call": 60.48181
         },
         "maxpool": {
-            "window": 11.70873,
-            "outputs": 42.93224,
-            "pixels": 48.1433,
-            "rows": 90.34095,
-            "call": 0.0
+            "window_words": 10.85872,
+            "window_bytes": 0.0,
+            "words": 37.07719,
+            "tail_outputs": 0.0,
+            "pixels": 42.73641,
+            "rows": 46.7658,
+            "call": 31.30481
         },
         "relu": {
             "elements": 36.0,
@@ -251,12 +261,15 @@ STEP_INSTRUCTIONS = {
             "call": 495.36912
         },
         "conv-sparse": {
-            "entries_inside": 5.38725,
-            "entries_border": 15.86344,
-            "outputs": 44.48242,
-            "border_pixels": 0.0,
-            "pixels": 39.95367,
-            "call": 465.04567
+            "entries_inside": 6.23017,
+            "entries_border": 15.86985,
+            "outputs_short": 0.0,
+            "outputs_live": 24.07755,
+            "outputs_const": 0.0,
+            "border_outputs": 88.37864,
+            "rows": 123.70351,
+            "channels": 0.0,
+            "call": 297.23057
         },
         "dwconv-3x3": {
             "pair_steps": 57.03187,
@@ -291,16 +304,18 @@ STEP_INSTRUCTIONS = {
             "call": 133.86982
         },
         "fc-sparse": {
-            "entries": 5.02304,
-            "outputs": 47.83926,
-            "call": 77.44617
+            "entries": 6.00446,
+            "outputs": 28.1067,
+            "call": 60.48181
         },
         "maxpool": {
-            "window": 11.70803,
-            "outputs": 46.93239,
-            "pixels": 48.30041,
-            "rows": 88.20167,
-            "call": 0.0
+            "window_words": 10.85872,
+            "window_bytes": 0.0,
+            "words": 36.07719,
+            "tail_outputs": 0.0,
+            "pixels": 39.73641,
+            "rows": 46.7658,
+            "call": 29.30481
         },
         "relu": {
             "elements": 35.0,
@@ -355,12 +370,15 @@ STEP_CYCLES = {
             "call": 520.67338
         },
         "conv-sparse": {
-            "entries_inside": 6.8722,
-            "entries_border": 20.84626,
-            "outputs": 54.55529,
-            "border_pixels": 0.0,
-            "pixels": 65.63778,
-            "call": 623.45754
+            "entries_inside": 6.87686,
+            "entries_border": 20.79996,
+            "outputs_short": 0.0,
+            "outputs_live": 36.54139,
+            "outputs_const": 0.0,
+            "border_outputs": 93.99916,
+            "rows": 184.79578,
+            "channels": 0.0,
+            "call": 373.57023
         },
         "dwconv-3x3": {
             "pair_steps": 66.80855,
@@ -395,16 +413,18 @@ STEP_CYCLES = {
             "call": 179.98616
         },
         "fc-sparse": {
-            "entries": 6.52168,
-            "outputs": 61.44877,
-            "call": 116.55864
+            "entries": 9.00089,
+            "outputs": 31.82134,
+            "call": 92.49636
         },
         "maxpool": {
-            "window": 14.18206,
-            "outputs": 55.18486,
-            "pixels": 55.08531,
-            "rows": 117.07191,
-            "call": 0.0
+            "window_words": 14.47829,
+            "window_bytes": 0.0,
+            "words": 44.76958,
+            "tail_outputs": 0.0,
+            "pixels": 50.64855,
+            "rows": 53.02107,
+            "call": 51.40641
         },
         "relu": {
             "elements": 48.0,
@@ -455,12 +475,15 @@ STEP_CYCLES = {
             "call": 461.1768
         },
         "conv-sparse": {
-            "entries_inside": 7.31725,
-            "entries_border": 19.86116,
-            "outputs": 54.22426,
-            "border_pixels": 0.0,
-            "pixels": 70.90942,
-            "call": 658.69183
+            "entries_inside": 9.36187,
+            "entries_border": 20.40815,
+            "outputs_short": 0.0,
+            "outputs_live": 28.47303,
+            "outputs_const": 0.31458,
+            "border_outputs": 109.63576,
+            "rows": 168.18841,
+            "channels": 0.0,
+            "call": 485.08061
         },
         "dwconv-3x3": {
             "pair_steps": 66.53495,
@@ -495,16 +518,18 @@ STEP_CYCLES = {
             "call": 184.89543
         },
         "fc-sparse": {
-            "entries": 7.01754,
-            "outputs": 60.95263,
-            "call": 108.1965
+            "entries": 10.00089,
+            "outputs": 31.82134,
+            "call": 90.49636
         },
         "maxpool": {
-            "window": 14.18206,
-            "outputs": 57.18486,
-            "pixels": 57.08531,
-            "rows": 120.07191,
-            "call": 0.0
+            "window_words": 14.63318,
+            "window_bytes": 0.0,
+            "words": 46.94268,
+            "tail_outputs": 0.0,
+            "pixels": 52.87658,
+            "rows": 55.58488,
+            "call": 37.93181
         },
         "relu": {
             "elements": 40.0,
@@ -555,12 +580,15 @@ STEP_CYCLES = {
             "call": 485.76061
         },
         "conv-sparse": {
-            "entries_inside": 7.32618,
-            "entries_border": 20.86572,
-            "outputs": 54.99582,
-            "border_pixels": 0.0,
-            "pixels": 65.3501,
-            "call": 547.98537
+            "entries_inside": 9.32215,
+            "entries_border": 20.82195,
+            "outputs_short": 0.0,
+            "outputs_live": 28.58203,
+            "outputs_const": 0.48506,
+            "border_outputs": 104.86568,
+            "rows": 167.66118,
+            "channels": 0.0,
+            "call": 422.38662
         },
         "dwconv-3x3": {
             "pair_steps": 66.82714,
@@ -595,16 +623,18 @@ STEP_CYCLES = {
             "call": 177.27307
         },
         "fc-sparse": {
-            "entries": 7.01912,
-            "outputs": 60.20274,
-            "call": 107.99223
+            "entries": 9.00089,
+            "outputs": 31.82134,
+            "call": 89.49636
         },
         "maxpool": {
-            "window": 14.18136,
-            "outputs": 58.18502,
-            "pixels": 55.24242,
-            "rows": 115.93263,
-            "call": 0.0
+            "window_words": 14.47829,
+            "window_bytes": 0.0,
+            "words": 44.76958,
+            "tail_outputs": 0.0,
+            "pixels": 52.64855,
+            "rows": 53.02107,
+            "call": 49.40641
         },
         "relu": {
             "elements": 38.0,
@@ -672,8 +702,8 @@ FIT_MAX_REL_ERROR = {
             0.0327
         ],
         "conv-sparse": [
-            0.1134,
-            0.147
+            0.1927,
+            0.2082
         ],
         "dwconv-3x3": [
             0.0408,
@@ -692,12 +722,12 @@ FIT_MAX_REL_ERROR = {
             0.0765
         ],
         "fc-sparse": [
-            0.2044,
-            0.1149
+            0.0477,
+            0.0076
         ],
         "maxpool": [
-            0.0239,
-            0.0231
+            0.0134,
+            0.0138
         ],
         "relu": [
             0.0,
@@ -730,8 +760,8 @@ FIT_MAX_REL_ERROR = {
             0.028
         ],
         "conv-sparse": [
-            0.1087,
-            0.1369
+            0.1873,
+            0.1968
         ],
         "dwconv-3x3": [
             0.0382,
@@ -750,12 +780,12 @@ FIT_MAX_REL_ERROR = {
             0.0755
         ],
         "fc-sparse": [
-            0.174,
-            0.0933
+            0.0492,
+            0.0075
         ],
         "maxpool": [
-            0.0239,
-            0.023
+            0.0131,
+            0.0143
         ],
         "relu": [
             0.0,
@@ -788,8 +818,8 @@ FIT_MAX_REL_ERROR = {
             0.03
         ],
         "conv-sparse": [
-            0.0939,
-            0.1335
+            0.1887,
+            0.1958
         ],
         "dwconv-3x3": [
             0.0403,
@@ -808,12 +838,12 @@ FIT_MAX_REL_ERROR = {
             0.0734
         ],
         "fc-sparse": [
-            0.1731,
-            0.1015
+            0.0477,
+            0.0077
         ],
         "maxpool": [
-            0.024,
-            0.0232
+            0.0133,
+            0.0138
         ],
         "relu": [
             0.0,

@@ -193,10 +193,20 @@ def step_terms(step, enc=None):
         inside, copies = _window_counts(g)
         fam = enc.family
         if fam == "sparse":
+            # kernels/ep_conv_sparse.c: channel by channel; a channel without entries is a
+            # constant stored at every pixel, the others run their interior pixels' entries,
+            # then the border pixels' (taps checked) entries
             e = enc.scalars["entries"]
+            cnt = enc.arrays["count"]
+            live = int((cnt > 0).sum())
+            oc = g["out_c"]
+            # channels of 1 or 2 entries run unrolled loops (sp_run), the others the general one
             return "conv-sparse", {"entries_inside": inside * e, "entries_border": (pixels - inside) * e,
-                                   "outputs": outputs, "border_pixels": pixels - inside,
-                                   "pixels": pixels, "call": 1}
+                                   "outputs_short": inside * int(((cnt == 1) | (cnt == 2)).sum()),
+                                   "outputs_live": pixels * live,
+                                   "outputs_const": pixels * (oc - live),
+                                   "border_outputs": (pixels - inside) * live,
+                                   "rows": g["out_h"] * live, "channels": oc, "call": 1}
         if fam == "dense" and enc.variant == "dense-dsp":
             pairs = (pixels + 1) // 2
             groups = (kk + 3) // 4
@@ -217,7 +227,20 @@ def step_terms(step, enc=None):
                                 "tail_macs": b * (n_out % 4) * n_in, "inputs": b * n_in,
                                 "outputs": b * n_out, "call": 1}
         return f"fc-{fam}", {"macs": step.macs, "inputs": b * n_in, "outputs": b * n_out, "call": 1}
-    if k in ("maxpool", "avgpool"):
+    if k == "maxpool":
+        # kernels/ep_pool.c maxpool_words: four channels per word over each window (a last
+        # word ending at channel C - 1 when C >= 4 is not a multiple of 4), fewer than 4
+        # channels byte by byte (the calibrated cores all have the DSP extension: every one
+        # runs this path)
+        g = p["g"]
+        pixels, c = g["out_h"] * g["out_w"], g["out_c"]
+        win = g["k_h"] * g["k_w"]
+        groups = (c + 3) // 4 if c >= 4 else 0
+        tail = 0 if c >= 4 else c
+        return k, {"window_words": pixels * win * groups, "window_bytes": pixels * win * tail,
+                   "words": pixels * groups, "tail_outputs": pixels * tail,
+                   "pixels": pixels, "rows": g["out_h"], "call": 1}
+    if k == "avgpool":
         g = p["g"]
         return k, {"window": step.macs, "outputs": g["out_h"] * g["out_w"] * g["out_c"],
                    "pixels": g["out_h"] * g["out_w"], "rows": g["out_h"], "call": 1}

@@ -30,6 +30,12 @@ from ..budgets import Budget, BudgetError, check_budgets, describe, measure, nee
 from ..orientation import (apply_selection, attach_target_savings, build_families,
                            channel_removed_fn, nm_masks, select)
 
+# edgeprune-c's marginal costs (cost-aware orientation) are taken with every layer at density
+# 1 - goal amount, clipped to this range: below 1/2 the sparse kernels win on LeNet-5-sized
+# layers (benchmarks/results/c_runtime.json, layers' kernel choice), below 1/50 a 10 % what-if
+# removes less than one weight of a small layer.
+SPARSE_OPERATING_DENSITY = (0.02, 0.5)
+
 # The largest fraction of the orientation's resource a budget run may remove before it declares
 # the budget out of reach (every family keeps its most important unit anyway).
 MAX_AMOUNT = 0.999
@@ -173,8 +179,25 @@ class PruneMethod(TrainHook):
     def marginal(self):
         if self._marginal is None:
             from ... import cost
-            self._marginal = cost.marginal_costs(self.graph, self.spec.deployment)
+            self._marginal = cost.marginal_costs(self.graph, self.spec.deployment,
+                                                 weight_density=self.operating_density())
         return self._marginal
+
+    def operating_density(self) -> Optional[Dict[str, float]]:
+        """Where the marginal costs are taken, for a runtime whose kernels exploit scattered
+        zeros (edgeprune-c) and a finer-than-channel granularity: every prunable layer at density 1 - goal amount, clipped to
+        [SPARSE_OPERATING_DENSITY]. At the dense point removing a few weights saves nothing
+        there (a dense layer keeps its dense kernel until the sparse one wins), so dense-point
+        savings would price every weight alike; at the run's goal the layers run the sparse
+        kernels, whose cost grows per non-zero weight and output position. Other runtimes:
+        None (their kernels are dense)."""
+        dep = self.spec.deployment
+        if (dep is None or getattr(dep, "runtime", None) != "edgeprune-c"
+                or self.spec.granularity.kind == "channel"):   # channels: dense kernels
+            return None
+        lo, hi = SPARSE_OPERATING_DENSITY
+        d = min(max(1.0 - self.goal_amount(), lo), hi)
+        return {n: d for n in self.masks.layers}
 
     def metric_scales(self) -> Dict[str, float]:
         """Budgeted metrics weigh by the distance to their budget, others by their dense total."""

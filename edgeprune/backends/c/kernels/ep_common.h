@@ -273,6 +273,39 @@ EP_INLINE int32_t ep_smmulr(int32_t a, int32_t b) {
 }
 #endif
 
+/* Byte-wise signed maximum of four int8 lanes: SSUB8 sets each lane's GE flag where a >= b,
+ * SEL then takes a's byte there and b's elsewhere (one asm block, so nothing can clobber the
+ * GE flags between them); a portable lane loop elsewhere (host tests of the same path). */
+EP_INLINE uint32_t ep_max4_s8(uint32_t a, uint32_t b) {
+#if EP_HAVE_DSP && defined(__GNUC__)
+  uint32_t r;
+  __asm("ssub8 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(r) : "r"(a), "r"(b) : "cc");
+  return r;
+#else
+  uint32_t r = 0;
+  for (int i = 0; i < 32; i += 8) {
+    const int8_t x = (int8_t)(a >> i), y = (int8_t)(b >> i);
+    r |= (uint32_t)(uint8_t)(x >= y ? x : y) << i;
+  }
+  return r;
+#endif
+}
+
+EP_INLINE uint32_t ep_min4_s8(uint32_t a, uint32_t b) {
+#if EP_HAVE_DSP && defined(__GNUC__)
+  uint32_t r;
+  __asm("ssub8 %0, %1, %2\n\tsel %0, %2, %1" : "=&r"(r) : "r"(a), "r"(b) : "cc");
+  return r;
+#else
+  uint32_t r = 0;
+  for (int i = 0; i < 32; i += 8) {
+    const int8_t x = (int8_t)(a >> i), y = (int8_t)(b >> i);
+    r |= (uint32_t)(uint8_t)(x >= y ? y : x) << i;
+  }
+  return r;
+#endif
+}
+
 /* Two int16 values in one word: lo in bits 0-15, hi in bits 16-31. */
 EP_INLINE uint32_t ep_pack2(int32_t lo, int32_t hi) {
   return ((uint32_t)(uint16_t)(int16_t)lo) | ((uint32_t)(uint16_t)(int16_t)hi << 16);
