@@ -14,11 +14,11 @@ KERNEL_BYTES = {
         "ep_concat.c": 92,
         "ep_conv.c": 4968,
         "ep_conv_clustered.c": 888,
-        "ep_conv_sparse.c": 1032,
+        "ep_conv_sparse.c": 1732,
         "ep_dwconv.c": 3816,
         "ep_fc.c": 1692,
         "ep_fc_clustered.c": 564,
-        "ep_fc_sparse.c": 412,
+        "ep_fc_sparse.c": 276,
         "ep_pool.c": 488,
         "ep_relu.c": 188,
         "ep_softmax.c": 1792
@@ -28,12 +28,12 @@ KERNEL_BYTES = {
         "ep_concat.c": 80,
         "ep_conv.c": 3628,
         "ep_conv_clustered.c": 804,
-        "ep_conv_sparse.c": 860,
+        "ep_conv_sparse.c": 1432,
         "ep_dwconv.c": 2812,
         "ep_fc.c": 1316,
         "ep_fc_clustered.c": 468,
-        "ep_fc_sparse.c": 384,
-        "ep_pool.c": 448,
+        "ep_fc_sparse.c": 220,
+        "ep_pool.c": 972,
         "ep_relu.c": 152,
         "ep_softmax.c": 1316
     },
@@ -42,12 +42,12 @@ KERNEL_BYTES = {
         "ep_concat.c": 84,
         "ep_conv.c": 3616,
         "ep_conv_clustered.c": 784,
-        "ep_conv_sparse.c": 852,
+        "ep_conv_sparse.c": 1428,
         "ep_dwconv.c": 2872,
         "ep_fc.c": 1312,
         "ep_fc_clustered.c": 472,
-        "ep_fc_sparse.c": 364,
-        "ep_pool.c": 448,
+        "ep_fc_sparse.c": 220,
+        "ep_pool.c": 976,
         "ep_relu.c": 160,
         "ep_softmax.c": 1336
     },
@@ -56,12 +56,12 @@ KERNEL_BYTES = {
         "ep_concat.c": 80,
         "ep_conv.c": 3620,
         "ep_conv_clustered.c": 792,
-        "ep_conv_sparse.c": 828,
+        "ep_conv_sparse.c": 1392,
         "ep_dwconv.c": 2852,
         "ep_fc.c": 1320,
         "ep_fc_clustered.c": 456,
-        "ep_fc_sparse.c": 368,
-        "ep_pool.c": 444,
+        "ep_fc_sparse.c": 220,
+        "ep_pool.c": 960,
         "ep_relu.c": 148,
         "ep_softmax.c": 1344
     },
@@ -70,12 +70,12 @@ KERNEL_BYTES = {
         "ep_concat.c": 84,
         "ep_conv.c": 3856,
         "ep_conv_clustered.c": 796,
-        "ep_conv_sparse.c": 872,
+        "ep_conv_sparse.c": 1468,
         "ep_dwconv.c": 2916,
         "ep_fc.c": 1360,
         "ep_fc_clustered.c": 468,
-        "ep_fc_sparse.c": 396,
-        "ep_pool.c": 428,
+        "ep_fc_sparse.c": 232,
+        "ep_pool.c": 972,
         "ep_relu.c": 144,
         "ep_softmax.c": 1336
     }
@@ -83,8 +83,8 @@ KERNEL_BYTES = {
 
 GLUE = {
     "cortex-m0plus": {
-        "base": 101.1,
-        "per_step": 42.8
+        "base": 101.6,
+        "per_step": 42.5
     },
     "cortex-m4": {
         "base": 114.3,
