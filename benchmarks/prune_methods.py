@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from benchmarks.common import RESULTS, command_line, upsert_rows  # noqa: E402
-from benchmarks.prune_protocol import _rows, dense_baseline  # noqa: E402
+from benchmarks.prune_protocol import _rows, add_training_args, dense_baseline  # noqa: E402
 
 KEY = ("protocol", "experiment", "model", "dataset", "method", "granularity", "criterion",
        "orientation", "goal", "epochs", "lr_schedule", "seed")
@@ -150,14 +150,7 @@ def run(args, experiment: str, method: str, gran: str, crit, orient: str, goal, 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="lenet5")
-    p.add_argument("--dataset", default="mnist-10k")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1, 2],
-                   help="comma-separated, e.g. 0,1,2")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr-schedule", default="cosine", choices=("constant", "cosine"))
+    add_training_args(p, epochs=4)
     p.add_argument("--force", action="store_true", help="redo rows that exist")
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("granularity")

@@ -350,16 +350,22 @@ def _plot(model, ds, ep, sched, agg) -> None:
     return png
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_training_args(p: argparse.ArgumentParser, epochs: int) -> None:
+    """The model, data and training budget every protocol-v2 run (and its dense baseline) shares;
+    benchmarks/prune_methods.py takes the same options."""
     p.add_argument("--model", default="lenet5")
     p.add_argument("--dataset", default="mnist-10k")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1, 2],
                    help="comma-separated, e.g. 0,1,2")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr-schedule", default="cosine", choices=("constant", "cosine"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_training_args(p, epochs=15)
     p.add_argument("--progress", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("grid")

@@ -16,6 +16,7 @@ import pytest
 
 from benchmarks.c_synthetic import graph as syn_graph
 from edgeprune.backends.c import build as cbuild
+from c_helpers import host_outputs
 from edgeprune.backends.c import costs
 from edgeprune.backends.c.codegen import generate
 
@@ -39,12 +40,7 @@ def _graph(spec, seed, act="RELU"):
 
 
 def _outputs(gen, x, work: Path, flags=None):
-    src = work / "src"
-    src.mkdir(parents=True)
-    for k, v in gen.files.items():
-        (src / k).write_text(v)
-    b = cbuild.build_host(src, work / "build", flags)
-    return cbuild.run_host(b, x, int(np.prod(gen.program.output_shape)))
+    return host_outputs(gen, x, work, flags)
 
 
 @pytest.mark.parametrize("flags", [None, ["-DEP_RQ_SMMULR=1"]], ids=["portable", "smmulr"])

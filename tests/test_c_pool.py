@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks.c_synthetic import graph as syn_graph
 from edgeprune.backends.c import build as cbuild
+from c_helpers import host_outputs
 from edgeprune.backends.c.codegen import generate
 
 if cbuild.host_cc() is None:
@@ -55,12 +56,7 @@ def _reference(x: np.ndarray, spec, lo: int, hi: int) -> np.ndarray:
 
 
 def _outputs(gen, x, work: Path, flags=None):
-    src = work / "src"
-    src.mkdir(parents=True)
-    for k, v in gen.files.items():
-        (src / k).write_text(v)
-    b = cbuild.build_host(src, work / "build", flags)
-    return cbuild.run_host(b, x, int(np.prod(gen.program.output_shape)))
+    return host_outputs(gen, x, work, flags)
 
 
 def test_word_path_gives_the_reference_bytes(tmp_path):

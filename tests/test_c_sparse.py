@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks.c_synthetic import graph as syn_graph
 from edgeprune.backends.c import build as cbuild
+from c_helpers import host_outputs
 from edgeprune.backends.c import costs
 from edgeprune.backends.c.codegen import generate
 
@@ -34,12 +35,7 @@ def _kill_rows(g, frac, seed):
 
 
 def _outputs(gen, x, work):
-    src = work / "src"
-    src.mkdir(parents=True)
-    for k, v in gen.files.items():
-        (src / k).write_text(v)
-    b = cbuild.build_host(src, work / "build", ["-Werror"])
-    return cbuild.run_host(b, x, int(np.prod(gen.program.output_shape)))
+    return host_outputs(gen, x, work, ["-Werror"])
 
 
 @pytest.mark.parametrize("kind", ["conv", "fc"])

@@ -59,17 +59,6 @@ def eltwise_terms(n: int) -> Dict[str, int]:
 # Which terms each measured kernel is fitted on, by instruction-set family:
 # 'v6m' (Cortex-M0+, no DSP), 'dsp' (M4/M7/M33: Armv7E-M / Armv8-M DSP), 'mve' (M55).
 KERNEL_TERMS = {
-    "mve_conv_1x1": ("q_iters", "q_ch", "s_iters", "s_ch", "s_tail", "rows", "call"),
-    "mve_conv": ("q_iters", "q_ch", "s_iters", "s_ch", "s_tail", "ptaps", "ptap_vec", "ptaps_pad",
-                 "pixels", "call"),
-    "mve_dwconv": ("q_taps", "q_grp", "s_taps", "s_grp", "ptaps", "ptap_vec", "ptaps_pad",
-                   "quads", "call"),
-    "mve_fc": ("q_iters", "q_ch", "s_iters", "s_ch", "call"),
-    "mve_maxpool": ("wvec", "wpos", "pvec", "pixels", "call"),
-    "mve_avgpool": ("wvec", "wpos", "pvec", "pixels", "call"),
-    "mve_add": ("vec4", "call"),
-    "mve_pad": ("outputs", "rows", "call"),
-    "mve_softmax": ("outputs", "call"),
     "ref_conv": ("macs", "taps", "outputs", "call"),
     "ref_dwconv": ("macs", "outputs", "call"),
     "ref_fc": ("macs", "outputs", "call"),
