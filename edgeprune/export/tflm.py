@@ -47,9 +47,32 @@ class ExportError(EdgepruneError):
 # --------------------------------------------------------------------------------------------
 # Conversion
 
+# Packages that TensorFlow's and Keras's own imports load only for features the export never
+# uses: Keras's scikit-learn wrappers (keras/src/wrappers/fixes.py), its matplotlib image
+# gallery (keras/src/visualization/plot_image_gallery.py) and the legacy tf.keras v1 sparse-input
+# check (tensorflow/python/keras/engine/training_arrays_v1.py, scipy.sparse). Each of those
+# imports sits in a try / except ImportError, so while TensorFlow loads they are hidden
+# (sys.modules[name] = None makes `import name` raise ImportError) and restored right after, so
+# that a later import of them works as usual. Measured here: `import tensorflow, keras` 9.1 CPU
+# s with them, 4.3 s without (issue 10, benchmarks/results/tflm_export_time.md). A package
+# already imported by the caller is left alone.
+TF_UNUSED_IMPORTS = ("sklearn", "matplotlib", "scipy")
+
+
 def quiet_tf():
+    import sys
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
+    hidden = [] if "tensorflow" in sys.modules else \
+        [m for m in TF_UNUSED_IMPORTS if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None
+    try:
+        import tensorflow as tf
+        import keras  # noqa: F401  (tf.keras loads it lazily: load it while the rest is hidden)
+    finally:
+        for m in hidden:
+            if sys.modules.get(m, 0) is None:
+                del sys.modules[m]
     tf.get_logger().setLevel("ERROR")
     return tf
 
@@ -549,8 +572,9 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     tflm_final = TflmRun(final, x_int8)
     out_litert = run_litert(plain, x_int8)
     out_fast = run_litert(plain, x_int8, reference=False)
-    with torch.no_grad():
-        float_out = model(torch.from_numpy(ev)).numpy()
+    if labels is not None:       # the float model's outputs serve only the accuracy
+        with torch.no_grad():
+            float_out = model(torch.from_numpy(ev)).numpy()
     out_tflm, arena_total, alloc_text = tflm_final.result()
     lsb = int(np.max(np.abs(out_tflm.astype(np.int32) - out_litert.astype(np.int32))))
     lsb_fast = int(np.max(np.abs(out_tflm.astype(np.int32) - out_fast.astype(np.int32))))
