@@ -313,6 +313,64 @@ def tflm_runs_with(model_bytes: bytes, arena_size: int, x_int8: np.ndarray) -> b
         return p.returncode == 0
 
 
+_MIN_ARENA = """
+import os, sys, numpy as np
+from tflite_micro import runtime
+model = open(sys.argv[1], 'rb').read()
+x = np.load(sys.argv[2])
+def runs(n):
+    pid = os.fork()
+    if pid == 0:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        try:
+            it = runtime.Interpreter.from_bytes(model, arena_size=n)
+            it.set_input(x, 0)
+            it.invoke()
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
+    return os.waitpid(pid, 0)[1] == 0
+lo, hi = int(sys.argv[3]) - 1, int(sys.argv[3])
+while not runs(hi):
+    lo, hi = hi, hi + max(1024, hi // 4)
+while hi - lo > 1:
+    mid = (lo + hi) // 2
+    lo, hi = (lo, mid) if runs(mid) else (mid, hi)
+print(hi)
+"""
+
+
+def tflm_min_arena(model_bytes: bytes, start: int, x_int8: np.ndarray) -> int:
+    """The smallest arena (to the byte) in which TFLM allocates and runs the model: `start`
+    (print_allocations()' total) when it runs there, else grown by max(1 KiB, 25 %) until it
+    runs, then bisected. The same probes as tflm_runs_with(), each in its own process (a short
+    arena can crash the runtime), but forked from one child that imported TFLM once: one
+    Python start-up instead of one per probe (about 11 probes when the total is short)."""
+    if not hasattr(os, "fork"):
+        lo, hi = start - 1, start
+        while not tflm_runs_with(model_bytes, hi, x_int8):
+            lo, hi = hi, hi + max(1024, hi // 4)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if tflm_runs_with(model_bytes, mid, x_int8) else (mid, hi)
+        return hi
+    import subprocess
+    import sys
+    with tempfile.TemporaryDirectory(prefix="edgeprune-probe-") as d:
+        mp, xp = os.path.join(d, "m.tflite"), os.path.join(d, "x.npy")
+        with open(mp, "wb") as f:
+            f.write(model_bytes)
+        np.save(xp, x_int8[:1])
+        p = subprocess.run([sys.executable, "-c", _MIN_ARENA, mp, xp, str(start)],
+                           capture_output=True, text=True, timeout=600)
+    if p.returncode != 0 or not p.stdout.strip().isdigit():
+        raise ExportError(f"the TFLM arena search failed (exit {p.returncode}): "
+                          f"{p.stderr.strip()[-300:]!r}")
+    return int(p.stdout.strip())
+
+
 def run_litert(model_bytes: bytes, x_int8: np.ndarray, reference: bool = True) -> np.ndarray:
     """LiteRT outputs; reference=True uses its reference kernels (BUILTIN_REF), which share
     TFLM's integer arithmetic, else the default (optimized/XNNPACK) kernels. Inputs run in
@@ -588,13 +646,7 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     # The measured minimum: print_allocations() total, confirmed by running with exactly it.
     # print_allocations() gives the final head + tail; AllocateTensors can need more while it
     # runs (temp tensors, planner state), so the minimum is found by bisection (1 byte).
-    lo, hi = arena_total - 1, arena_total
-    while not tflm_runs_with(final, hi, x_int8):
-        lo, hi = hi, hi + max(1024, hi // 4)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if tflm_runs_with(final, mid, x_int8) else (mid, hi)
-    arena_min = hi
+    arena_min = tflm_min_arena(final, arena_total, x_int8)
     arena_size = tflm_memory.align(int(math.ceil(arena_min * (1 + arena_margin))))
 
     acc_float = acc_int8 = None
