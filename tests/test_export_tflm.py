@@ -221,3 +221,23 @@ def test_cli_refuses_fpga_target_with_one_line(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "fpga" in p.stderr
     assert not out.exists()
+
+
+def test_tensorflow_import_hides_unused_packages_then_restores_them():
+    """quiet_tf() loads TensorFlow + Keras without scikit-learn, matplotlib and SciPy (issue 10:
+    export time), and a later import of them still works (run in a fresh interpreter: this
+    process may hold TensorFlow already)."""
+    code = ("import sys\n"
+            "from edgeprune.export.tflm import TF_UNUSED_IMPORTS, quiet_tf\n"
+            "quiet_tf()\n"
+            "assert 'tensorflow' in sys.modules and 'keras' in sys.modules\n"
+            "loaded = [m for m in TF_UNUSED_IMPORTS if m in sys.modules]\n"
+            "assert not loaded, loaded\n"
+            "import importlib.util\n"
+            "if importlib.util.find_spec('scipy') is not None:\n"
+            "    import scipy\n"
+            "    assert sys.modules['scipy'] is scipy\n"
+            "assert all(sys.modules.get(m, 0) is not None for m in TF_UNUSED_IMPORTS)\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr[-800:]

@@ -47,9 +47,32 @@ class ExportError(EdgepruneError):
 # --------------------------------------------------------------------------------------------
 # Conversion
 
+# Packages that TensorFlow's and Keras's own imports load only for features the export never
+# uses: Keras's scikit-learn wrappers (keras/src/wrappers/fixes.py), its matplotlib image
+# gallery (keras/src/visualization/plot_image_gallery.py) and the legacy tf.keras v1 sparse-input
+# check (tensorflow/python/keras/engine/training_arrays_v1.py, scipy.sparse). Each of those
+# imports sits in a try / except ImportError, so while TensorFlow loads they are hidden
+# (sys.modules[name] = None makes `import name` raise ImportError) and restored right after, so
+# that a later import of them works as usual. Measured here: `import tensorflow, keras` 9.1 CPU
+# s with them, 4.3 s without (issue 10, benchmarks/results/tflm_export_time.md). A package
+# already imported by the caller is left alone.
+TF_UNUSED_IMPORTS = ("sklearn", "matplotlib", "scipy")
+
+
 def quiet_tf():
+    import sys
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
+    hidden = [] if "tensorflow" in sys.modules else \
+        [m for m in TF_UNUSED_IMPORTS if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None
+    try:
+        import tensorflow as tf
+        import keras  # noqa: F401  (tf.keras loads it lazily: load it while the rest is hidden)
+    finally:
+        for m in hidden:
+            if sys.modules.get(m, 0) is None:
+                del sys.modules[m]
     tf.get_logger().setLevel("ERROR")
     return tf
 
@@ -288,6 +311,64 @@ def tflm_runs_with(model_bytes: bytes, arena_size: int, x_int8: np.ndarray) -> b
         p = subprocess.run([sys.executable, "-c", _PROBE, mp, str(arena_size), xp],
                            capture_output=True, timeout=300)
         return p.returncode == 0
+
+
+_MIN_ARENA = """
+import os, sys, numpy as np
+from tflite_micro import runtime
+model = open(sys.argv[1], 'rb').read()
+x = np.load(sys.argv[2])
+def runs(n):
+    pid = os.fork()
+    if pid == 0:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        try:
+            it = runtime.Interpreter.from_bytes(model, arena_size=n)
+            it.set_input(x, 0)
+            it.invoke()
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
+    return os.waitpid(pid, 0)[1] == 0
+lo, hi = int(sys.argv[3]) - 1, int(sys.argv[3])
+while not runs(hi):
+    lo, hi = hi, hi + max(1024, hi // 4)
+while hi - lo > 1:
+    mid = (lo + hi) // 2
+    lo, hi = (lo, mid) if runs(mid) else (mid, hi)
+print(hi)
+"""
+
+
+def tflm_min_arena(model_bytes: bytes, start: int, x_int8: np.ndarray) -> int:
+    """The smallest arena (to the byte) in which TFLM allocates and runs the model: `start`
+    (print_allocations()' total) when it runs there, else grown by max(1 KiB, 25 %) until it
+    runs, then bisected. The same probes as tflm_runs_with(), each in its own process (a short
+    arena can crash the runtime), but forked from one child that imported TFLM once: one
+    Python start-up instead of one per probe (about 11 probes when the total is short)."""
+    if not hasattr(os, "fork"):
+        lo, hi = start - 1, start
+        while not tflm_runs_with(model_bytes, hi, x_int8):
+            lo, hi = hi, hi + max(1024, hi // 4)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if tflm_runs_with(model_bytes, mid, x_int8) else (mid, hi)
+        return hi
+    import subprocess
+    import sys
+    with tempfile.TemporaryDirectory(prefix="edgeprune-probe-") as d:
+        mp, xp = os.path.join(d, "m.tflite"), os.path.join(d, "x.npy")
+        with open(mp, "wb") as f:
+            f.write(model_bytes)
+        np.save(xp, x_int8[:1])
+        p = subprocess.run([sys.executable, "-c", _MIN_ARENA, mp, xp, str(start)],
+                           capture_output=True, text=True, timeout=600)
+    if p.returncode != 0 or not p.stdout.strip().isdigit():
+        raise ExportError(f"the TFLM arena search failed (exit {p.returncode}): "
+                          f"{p.stderr.strip()[-300:]!r}")
+    return int(p.stdout.strip())
 
 
 def run_litert(model_bytes: bytes, x_int8: np.ndarray, reference: bool = True) -> np.ndarray:
@@ -549,8 +630,9 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     tflm_final = TflmRun(final, x_int8)
     out_litert = run_litert(plain, x_int8)
     out_fast = run_litert(plain, x_int8, reference=False)
-    with torch.no_grad():
-        float_out = model(torch.from_numpy(ev)).numpy()
+    if labels is not None:       # the float model's outputs serve only the accuracy
+        with torch.no_grad():
+            float_out = model(torch.from_numpy(ev)).numpy()
     out_tflm, arena_total, alloc_text = tflm_final.result()
     lsb = int(np.max(np.abs(out_tflm.astype(np.int32) - out_litert.astype(np.int32))))
     lsb_fast = int(np.max(np.abs(out_tflm.astype(np.int32) - out_fast.astype(np.int32))))
@@ -564,13 +646,7 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     # The measured minimum: print_allocations() total, confirmed by running with exactly it.
     # print_allocations() gives the final head + tail; AllocateTensors can need more while it
     # runs (temp tensors, planner state), so the minimum is found by bisection (1 byte).
-    lo, hi = arena_total - 1, arena_total
-    while not tflm_runs_with(final, hi, x_int8):
-        lo, hi = hi, hi + max(1024, hi // 4)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if tflm_runs_with(final, mid, x_int8) else (mid, hi)
-    arena_min = hi
+    arena_min = tflm_min_arena(final, arena_total, x_int8)
     arena_size = tflm_memory.align(int(math.ceil(arena_min * (1 + arena_margin))))
 
     acc_float = acc_int8 = None
