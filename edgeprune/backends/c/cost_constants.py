@@ -6,7 +6,7 @@ each core, built with arm-none-eabi-gcc -O2 and run on the core's QEMU board by 
 `edgeprune verify` firmware: exact instructions per kernel call (-icount timer) and cycles
 through the core's TRM instruction timings (cortex-m4: Cortex-M4 TRM (100166_0001_00) Table 3-1 timings; cortex-m7: Cortex-M4 TRM timings on the M7 instruction stream: an upper bound, dual issue not modelled; cortex-m33: Cortex-M4 TRM timings (the M33 TRM publishes none; same 3-stage pipeline)).
 Fitted per kernel: value = sum(coef * term) over the terms of costs.step_terms, by non-negative
-least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds maxpool conv fc --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds maxpool; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m7 --kinds maxpool conv fc --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m33; benchmarks/c_runtime_calibrate.py --cores cortex-m33 --kinds maxpool conv fc --variants sparse
+least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 cortex-m7 cortex-m33 --kinds convpool --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m33
 Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 """
 
@@ -115,6 +115,20 @@ STEP_INSTRUCTIONS = {
             "elements": 444.82776,
             "rows": 291.23843,
             "call": 141.93601
+        },
+        "conv-sparse-pool": {
+            "entries_quad": 13.00807,
+            "entries_inside": 5.42302,
+            "entries_border": 16.76417,
+            "outputs_quad": 56.20341,
+            "outputs_other": 93.11465,
+            "pixels_other": 38.94598,
+            "border_pixels": 90.08303,
+            "outputs_const": 2.11955,
+            "runs": 131.0436,
+            "rows": 0.0,
+            "channels": 56.39566,
+            "call": 227.23599
         }
     },
     "cortex-m7": {
@@ -220,6 +234,20 @@ STEP_INSTRUCTIONS = {
             "elements": 451.82776,
             "rows": 296.23843,
             "call": 140.93601
+        },
+        "conv-sparse-pool": {
+            "entries_quad": 13.00937,
+            "entries_inside": 5.29562,
+            "entries_border": 15.12501,
+            "outputs_quad": 56.17802,
+            "outputs_other": 103.56344,
+            "pixels_other": 36.66639,
+            "border_pixels": 81.6258,
+            "outputs_const": 1.87581,
+            "runs": 106.98933,
+            "rows": 22.10852,
+            "channels": 54.57367,
+            "call": 228.14641
         }
     },
     "cortex-m33": {
@@ -325,6 +353,20 @@ STEP_INSTRUCTIONS = {
             "elements": 445.82776,
             "rows": 302.23843,
             "call": 140.93601
+        },
+        "conv-sparse-pool": {
+            "entries_quad": 13.00833,
+            "entries_inside": 5.43914,
+            "entries_border": 15.75123,
+            "outputs_quad": 56.23251,
+            "outputs_other": 91.62951,
+            "pixels_other": 37.17622,
+            "border_pixels": 86.96239,
+            "outputs_const": 1.7182,
+            "runs": 133.57077,
+            "rows": 0.0,
+            "channels": 61.65146,
+            "call": 240.40558
         }
     }
 }
@@ -434,6 +476,20 @@ STEP_CYCLES = {
             "elements": 556.36927,
             "rows": 324.5128,
             "call": 128.17805
+        },
+        "conv-sparse-pool": {
+            "entries_quad": 18.99497,
+            "entries_inside": 7.82082,
+            "entries_border": 20.01481,
+            "outputs_quad": 61.49919,
+            "outputs_other": 113.07791,
+            "pixels_other": 50.88989,
+            "border_pixels": 109.28814,
+            "outputs_const": 7.08105,
+            "runs": 179.82582,
+            "rows": 0.0,
+            "channels": 76.43031,
+            "call": 215.15562
         }
     },
     "cortex-m7": {
@@ -539,6 +595,20 @@ STEP_CYCLES = {
             "elements": 572.36927,
             "rows": 335.5128,
             "call": 128.17805
+        },
+        "conv-sparse-pool": {
+            "entries_quad": 18.99494,
+            "entries_inside": 8.6731,
+            "entries_border": 19.54737,
+            "outputs_quad": 62.92213,
+            "outputs_other": 122.83239,
+            "pixels_other": 51.57574,
+            "border_pixels": 110.65938,
+            "outputs_const": 6.84118,
+            "runs": 169.90309,
+            "rows": 1.35756,
+            "channels": 83.90902,
+            "call": 240.77256
         }
     },
     "cortex-m33": {
@@ -644,6 +714,20 @@ STEP_CYCLES = {
             "elements": 556.36927,
             "rows": 340.5128,
             "call": 127.17805
+        },
+        "conv-sparse-pool": {
+            "entries_quad": 18.99364,
+            "entries_inside": 7.89783,
+            "entries_border": 20.93888,
+            "outputs_quad": 61.71599,
+            "outputs_other": 109.51594,
+            "pixels_other": 48.60417,
+            "border_pixels": 104.55193,
+            "outputs_const": 7.11475,
+            "runs": 179.99622,
+            "rows": 0.0,
+            "channels": 83.61805,
+            "call": 217.99755
         }
     }
 }
@@ -736,6 +820,10 @@ FIT_MAX_REL_ERROR = {
         "softmax": [
             0.0191,
             0.0156
+        ],
+        "conv-sparse-pool": [
+            0.0211,
+            0.0089
         ]
     },
     "cortex-m7": {
@@ -794,6 +882,10 @@ FIT_MAX_REL_ERROR = {
         "softmax": [
             0.0188,
             0.0152
+        ],
+        "conv-sparse-pool": [
+            0.0244,
+            0.0071
         ]
     },
     "cortex-m33": {
@@ -852,6 +944,10 @@ FIT_MAX_REL_ERROR = {
         "softmax": [
             0.019,
             0.0156
+        ],
+        "conv-sparse-pool": [
+            0.0215,
+            0.008
         ]
     }
 }
