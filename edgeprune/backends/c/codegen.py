@@ -140,10 +140,13 @@ def _scratch_bytes(step: Step, enc: Encoding) -> int:
 
 def generate(graph: Graph, core: str, objective: str = "cycles", force: Optional[str] = None,
              per_layer: Optional[Dict[str, str]] = None, model_name: str = "model",
-             rounding: str = "tflm") -> Generated:
+             rounding: str = "tflm", fusion: str = "cost") -> Generated:
     """C sources for `graph` on `core`. force: variant family for every weighted layer where
     it applies; per_layer: {layer name: family} overrides; rounding: 'tflm' (bit-exact with
-    TFLM and CMSIS-NN) or 'litert' (bit-exact with LiteRT's reference kernels)."""
+    TFLM and CMSIS-NN) or 'litert' (bit-exact with LiteRT's reference kernels); fusion: where
+    a sparse convolution and its max pooling become one call (backends/c/fuse.py): 'cost'
+    (where the estimate says it pays), 'always' (every exact pair: the calibration and the
+    tests) or 'never'."""
     if core not in CORE_DSP:
         raise CModelError(f"core '{core}' is not supported by the C runtime "
                           f"(supported: {', '.join(CORE_DSP)})")
@@ -169,7 +172,9 @@ def generate(graph: Graph, core: str, objective: str = "cycles", force: Optional
         e = costs.estimate_step(st, None, core)
         return e[0] if e is not None else 0.0
 
-    if fuse.fuse_sparse_maxpool(prog, cost):   # sparse convolution + max pooling (backends/c/fuse.py)
+    if fusion not in ("cost", "always", "never"):
+        raise CModelError(f"fusion must be cost, always or never, not '{fusion}'")
+    if fusion != "never" and fuse.fuse_sparse_maxpool(prog, cost if fusion == "cost" else None):
         for st in prog.steps:
             if "pool" in st.params:
                 enc = st.params["encoding"]

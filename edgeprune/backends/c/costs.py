@@ -168,8 +168,8 @@ def conv_dsp_im2col_counts(g: dict) -> dict:
 
 def sparse_pool_counts(g: dict, pg: dict) -> dict:
     """Pixel counts of kernels/ep_conv_sparse_pool.c on convolution window `g` and pooling
-    window `pg`, exactly as its loops run: pooled pixels of the 2 x 2 interior runs (`quad`),
-    the rows holding such a run (`runs`), and the convolution pixels computed one by one for
+    window `pg`, exactly as its loops run: pooled pixels of the 2 x 2 interior rectangle
+    (`quad`), whether there is one (`runs`), and the convolution pixels computed one by one for
     the other pooled pixels, inside and across the border (`inside`, `border`)."""
     span_h, span_w = (g["k_h"] - 1) * g["dil_h"], (g["k_w"] - 1) * g["dil_w"]
     ox_lo = (g["pad_left"] + g["stride_w"] - 1) // g["stride_w"]
@@ -180,13 +180,13 @@ def sparse_pool_counts(g: dict, pg: dict) -> dict:
     ph, pw, kh, kw = pg["out_h"], pg["out_w"], pg["k_h"], pg["k_w"]
     px_lo, py_lo = -(-ox_lo // kw), -(-oy_lo // kh)
     px_hi, py_hi = min(ox_hi // kw, pw), min(oy_hi // kh, ph)
-    quad_ok = kh == 2 and kw == 2 and px_hi > px_lo
-    inside = border = quad = runs = 0
+    quad_ok = kh == 2 and kw == 2 and px_hi > px_lo and py_hi > py_lo
+    inside = border = quad = 0
+    runs = int(quad_ok)                  # one interior rectangle per channel
     for py in range(ph):
         row_in = py_lo <= py < py_hi
         if quad_ok and row_in:
             quad += px_hi - px_lo
-            runs += 1
         for px in range(pw):
             if quad_ok and row_in and px_lo <= px < px_hi:
                 continue

@@ -10,7 +10,8 @@ pooling's reads, and the intermediate tensor leaves the arena.
 
 Fused only where it holds and the kernel handles it: the convolution's output has the pooling
 as its only reader and is not the model output; the pooling's windows tile (stride = window,
-no padding) and its input is the convolution's output exactly.
+no padding), its input is the convolution's output exactly, and the two activation ranges
+intersect.
 """
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ def _pool_of(prog: Program, st: Step) -> Optional[Step]:
              and pg["out_h"] * pg["k_h"] <= g["out_h"] and pg["out_w"] * pg["k_w"] <= g["out_w"])
     wq = st.weighted
     monotone = bool(np.all(np.asarray(wq.mult) >= 0) and np.all(np.asarray(wq.shift) <= 0))
-    return pool if tiles and monotone else None
+    # the two clamps in a row are one clamp to the intersection of the ranges when they meet
+    ranges_meet = (max(wq.act_min, pool.params["act_min"]) <= min(wq.act_max, pool.params["act_max"]))
+    return pool if tiles and monotone and ranges_meet else None
 
 
 def fuse_sparse_maxpool(prog: Program, cost: Optional[Callable[[Step], float]] = None) -> List[str]:

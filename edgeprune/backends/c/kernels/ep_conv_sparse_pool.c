@@ -52,39 +52,74 @@ static int32_t spp_acc(const ep_window *g, const int8_t *in, int32_t in_zp, int 
   return acc;
 }
 
-/* One channel's run of `count` pooled outputs of 2 x 2 windows whose four convolution pixels
- * are all interior: four accumulators share each entry's position and value loads. xw: the
- * first window's top-left pixel's input window; dx, dy: input offsets of the next pixel and
- * row; windows 2 * dx bytes apart, outputs OC bytes apart. */
+/* One channel's rectangle of pooled outputs of 2 x 2 windows whose four convolution pixels
+ * are all interior: `rows` rows of `cols` outputs. Four accumulators share each entry's
+ * position and value loads; the maximum accumulator is requantized once and clamped once to
+ * [lo, hi], the intersection of the convolution's and the pooling's ranges (the generator fuses
+ * only where they intersect, so the two clamps in a row are this one). xw: the first window's
+ * top-left pixel's input window; dx, dy: input offsets of the next pixel and row; outputs OC
+ * bytes apart, rows o_row bytes apart. */
+#if EP_RQ_FAST
+#define SPP_STORE(m) (*o = ep_clamp_s8(ep_rq_apply(&r_, (m), EP_CONV_SINGLE_ROUNDING) + out_zp, lo, hi))
+#else
+#define SPP_STORE(m) (*o = ep_clamp_s8(ep_requantize((m), m_, s_, EP_CONV_SINGLE_ROUNDING) + out_zp, lo, hi))
+#endif
+/* the rectangle's loops around BODY, which sets `m`, the window's maximum accumulator, from
+ * the window's top-left pixel's input window xw (variadic: BODY may hold commas) */
+#define SPP_RECT(...)                                                               \
+  for (; rows > 0; rows--, o += o_row - cols * OC, xw += x_row) {                  \
+    int8_t *const end = o + cols * OC;                                             \
+    for (; o != end; o += OC, xw += step) {                                        \
+      int32_t m;                                                                   \
+      __VA_ARGS__                                                                  \
+      SPP_STORE(m);                                                                \
+    }                                                                              \
+  }
+#define SPP_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define SPP_MIN(a, b) ((a) < (b) ? (a) : (b))
+
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
-static void spp_run2x2(const int8_t *xw, int dx, int dy, int8_t *o, int OC, int count,
-                       const uint16_t *pos, const int8_t *v, int n, int32_t b, const ep_requant *q,
-                       int c, int32_t lo, int32_t hi) {
+static void spp_rect2x2(const int8_t *xw, int dx, int dy, int8_t *o, int OC, int o_row,
+                        int rows, int cols, const uint16_t *pos, const int8_t *v, int n,
+                        int32_t b, const ep_requant *q, int c, int32_t lo, int32_t hi) {
   SP_RQ_DECL(q, c);
-  const int32_t out_zp = q->out_zp, act_min = q->act_min, act_max = q->act_max;
-  int8_t *const end = o + count * OC;
-  const int step = 2 * dx;
-  for (; o != end; o += OC, xw += step) {
-    int32_t a0 = b, a1 = b, a2 = b, a3 = b;
-    for (int j = 0; j < n; j++) {
-      const int8_t *x = xw + pos[j];
-      const int32_t w = v[j];
-      a0 += x[0] * w;
-      a1 += x[dx] * w;
-      a2 += x[dy] * w;
-      a3 += x[dy + dx] * w;
+  const int32_t out_zp = q->out_zp;
+  const int step = 2 * dx, x_row = 2 * dy - cols * step;
+  if (n == 1) {
+    /* one weight: the maximum accumulator is the bias plus the weight times the window's
+     * largest input (weight >= 0) or its smallest (weight < 0) */
+    const int8_t *const x0 = xw + pos[0];
+    const int32_t w = v[0];
+    xw = x0;
+    if (w >= 0) {
+      SPP_RECT(m = b + w * SPP_MAX(SPP_MAX(xw[0], xw[dx]), SPP_MAX(xw[dy], xw[dy + dx]));)
+    } else {
+      SPP_RECT(m = b + w * SPP_MIN(SPP_MIN(xw[0], xw[dx]), SPP_MIN(xw[dy], xw[dy + dx]));)
     }
-    a0 = a0 > a1 ? a0 : a1;
-    a2 = a2 > a3 ? a2 : a3;
-    a0 = a0 > a2 ? a0 : a2;
-#if EP_RQ_FAST
-    const int32_t r = ep_clamp_out(ep_rq_apply(&r_, a0, EP_CONV_SINGLE_ROUNDING) + out_zp, act_min, act_max);
-#else
-    const int32_t r = ep_clamp_s8(ep_requantize(a0, m_, s_, EP_CONV_SINGLE_ROUNDING) + out_zp, act_min, act_max);
-#endif
-    *o = ep_clamp_s8(r, lo, hi);
+  } else if (n == 2) {
+    const int p0 = pos[0], p1 = pos[1];
+    const int32_t w0 = v[0], w1 = v[1];
+    SPP_RECT(
+      const int8_t *const x0 = xw + p0;
+      const int8_t *const x1 = xw + p1;
+      const int32_t a0 = x0[0] * w0 + x1[0] * w1, a1 = x0[dx] * w0 + x1[dx] * w1;
+      const int32_t a2 = x0[dy] * w0 + x1[dy] * w1, a3 = x0[dy + dx] * w0 + x1[dy + dx] * w1;
+      m = b + SPP_MAX(SPP_MAX(a0, a1), SPP_MAX(a2, a3));)
+  } else {
+    /* four accumulators share each entry's position and value loads */
+    SPP_RECT(
+      int32_t a0 = b, a1 = b, a2 = b, a3 = b;
+      for (int j = 0; j < n; j++) {
+        const int8_t *x = xw + pos[j];
+        const int32_t w = v[j];
+        a0 += x[0] * w;
+        a1 += x[dx] * w;
+        a2 += x[dy] * w;
+        a3 += x[dy + dx] * w;
+      }
+      m = SPP_MAX(SPP_MAX(a0, a1), SPP_MAX(a2, a3));)
   }
 }
 
@@ -107,6 +142,8 @@ void ep_conv_sparse_maxpool(const ep_window *g, const ep_requant *q_arg, const e
   if (px_hi > PW) px_hi = PW;
   if (py_hi > PH) py_hi = PH;
   const int quad = pkh == 2 && pkw == 2;
+  const int32_t lo = q->act_min > pool_min ? q->act_min : pool_min;
+  const int32_t hi = q->act_max < pool_max ? q->act_max : pool_max;
   const int dx = g->stride_w * IC, dy = g->stride_h * g->in_w * IC;
   const uint16_t *pos = s->pos;
   const int8_t *v = s->value;
@@ -121,19 +158,21 @@ void ep_conv_sparse_maxpool(const ep_window *g, const ep_requant *q_arg, const e
       for (int p = PH * PW; p > 0; p--, o += OC) *o = k;
       continue;
     }
+    const int rect = quad && py_hi > py_lo && px_hi > px_lo;
+    if (rect)                                       /* the interior rectangle */
+      spp_rect2x2(in + ((2 * py_lo * g->stride_h - g->pad_top) * g->in_w
+                        + 2 * px_lo * g->stride_w - g->pad_left) * IC,
+                  dx, dy, o + (py_lo * PW + px_lo) * OC, OC, PW * OC, py_hi - py_lo,
+                  px_hi - px_lo, pos, v, n, b, q, c, lo, hi);
     for (int py = 0; py < PH; py++) {
       const int row_inside = py >= py_lo && py < py_hi;
       for (int px = 0; px < PW; px++, o += OC) {
-        if (quad && row_inside && px == px_lo && px_hi > px_lo) {   /* the row's interior run */
-          const int run = px_hi - px_lo;
-          const int8_t *xw = in + ((2 * py * g->stride_h - g->pad_top) * g->in_w
-                                   + 2 * px_lo * g->stride_w - g->pad_left) * IC;
-          spp_run2x2(xw, dx, dy, o, OC, run, pos, v, n, b, q, c, pool_min, pool_max);
-          px += run;
-          o += run * OC;
-          if (px >= PW) break;
-        }
         const int inside = row_inside && px >= px_lo && px < px_hi;
+        if (inside && rect) {                       /* done above: skip the row's run */
+          o += (px_hi - 1 - px) * OC;
+          px = px_hi - 1;
+          continue;
+        }
         int32_t m = INT32_MIN;
         for (int i = 0; i < pkh; i++)
           for (int j = 0; j < pkw; j++) {
