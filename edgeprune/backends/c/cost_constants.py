@@ -117,18 +117,20 @@ STEP_INSTRUCTIONS = {
             "call": 141.93601
         },
         "conv-sparse-pool": {
-            "entries_quad": 13.00807,
-            "entries_inside": 5.42302,
-            "entries_border": 16.76417,
-            "outputs_quad": 56.20341,
-            "outputs_other": 93.11465,
-            "pixels_other": 38.94598,
-            "border_pixels": 90.08303,
-            "outputs_const": 2.11955,
-            "runs": 131.0436,
-            "rows": 0.0,
-            "channels": 56.39566,
-            "call": 227.23599
+            "entries_quad": 13.00533,
+            "entries_inside": 5.27695,
+            "entries_border": 16.8812,
+            "outputs_quad": 52.56242,
+            "outputs_quad_1": 37.95892,
+            "outputs_quad_2": 53.64288,
+            "outputs_other": 86.19746,
+            "pixels_other": 38.17137,
+            "border_pixels": 87.67691,
+            "outputs_const": 7.82439,
+            "runs": 165.23044,
+            "rows": 66.3719,
+            "channels": 18.32085,
+            "call": 42.06459
         }
     },
     "cortex-m7": {
@@ -236,18 +238,20 @@ STEP_INSTRUCTIONS = {
             "call": 140.93601
         },
         "conv-sparse-pool": {
-            "entries_quad": 13.00937,
-            "entries_inside": 5.29562,
-            "entries_border": 15.12501,
-            "outputs_quad": 56.17802,
-            "outputs_other": 103.56344,
-            "pixels_other": 36.66639,
-            "border_pixels": 81.6258,
-            "outputs_const": 1.87581,
-            "runs": 106.98933,
-            "rows": 22.10852,
-            "channels": 54.57367,
-            "call": 228.14641
+            "entries_quad": 13.00462,
+            "entries_inside": 5.18884,
+            "entries_border": 15.20994,
+            "outputs_quad": 51.79688,
+            "outputs_quad_1": 37.17944,
+            "outputs_quad_2": 53.83462,
+            "outputs_other": 103.11481,
+            "pixels_other": 38.59739,
+            "border_pixels": 76.2892,
+            "outputs_const": 7.30646,
+            "runs": 153.49299,
+            "rows": 71.27673,
+            "channels": 12.61619,
+            "call": 107.40611
         }
     },
     "cortex-m33": {
@@ -355,18 +359,20 @@ STEP_INSTRUCTIONS = {
             "call": 140.93601
         },
         "conv-sparse-pool": {
-            "entries_quad": 13.00833,
-            "entries_inside": 5.43914,
-            "entries_border": 15.75123,
-            "outputs_quad": 56.23251,
-            "outputs_other": 91.62951,
-            "pixels_other": 37.17622,
-            "border_pixels": 86.96239,
-            "outputs_const": 1.7182,
-            "runs": 133.57077,
-            "rows": 0.0,
-            "channels": 61.65146,
-            "call": 240.40558
+            "entries_quad": 13.00521,
+            "entries_inside": 5.28496,
+            "entries_border": 15.87451,
+            "outputs_quad": 52.4993,
+            "outputs_quad_1": 37.86793,
+            "outputs_quad_2": 53.89972,
+            "outputs_other": 87.91493,
+            "pixels_other": 35.76781,
+            "border_pixels": 85.7468,
+            "outputs_const": 6.67263,
+            "runs": 155.39847,
+            "rows": 64.50864,
+            "channels": 18.92557,
+            "call": 49.53983
         }
     }
 }
@@ -478,18 +484,20 @@ STEP_CYCLES = {
             "call": 128.17805
         },
         "conv-sparse-pool": {
-            "entries_quad": 18.99497,
-            "entries_inside": 7.82082,
-            "entries_border": 20.01481,
-            "outputs_quad": 61.49919,
-            "outputs_other": 113.07791,
-            "pixels_other": 50.88989,
-            "border_pixels": 109.28814,
-            "outputs_const": 7.08105,
-            "runs": 179.82582,
-            "rows": 0.0,
-            "channels": 76.43031,
-            "call": 215.15562
+            "entries_quad": 19.00104,
+            "entries_inside": 7.78833,
+            "entries_border": 20.0441,
+            "outputs_quad": 56.87952,
+            "outputs_quad_1": 42.43338,
+            "outputs_quad_2": 66.89626,
+            "outputs_other": 123.27305,
+            "pixels_other": 44.45723,
+            "border_pixels": 106.8594,
+            "outputs_const": 7.64557,
+            "runs": 125.60592,
+            "rows": 95.08724,
+            "channels": 105.95307,
+            "call": 0.0
         }
     },
     "cortex-m7": {
@@ -597,18 +605,20 @@ STEP_CYCLES = {
             "call": 128.17805
         },
         "conv-sparse-pool": {
-            "entries_quad": 18.99494,
-            "entries_inside": 8.6731,
-            "entries_border": 19.54737,
-            "outputs_quad": 62.92213,
-            "outputs_other": 122.83239,
-            "pixels_other": 51.57574,
-            "border_pixels": 110.65938,
-            "outputs_const": 6.84118,
-            "runs": 169.90309,
-            "rows": 1.35756,
-            "channels": 83.90902,
-            "call": 240.77256
+            "entries_quad": 19.00006,
+            "entries_inside": 8.64102,
+            "entries_border": 19.57505,
+            "outputs_quad": 57.5594,
+            "outputs_quad_1": 42.75439,
+            "outputs_quad_2": 65.83309,
+            "outputs_other": 141.22826,
+            "pixels_other": 45.79546,
+            "border_pixels": 103.18374,
+            "outputs_const": 7.5478,
+            "runs": 95.15736,
+            "rows": 91.5851,
+            "channels": 118.07268,
+            "call": 0.0
         }
     },
     "cortex-m33": {
@@ -716,18 +726,20 @@ STEP_CYCLES = {
             "call": 127.17805
         },
         "conv-sparse-pool": {
-            "entries_quad": 18.99364,
-            "entries_inside": 7.89783,
-            "entries_border": 20.93888,
-            "outputs_quad": 61.71599,
-            "outputs_other": 109.51594,
-            "pixels_other": 48.60417,
-            "border_pixels": 104.55193,
-            "outputs_const": 7.11475,
-            "runs": 179.99622,
-            "rows": 0.0,
-            "channels": 83.61805,
-            "call": 217.99755
+            "entries_quad": 19.00028,
+            "entries_inside": 7.88718,
+            "entries_border": 20.95066,
+            "outputs_quad": 56.88451,
+            "outputs_quad_1": 41.69594,
+            "outputs_quad_2": 65.37573,
+            "outputs_other": 127.20852,
+            "pixels_other": 40.66815,
+            "border_pixels": 103.77205,
+            "outputs_const": 4.93425,
+            "runs": 99.69468,
+            "rows": 89.30557,
+            "channels": 122.36275,
+            "call": 0.0
         }
     }
 }
@@ -822,8 +834,8 @@ FIT_MAX_REL_ERROR = {
             0.0156
         ],
         "conv-sparse-pool": [
-            0.0211,
-            0.0089
+            0.037,
+            0.0324
         ]
     },
     "cortex-m7": {
@@ -884,8 +896,8 @@ FIT_MAX_REL_ERROR = {
             0.0152
         ],
         "conv-sparse-pool": [
-            0.0244,
-            0.0071
+            0.0323,
+            0.032
         ]
     },
     "cortex-m33": {
@@ -946,8 +958,8 @@ FIT_MAX_REL_ERROR = {
             0.0156
         ],
         "conv-sparse-pool": [
-            0.0215,
-            0.008
+            0.0371,
+            0.0301
         ]
     }
 }

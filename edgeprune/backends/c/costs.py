@@ -208,8 +208,13 @@ def sparse_pool_terms(g: dict, pg: dict, enc) -> dict:
     live = int((cnt > 0).sum())
     oc = g["out_c"]
     pooled = pg["out_h"] * pg["out_w"]
-    return {"entries_quad": n["quad"] * e, "entries_inside": n["inside"] * e,
-            "entries_border": n["border"] * e, "outputs_quad": n["quad"] * live,
+    # the rectangle runs channels of 1 and 2 weights in loops of their own, the others in the
+    # four-accumulator entry loop
+    one, two = int((cnt == 1).sum()), int((cnt == 2).sum())
+    e_long = int(cnt[cnt > 2].sum())
+    return {"entries_quad": n["quad"] * e_long, "entries_inside": n["inside"] * e,
+            "entries_border": n["border"] * e, "outputs_quad": n["quad"] * (live - one - two),
+            "outputs_quad_1": n["quad"] * one, "outputs_quad_2": n["quad"] * two,
             "outputs_other": (pooled - n["quad"]) * live,
             "pixels_other": (n["inside"] + n["border"]) * live, "border_pixels": n["border"] * live,
             "outputs_const": pooled * (oc - live), "runs": n["runs"] * live,
