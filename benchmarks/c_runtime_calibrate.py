@@ -4,7 +4,7 @@ single-layer models measured under QEMU.
 
 For every model of the grid in benchmarks/c_synthetic.py (conv dense / sparse at 70 % and 95 %
 zeros / clustered with 8 and 16 levels, depthwise, fully connected in the same variants,
-max / average pooling, ADD, RELU, SOFTMAX, CONCATENATION; 150 models, seeded random int8
+max / average pooling, sparse convolutions fused with their max pooling, ADD, RELU, SOFTMAX, CONCATENATION; 150 models, seeded random int8
 weights, no zoo model):
 1. generate the C for the core (edgeprune/backends/c/codegen.py, the weight encoding forced);
 2. build it into the `edgeprune verify` firmware with the per-layer timer hooks and run it on
@@ -68,7 +68,9 @@ def measure_grid(core: str, work: Path, kinds=None, variants=None):
         if (kinds and kind not in kinds) or (variants and variant and variant not in variants):
             continue
         g = c_synthetic.graph(kind, spec, i, sparsity, levels)
-        gen = generate(g, core, force=variant or None, model_name=f"syn{i}")
+        # fusion='always': the conv + max pooling models measure the fused kernel on every
+        # shape, also where the cost model would not fuse (padded borders, 3 x 3 windows)
+        gen = generate(g, core, force=variant or None, model_name=f"syn{i}", fusion="always")
         d = work / f"m{i}"
         model_dir(gen, d, core)
         n_in = int(np.prod(gen.program.input_shape))

@@ -61,12 +61,16 @@ def main() -> int:
                     help="where the sparsity goes; target: edgeprune-c's cost on the M4")
     ap.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"),
                     help="of the dense training and the pruning runs (edgeprune.train)")
+    ap.add_argument("--from-dense", action="store_true",
+                    help="prune from the trained dense model (--weights dense.pt) and distil from it "
+                         "(--distill), instead of pruning while training from the seed's init")
     ap.add_argument("--channel-sparsity", help="also a channel-pruned model (same orientation)")
     ap.add_argument("--train-only", action="store_true",
                     help="train, prune and cluster only (the QEMU table: benchmarks/c_runtime_qemu.py lenet5)")
     args = ap.parse_args()
     tag = ("" if args.orientation == "memory" else f"-{args.orientation}") + \
-        ("" if args.lr_schedule == "constant" else f"-{args.lr_schedule}")
+        ("" if args.lr_schedule == "constant" else f"-{args.lr_schedule}") + \
+        ("-fromdense" if args.from_dense else "")
     sched = [] if args.lr_schedule == "constant" else ["--lr-schedule", args.lr_schedule]
     out = REPO / args.out / f"{Path(args.data).name}-{args.epochs}ep-{args.sparsity}{tag}-{args.bits}b"
     cost_args = (["--target", "stm32l4r5-m4", "--runtime", "edgeprune-c"]
@@ -86,11 +90,12 @@ def main() -> int:
         Trainer(model, ds, TrainConfig(epochs=args.epochs, seed=args.seed, progress=False,
                                        lr_schedule=args.lr_schedule)).fit()
         torch.save(model.state_dict(), dense_sd)
+    start = ["--weights", dense_sd, "--distill"] if args.from_dense else []
     pruned, clustered = out / "pruned", out / "clustered"
     if not (pruned / "model.pt").exists():
         edgeprune("prune", "lenet5", "--data", args.data, "--method", "statistical",
                   "--granularity", "weight", "--orientation", args.orientation, *cost_args, *sched,
-                  "--sparsity", args.sparsity,
+                  "--sparsity", args.sparsity, *start,
                   "--epochs", args.epochs, "--seed", args.seed, "--no-baseline", "--quiet",
                   "-o", pruned)
     if not (clustered / "model.pt").exists():
@@ -100,7 +105,7 @@ def main() -> int:
     if args.channel_sparsity and not (channel / "model.pt").exists():
         edgeprune("prune", "lenet5", "--data", args.data, "--method", "statistical",
                   "--granularity", "channel", "--orientation", args.orientation, *cost_args, *sched,
-                  "--sparsity", args.channel_sparsity, "--epochs", args.epochs, "--seed", args.seed,
+                  "--sparsity", args.channel_sparsity, *start, "--epochs", args.epochs, "--seed", args.seed,
                   "--no-baseline", "--quiet", "-o", channel)
     if args.train_only:
         print(f"models in {out}")

@@ -38,6 +38,14 @@ CONV_DSP = [(12, 12, 16, 16, 3, 1, "SAME"), (10, 10, 16, 32, 3, 2, "SAME"),
             (14, 14, 3, 8, 3, 2, "SAME"), (9, 9, 3, 16, 3, 1, "SAME"),
             (12, 12, 8, 16, 1, 1, "VALID"), (5, 5, 32, 64, 3, 1, "SAME"),
             (10, 6, 4, 12, 3, 1, "SAME")]
+# a sparse convolution and the max pooling after it, fused (kernels/ep_conv_sparse_pool.c):
+# (H, W, Cin, Cout, k, stride, padding, pooling window = stride, fused activation)
+CONVPOOL = [(12, 12, 1, 8, 5, 1, "VALID", 2, "NONE"), (16, 16, 1, 6, 5, 1, "VALID", 2, "RELU"),
+            (8, 8, 3, 8, 3, 1, "SAME", 2, "RELU"), (9, 9, 4, 6, 3, 1, "VALID", 2, "NONE"),
+            (10, 10, 8, 16, 3, 1, "SAME", 2, "NONE"), (12, 12, 4, 8, 3, 2, "SAME", 2, "RELU"),
+            (6, 6, 16, 12, 3, 1, "SAME", 3, "NONE"), (9, 9, 2, 8, 3, 1, "VALID", 3, "RELU"),
+            (8, 8, 20, 24, 5, 1, "VALID", 2, "NONE"), (7, 7, 6, 10, 3, 1, "SAME", 2, "RELU"),
+            (14, 10, 2, 5, 3, 1, "VALID", 2, "NONE")]
 FC = [(64, 16), (256, 8), (128, 32), (500, 10), (16, 64), (100, 10), (30, 7), (75, 6), (640, 64),
       (33, 5), (800, 20)]
 POOL = [(8, 8, 8, 2, 2), (9, 9, 4, 3, 3), (4, 4, 16, 2, 2), (6, 6, 8, 6, 6), (8, 8, 4, 3, 1),
@@ -74,7 +82,23 @@ def graph(kind: str, spec, seed: int = 0, sparsity: float = 0.0, levels: int = 0
     b = _B(seed)
     rng = b.rng
     ops: List[Op] = []
-    if kind in ("conv", "dwconv"):
+    if kind == "convpool":
+        h, w, ci, co, k, s, pad, pk, act = spec
+        oh = -(-h // s) if pad == "SAME" else (h - k) // s + 1
+        ow = -(-w // s) if pad == "SAME" else (w - k) // s + 1
+        x = b.t((1, h, w, ci))
+        ws = rng.uniform(0.002, 0.01, co).astype(np.float32)
+        wt = b.t((co, k, k, ci), scale=ws, zp=np.zeros(co),
+                 data=_weights(rng, (co, k, k, ci), sparsity, levels))
+        bt = b.t((co,), "int32", scale=ws * IN_S, zp=np.zeros(co),
+                 data=rng.integers(-2000, 2000, co).astype(np.int32))
+        y = b.t((1, oh, ow, co), scale=(OUT_S,), zp=(OUT_ZP,))
+        ops.append(Op(0, "CONV_2D", [x, wt, bt], [y], {"padding": pad, "stride_h": s, "stride_w": s,
+                      "dilation_h": 1, "dilation_w": 1, "activation": act}, "conv"))
+        z = b.t((1, oh // pk, ow // pk, co), scale=(OUT_S,), zp=(OUT_ZP,))
+        ops.append(Op(1, "MAX_POOL_2D", [y], [z], {"padding": "VALID", "stride_h": pk, "stride_w": pk,
+                      "filter_h": pk, "filter_w": pk, "activation": "NONE"}, "maxpool"))
+    elif kind in ("conv", "dwconv"):
         if kind == "conv":
             h, w, ci, co, k, s, pad = spec
             wshape = (co, k, k, ci)
@@ -180,4 +204,7 @@ def grid() -> List[Tuple[str, object, str, float, int]]:
         rows.append(("concat", spec, "", 0.0, 0))
     for spec in CONV_DSP:
         rows.append(("conv", spec, "dense", 0.0, 0))
+    for spec in CONVPOOL:
+        rows.append(("convpool", spec, "sparse", 0.7, 0))
+        rows.append(("convpool", spec, "sparse", 0.95, 0))
     return rows

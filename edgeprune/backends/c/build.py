@@ -189,7 +189,9 @@ def _stack_depth(objs: List[Path], work: Path) -> Optional[int]:
     def depth(f: str, seen: tuple) -> int:
         if f in seen:
             raise BuildError(f"recursion through {f}")
-        return frames.get(f, 0) + max((depth(c, seen + (f,)) for c in calls.get(f, ())), default=0)
+        # GCC's clones are 'f.isra.0' in the disassembly but 'f.isra' in the .su file
+        frame = frames.get(f, frames.get(re.sub(r"\.\d+$", "", f), 0))
+        return frame + max((depth(c, seen + (f,)) for c in calls.get(f, ())), default=0)
     return depth("edgeprune_invoke", ())
 
 

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from . import costs, planner
+from . import costs, fuse, planner
 from .ir import CModelError, Graph
 from .lower import Buffer, Program, Step, lower
 from .quant import RQ_ACC_LIMIT, add_tables, rq_records
@@ -140,10 +140,13 @@ def _scratch_bytes(step: Step, enc: Encoding) -> int:
 
 def generate(graph: Graph, core: str, objective: str = "cycles", force: Optional[str] = None,
              per_layer: Optional[Dict[str, str]] = None, model_name: str = "model",
-             rounding: str = "tflm") -> Generated:
+             rounding: str = "tflm", fusion: str = "cost") -> Generated:
     """C sources for `graph` on `core`. force: variant family for every weighted layer where
     it applies; per_layer: {layer name: family} overrides; rounding: 'tflm' (bit-exact with
-    TFLM and CMSIS-NN) or 'litert' (bit-exact with LiteRT's reference kernels)."""
+    TFLM and CMSIS-NN) or 'litert' (bit-exact with LiteRT's reference kernels); fusion: where
+    a sparse convolution and its max pooling become one call (backends/c/fuse.py): 'cost'
+    (where the estimate says it pays), 'always' (every exact pair: the calibration and the
+    tests) or 'never'."""
     if core not in CORE_DSP:
         raise CModelError(f"core '{core}' is not supported by the C runtime "
                           f"(supported: {', '.join(CORE_DSP)})")
@@ -154,13 +157,33 @@ def generate(graph: Graph, core: str, objective: str = "cycles", force: Optional
     if unknown:
         raise CModelError(f"--variant-per-layer names no weighted layer: {', '.join(sorted(unknown))}")
     layers: List[LayerReport] = []
+    alternatives = {}
     for st in prog.steps:
         if st.weighted is None:
             continue
-        alts = {e.family: {"weight_bytes": e.flash_bytes, "instructions_estimate": round(e.instructions)}
-                for e in candidates(st, dsp, core)}
-        enc = choose(st, dsp, objective, per_layer.get(st.layer, force), core)
-        st.params["encoding"] = enc
+        alternatives[st.index] = {e.family: {"weight_bytes": e.flash_bytes,
+                                             "instructions_estimate": round(e.instructions)}
+                                  for e in candidates(st, dsp, core)}
+        st.params["encoding"] = choose(st, dsp, objective, per_layer.get(st.layer, force), core)
+    unfused = {id(st): st.index for st in prog.steps}
+    def cost(st: Step) -> float:
+        if st.weighted is not None:
+            return costs.estimate_instructions(st, st.params["encoding"], dsp, core)
+        e = costs.estimate_step(st, None, core)
+        return e[0] if e is not None else 0.0
+
+    if fusion not in ("cost", "always", "never"):
+        raise CModelError(f"fusion must be cost, always or never, not '{fusion}'")
+    if fusion != "never" and fuse.fuse_sparse_maxpool(prog, cost if fusion == "cost" else None):
+        for st in prog.steps:
+            if "pool" in st.params:
+                enc = st.params["encoding"]
+                enc.instructions = costs.estimate_instructions(st, enc, dsp, core)
+    for st in prog.steps:
+        if st.weighted is None:
+            continue
+        enc = st.params["encoding"]
+        alts = alternatives[unfused[id(st)]]
         sb = _scratch_bytes(st, enc)
         if (st.kind == "dwconv" and sb) or (st.kind == "conv" and enc.family == "sparse"):
             st.overlaps = []     # written channel by channel (kernels/ep_dwconv.c's 3x3 path,
@@ -182,6 +205,8 @@ def generate(graph: Graph, core: str, objective: str = "cycles", force: Optional
 
 def _kernel_name(st: Step, enc: Optional[Encoding]) -> str:
     if st.kind == "conv":
+        if "pool" in st.params:
+            return "ep_conv_sparse_maxpool"
         return {"dense-dsp": "ep_conv_dense_dsp", "dense-plain": "ep_conv_dense_plain",
                 "sparse": "ep_conv_sparse", "clustered": "ep_conv_clustered"}[enc.variant]
     if st.kind == "dwconv":
@@ -195,7 +220,8 @@ def _kernel_name(st: Step, enc: Optional[Encoding]) -> str:
 
 _SOURCE_OF = {  # kernel function -> source file
     "ep_conv_dense_dsp": "ep_conv.c", "ep_conv_dense_plain": "ep_conv.c",
-    "ep_conv_sparse": "ep_conv_sparse.c", "ep_conv_clustered": "ep_conv_clustered.c",
+    "ep_conv_sparse": "ep_conv_sparse.c", "ep_conv_sparse_maxpool": "ep_conv_sparse_pool.c",
+    "ep_conv_clustered": "ep_conv_clustered.c",
     "ep_dwconv_dsp": "ep_dwconv.c", "ep_dwconv_plain": "ep_dwconv.c",
     "ep_fc_dense_dsp": "ep_fc.c", "ep_fc_dense_plain": "ep_fc.c", "ep_fc_sparse": "ep_fc_sparse.c",
     "ep_fc_clustered": "ep_fc_clustered.c", "ep_maxpool": "ep_pool.c", "ep_avgpool": "ep_pool.c",
@@ -259,7 +285,13 @@ def _emit(prog: Program, arena: int, core: str, model_name: str) -> Dict[str, st
             elif enc.variant == "sparse":
                 tap = f"{p}tap" if "tap" in enc.arrays else "0"
                 decl.append(f"static const ep_sparse {p}s = {{{p}count, {p}pos, {p}value, {tap}}};\n")
-                call = f"{kname}(&{p}g, &{p}q, &{p}s, {x}, {y})"
+                pool = st.params.get("pool")
+                if pool:                # fused with the max pooling after it (backends/c/fuse.py)
+                    decl.append(f"static const ep_window {p}pg = {_g_init(pool['g'])};\n")
+                    call = (f"{kname}(&{p}g, &{p}q, &{p}s, &{p}pg, {pool['act_min']}, "
+                            f"{pool['act_max']}, {x}, {y})")
+                else:
+                    call = f"{kname}(&{p}g, &{p}q, &{p}s, {x}, {y})"
             else:
                 cluster_bits.add(enc.scalars["bits"])
                 decl.append(f"static const ep_clustered {p}c = {{{p}index, {p}codebook, "

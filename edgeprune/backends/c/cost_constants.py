@@ -6,7 +6,7 @@ each core, built with arm-none-eabi-gcc -O2 and run on the core's QEMU board by 
 `edgeprune verify` firmware: exact instructions per kernel call (-icount timer) and cycles
 through the core's TRM instruction timings (cortex-m4: Cortex-M4 TRM (100166_0001_00) Table 3-1 timings; cortex-m7: Cortex-M4 TRM timings on the M7 instruction stream: an upper bound, dual issue not modelled; cortex-m33: Cortex-M4 TRM timings (the M33 TRM publishes none; same 3-stage pipeline)).
 Fitted per kernel: value = sum(coef * term) over the terms of costs.step_terms, by non-negative
-least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds maxpool conv fc --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds maxpool; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m7 --kinds maxpool conv fc --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m33; benchmarks/c_runtime_calibrate.py --cores cortex-m33 --kinds maxpool conv fc --variants sparse
+least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 cortex-m7 cortex-m33 --kinds convpool --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m33
 Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 """
 
@@ -115,6 +115,22 @@ STEP_INSTRUCTIONS = {
             "elements": 444.82776,
             "rows": 291.23843,
             "call": 141.93601
+        },
+        "conv-sparse-pool": {
+            "entries_quad": 13.00533,
+            "entries_inside": 5.27695,
+            "entries_border": 16.8812,
+            "outputs_quad": 52.56242,
+            "outputs_quad_1": 37.95892,
+            "outputs_quad_2": 53.64288,
+            "outputs_other": 86.19746,
+            "pixels_other": 38.17137,
+            "border_pixels": 87.67691,
+            "outputs_const": 7.82439,
+            "runs": 165.23044,
+            "rows": 66.3719,
+            "channels": 18.32085,
+            "call": 42.06459
         }
     },
     "cortex-m7": {
@@ -220,6 +236,22 @@ STEP_INSTRUCTIONS = {
             "elements": 451.82776,
             "rows": 296.23843,
             "call": 140.93601
+        },
+        "conv-sparse-pool": {
+            "entries_quad": 13.00462,
+            "entries_inside": 5.18884,
+            "entries_border": 15.20994,
+            "outputs_quad": 51.79688,
+            "outputs_quad_1": 37.17944,
+            "outputs_quad_2": 53.83462,
+            "outputs_other": 103.11481,
+            "pixels_other": 38.59739,
+            "border_pixels": 76.2892,
+            "outputs_const": 7.30646,
+            "runs": 153.49299,
+            "rows": 71.27673,
+            "channels": 12.61619,
+            "call": 107.40611
         }
     },
     "cortex-m33": {
@@ -325,6 +357,22 @@ STEP_INSTRUCTIONS = {
             "elements": 445.82776,
             "rows": 302.23843,
             "call": 140.93601
+        },
+        "conv-sparse-pool": {
+            "entries_quad": 13.00521,
+            "entries_inside": 5.28496,
+            "entries_border": 15.87451,
+            "outputs_quad": 52.4993,
+            "outputs_quad_1": 37.86793,
+            "outputs_quad_2": 53.89972,
+            "outputs_other": 87.91493,
+            "pixels_other": 35.76781,
+            "border_pixels": 85.7468,
+            "outputs_const": 6.67263,
+            "runs": 155.39847,
+            "rows": 64.50864,
+            "channels": 18.92557,
+            "call": 49.53983
         }
     }
 }
@@ -434,6 +482,22 @@ STEP_CYCLES = {
             "elements": 556.36927,
             "rows": 324.5128,
             "call": 128.17805
+        },
+        "conv-sparse-pool": {
+            "entries_quad": 19.00104,
+            "entries_inside": 7.78833,
+            "entries_border": 20.0441,
+            "outputs_quad": 56.87952,
+            "outputs_quad_1": 42.43338,
+            "outputs_quad_2": 66.89626,
+            "outputs_other": 123.27305,
+            "pixels_other": 44.45723,
+            "border_pixels": 106.8594,
+            "outputs_const": 7.64557,
+            "runs": 125.60592,
+            "rows": 95.08724,
+            "channels": 105.95307,
+            "call": 0.0
         }
     },
     "cortex-m7": {
@@ -539,6 +603,22 @@ STEP_CYCLES = {
             "elements": 572.36927,
             "rows": 335.5128,
             "call": 128.17805
+        },
+        "conv-sparse-pool": {
+            "entries_quad": 19.00006,
+            "entries_inside": 8.64102,
+            "entries_border": 19.57505,
+            "outputs_quad": 57.5594,
+            "outputs_quad_1": 42.75439,
+            "outputs_quad_2": 65.83309,
+            "outputs_other": 141.22826,
+            "pixels_other": 45.79546,
+            "border_pixels": 103.18374,
+            "outputs_const": 7.5478,
+            "runs": 95.15736,
+            "rows": 91.5851,
+            "channels": 118.07268,
+            "call": 0.0
         }
     },
     "cortex-m33": {
@@ -644,6 +724,22 @@ STEP_CYCLES = {
             "elements": 556.36927,
             "rows": 340.5128,
             "call": 127.17805
+        },
+        "conv-sparse-pool": {
+            "entries_quad": 19.00028,
+            "entries_inside": 7.88718,
+            "entries_border": 20.95066,
+            "outputs_quad": 56.88451,
+            "outputs_quad_1": 41.69594,
+            "outputs_quad_2": 65.37573,
+            "outputs_other": 127.20852,
+            "pixels_other": 40.66815,
+            "border_pixels": 103.77205,
+            "outputs_const": 4.93425,
+            "runs": 99.69468,
+            "rows": 89.30557,
+            "channels": 122.36275,
+            "call": 0.0
         }
     }
 }
@@ -736,6 +832,10 @@ FIT_MAX_REL_ERROR = {
         "softmax": [
             0.0191,
             0.0156
+        ],
+        "conv-sparse-pool": [
+            0.037,
+            0.0324
         ]
     },
     "cortex-m7": {
@@ -794,6 +894,10 @@ FIT_MAX_REL_ERROR = {
         "softmax": [
             0.0188,
             0.0152
+        ],
+        "conv-sparse-pool": [
+            0.0323,
+            0.032
         ]
     },
     "cortex-m33": {
@@ -852,6 +956,10 @@ FIT_MAX_REL_ERROR = {
         "softmax": [
             0.019,
             0.0156
+        ],
+        "conv-sparse-pool": [
+            0.0371,
+            0.0301
         ]
     }
 }

@@ -54,6 +54,13 @@ def estimate_instructions(step, enc, dsp: bool, core=None) -> float:
         body = step.macs * per
         if step.kind == "conv":
             body += pixels * k * IM2COL_PER_ELEMENT[dsp]
+    elif fam == "sparse" and "pool" in step.params:
+        # fused with the max pooling (kernels/ep_conv_sparse_pool.c): the pooling windows'
+        # pixels are computed, one output per window requantized and stored
+        pg = step.params["pool"]["g"]
+        pooled = pg["out_h"] * pg["out_w"]
+        body = pooled * pg["k_h"] * pg["k_w"] * enc.scalars["entries"] * SPARSE_PER_ENTRY[dsp]
+        outputs = pooled * g["out_c"]
     elif fam == "sparse":
         body = pixels * enc.scalars["entries"] * SPARSE_PER_ENTRY[dsp]
     elif fam == "clustered":
@@ -159,6 +166,61 @@ def conv_dsp_im2col_counts(g: dict) -> dict:
             "copy_bytes": pixels * kk, "copy_calls": int(pieces.sum())}
 
 
+def sparse_pool_counts(g: dict, pg: dict) -> dict:
+    """Pixel counts of kernels/ep_conv_sparse_pool.c on convolution window `g` and pooling
+    window `pg`, exactly as its loops run: pooled pixels of the 2 x 2 interior rectangle
+    (`quad`), whether there is one (`runs`), and the convolution pixels computed one by one for
+    the other pooled pixels, inside and across the border (`inside`, `border`)."""
+    span_h, span_w = (g["k_h"] - 1) * g["dil_h"], (g["k_w"] - 1) * g["dil_w"]
+    ox_lo = (g["pad_left"] + g["stride_w"] - 1) // g["stride_w"]
+    oy_lo = (g["pad_top"] + g["stride_h"] - 1) // g["stride_h"]
+    rx, ry = g["in_w"] - 1 - span_w + g["pad_left"], g["in_h"] - 1 - span_h + g["pad_top"]
+    ox_hi = min(rx // g["stride_w"] + 1 if rx >= 0 else 0, g["out_w"])
+    oy_hi = min(ry // g["stride_h"] + 1 if ry >= 0 else 0, g["out_h"])
+    ph, pw, kh, kw = pg["out_h"], pg["out_w"], pg["k_h"], pg["k_w"]
+    px_lo, py_lo = -(-ox_lo // kw), -(-oy_lo // kh)
+    px_hi, py_hi = min(ox_hi // kw, pw), min(oy_hi // kh, ph)
+    quad_ok = kh == 2 and kw == 2 and px_hi > px_lo and py_hi > py_lo
+    inside = border = quad = 0
+    runs = int(quad_ok)                  # one interior rectangle per channel
+    for py in range(ph):
+        row_in = py_lo <= py < py_hi
+        if quad_ok and row_in:
+            quad += px_hi - px_lo
+        for px in range(pw):
+            if quad_ok and row_in and px_lo <= px < px_hi:
+                continue
+            for i in range(kh):
+                for j in range(kw):
+                    oy, ox = py * kh + i, px * kw + j
+                    if (row_in and px_lo <= px < px_hi) or (oy_lo <= oy < oy_hi and ox_lo <= ox < ox_hi):
+                        inside += 1
+                    else:
+                        border += 1
+    return {"quad": quad, "runs": runs, "inside": inside, "border": border}
+
+
+def sparse_pool_terms(g: dict, pg: dict, enc) -> dict:
+    """Work terms of one ep_conv_sparse_maxpool call (kernels/ep_conv_sparse_pool.c)."""
+    n = sparse_pool_counts(g, pg)
+    e = enc.scalars["entries"]
+    cnt = enc.arrays["count"]
+    live = int((cnt > 0).sum())
+    oc = g["out_c"]
+    pooled = pg["out_h"] * pg["out_w"]
+    # the rectangle runs channels of 1 and 2 weights in loops of their own, the others in the
+    # four-accumulator entry loop
+    one, two = int((cnt == 1).sum()), int((cnt == 2).sum())
+    e_long = int(cnt[cnt > 2].sum())
+    return {"entries_quad": n["quad"] * e_long, "entries_inside": n["inside"] * e,
+            "entries_border": n["border"] * e, "outputs_quad": n["quad"] * (live - one - two),
+            "outputs_quad_1": n["quad"] * one, "outputs_quad_2": n["quad"] * two,
+            "outputs_other": (pooled - n["quad"]) * live,
+            "pixels_other": (n["inside"] + n["border"]) * live, "border_pixels": n["border"] * live,
+            "outputs_const": pooled * (oc - live), "runs": n["runs"] * live,
+            "rows": pg["out_h"] * live, "channels": oc, "call": 1}
+
+
 def step_terms(step, enc=None):
     """(kernel key, {term: count}) of one kernel call: the work terms whose coefficients the
     calibration fits (per core, by non-negative least squares). The counts follow the kernels'
@@ -192,6 +254,8 @@ def step_terms(step, enc=None):
         kk = taps * g["in_c"]
         inside, copies = _window_counts(g)
         fam = enc.family
+        if fam == "sparse" and "pool" in p:
+            return "conv-sparse-pool", sparse_pool_terms(g, p["pool"]["g"], enc)
         if fam == "sparse":
             # kernels/ep_conv_sparse.c: channel by channel; a channel without entries is a
             # constant stored at every pixel, the others run their interior pixels' entries,

@@ -57,6 +57,11 @@ void ep_conv_dense_dsp(const ep_window *g, const ep_requant *q, const uint32_t *
                        const int8_t *in, int8_t *out, uint32_t *col);
 void ep_conv_sparse(const ep_window *g, const ep_requant *q, const ep_sparse *s,
                     const int8_t *in, int8_t *out);
+/* ep_conv_sparse followed by the max pooling pg (stride = window, no padding) whose output it
+ * writes: same bytes as the two kernels (kernels/ep_conv_sparse.c). */
+void ep_conv_sparse_maxpool(const ep_window *g, const ep_requant *q, const ep_sparse *s,
+                            const ep_window *pg, int32_t pool_min, int32_t pool_max,
+                            const int8_t *in, int8_t *out);
 void ep_conv_clustered(const ep_window *g, const ep_requant *q, const ep_clustered *c,
                        const int8_t *in, int8_t *out, int8_t *col);
 
