@@ -61,16 +61,20 @@ def dense_weights_path(model: str, dataset: str, epochs: int, seed: int, lr: flo
 
 
 def dense_baseline(model: str, dataset: str, epochs: int, seed: int, lr: float, batch: int,
-                   lr_schedule: str, progress: bool = False) -> float:
+                   lr_schedule: str, progress: bool = False, need_weights: bool = False,
+                   lr_shape: str = "") -> float:
     """Test accuracy of `model` trained densely from the seed's initialisation (the one every
     pruning run of that seed starts from); the row is cached in pruning_dense.json and the
-    weights in benchmarks/.cache/dense/."""
+    weights in benchmarks/.cache/dense/ (retrained when `need_weights` and they are missing).
+    `lr_shape` "ft-rewind": the dense control of that variant, trained with the lr shape the
+    variant gives its pruning run (edgeprune.prune.methods.base.FineTuneRewind)."""
+    sched_name = lr_schedule + (f"+{lr_shape}" if lr_shape else "")
     want = {"model": model, "dataset": dataset, "epochs": epochs, "seed": seed, "lr": lr,
-            "batch": batch, "lr_schedule": lr_schedule}
-    path = dense_weights_path(model, dataset, epochs, seed, lr, batch, lr_schedule)
+            "batch": batch, "lr_schedule": sched_name}
+    path = dense_weights_path(model, dataset, epochs, seed, lr, batch, sched_name)
     for r in _rows("pruning_dense.json"):
         if all(r.get(k, "lenet5" if k == "model" else None) == v for k, v in want.items()) \
-                and path.exists():
+                and (path.exists() or not need_weights):
             return r["acc_dense"]
     from edgeprune.data import load_dataset
     from edgeprune.models import build
@@ -79,8 +83,12 @@ def dense_baseline(model: str, dataset: str, epochs: int, seed: int, lr: float, 
     seed_everything(seed)                      # the init run_prune builds from the same seed
     m = build(model, num_classes=ds.num_classes)
     t0 = time.time()
+    hooks = []
+    if lr_shape == "ft-rewind":       # the pruning window's bounds as the method derives them
+        from edgeprune.prune.methods.base import FineTuneRewind, PruneSpec
+        hooks.append(FineTuneRewind(1.0 / epochs if epochs >= 4 else 0.1, PruneSpec().end))
     res = Trainer(m, ds, TrainConfig(epochs=epochs, lr=lr, batch_size=batch, seed=seed,
-                                     lr_schedule=lr_schedule, progress=progress)).fit()
+                                     lr_schedule=lr_schedule, progress=progress), hooks).fit()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(m.state_dict(), path)
     upsert_rows("pruning_dense.json", [{**want, "acc_dense": res.test_accuracy,
@@ -94,7 +102,13 @@ def _done(row_key: dict) -> bool:
 
 
 VARIANTS = {"distill": "also learn from the seed's dense baseline (edgeprune.train.distill_loss; "
-                       "the default trains on the labels only)"}
+                       "the default trains on the labels only)",
+            "ft-rewind": "learning-rate rewinding in the fine-tune: after the pruning window the "
+                         "lr restarts at its window-start value and anneals to 0 by a cosine "
+                         "(edgeprune.prune.methods.base.rewound_lr); acc_dense is then a dense "
+                         "control trained with the same lr shape",
+            "end50": "a longer sparse fine-tune in the same epochs: the pruning window ends at "
+                     "half the steps instead of 3/4"}
 
 
 def run_point(args, method: str, goal: str, seed: int, acc_dense: float) -> None:
@@ -124,7 +138,11 @@ def run_point(args, method: str, goal: str, seed: int, acc_dense: float) -> None
         distill = variant == "distill"
         teacher = dense_weights_path(args.model, args.dataset, args.epochs, seed, args.lr,
                                      args.batch, args.lr_schedule)
-        cfg = PruneConfig(distill=distill, teacher_weights=str(teacher) if distill else None,
+        if variant == "ft-rewind":    # the loss is taken against a dense run of the same lr shape
+            acc_dense = dense_baseline(args.model, args.dataset, args.epochs, seed, args.lr,
+                                       args.batch, args.lr_schedule, args.progress,
+                                       lr_shape="ft-rewind")
+        cfg = PruneConfig(distill=distill, variant=(variant,) if variant and not distill else (), teacher_weights=str(teacher) if distill else None,
                           model=args.model, data=args.dataset, method=method, granularity=gran,
                           orientation=orientation, sparsity=parse_sparsity(goal),
                           epochs=args.epochs, seed=seed, lr=args.lr, batch_size=args.batch,
@@ -385,7 +403,8 @@ def main() -> None:
     torch.set_num_threads(1)
     for seed in args.seeds:                       # seed-major: every seed's grid is complete early
         acc_dense = dense_baseline(args.model, args.dataset, args.epochs, seed, args.lr,
-                                   args.batch, args.lr_schedule, args.progress)
+                                   args.batch, args.lr_schedule, args.progress,
+                                   need_weights=getattr(args, "variant", None) == "distill")
         print(f"dense seed {seed}: {100 * acc_dense:.2f}%", flush=True)
         for goal in args.points:
             for method in args.methods:
