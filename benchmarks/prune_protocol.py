@@ -108,7 +108,13 @@ VARIANTS = {"distill": "also learn from the seed's dense baseline (edgeprune.tra
                          "(edgeprune.prune.methods.base.rewound_lr); acc_dense is then a dense "
                          "control trained with the same lr shape",
             "end50": "a longer sparse fine-tune in the same epochs: the pruning window ends at "
-                     "half the steps instead of 3/4"}
+                     "half the steps instead of 3/4",
+            "end90": "a longer pruning window, shorter fine-tune: the window ends at 90 % of "
+                     "the steps instead of 3/4",
+            "dead-path": "weights on dead paths (reading a channel every weight into which is "
+                         "pruned, or writing a channel nobody reads) score 0, so the allocation "
+                         "spends their share on live paths "
+                         "(edgeprune.prune.methods.statistical.Statistical._dead_path_weights)"}
 
 
 def run_point(args, method: str, goal: str, seed: int, acc_dense: float) -> None:

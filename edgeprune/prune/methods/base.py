@@ -62,7 +62,7 @@ class PruneSpec:
     exclude: Sequence[str] = ()
     # levers measured against the default by benchmarks/prune_protocol.py --variant (no CLI flag):
     # "ft-rewind" = the fine-tune rewinds the lr to its value at the window's start and anneals
-    # it to 0 (FineTuneRewind); "end50" = the window ends at half the steps, not 0.75
+    # it to 0 (FineTuneRewind); "endNN" = the window ends at NN % of the steps, not 75 %
     variant: Sequence[str] = ()
 
 
@@ -173,7 +173,8 @@ class PruneMethod(TrainHook):
             start = 0
         else:
             start = spe if trainer.config.epochs >= 4 else int(round(0.1 * total))
-        end_frac = 0.5 if "end50" in self.spec.variant else self.spec.end
+        end_frac = next((int(v[3:]) / 100 for v in self.spec.variant
+                         if v.startswith("end") and v[3:].isdigit()), self.spec.end)
         end = max(start + 1, int(round(end_frac * total)))
         end = min(end, total)
         start = min(start, end - 1) if end > 0 else 0
