@@ -244,7 +244,11 @@ def report() -> None:
              "(`edgeprune.train.distill_loss`: T = 4, weight 0.9 on the soft targets, Hinton et "
              "al. 2015); `statistical` and the peers train on the labels only. Distillation was "
              "the default while its rows were run (their commands say `--methods statistical`, "
-             "and `--ablation no-distill` for the label-only rows; each row's `note` says so).", ""]
+             "and `--ablation no-distill` for the label-only rows; each row's `note` says so). "
+             "Other `statistical (NAME)` rows are levers of the method's schedule and "
+             "allocation, same seeds and baselines (`--variant NAME`): "
+             + "; ".join(f"`{k}` = {v}" for k, v in VARIANTS.items() if k != "distill")
+             + ".", ""]
     for model, ds, ep, sched in configs:
         rs = [r for r in rows if (r["model"], r["dataset"], r["epochs"], r["lr_schedule"])
               == (model, ds, ep, sched)]
@@ -260,8 +264,11 @@ def report() -> None:
                 f"{a['loss_pt'][0]:.2f} ± {a['loss_pt'][1]:.2f} | {a['wall_s']:.0f} |")
         lines += ["", f"Iso-accuracy at {MAX_LOSS_PT} pt (mean curve):", ""]
         iso = {}
+        levers = sorted({a["method"] for a in agg if a["method"].startswith("statistical (")
+                         and a["method"] != "statistical (distill)"})
         for (method, orient), metric in ((("statistical", "memory"), "params_x"),
                                          (("statistical (distill)", "memory"), "params_x"),
+                                         *(((m, "memory"), "params_x") for m in levers),
                                          (("agp", "memory"), "params_x"),
                                          (("torch_prune_agp", "global"), "params_x"),
                                          (("torch_pruning", "uniform"), "params_x"),
@@ -274,7 +281,9 @@ def report() -> None:
             v, how = iso_compression(pts, metric)
             iso[(method, orient)] = (v, how)
             what = "params compression" if metric == "params_x" else "MACs reduction"
-            lines.append(f"- {LABEL.get(method, method)} ({orient}): {what} {_fmt_iso(v, how)}")
+            seeds = sorted({sd for a in pts for sd in a["seeds"]})
+            lines.append(f"- {LABEL.get(method, 'edgeprune ' + method)} ({orient}): {what} "
+                         f"{_fmt_iso(v, how)}" + (f" (seed {seeds[0]} only)" if len(seeds) == 1 else ""))
         ours = iso.get(("statistical", "memory"))
         # a peer with no grid point within the loss has no iso value to compare against
         peers = [iso[k] for k in iso if k[0] in PEERS and iso[k][1] in ("interp", ">=")]
@@ -285,12 +294,35 @@ def report() -> None:
             nd = iso.get(("statistical (distill)", "memory"))
             if nd and nd[0] and nd[1] in ("interp", ">="):
                 lines.append(f"- edgeprune with distillation / best peer: {nd[0] / best[0]:.2f}x")
+        paired = _paired_vs_default(rs)
+        if paired:
+            lines += ["", "Each lever against the default on the same seeds and goal (loss of the "
+                      "lever - loss of `statistical`, pt; negative = the lever is better):", ""]
+            lines += paired
         lines.append("")
         png = _plot(model, ds, ep, sched, agg)
         lines += [f"![accuracy vs compression]({png})", ""]
     lines += retraining_free_section()
     (RESULTS / "pruning_v2.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULTS / 'pruning_v2.md'}")
+
+
+def _paired_vs_default(rows):
+    """Per lever and goal: mean +- std over the common seeds of (its loss - the default's)."""
+    base = {(r["goal"], r["seed"]): r for r in rows
+            if r["method"] == "statistical" and r["orientation"] == "memory"}
+    out = []
+    for method in sorted({r["method"] for r in rows if r["method"].startswith("statistical (")}):
+        for goal in sorted({r["goal"] for r in rows if r["method"] == method},
+                           key=lambda g: float(g.rstrip("x"))):
+            d = [100 * ((r["acc_dense"] - r["acc_pruned"]) - (b["acc_dense"] - b["acc_pruned"]))
+                 for r in rows if r["method"] == method and r["goal"] == goal
+                 for b in [base.get((goal, r["seed"]))] if b is not None]
+            if d:
+                m, sd = _mean_std(d)
+                out.append(f"- {method} at {goal}: {m:+.2f} ± {sd:.2f} pt over {len(d)} seed"
+                           f"{'s' if len(d) > 1 else ''}")
+    return out
 
 
 def retraining_free_section():
