@@ -20,6 +20,12 @@ weights are cached, not committed, in benchmarks/.cache/ for the retraining-free
     # the default against the method with distillation (issue 14), same seeds and baselines
     benchmarks/prune_protocol.py --dataset mnist-10k --epochs 15 --lr-schedule constant \
         --seeds 0,1,2 grid --methods statistical --variant distill --points 200x 300x
+    # levers of the statistical method's schedule / allocation (issue 14), one seed first
+    benchmarks/prune_protocol.py --dataset mnist-10k --epochs 15 --lr-schedule constant \
+        --seeds 0 grid --methods statistical --variant ft-rewind --points 300x
+    # Fashion-MNIST, sized to the shared cores (a 3-epoch run takes 4-7 min at load 10)
+    benchmarks/prune_protocol.py --dataset fashion-mnist --epochs 3 --lr-schedule constant \
+        --seeds 0,1,2 grid --methods statistical torch_prune_agp --points 15x 50x
     # tables (pruning_v2.md) and plots (pruning_v2_<dataset>.png) from every v2 row
     benchmarks/prune_protocol.py report
 
