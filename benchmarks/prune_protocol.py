@@ -295,8 +295,8 @@ def report() -> None:
         peers = [iso[k] for k in iso if k[0] in PEERS and iso[k][1] in ("interp", ">=")]
         if ours and ours[0] and peers:
             best = max(peers, key=lambda t: t[0])
-            lines.append(f"- edgeprune / best peer at iso-accuracy: {ours[0] / best[0]:.2f}x "
-                         f"(goal >= 1.5x; bounds as marked above)")
+            lines.append(f"- edgeprune / best peer at iso-accuracy: "
+                         f"{_ratio_text(ours, best)} (goal >= 1.5x)")
             nd = iso.get(("statistical (distill)", "memory"))
             if nd and nd[0] and nd[1] in ("interp", ">="):
                 lines.append(f"- edgeprune with distillation / best peer: {nd[0] / best[0]:.2f}x")
@@ -311,6 +311,20 @@ def report() -> None:
     lines += retraining_free_section()
     (RESULTS / "pruning_v2.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULTS / 'pruning_v2.md'}")
+
+
+def _ratio_text(ours, peer) -> str:
+    """ours / peer where either iso value may be a bound: '>=' marks a lower bound of the true
+    crossing, '<' an upper one; the ratio inherits the direction (or is undetermined)."""
+    r = ours[0] / peer[0]
+    d = {"interp": 0, ">=": 1, "<": -1}
+    dirs = {x for x in (d[ours[1]], -d[peer[1]]) if x}
+    if not dirs:
+        return f"{r:.2f}x"
+    if len(dirs) > 1:
+        return f"undetermined (ours {_fmt_iso(*ours)}, peer {_fmt_iso(*peer)})"
+    rel = ">=" if dirs == {1} else "<="
+    return f"{rel} {r:.2f}x (a bound: ours {_fmt_iso(*ours)}, peer {_fmt_iso(*peer)})"
 
 
 def _paired_vs_default(rows):
