@@ -11,6 +11,8 @@ dataset/epochs/seed from the same initialisation). Rows go to benchmarks/results
     benchmarks/prune_lenet5.py --dataset mnist-10k --epochs 15 granularity --sparsity 0.9
     # CPU time per epoch of pruning vs dense training
     benchmarks/prune_lenet5.py --dataset mnist-10k --epochs 2 overhead
+    # the same, like for like: dense and pruning runs in lock-step in one process
+    benchmarks/prune_lenet5.py --dataset mnist-10k --epochs 15 overhead-interleaved
 
 Run from the repo root with OMP_NUM_THREADS=1 (one core per run keeps timings comparable).
 """
@@ -146,6 +148,101 @@ def overhead(args) -> None:
                                               "overhead_pct")}), flush=True)
 
 
+def overhead_interleaved(args) -> None:
+    """Pruning overhead like for like: the dense run and the pruning run train in the same process
+    in lock-step, one optimiser step each in turn (never both at once), so whatever else loads
+    the machine hits both alike. Each run's time is the CPU time of its own thread
+    (time.thread_time; torch runs single-threaded, in the calling thread), its evaluation at
+    every epoch's end included; overhead = pruning / dense - 1 over the whole run. The method
+    decides over its default window (first epoch dense, last quarter fine-tune) - what a user
+    pays per epoch on average. The load average is recorded at start and end."""
+    import os
+    import threading
+    from edgeprune.data import load_dataset
+    from edgeprune.graph import extract
+    from edgeprune.models import build
+    from edgeprune.prune.masks import parse_granularity
+    from edgeprune.prune.methods import METHODS, PruneSpec
+    from edgeprune.train import TrainConfig, TrainHook, Trainer, seed_everything
+
+    ds = load_dataset(args.dataset)
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch, seed=args.seed,
+                      lr_schedule=args.lr_schedule, progress=False)
+    turn = threading.Condition()
+    state = {"turn": 0, "done": [False, False]}
+
+    class Baton(TrainHook):
+        """Waits for this run's turn before each step, hands it over after the step."""
+
+        def __init__(self, me: int):
+            self.me = me
+
+        def _wait(self):
+            with turn:
+                turn.wait_for(lambda: state["turn"] == self.me or state["done"][1 - self.me])
+
+        def _pass(self):
+            with turn:
+                state["turn"] = 1 - self.me
+                turn.notify_all()
+
+        def on_train_begin(self, trainer):
+            self._wait()
+
+        def after_step(self, trainer):
+            self._pass()
+            self._wait()
+
+        def on_train_end(self, trainer):
+            with turn:
+                state["done"][self.me] = True
+                state["turn"] = 1 - self.me
+                turn.notify_all()
+
+    for method in args.methods:
+        state.update(turn=0, done=[False, False])
+        cpu = [0.0, 0.0]
+        acc = [None, None]
+        load0 = os.getloadavg()[0]
+
+        def job(me: int):
+            seed_everything(args.seed)
+            model = build("lenet5", num_classes=ds.num_classes)
+            hooks = []
+            if me == 1:
+                spec = PruneSpec(granularity=parse_granularity("weight"), criterion="l1",
+                                 amount=0.9)
+                hooks.append(METHODS[method](model, extract(model), spec))
+            hooks.append(Baton(me))          # last: the method's decision is part of its step
+            torch.set_num_threads(1)
+            t0 = time.thread_time()
+            res = Trainer(model, ds, cfg, hooks).fit()
+            cpu[me] = time.thread_time() - t0
+            acc[me] = res.test_accuracy
+
+        threads = [threading.Thread(target=job, args=(i,)) for i in (0, 1)]
+        w0 = time.time()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        row = {"experiment": "overhead_interleaved", "dataset": args.dataset, "model": "lenet5",
+               "method": method, "granularity": "weight", "criterion": "l1",
+               "orientation": "memory", "sparsity": "0.9", "epochs": args.epochs,
+               "seed": args.seed, "lr_schedule": args.lr_schedule,
+               "cpu_s_per_epoch_dense": round(cpu[0] / args.epochs, 3),
+               "cpu_s_per_epoch": round(cpu[1] / args.epochs, 3),
+               "overhead_pct": round(100 * (cpu[1] / cpu[0] - 1), 1),
+               "wall_s_both": round(time.time() - w0, 1),
+               "loadavg_start": round(load0, 2), "loadavg_end": round(os.getloadavg()[0], 2),
+               "params_compression": None, "macs_reduction": None, "acc_dense": acc[0],
+               "acc_pruned": acc[1], "command": command_line()}
+        upsert_rows("pruning.json", [row], key=KEY)
+        print(json.dumps({k: row[k] for k in ("dataset", "method", "cpu_s_per_epoch_dense",
+                                              "cpu_s_per_epoch", "overhead_pct", "loadavg_start",
+                                              "loadavg_end")}), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="mnist-10k")
@@ -155,7 +252,10 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
     p.add_argument("--progress", action="store_true")
-    p.add_argument("experiment", choices=("memory", "workload", "granularity", "overhead"))
+    p.add_argument("experiment", choices=("memory", "workload", "granularity", "overhead",
+                                          "overhead-interleaved"))
+    p.add_argument("--methods", nargs="+", default=["statistical"],
+                   help="overhead-interleaved: the methods timed against dense, one pair each")
     p.add_argument("--sparsity", nargs="+", default=None)
     p.add_argument("--method", default="statistical")
     p.add_argument("--granularities", nargs="+", default=["weight", "kernel", "channel"])
@@ -164,6 +264,9 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.experiment == "overhead":
         overhead(args)
+        return
+    if args.experiment == "overhead-interleaved":
+        overhead_interleaved(args)
         return
     acc_dense = dense_baseline(args.dataset, args.epochs, args.seed, args.lr, args.batch,
                                args.lr_schedule)

@@ -20,6 +20,12 @@ weights are cached, not committed, in benchmarks/.cache/ for the retraining-free
     # the default against the method with distillation (issue 14), same seeds and baselines
     benchmarks/prune_protocol.py --dataset mnist-10k --epochs 15 --lr-schedule constant \
         --seeds 0,1,2 grid --methods statistical --variant distill --points 200x 300x
+    # levers of the statistical method's schedule / allocation (issue 14), one seed first
+    benchmarks/prune_protocol.py --dataset mnist-10k --epochs 15 --lr-schedule constant \
+        --seeds 0 grid --methods statistical --variant ft-rewind --points 300x
+    # Fashion-MNIST, sized to the shared cores (a 3-epoch run takes 4-7 min at load 10)
+    benchmarks/prune_protocol.py --dataset fashion-mnist --epochs 3 --lr-schedule constant \
+        --seeds 0,1,2 grid --methods statistical torch_prune_agp --points 15x 50x
     # tables (pruning_v2.md) and plots (pruning_v2_<dataset>.png) from every v2 row
     benchmarks/prune_protocol.py report
 
@@ -61,16 +67,20 @@ def dense_weights_path(model: str, dataset: str, epochs: int, seed: int, lr: flo
 
 
 def dense_baseline(model: str, dataset: str, epochs: int, seed: int, lr: float, batch: int,
-                   lr_schedule: str, progress: bool = False) -> float:
+                   lr_schedule: str, progress: bool = False, need_weights: bool = False,
+                   lr_shape: str = "") -> float:
     """Test accuracy of `model` trained densely from the seed's initialisation (the one every
     pruning run of that seed starts from); the row is cached in pruning_dense.json and the
-    weights in benchmarks/.cache/dense/."""
+    weights in benchmarks/.cache/dense/ (retrained when `need_weights` and they are missing).
+    `lr_shape` "ft-rewind": the dense control of that variant, trained with the lr shape the
+    variant gives its pruning run (edgeprune.prune.methods.base.FineTuneRewind)."""
+    sched_name = lr_schedule + (f"+{lr_shape}" if lr_shape else "")
     want = {"model": model, "dataset": dataset, "epochs": epochs, "seed": seed, "lr": lr,
-            "batch": batch, "lr_schedule": lr_schedule}
-    path = dense_weights_path(model, dataset, epochs, seed, lr, batch, lr_schedule)
+            "batch": batch, "lr_schedule": sched_name}
+    path = dense_weights_path(model, dataset, epochs, seed, lr, batch, sched_name)
     for r in _rows("pruning_dense.json"):
         if all(r.get(k, "lenet5" if k == "model" else None) == v for k, v in want.items()) \
-                and path.exists():
+                and (path.exists() or not need_weights):
             return r["acc_dense"]
     from edgeprune.data import load_dataset
     from edgeprune.models import build
@@ -79,8 +89,12 @@ def dense_baseline(model: str, dataset: str, epochs: int, seed: int, lr: float, 
     seed_everything(seed)                      # the init run_prune builds from the same seed
     m = build(model, num_classes=ds.num_classes)
     t0 = time.time()
+    hooks = []
+    if lr_shape == "ft-rewind":       # the pruning window's bounds as the method derives them
+        from edgeprune.prune.methods.base import FineTuneRewind, PruneSpec
+        hooks.append(FineTuneRewind(1.0 / epochs if epochs >= 4 else 0.1, PruneSpec().end))
     res = Trainer(m, ds, TrainConfig(epochs=epochs, lr=lr, batch_size=batch, seed=seed,
-                                     lr_schedule=lr_schedule, progress=progress)).fit()
+                                     lr_schedule=lr_schedule, progress=progress), hooks).fit()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(m.state_dict(), path)
     upsert_rows("pruning_dense.json", [{**want, "acc_dense": res.test_accuracy,
@@ -94,7 +108,19 @@ def _done(row_key: dict) -> bool:
 
 
 VARIANTS = {"distill": "also learn from the seed's dense baseline (edgeprune.train.distill_loss; "
-                       "the default trains on the labels only)"}
+                       "the default trains on the labels only)",
+            "ft-rewind": "learning-rate rewinding in the fine-tune: after the pruning window the "
+                         "lr restarts at its window-start value and anneals to 0 by a cosine "
+                         "(edgeprune.prune.methods.base.rewound_lr); acc_dense is then a dense "
+                         "control trained with the same lr shape",
+            "end50": "a longer sparse fine-tune in the same epochs: the pruning window ends at "
+                     "half the steps instead of 3/4",
+            "end90": "a longer pruning window, shorter fine-tune: the window ends at 90 % of "
+                     "the steps instead of 3/4",
+            "dead-path": "weights on dead paths (reading a channel every weight into which is "
+                         "pruned, or writing a channel nobody reads) score 0, so the allocation "
+                         "spends their share on live paths "
+                         "(edgeprune.prune.methods.statistical.Statistical._dead_path_weights)"}
 
 
 def run_point(args, method: str, goal: str, seed: int, acc_dense: float) -> None:
@@ -124,7 +150,11 @@ def run_point(args, method: str, goal: str, seed: int, acc_dense: float) -> None
         distill = variant == "distill"
         teacher = dense_weights_path(args.model, args.dataset, args.epochs, seed, args.lr,
                                      args.batch, args.lr_schedule)
-        cfg = PruneConfig(distill=distill, teacher_weights=str(teacher) if distill else None,
+        if variant == "ft-rewind":    # the loss is taken against a dense run of the same lr shape
+            acc_dense = dense_baseline(args.model, args.dataset, args.epochs, seed, args.lr,
+                                       args.batch, args.lr_schedule, args.progress,
+                                       lr_shape="ft-rewind")
+        cfg = PruneConfig(distill=distill, variant=(variant,) if variant and not distill else (), teacher_weights=str(teacher) if distill else None,
                           model=args.model, data=args.dataset, method=method, granularity=gran,
                           orientation=orientation, sparsity=parse_sparsity(goal),
                           epochs=args.epochs, seed=seed, lr=args.lr, batch_size=args.batch,
@@ -220,7 +250,11 @@ def report() -> None:
              "(`edgeprune.train.distill_loss`: T = 4, weight 0.9 on the soft targets, Hinton et "
              "al. 2015); `statistical` and the peers train on the labels only. Distillation was "
              "the default while its rows were run (their commands say `--methods statistical`, "
-             "and `--ablation no-distill` for the label-only rows; each row's `note` says so).", ""]
+             "and `--ablation no-distill` for the label-only rows; each row's `note` says so). "
+             "Other `statistical (NAME)` rows are levers of the method's schedule and "
+             "allocation, same seeds and baselines (`--variant NAME`): "
+             + "; ".join(f"`{k}` = {v}" for k, v in VARIANTS.items() if k != "distill")
+             + ".", ""]
     for model, ds, ep, sched in configs:
         rs = [r for r in rows if (r["model"], r["dataset"], r["epochs"], r["lr_schedule"])
               == (model, ds, ep, sched)]
@@ -236,8 +270,11 @@ def report() -> None:
                 f"{a['loss_pt'][0]:.2f} ± {a['loss_pt'][1]:.2f} | {a['wall_s']:.0f} |")
         lines += ["", f"Iso-accuracy at {MAX_LOSS_PT} pt (mean curve):", ""]
         iso = {}
+        levers = sorted({a["method"] for a in agg if a["method"].startswith("statistical (")
+                         and a["method"] != "statistical (distill)"})
         for (method, orient), metric in ((("statistical", "memory"), "params_x"),
                                          (("statistical (distill)", "memory"), "params_x"),
+                                         *(((m, "memory"), "params_x") for m in levers),
                                          (("agp", "memory"), "params_x"),
                                          (("torch_prune_agp", "global"), "params_x"),
                                          (("torch_pruning", "uniform"), "params_x"),
@@ -250,17 +287,24 @@ def report() -> None:
             v, how = iso_compression(pts, metric)
             iso[(method, orient)] = (v, how)
             what = "params compression" if metric == "params_x" else "MACs reduction"
-            lines.append(f"- {LABEL.get(method, method)} ({orient}): {what} {_fmt_iso(v, how)}")
+            seeds = sorted({sd for a in pts for sd in a["seeds"]})
+            lines.append(f"- {LABEL.get(method, 'edgeprune ' + method)} ({orient}): {what} "
+                         f"{_fmt_iso(v, how)}" + (f" (seed {seeds[0]} only)" if len(seeds) == 1 else ""))
         ours = iso.get(("statistical", "memory"))
         # a peer with no grid point within the loss has no iso value to compare against
         peers = [iso[k] for k in iso if k[0] in PEERS and iso[k][1] in ("interp", ">=")]
         if ours and ours[0] and peers:
             best = max(peers, key=lambda t: t[0])
-            lines.append(f"- edgeprune / best peer at iso-accuracy: {ours[0] / best[0]:.2f}x "
-                         f"(goal >= 1.5x; bounds as marked above)")
+            lines.append(f"- edgeprune / best peer at iso-accuracy: "
+                         f"{_ratio_text(ours, best)} (goal >= 1.5x)")
             nd = iso.get(("statistical (distill)", "memory"))
             if nd and nd[0] and nd[1] in ("interp", ">="):
                 lines.append(f"- edgeprune with distillation / best peer: {nd[0] / best[0]:.2f}x")
+        paired = _paired_vs_default(rs)
+        if paired:
+            lines += ["", "Each lever against the default on the same seeds and goal (loss of the "
+                      "lever - loss of `statistical`, pt; negative = the lever is better):", ""]
+            lines += paired
         lines.append("")
         png = _plot(model, ds, ep, sched, agg)
         if png:                 # a group of workload rows only has no params curve to plot
@@ -268,6 +312,38 @@ def report() -> None:
     lines += retraining_free_section()
     (RESULTS / "pruning_v2.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULTS / 'pruning_v2.md'}")
+
+
+def _ratio_text(ours, peer) -> str:
+    """ours / peer where either iso value may be a bound: '>=' marks a lower bound of the true
+    crossing, '<' an upper one; the ratio inherits the direction (or is undetermined)."""
+    r = ours[0] / peer[0]
+    d = {"interp": 0, ">=": 1, "<": -1}
+    dirs = {x for x in (d[ours[1]], -d[peer[1]]) if x}
+    if not dirs:
+        return f"{r:.2f}x"
+    if len(dirs) > 1:
+        return f"undetermined (ours {_fmt_iso(*ours)}, peer {_fmt_iso(*peer)})"
+    rel = ">=" if dirs == {1} else "<="
+    return f"{rel} {r:.2f}x (a bound: ours {_fmt_iso(*ours)}, peer {_fmt_iso(*peer)})"
+
+
+def _paired_vs_default(rows):
+    """Per lever and goal: mean +- std over the common seeds of (its loss - the default's)."""
+    base = {(r["goal"], r["seed"]): r for r in rows
+            if r["method"] == "statistical" and r["orientation"] == "memory"}
+    out = []
+    for method in sorted({r["method"] for r in rows if r["method"].startswith("statistical (")}):
+        for goal in sorted({r["goal"] for r in rows if r["method"] == method},
+                           key=lambda g: float(g.rstrip("x"))):
+            d = [100 * ((r["acc_dense"] - r["acc_pruned"]) - (b["acc_dense"] - b["acc_pruned"]))
+                 for r in rows if r["method"] == method and r["goal"] == goal
+                 for b in [base.get((goal, r["seed"]))] if b is not None]
+            if d:
+                m, sd = _mean_std(d)
+                out.append(f"- {method} at {goal}: {m:+.2f} ± {sd:.2f} pt over {len(d)} seed"
+                           f"{'s' if len(d) > 1 else ''}")
+    return out
 
 
 def retraining_free_section():
@@ -388,7 +464,8 @@ def main() -> None:
     torch.set_num_threads(1)
     for seed in args.seeds:                       # seed-major: every seed's grid is complete early
         acc_dense = dense_baseline(args.model, args.dataset, args.epochs, seed, args.lr,
-                                   args.batch, args.lr_schedule, args.progress)
+                                   args.batch, args.lr_schedule, args.progress,
+                                   need_weights=getattr(args, "variant", None) == "distill")
         print(f"dense seed {seed}: {100 * acc_dense:.2f}%", flush=True)
         for goal in args.points:
             for method in args.methods:

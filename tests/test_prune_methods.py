@@ -259,3 +259,51 @@ def test_ddp_two_processes_stay_in_sync_through_physical_shrinks(tmp_path):
     (r0, width0, sig0), (r1, width1, sig1) = results
     assert int(width0) < 300                      # shrunk at least once
     assert (width0, sig0) == (width1, sig1)       # identical weights on both ranks
+
+
+def test_statistical_ft_rewind_rewinds_then_anneals_the_lr():
+    """Variant ft-rewind: the schedule's lr until the window ends, then back to the window-start
+    lr, annealed by a cosine towards 0 over the fine-tune."""
+    lrs = []
+
+    class Rec(TrainHook):
+        def before_optimizer_step(self, trainer):
+            lrs.append((trainer.step, trainer.optimizer.param_groups[0]["lr"]))
+
+    h, t = run("statistical", amount=0.8, epochs=4, hooks=[Rec()], lr=2e-3,
+               spec_kw={"variant": ("ft-rewind",)})
+    end, total = h.sched["end"], h.sched["total"]
+    before = [lr for s, lr in lrs if s < end]
+    after = [lr for s, lr in lrs if s >= end]
+    assert before and after and all(lr == 2e-3 for lr in before)
+    assert after[0] == pytest.approx(2e-3)
+    assert all(a > b for a, b in zip(after, after[1:]))
+    n = total - end          # cosine over the fine-tune: its last step is one short of 0
+    assert after[-1] == pytest.approx(2e-3 * 0.5 * (1 + math.cos(math.pi * (n - 1) / n)))
+
+
+def test_statistical_dead_path_weights_are_the_ones_no_output_depends_on():
+    torch.manual_seed(0)
+    m = build("lenet5")
+    h = METHODS["statistical"](m, extract(m), PruneSpec(granularity=parse_granularity("weight"),
+                                                         amount=0.9, variant=("dead-path",)))
+    wm = h.masks.weight_masks
+    wm["fc1"][3, :] = False                      # fc1 unit 3: no input, bias pruned
+    h.masks.bias_masks["fc1"] = torch.ones(500, dtype=torch.bool)
+    h.masks.bias_masks["fc1"][3] = False
+    wm["fc2"][:, 7] = False                      # fc1 unit 7: nobody reads it
+    wm["conv2"][5] = False                       # conv2 channel 5: no input, bias pruned
+    h.masks.bias_masks["conv2"] = torch.ones(50, dtype=torch.bool)
+    h.masks.bias_masks["conv2"][5] = False
+    d = h._dead_path_weights()
+    assert int(d["fc2"].sum()) == 10 and bool(d["fc2"][:, 3].all())
+    assert bool(d["fc1"][7].all())                            # writes an unread unit
+    assert int(d["fc1"][:, 5 * 16:6 * 16].sum()) == 16 * 499   # reads the empty channel
+    assert int(d["fc1"].sum()) == 800 + 16 * 499 - 16          # row 7 counted once
+    assert int(d["conv1"].sum()) == 0 and int(d["conv2"].sum()) == 0
+    # a unit with a kept bias is not empty: its readers stay
+    h.masks.bias_masks["fc1"][3] = True
+    assert int(h._dead_path_weights()["fc2"].sum()) == 0
+    # the variant scores them 0, so the allocation spends their share elsewhere
+    fams = {f.key: f for f in h.families()}
+    assert int((fams["fc1"].scores == 0).sum()) >= int(d["fc1"].sum())

@@ -77,6 +77,7 @@ class PruneConfig:
     # default: measured in issue 14 (benchmarks/results/pruning_v2.md), it did not raise LeNet-5's
     # accuracy at 200x-300x on MNIST-10k (3 seeds) and cost LeNet-300-100 accuracy at 50x.
     distill: bool = False
+    variant: Sequence[str] = ()             # benchmark levers (PruneSpec.variant), no CLI flag
     teacher_weights: Optional[str] = None   # state_dict of a trained dense model to distil from
                                             # (benchmarks pass the cached baseline of the seed)
 
@@ -156,7 +157,7 @@ RUN_CONFIG = "run_config.json"
 # optimiser settings itself; lr may change after a divergence).
 _RESUME_FLAGS = ("model", "data", "method", "granularity", "orientation", "criterion", "sparsity",
                  "target", "runtime", "wbits", "abits", "fps", "budgets", "weights", "baseline",
-                 "prune_bias", "n_train", "n_test", "epochs", "max_acc_drop", "distill",
+                 "prune_bias", "n_train", "n_test", "epochs", "max_acc_drop", "distill", "variant",
                  "teacher_weights")
 
 
@@ -235,7 +236,7 @@ def build_method(cfg: PruneConfig, model, graph, log=None, deployment=None):
     spec = PruneSpec(granularity=gran, criterion=(cfg.criterion or DEFAULT_CRITERION[cfg.method]),
                      orientation=cfg.orientation, amount=amount, budgets=budgets, deployment=deployment,
                      seed=cfg.seed, prune_bias=cfg.prune_bias, pretrained=bool(cfg.weights),
-                     max_acc_drop=cfg.max_acc_drop)
+                     max_acc_drop=cfg.max_acc_drop, variant=tuple(cfg.variant))
     return METHODS[cfg.method](model, graph, spec, log)
 
 

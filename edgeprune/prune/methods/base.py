@@ -16,6 +16,7 @@ A method is a `edgeprune.train.TrainHook`. The base class
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence
 
@@ -59,6 +60,42 @@ class PruneSpec:
     pretrained: bool = False            # the model holds trained dense weights
     max_acc_drop: float = 0.10          # budget runs: collapse = train-subset accuracy drop
     exclude: Sequence[str] = ()
+    # levers measured against the default by benchmarks/prune_protocol.py --variant (no CLI flag):
+    # "ft-rewind" = the fine-tune rewinds the lr to its value at the window's start and anneals
+    # it to 0 (FineTuneRewind); "endNN" = the window ends at NN % of the steps, not 75 %;
+    # "dead-path" (statistical) = weights on dead paths score 0. None beat the default on
+    # LeNet-5 / MNIST-10k at 300x (seed 0: +0.35, +0.90 (end50), +0.60 (end90), +0.40 pt of
+    # loss; benchmarks/results/pruning_v2.md), so none is a default.
+    variant: Sequence[str] = ()
+
+
+def rewound_lr(trainer, start: int, end: int) -> Optional[float]:
+    """Learning-rate rewinding inside the run's budget (after Renda, Frankle & Carbin 2020,
+    "Comparing rewinding and fine-tuning in neural network pruning"): from step `end` on, the lr
+    restarts at the schedule's value at step `start` (the pruning window's start) and follows a
+    cosine to 0 over the remaining steps. None before `end`."""
+    s, c = trainer.step, trainer.config
+    total = max(c.epochs * trainer._steps_per_epoch(), 1)
+    if s < end or end >= total:
+        return None
+    lr0 = trainer._lr_at(start) if c.lr_schedule == "cosine" else c.lr
+    return lr0 * 0.5 * (1.0 + math.cos(math.pi * (s - end) / (total - end)))
+
+
+class FineTuneRewind(TrainHook):
+    """`rewound_lr` from `end_frac` of the steps on, for a dense control run with the same lr shape
+    as a pruning run with the "ft-rewind" variant (benchmarks/prune_protocol.py)."""
+
+    def __init__(self, start_frac: float, end_frac: float):
+        self.start_frac, self.end_frac = start_frac, end_frac
+
+    def before_optimizer_step(self, trainer) -> None:
+        total = trainer.config.epochs * trainer._steps_per_epoch()
+        lr = rewound_lr(trainer, int(round(self.start_frac * total)),
+                        int(round(self.end_frac * total)))
+        if lr is not None:
+            for g in trainer.optimizer.param_groups:
+                g["lr"] = lr
 
 
 class PruneMethod(TrainHook):
@@ -139,7 +176,9 @@ class PruneMethod(TrainHook):
             start = 0
         else:
             start = spe if trainer.config.epochs >= 4 else int(round(0.1 * total))
-        end = max(start + 1, int(round(self.spec.end * total)))
+        end_frac = next((int(v[3:]) / 100 for v in self.spec.variant
+                         if v.startswith("end") and v[3:].isdigit()), self.spec.end)
+        end = max(start + 1, int(round(end_frac * total)))
         end = min(end, total)
         start = min(start, end - 1) if end > 0 else 0
         # about `decisions_target` decisions, but at most 4 per epoch: a decision costs about as
@@ -341,6 +380,13 @@ class PruneMethod(TrainHook):
     def after_backward(self, trainer) -> None:
         if not self.done:
             self.criterion.after_backward()
+
+    def before_optimizer_step(self, trainer) -> None:
+        if "ft-rewind" in self.spec.variant and self.sched is not None:
+            lr = rewound_lr(trainer, self.sched["start"], self.sched["end"])
+            if lr is not None:
+                for g in trainer.optimizer.param_groups:
+                    g["lr"] = lr
 
     def after_step(self, trainer) -> None:
         if not self.done and self.is_decision_step(trainer.step):

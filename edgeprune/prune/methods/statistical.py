@@ -93,6 +93,68 @@ class Statistical(PruneMethod):
         pb = self.spec.prune_bias
         self.prune_bias = (self.spec.granularity.kind == "weight") if pb is None else bool(pb)
 
+    def families(self):
+        fams = super().families()
+        if "dead-path" in self.spec.variant and self.spec.granularity.kind == "weight":
+            dead = self._dead_path_weights()
+            for f in fams:
+                d = dead.get(f.node)
+                if d is not None and bool(d.any()):
+                    f.scores = f.scores.clone()
+                    f.scores[d.flatten()] = 0.0
+        return fams
+
+    @torch.no_grad()
+    def _dead_path_weights(self) -> Dict[str, torch.Tensor]:
+        """Per layer, the kept weights that cannot change any output under the current masks:
+        those reading a channel that carries nothing (every weight into it and its bias pruned)
+        and those writing a channel nobody reads (every weight reading it pruned). A channel
+        with f(0) != 0 on its way (sigmoid, tanh, BN) is left alone."""
+        from ...layergraph import OpKind
+        graph = self.masks.graph
+        if any(n.op in (OpKind.SIGMOID, OpKind.TANH, OpKind.SOFTMAX) for n in graph.nodes):
+            return {}
+        wm, bm = self.masks.weight_masks, self.masks.bias_masks
+        out: Dict[str, torch.Tensor] = {}
+        for g in graph.prunable_groups():
+            empty = torch.ones(g.size, dtype=torch.bool)
+            unread = torch.ones(g.size, dtype=torch.bool)
+            has_out = has_in = False
+            for m in g.members:
+                if m.node not in wm or m.role not in ("out", "in"):
+                    empty[:] = False                  # BN, depthwise: not analysed
+                    continue
+                w = wm[m.node]
+                if m.role == "out":
+                    has_out = True
+                    live = w.reshape(w.shape[0], -1).any(1)
+                    b = getattr(self.masks.layers[m.node], "bias", None)
+                    if b is not None:
+                        live |= bm.get(m.node, torch.ones(w.shape[0], dtype=torch.bool))
+                    empty &= ~live[:g.size] if live.numel() >= g.size else torch.zeros_like(empty)
+                else:
+                    has_in = True
+                    cols = w.reshape(w.shape[0], w.shape[1], -1).any(2).any(0)
+                    blk = cols[m.offset * m.repeat:(m.offset + g.size) * m.repeat]
+                    unread &= ~blk.reshape(g.size, m.repeat).any(1)
+            if not has_out:
+                empty[:] = False
+            if not has_in:
+                unread[:] = False
+            for m in g.members:
+                if m.node not in wm or m.role not in ("out", "in"):
+                    continue
+                w = wm[m.node]
+                d = out.setdefault(m.node, torch.zeros_like(w))
+                if m.role == "out" and bool(unread.any()):
+                    d[:g.size][unread] = True
+                elif m.role == "in" and bool(empty.any()):
+                    ch = empty.repeat_interleave(m.repeat)
+                    sel = torch.zeros(w.shape[1], dtype=torch.bool)
+                    sel[m.offset * m.repeat:(m.offset + g.size) * m.repeat] = ch
+                    d[:, sel] = True
+        return {k: v & wm[k] for k, v in out.items()}
+
     def _kept(self, fam) -> torch.Tensor:
         if fam.group is not None:
             return self.masks.channel_keep[fam.group.id].clone()
