@@ -257,6 +257,155 @@ EP_INLINE void block_2x2(const uint32_t *x, const uint32_t **wp, int groups, int
 }
 #endif
 
+#if EP_HAVE_DSP && defined(__GNUC__) && EP_RQ_FAST && !EP_CONV_SINGLE_ROUNDING
+/* All the 2 x 2 blocks of one pixel pair (every pair of output channels) with their
+ * requantization, in one asm function: the C loop around block_2x2 kept its pointers and
+ * requantization constants on the stack (about 110 TRM cycles per block besides the SMLAD
+ * loop); here the per-block state lives in a 10-word frame, the two channels' records are
+ * loaded with one LDM, and each output is requantized in 8 instructions (ep_rq_apply's SMMULR
+ * double rounding: LSL, SMMULR, AND/ADD/ADD/ASR shared mask per channel, ADD zero point,
+ * SSAT; plus CMP/IT/MOVLT for act_min > -128), and the groups run eight per loop pass (one
+ * SUBS/BNE per 128 MACs; groups % 8 first, from the bits shifted out). Registers in the group loop: a00 r0, a01 r1,
+ * a10 r2, a11 r3, x r4, w r5, n r6, va r7, vb r8, x0..x3 r9..r12, t lr.
+ * Frame (ep_pairs_ctx, copied to the stack): col, w, bias, rq, outA, outB, pairs, groups,
+ * out_zp, act_min. Only for act_max 127 (the caller checks). */
+typedef struct {
+  const uint32_t *col;
+  const uint32_t *w;
+  const int32_t *bias;
+  const ep_rq *rq;
+  int8_t *out_a, *out_b;
+  int32_t pairs, groups, out_zp, act_min;
+} ep_pairs_ctx;
+void ep_conv_pairs_full(const ep_pairs_ctx *k);   /* act_min -128: SSAT only */
+void ep_conv_pairs_lo(const ep_pairs_ctx *k);     /* act_min > -128 */
+
+#define EP_PG                                                   \
+  "ldrd r7, r8, [r5], #8\n\t"                                   \
+  "ldrd r9, r10, [r4], #8\n\t"                                  \
+  "ldrd r11, r12, [r4], #8\n\t"                                 \
+  "sxtb16 lr, r7\n\t"                                           \
+  "smlad r0, lr, r9, r0\n\t"                                    \
+  "smlad r1, lr, r11, r1\n\t"                                   \
+  "sxtb16 r7, r7, ror #8\n\t"                                   \
+  "smlad r0, r7, r10, r0\n\t"                                   \
+  "smlad r1, r7, r12, r1\n\t"                                   \
+  "sxtb16 lr, r8\n\t"                                           \
+  "smlad r2, lr, r9, r2\n\t"                                    \
+  "smlad r3, lr, r11, r3\n\t"                                   \
+  "sxtb16 r8, r8, ror #8\n\t"                                   \
+  "smlad r2, r8, r10, r2\n\t"                                   \
+  "smlad r3, r8, r12, r3\n\t"
+
+#define EP_PAIRS_CLAMP_NONE ""
+#define EP_PAIRS_CLAMP_LO                                       \
+  "cmp r0, r12\n\tit lt\n\tmovlt r0, r12\n\t"                   \
+  "cmp r1, r12\n\tit lt\n\tmovlt r1, r12\n\t"                   \
+  "cmp r2, r12\n\tit lt\n\tmovlt r2, r12\n\t"                   \
+  "cmp r3, r12\n\tit lt\n\tmovlt r3, r12\n\t"
+
+#define EP_PAIRS_FN(name, clamp)                                \
+  __asm__(                                                      \
+      ".syntax unified\n\t"                                     \
+      ".section .text." #name ",\"ax\",%progbits\n\t"          \
+      ".align 2\n\t"                                            \
+      ".global " #name "\n\t"                                   \
+      ".thumb\n\t"                                              \
+      ".thumb_func\n\t"                                         \
+      ".type " #name ", %function\n"                            \
+      #name ":\n\t"                                             \
+      "push {r4-r11, lr}\n\t"                                   \
+      "ldmia r0, {r1-r10}\n\t"                                  \
+      "push {r1-r10}\n"                                         \
+      "5:\n\t"                                                  \
+      "ldr r6, [sp, #8]\n\t"                                    \
+      "ldrd r0, r2, [r6], #8\n\t"                               \
+      "str r6, [sp, #8]\n\t"                                    \
+      "ldrd r4, r5, [sp, #0]\n\t"                               \
+      "mov r1, r0\n\t"                                          \
+      "mov r3, r2\n\t"                                          \
+      "ldr r6, [sp, #28]\n\t"                                   \
+      "lsrs r6, r6, #1\n\t"                                     \
+      "bcc 1f\n\t"                                              \
+      EP_PG                                                     \
+      "1:\n\t"                                                  \
+      "lsrs r6, r6, #1\n\t"                                     \
+      "bcc 2f\n\t"                                              \
+      EP_PG EP_PG                                               \
+      "2:\n\t"                                                  \
+      "lsrs r6, r6, #1\n\t"                                     \
+      "bcc 3f\n\t"                                              \
+      EP_PG EP_PG EP_PG EP_PG                                   \
+      "3:\n\t"                                                  \
+      "cmp r6, #0\n\t"                                          \
+      "beq 4f\n"                                                \
+      "8:\n\t"                                                  \
+      EP_PG EP_PG EP_PG EP_PG EP_PG EP_PG EP_PG EP_PG           \
+      "subs r6, r6, #1\n\t"                                     \
+      "bne 8b\n"                                                \
+      "4:\n\t"                                                  \
+      "str r5, [sp, #4]\n\t"                                    \
+      "ldr r4, [sp, #12]\n\t"                                   \
+      "ldmia r4!, {r5-r10}\n\t"                                 \
+      "str r4, [sp, #12]\n\t"                                   \
+      "lsls r0, r0, #1\n\t"                                     \
+      "lsls r1, r1, #1\n\t"                                     \
+      "lsls r2, r2, #1\n\t"                                     \
+      "lsls r3, r3, #1\n\t"                                     \
+      "smmulr r0, r0, r5\n\t"                                   \
+      "smmulr r1, r1, r5\n\t"                                   \
+      "smmulr r2, r2, r8\n\t"                                   \
+      "smmulr r3, r3, r8\n\t"                                   \
+      "asr r5, r7, #16\n\t"                                     \
+      "asr r8, r10, #16\n\t"                                    \
+      "ldrd r11, r12, [sp, #32]\n\t"                            \
+      "and r4, r5, r0, asr #31\n\t"                             \
+      "add r0, r0, r6\n\t"                                      \
+      "add r0, r0, r4\n\t"                                      \
+      "asr r0, r0, r7\n\t"                                      \
+      "and r4, r5, r1, asr #31\n\t"                             \
+      "add r1, r1, r6\n\t"                                      \
+      "add r1, r1, r4\n\t"                                      \
+      "asr r1, r1, r7\n\t"                                      \
+      "and r4, r8, r2, asr #31\n\t"                             \
+      "add r2, r2, r9\n\t"                                      \
+      "add r2, r2, r4\n\t"                                      \
+      "asr r2, r2, r10\n\t"                                     \
+      "and r4, r8, r3, asr #31\n\t"                             \
+      "add r3, r3, r9\n\t"                                      \
+      "add r3, r3, r4\n\t"                                      \
+      "asr r3, r3, r10\n\t"                                     \
+      "add r0, r0, r11\n\t"                                     \
+      "add r1, r1, r11\n\t"                                     \
+      "add r2, r2, r11\n\t"                                     \
+      "add r3, r3, r11\n\t"                                     \
+      "ssat r0, #8, r0\n\t"                                     \
+      "ssat r1, #8, r1\n\t"                                     \
+      "ssat r2, #8, r2\n\t"                                     \
+      "ssat r3, #8, r3\n\t"                                     \
+      clamp                                                     \
+      "ldrd r4, r5, [sp, #16]\n\t"                              \
+      "strb r2, [r4, #1]\n\t"                                   \
+      "strb r0, [r4], #2\n\t"                                   \
+      "strb r3, [r5, #1]\n\t"                                   \
+      "strb r1, [r5], #2\n\t"                                   \
+      "strd r4, r5, [sp, #16]\n\t"                              \
+      "ldr r6, [sp, #24]\n\t"                                   \
+      "subs r6, r6, #1\n\t"                                     \
+      "str r6, [sp, #24]\n\t"                                   \
+      "bne 5b\n\t"                                              \
+      "add sp, sp, #40\n\t"                                     \
+      "pop {r4-r11, pc}\n\t"                                    \
+      ".size " #name ", .-" #name "\n\t"                        \
+      ".text\n");
+
+EP_PAIRS_FN(ep_conv_pairs_full, EP_PAIRS_CLAMP_NONE)
+EP_PAIRS_FN(ep_conv_pairs_lo, EP_PAIRS_CLAMP_LO)
+#define EP_CONV_PAIRS 1
+#else
+#define EP_CONV_PAIRS 0
+#endif
+
 /* The last output channel of an odd out_c (its words in order) times pixels A, B. */
 EP_HOT static void block_1x2(const uint32_t *x, const uint32_t *w, int groups, int32_t *acc) {
   int32_t a0 = acc[0], a1 = acc[1];
@@ -302,6 +451,16 @@ void ep_conv_dense_dsp(const ep_window *g, const ep_requant *q_arg, const uint32
     int8_t *o0 = out + p * oc, *o1 = o0 + oc;
     const uint32_t *wc = w;
     int c = 0;
+#if EP_CONV_PAIRS
+    if (two && oc >= 2 && q->act_max == 127) {
+      const ep_pairs_ctx k = {col, w, q->bias, q->rq, o0, o1, oc >> 1, groups, q->out_zp,
+                              q->act_min};
+      if (q->act_min == -128) ep_conv_pairs_full(&k);
+      else ep_conv_pairs_lo(&k);
+      c = oc & ~1;
+      wc = w + (size_t)c * groups;
+    }
+#endif
     for (; c + 2 <= oc; c += 2) {
       int32_t a00 = q->bias[c], a01 = a00, a10 = q->bias[c + 1], a11 = a10;
       block_2x2(col, &wc, groups, &a00, &a01, &a10, &a11);
