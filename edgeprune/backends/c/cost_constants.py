@@ -6,7 +6,7 @@ each core, built with arm-none-eabi-gcc -O2 and run on the core's QEMU board by 
 `edgeprune verify` firmware: exact instructions per kernel call (-icount timer) and cycles
 through the core's TRM instruction timings (cortex-m4: Cortex-M4 TRM (100166_0001_00) Table 3-1 timings; cortex-m7: Cortex-M4 TRM timings on the M7 instruction stream: an upper bound, dual issue not modelled; cortex-m33: Cortex-M4 TRM timings (the M33 TRM publishes none; same 3-stage pipeline)).
 Fitted per kernel: value = sum(coef * term) over the terms of costs.step_terms, by non-negative
-least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds maxpool conv fc --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds maxpool; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m7 --kinds maxpool conv fc --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m33; benchmarks/c_runtime_calibrate.py --cores cortex-m33 --kinds maxpool conv fc --variants sparse
+least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m33
 Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 """
 
@@ -38,17 +38,17 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.35566,
-            "tail_steps": 5.82433,
-            "blocks": 106.33009,
+            "block_steps": 15.15053,
+            "tail_steps": 9.09555,
+            "blocks": 84.4665,
             "outputs": 0.0,
-            "expand": 8.19335,
-            "fill": 14.22786,
-            "rows": 47.04256,
-            "copy_bytes": 0.90871,
-            "copy_calls": 10.14085,
-            "pixels": 50.17323,
-            "call": 530.76089
+            "expand": 7.77643,
+            "fill": 12.0015,
+            "rows": 49.29206,
+            "copy_bytes": 0.97023,
+            "copy_calls": 8.03896,
+            "pixels": 53.52608,
+            "call": 839.67426
         },
         "conv-sparse": {
             "entries_inside": 5.31667,
@@ -357,17 +357,17 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 19.90975,
-            "tail_steps": 10.058,
-            "blocks": 110.37889,
+            "block_steps": 19.47797,
+            "tail_steps": 12.24519,
+            "blocks": 98.68148,
             "outputs": 0.0,
-            "expand": 10.27493,
-            "fill": 19.04124,
-            "rows": 50.73819,
-            "copy_bytes": 1.16885,
-            "copy_calls": 13.17158,
-            "pixels": 105.7162,
-            "call": 520.67338
+            "expand": 9.29479,
+            "fill": 18.00647,
+            "rows": 51.25274,
+            "copy_bytes": 1.20517,
+            "copy_calls": 13.38844,
+            "pixels": 139.51518,
+            "call": 787.3706
         },
         "conv-sparse": {
             "entries_inside": 6.87686,
@@ -698,8 +698,8 @@ FIT_MAX_REL_ERROR = {
             0.0555
         ],
         "conv-dense": [
-            0.0714,
-            0.0327
+            0.0369,
+            0.0323
         ],
         "conv-sparse": [
             0.1927,
