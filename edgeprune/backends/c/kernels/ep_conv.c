@@ -128,7 +128,7 @@ EP_INLINE int8_t *gather_row(const ep_window *g, const int8_t *in, int iy, int x
  * it lies inside (no copy), as the zero point's pairs when it lies in the top or bottom padding,
  * and through `stage` only when it crosses the left or right edge (costs.py:
  * conv_dsp_im2col_counts). Otherwise the whole window is gathered into `stage` first. */
-static void im2col_pair(const ep_window *g, const int8_t *in, int oy, int ox, int8_t zp,
+EP_INLINE void im2col_pair(const ep_window *g, const int8_t *in, int oy, int ox, int8_t zp,
                         int K, int K4, int8_t *stage, uint32_t *col) {
   if (EP_CONV_DIRECT(g)) {
     /* 1x1, stride 1, no padding, K a multiple of 4: the pixel's K input bytes are its column */
@@ -435,14 +435,22 @@ void ep_conv_dense_dsp(const ep_window *g, const ep_requant *q_arg, const uint32
   int8_t *stage = (int8_t *)(col + K4);
   const int8_t zp = (int8_t)q->in_zp;
   int oy = 0, ox = 0;
+  const int direct = EP_CONV_DIRECT(g);
   for (int p = 0; p < n_pix; p += 2) {
-    im2col_pair(g, in, oy, ox, zp, K, K4, stage, col);
-    if (++ox == g->out_w) { ox = 0; oy++; }
     const int two = p + 1 < n_pix;
-    if (two) {
-      im2col_pair(g, in, oy, ox, zp, K, K4, stage, col + 2);
-      if (++ox == g->out_w) { ox = 0; oy++; }
+    if (direct) {
+      /* 1x1, stride 1, no padding: pixel p's K input bytes are its column (inline, no call) */
+      expand(in + p * K, groups, col);
+      if (two) expand(in + (p + 1) * K, groups, col + 2);
     } else {
+      im2col_pair(g, in, oy, ox, zp, K, K4, stage, col);
+      if (++ox == g->out_w) { ox = 0; oy++; }
+      if (two) {
+        im2col_pair(g, in, oy, ox, zp, K, K4, stage, col + 2);
+        if (++ox == g->out_w) { ox = 0; oy++; }
+      }
+    }
+    if (!two) {
       for (int j = 0; j < groups; j++) {   /* odd last pixel: B = A, B's outputs not stored */
         col[4 * j + 2] = col[4 * j];
         col[4 * j + 3] = col[4 * j + 1];
