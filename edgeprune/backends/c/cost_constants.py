@@ -6,7 +6,7 @@ each core, built with arm-none-eabi-gcc -O2 and run on the core's QEMU board by 
 `edgeprune verify` firmware: exact instructions per kernel call (-icount timer) and cycles
 through the core's TRM instruction timings (cortex-m4: Cortex-M4 TRM (100166_0001_00) Table 3-1 timings; cortex-m7: Cortex-M4 TRM timings on the M7 instruction stream: an upper bound, dual issue not modelled; cortex-m33: Cortex-M4 TRM timings (the M33 TRM publishes none; same 3-stage pipeline)).
 Fitted per kernel: value = sum(coef * term) over the terms of costs.step_terms, by non-negative
-least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m33
+least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv dwconv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m33
 Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 """
 
@@ -38,17 +38,17 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.15053,
-            "tail_steps": 9.09555,
-            "blocks": 84.4665,
+            "block_steps": 15.1394,
+            "tail_steps": 8.60438,
+            "blocks": 84.62626,
             "outputs": 0.0,
-            "expand": 7.77643,
-            "fill": 12.0015,
-            "rows": 49.29206,
-            "copy_bytes": 0.97023,
-            "copy_calls": 8.03896,
-            "pixels": 53.52608,
-            "call": 839.67426
+            "expand": 8.26429,
+            "fill": 10.58161,
+            "rows": 50.22001,
+            "copy_bytes": 0.96493,
+            "copy_calls": 11.73684,
+            "pixels": 10.58349,
+            "call": 949.37853
         },
         "conv-sparse": {
             "entries_inside": 5.31667,
@@ -62,23 +62,23 @@ STEP_INSTRUCTIONS = {
             "call": 135.18053
         },
         "dwconv-3x3": {
-            "pair_steps": 57.03187,
-            "single_steps": 38.29744,
+            "pair_steps": 53.25908,
+            "single_steps": 36.84077,
             "outputs": 0.0,
             "rows": 0.0,
-            "passes": 129.4403,
-            "gather": 1.34716,
-            "gather_rows": 47.81542,
+            "passes": 147.71719,
+            "gather": 1.21468,
+            "gather_rows": 49.80026,
             "channels": 0.0,
             "plane": 0.0,
-            "call": 201.11988
+            "call": 212.545
         },
         "dwconv-dsp": {
             "macs": 0.0,
             "taps": 21.752,
             "outputs": 121.25,
             "pixels": 0.0,
-            "call": 403.8
+            "call": 404.8
         },
         "fc-clustered": {
             "macs": 4.52939,
@@ -357,17 +357,17 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 19.47797,
-            "tail_steps": 12.24519,
-            "blocks": 98.68148,
+            "block_steps": 19.46266,
+            "tail_steps": 11.44952,
+            "blocks": 98.96264,
             "outputs": 0.0,
-            "expand": 9.29479,
-            "fill": 18.00647,
-            "rows": 51.25274,
-            "copy_bytes": 1.20517,
-            "copy_calls": 13.38844,
-            "pixels": 139.51518,
-            "call": 787.3706
+            "expand": 9.93536,
+            "fill": 16.53434,
+            "rows": 52.73136,
+            "copy_bytes": 1.15418,
+            "copy_calls": 18.53952,
+            "pixels": 67.05991,
+            "call": 911.04367
         },
         "conv-sparse": {
             "entries_inside": 6.87686,
@@ -381,23 +381,23 @@ STEP_CYCLES = {
             "call": 373.57023
         },
         "dwconv-3x3": {
-            "pair_steps": 66.80855,
-            "single_steps": 38.49483,
+            "pair_steps": 60.80855,
+            "single_steps": 35.49483,
             "outputs": 0.0,
             "rows": 0.0,
-            "passes": 187.05124,
+            "passes": 204.05124,
             "gather": 3.03921,
-            "gather_rows": 62.78825,
+            "gather_rows": 64.78825,
             "channels": 0.0,
             "plane": 0.0,
-            "call": 157.31147
+            "call": 166.31147
         },
         "dwconv-dsp": {
             "macs": 0.0,
             "taps": 28.37244,
             "outputs": 152.36111,
             "pixels": 0.0,
-            "call": 549.2
+            "call": 550.2
         },
         "fc-clustered": {
             "macs": 5.86198,
@@ -698,16 +698,16 @@ FIT_MAX_REL_ERROR = {
             0.0555
         ],
         "conv-dense": [
-            0.0369,
-            0.0323
+            0.0417,
+            0.0379
         ],
         "conv-sparse": [
             0.1927,
             0.2082
         ],
         "dwconv-3x3": [
-            0.0408,
-            0.0378
+            0.0417,
+            0.0382
         ],
         "dwconv-dsp": [
             0.0,
