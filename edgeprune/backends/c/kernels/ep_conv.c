@@ -59,6 +59,40 @@ void ep_conv_dense_plain(const ep_window *g, const ep_requant *q_arg, const int8
  * expand: `n` groups of four int8 values from `src` (any alignment) into one pixel's words of
  * the column (two words per group, stride four words), two groups per pass. */
 EP_INLINE uint32_t *expand(const int8_t *src, int n, uint32_t *col) {
+#if EP_HAVE_DSP && defined(__GNUC__)
+  /* four groups per pass: four LDR in one run, eight SXTB16, four STRD in one run (26 TRM
+   * cycles per four groups, the C loop below about 40) */
+  if (n >= 4) {
+    int passes = n >> 2;
+    uint32_t v0, v1, v2, v3, e0, e1, e2, e3;
+    __asm volatile(
+        "1:\n\t"
+        "ldr %[v1], [%[s], #4]\n\t"
+        "ldr %[v2], [%[s], #8]\n\t"
+        "ldr %[v3], [%[s], #12]\n\t"
+        "ldr %[v0], [%[s]], #16\n\t"
+        "sxtb16 %[e0], %[v0]\n\t"
+        "sxtb16 %[v0], %[v0], ror #8\n\t"
+        "sxtb16 %[e1], %[v1]\n\t"
+        "sxtb16 %[v1], %[v1], ror #8\n\t"
+        "sxtb16 %[e2], %[v2]\n\t"
+        "sxtb16 %[v2], %[v2], ror #8\n\t"
+        "sxtb16 %[e3], %[v3]\n\t"
+        "sxtb16 %[v3], %[v3], ror #8\n\t"
+        "strd %[e1], %[v1], [%[c], #16]\n\t"
+        "strd %[e2], %[v2], [%[c], #32]\n\t"
+        "strd %[e3], %[v3], [%[c], #48]\n\t"
+        "strd %[e0], %[v0], [%[c]], #64\n\t"
+        "subs %[n], %[n], #1\n\t"
+        "bne 1b\n\t"
+        : [s] "+r"(src), [c] "+r"(col), [n] "+r"(passes), [v0] "=&r"(v0), [v1] "=&r"(v1),
+          [v2] "=&r"(v2), [v3] "=&r"(v3), [e0] "=&r"(e0), [e1] "=&r"(e1), [e2] "=&r"(e2),
+          [e3] "=&r"(e3)
+        :
+        : "cc", "memory");
+    n &= 3;
+  }
+#endif
   for (; n >= 2; n -= 2) {
     const uint32_t v0 = ep_load32(src), v1 = ep_load32(src + 4);
     src += 8;
