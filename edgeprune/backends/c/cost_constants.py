@@ -6,7 +6,7 @@ each core, built with arm-none-eabi-gcc -O2 and run on the core's QEMU board by 
 `edgeprune verify` firmware: exact instructions per kernel call (-icount timer) and cycles
 through the core's TRM instruction timings (cortex-m4: Cortex-M4 TRM (100166_0001_00) Table 3-1 timings; cortex-m7: Cortex-M4 TRM timings on the M7 instruction stream: an upper bound, dual issue not modelled; cortex-m33: Cortex-M4 TRM timings (the M33 TRM publishes none; same 3-stage pipeline)).
 Fitted per kernel: value = sum(coef * term) over the terms of costs.step_terms, by non-negative
-least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv dwconv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m33
+least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv dwconv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv add; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m33
 Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 """
 
@@ -14,8 +14,8 @@ Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 STEP_INSTRUCTIONS = {
     "cortex-m4": {
         "add": {
-            "elements": 22.0,
-            "call": 29.0
+            "elements": 12.99822,
+            "call": 61.5026
         },
         "avgpool": {
             "window": 9.70065,
@@ -38,17 +38,17 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.1394,
-            "tail_steps": 8.60438,
-            "blocks": 84.62626,
+            "block_steps": 15.1469,
+            "tail_steps": 9.2611,
+            "blocks": 84.84532,
             "outputs": 0.0,
-            "expand": 8.26429,
-            "fill": 10.58161,
-            "rows": 50.22001,
-            "copy_bytes": 0.96493,
-            "copy_calls": 11.73684,
-            "pixels": 10.58349,
-            "call": 949.37853
+            "expand": 4.81779,
+            "fill": 9.40544,
+            "rows": 51.42045,
+            "copy_bytes": 1.01629,
+            "copy_calls": 13.17931,
+            "pixels": 9.23229,
+            "call": 1073.33685
         },
         "conv-sparse": {
             "entries_inside": 5.31667,
@@ -333,8 +333,8 @@ STEP_INSTRUCTIONS = {
 STEP_CYCLES = {
     "cortex-m4": {
         "add": {
-            "elements": 23.0,
-            "call": 56.0
+            "elements": 14.49826,
+            "call": 103.36124
         },
         "avgpool": {
             "window": 13.77551,
@@ -357,17 +357,17 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 19.46266,
-            "tail_steps": 11.44952,
-            "blocks": 98.96264,
+            "block_steps": 19.49043,
+            "tail_steps": 10.4973,
+            "blocks": 97.45982,
             "outputs": 0.0,
-            "expand": 9.93536,
-            "fill": 16.53434,
-            "rows": 52.73136,
-            "copy_bytes": 1.15418,
-            "copy_calls": 18.53952,
-            "pixels": 67.05991,
-            "call": 911.04367
+            "expand": 7.54044,
+            "fill": 14.77118,
+            "rows": 49.64153,
+            "copy_bytes": 1.06479,
+            "copy_calls": 22.52695,
+            "pixels": 69.96831,
+            "call": 926.69091
         },
         "conv-sparse": {
             "entries_inside": 6.87686,
@@ -682,8 +682,8 @@ INVOKE_CYCLES = {
 FIT_MAX_REL_ERROR = {
     "cortex-m4": {
         "add": [
-            0.0,
-            0.0
+            0.0071,
+            0.0062
         ],
         "avgpool": [
             0.0276,
@@ -698,8 +698,8 @@ FIT_MAX_REL_ERROR = {
             0.0555
         ],
         "conv-dense": [
-            0.0417,
-            0.0379
+            0.0436,
+            0.038
         ],
         "conv-sparse": [
             0.1927,
