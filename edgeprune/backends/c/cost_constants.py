@@ -6,7 +6,7 @@ each core, built with arm-none-eabi-gcc -O2 and run on the core's QEMU board by 
 `edgeprune verify` firmware: exact instructions per kernel call (-icount timer) and cycles
 through the core's TRM instruction timings (cortex-m4: Cortex-M4 TRM (100166_0001_00) Table 3-1 timings; cortex-m7: Cortex-M4 TRM timings on the M7 instruction stream: an upper bound, dual issue not modelled; cortex-m33: Cortex-M4 TRM timings (the M33 TRM publishes none; same 3-stage pipeline)).
 Fitted per kernel: value = sum(coef * term) over the terms of costs.step_terms, by non-negative
-least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv dwconv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv add; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m33
+least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv dwconv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv add; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds fc --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m33
 Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 """
 
@@ -87,11 +87,11 @@ STEP_INSTRUCTIONS = {
             "call": 90.03084
         },
         "fc-dense": {
-            "quad_macs": 1.37479,
-            "tail_macs": 2.50063,
+            "quad_macs": 1.34354,
+            "tail_macs": 2.50101,
             "inputs": 0.0,
-            "outputs": 23.53629,
-            "call": 131.80411
+            "outputs": 24.0486,
+            "call": 131.12106
         },
         "fc-sparse": {
             "entries": 6.00446,
@@ -406,11 +406,11 @@ STEP_CYCLES = {
             "call": 101.15304
         },
         "fc-dense": {
-            "quad_macs": 1.62474,
-            "tail_macs": 3.24108,
+            "quad_macs": 1.56225,
+            "tail_macs": 3.2422,
             "inputs": 0.0,
-            "outputs": 27.33228,
-            "call": 179.98616
+            "outputs": 28.36968,
+            "call": 177.90519
         },
         "fc-sparse": {
             "entries": 9.00089,
@@ -718,8 +718,8 @@ FIT_MAX_REL_ERROR = {
             0.0857
         ],
         "fc-dense": [
-            0.0709,
-            0.0765
+            0.0695,
+            0.0728
         ],
         "fc-sparse": [
             0.0477,
