@@ -6,7 +6,7 @@ each core, built with arm-none-eabi-gcc -O2 and run on the core's QEMU board by 
 `edgeprune verify` firmware: exact instructions per kernel call (-icount timer) and cycles
 through the core's TRM instruction timings (cortex-m4: Cortex-M4 TRM (100166_0001_00) Table 3-1 timings; cortex-m7: Cortex-M4 TRM timings on the M7 instruction stream: an upper bound, dual issue not modelled; cortex-m33: Cortex-M4 TRM timings (the M33 TRM publishes none; same 3-stage pipeline)).
 Fitted per kernel: value = sum(coef * term) over the terms of costs.step_terms, by non-negative
-least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv dwconv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv add; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds fc --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m33
+least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv dwconv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv add; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds fc --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m7; benchmarks/c_runtime_calibrate.py --cores cortex-m7 cortex-m33 --kinds conv dwconv fc add --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m33
 Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 """
 
@@ -119,8 +119,8 @@ STEP_INSTRUCTIONS = {
     },
     "cortex-m7": {
         "add": {
-            "elements": 22.0,
-            "call": 30.0
+            "elements": 12.9983,
+            "call": 57.21988
         },
         "avgpool": {
             "window": 9.6894,
@@ -143,17 +143,17 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.37669,
-            "tail_steps": 6.0868,
-            "blocks": 103.35551,
+            "block_steps": 15.16577,
+            "tail_steps": 8.91639,
+            "blocks": 83.37064,
             "outputs": 0.0,
-            "expand": 8.06258,
-            "fill": 14.10486,
-            "rows": 46.03331,
-            "copy_bytes": 0.85377,
-            "copy_calls": 9.82283,
-            "pixels": 53.002,
-            "call": 495.95867
+            "expand": 5.12074,
+            "fill": 8.22187,
+            "rows": 47.00094,
+            "copy_bytes": 0.95177,
+            "copy_calls": 15.24402,
+            "pixels": 16.43579,
+            "call": 979.86716
         },
         "conv-sparse": {
             "entries_inside": 6.3056,
@@ -167,23 +167,23 @@ STEP_INSTRUCTIONS = {
             "call": 301.09326
         },
         "dwconv-3x3": {
-            "pair_steps": 56.79879,
-            "single_steps": 37.86249,
+            "pair_steps": 53.02796,
+            "single_steps": 36.36969,
             "outputs": 0.0,
             "rows": 0.0,
-            "passes": 150.74205,
-            "gather": 1.46248,
-            "gather_rows": 46.19502,
+            "passes": 158.49272,
+            "gather": 1.33573,
+            "gather_rows": 47.39172,
             "channels": 0.0,
             "plane": 0.0,
-            "call": 198.05178
+            "call": 205.3579
         },
         "dwconv-dsp": {
             "macs": 0.0,
-            "taps": 22.64119,
-            "outputs": 121.40046,
+            "taps": 22.63941,
+            "outputs": 121.39352,
             "pixels": 0.0,
-            "call": 425.06667
+            "call": 426.46667
         },
         "fc-clustered": {
             "macs": 4.52949,
@@ -192,11 +192,11 @@ STEP_INSTRUCTIONS = {
             "call": 88.88031
         },
         "fc-dense": {
-            "quad_macs": 1.37479,
-            "tail_macs": 2.50421,
+            "quad_macs": 1.34355,
+            "tail_macs": 2.5046,
             "inputs": 0.0,
-            "outputs": 23.70561,
-            "call": 138.47159
+            "outputs": 24.21793,
+            "call": 137.78854
         },
         "fc-sparse": {
             "entries": 6.00446,
@@ -224,8 +224,8 @@ STEP_INSTRUCTIONS = {
     },
     "cortex-m33": {
         "add": {
-            "elements": 22.0,
-            "call": 30.0
+            "elements": 12.9983,
+            "call": 58.21988
         },
         "avgpool": {
             "window": 9.7003,
@@ -248,17 +248,17 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.37214,
-            "tail_steps": 6.30718,
-            "blocks": 105.79668,
+            "block_steps": 15.14968,
+            "tail_steps": 9.49478,
+            "blocks": 84.74446,
             "outputs": 0.0,
-            "expand": 7.9054,
-            "fill": 13.64565,
-            "rows": 47.40306,
-            "copy_bytes": 0.98631,
-            "copy_calls": 10.27032,
-            "pixels": 52.30173,
-            "call": 495.36912
+            "expand": 4.77157,
+            "fill": 9.30159,
+            "rows": 51.83913,
+            "copy_bytes": 1.02978,
+            "copy_calls": 13.2037,
+            "pixels": 9.70423,
+            "call": 1066.45396
         },
         "conv-sparse": {
             "entries_inside": 6.23017,
@@ -272,23 +272,23 @@ STEP_INSTRUCTIONS = {
             "call": 297.23057
         },
         "dwconv-3x3": {
-            "pair_steps": 57.03187,
-            "single_steps": 38.29744,
+            "pair_steps": 53.25908,
+            "single_steps": 36.84077,
             "outputs": 0.0,
             "rows": 0.0,
-            "passes": 130.4403,
-            "gather": 1.34716,
-            "gather_rows": 49.81542,
+            "passes": 146.71719,
+            "gather": 1.21468,
+            "gather_rows": 49.80026,
             "channels": 0.0,
             "plane": 0.0,
-            "call": 197.11988
+            "call": 206.545
         },
         "dwconv-dsp": {
             "macs": 0.0,
             "taps": 21.54667,
-            "outputs": 122.29167,
+            "outputs": 122.04167,
             "pixels": 0.0,
-            "call": 376.0
+            "call": 377.0
         },
         "fc-clustered": {
             "macs": 4.52942,
@@ -297,11 +297,11 @@ STEP_INSTRUCTIONS = {
             "call": 84.02686
         },
         "fc-dense": {
-            "quad_macs": 1.37481,
-            "tail_macs": 2.50135,
+            "quad_macs": 1.34357,
+            "tail_macs": 2.50173,
             "inputs": 0.0,
-            "outputs": 23.5376,
-            "call": 133.86982
+            "outputs": 24.04992,
+            "call": 133.18677
         },
         "fc-sparse": {
             "entries": 6.00446,
@@ -438,8 +438,8 @@ STEP_CYCLES = {
     },
     "cortex-m7": {
         "add": {
-            "elements": 24.0,
-            "call": 61.0
+            "elements": 14.49818,
+            "call": 100.64397
         },
         "avgpool": {
             "window": 13.76778,
@@ -462,17 +462,17 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 19.93107,
-            "tail_steps": 10.93422,
-            "blocks": 113.27876,
+            "block_steps": 19.51183,
+            "tail_steps": 10.09549,
+            "blocks": 95.22368,
             "outputs": 0.0,
-            "expand": 10.48367,
-            "fill": 17.58226,
-            "rows": 50.68696,
-            "copy_bytes": 1.40023,
-            "copy_calls": 15.11984,
-            "pixels": 112.04356,
-            "call": 461.1768
+            "expand": 8.46226,
+            "fill": 13.85965,
+            "rows": 39.63974,
+            "copy_bytes": 0.83274,
+            "copy_calls": 31.18569,
+            "pixels": 79.87361,
+            "call": 839.45044
         },
         "conv-sparse": {
             "entries_inside": 9.36187,
@@ -486,23 +486,23 @@ STEP_CYCLES = {
             "call": 485.08061
         },
         "dwconv-3x3": {
-            "pair_steps": 66.53495,
-            "single_steps": 39.9254,
+            "pair_steps": 60.30775,
+            "single_steps": 36.38207,
             "outputs": 0.0,
             "rows": 0.0,
-            "passes": 220.54733,
-            "gather": 3.18117,
-            "gather_rows": 62.92043,
+            "passes": 232.27044,
+            "gather": 3.31364,
+            "gather_rows": 62.93559,
             "channels": 0.0,
             "plane": 0.0,
-            "call": 152.52908
+            "call": 155.10396
         },
         "dwconv-dsp": {
             "macs": 0.0,
-            "taps": 33.13363,
-            "outputs": 149.94907,
+            "taps": 33.13541,
+            "outputs": 149.95602,
             "pixels": 0.0,
-            "call": 755.26667
+            "call": 758.86667
         },
         "fc-clustered": {
             "macs": 6.08308,
@@ -511,11 +511,11 @@ STEP_CYCLES = {
             "call": 86.32161
         },
         "fc-dense": {
-            "quad_macs": 1.62475,
-            "tail_macs": 3.49789,
+            "quad_macs": 1.56225,
+            "tail_macs": 3.49902,
             "inputs": 0.0,
-            "outputs": 29.26743,
-            "call": 184.89543
+            "outputs": 30.30483,
+            "call": 182.81446
         },
         "fc-sparse": {
             "entries": 10.00089,
@@ -543,8 +543,8 @@ STEP_CYCLES = {
     },
     "cortex-m33": {
         "add": {
-            "elements": 24.0,
-            "call": 58.0
+            "elements": 14.49826,
+            "call": 101.36124
         },
         "avgpool": {
             "window": 13.77481,
@@ -567,17 +567,17 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 19.92389,
-            "tail_steps": 10.24222,
-            "blocks": 112.99196,
+            "block_steps": 19.4979,
+            "tail_steps": 10.94043,
+            "blocks": 97.63199,
             "outputs": 0.0,
-            "expand": 9.82565,
-            "fill": 19.30434,
-            "rows": 52.68728,
-            "copy_bytes": 1.28631,
-            "copy_calls": 11.82967,
-            "pixels": 107.59336,
-            "call": 485.76061
+            "expand": 7.38913,
+            "fill": 14.7027,
+            "rows": 51.34751,
+            "copy_bytes": 1.10902,
+            "copy_calls": 21.05232,
+            "pixels": 69.80851,
+            "call": 952.45354
         },
         "conv-sparse": {
             "entries_inside": 9.32215,
@@ -591,23 +591,23 @@ STEP_CYCLES = {
             "call": 422.38662
         },
         "dwconv-3x3": {
-            "pair_steps": 66.82714,
-            "single_steps": 39.50008,
+            "pair_steps": 60.82714,
+            "single_steps": 36.50008,
             "outputs": 0.0,
             "rows": 0.0,
-            "passes": 192.09812,
+            "passes": 203.09812,
             "gather": 3.0333,
             "gather_rows": 64.76794,
             "channels": 0.0,
             "plane": 0.0,
-            "call": 152.63234
+            "call": 158.63234
         },
         "dwconv-dsp": {
             "macs": 0.0,
             "taps": 28.49956,
             "outputs": 153.95139,
             "pixels": 0.0,
-            "call": 542.6
+            "call": 543.6
         },
         "fc-clustered": {
             "macs": 5.85745,
@@ -616,11 +616,11 @@ STEP_CYCLES = {
             "call": 98.72914
         },
         "fc-dense": {
-            "quad_macs": 1.6248,
-            "tail_macs": 3.2404,
+            "quad_macs": 1.56231,
+            "tail_macs": 3.24153,
             "inputs": 0.0,
-            "outputs": 27.86653,
-            "call": 177.27307
+            "outputs": 28.90393,
+            "call": 175.1921
         },
         "fc-sparse": {
             "entries": 9.00089,
@@ -740,8 +740,8 @@ FIT_MAX_REL_ERROR = {
     },
     "cortex-m7": {
         "add": [
-            0.0,
-            0.0
+            0.0068,
+            0.0065
         ],
         "avgpool": [
             0.0271,
@@ -756,16 +756,16 @@ FIT_MAX_REL_ERROR = {
             0.0731
         ],
         "conv-dense": [
-            0.0664,
-            0.028
+            0.0406,
+            0.0416
         ],
         "conv-sparse": [
             0.1873,
             0.1968
         ],
         "dwconv-3x3": [
-            0.0382,
-            0.0383
+            0.0392,
+            0.038
         ],
         "dwconv-dsp": [
             0.0,
@@ -776,8 +776,8 @@ FIT_MAX_REL_ERROR = {
             0.0895
         ],
         "fc-dense": [
-            0.0736,
-            0.0755
+            0.0723,
+            0.072
         ],
         "fc-sparse": [
             0.0492,
@@ -798,8 +798,8 @@ FIT_MAX_REL_ERROR = {
     },
     "cortex-m33": {
         "add": [
-            0.0,
-            0.0
+            0.0068,
+            0.0062
         ],
         "avgpool": [
             0.0276,
@@ -814,16 +814,16 @@ FIT_MAX_REL_ERROR = {
             0.0791
         ],
         "conv-dense": [
-            0.0713,
-            0.03
+            0.0429,
+            0.0377
         ],
         "conv-sparse": [
             0.1887,
             0.1958
         ],
         "dwconv-3x3": [
-            0.0403,
-            0.0372
+            0.0418,
+            0.0382
         ],
         "dwconv-dsp": [
             0.0,
@@ -834,8 +834,8 @@ FIT_MAX_REL_ERROR = {
             0.1045
         ],
         "fc-dense": [
-            0.0705,
-            0.0734
+            0.0691,
+            0.0698
         ],
         "fc-sparse": [
             0.0477,
