@@ -29,7 +29,7 @@ KERNELS = Path(__file__).resolve().parent.parent / "edgeprune" / "backends" / "c
 CORES = ("cortex-m4", "cortex-m0plus")
 # (name, source, functions whose loops count, extra defines)
 CASES = [
-    ("conv_dense_dsp", "ep_conv.c", ("ep_conv_dense_dsp",), ()),
+    ("conv_dense_dsp", "ep_conv.c", ("ep_conv_dense_dsp", "ep_conv_pairs_full"), ("EP_RQ_FAST",)),
     ("conv_dense_plain", "ep_conv.c", ("ep_conv_dense_plain", "dot_s8"), ()),
     ("fc_dense_dsp", "ep_fc.c", ("ep_fc_dense_dsp", "rows4"), ()),
     ("fc_dense_plain", "ep_fc.c", ("ep_fc_dense_plain",), ()),
@@ -58,13 +58,14 @@ def loops(obj: Path):
         m = re.match(r"^\s+([0-9a-f]+):\s+(\S+)\s*(.*)$", line)
         if m:
             lines.append((int(m.group(1), 16), m.group(2).split(".")[0], m.group(3), func))
-    index = {a: i for i, (a, *_) in enumerate(lines)}
+    # keyed by function too: functions in their own sections (the asm ones) restart at 0
+    index = {(f, a): i for i, (a, _, _, f) in enumerate(lines)}
     found = []
     for i, (a, op, args, f) in enumerate(lines):
         if op.startswith("b") and op not in ("bl", "blx", "bx", "bic", "bics", "bfi"):
             m = re.match(r"([0-9a-f]+)", args)
-            if m and int(m.group(1), 16) < a and int(m.group(1), 16) in index:
-                start = index[int(m.group(1), 16)]
+            if m and int(m.group(1), 16) < a and (f, int(m.group(1), 16)) in index:
+                start = index[(f, int(m.group(1), 16))]
                 found.append((f, start, i, lines[start:i + 1]))
     return found
 

@@ -71,6 +71,15 @@ def main() -> int:
                           "trace differs from the -icount timer's (seen only on the Armv8.1-M core; "
                           "not investigated yet), so the TRM cycles of these rows are approximate; "
                           "the instruction counts reported are the timer's.", ""]
+            m4 = {r["model"]: r for r in zoo if r["core"] == "cortex-m4"}
+            m55 = [(r, m4[r["model"]]) for r in zoo if r["core"] == "cortex-m55" and r["model"] in m4
+                   and m4[r["model"]].get("cycles_estimate") and r.get("cycles_estimate") is None]
+            if m55:
+                errs = ", ".join(f"{r['model']} {_pct(p['cycles_estimate'] / r['edgeprune_c_cycles'] - 1)}"
+                                 for r, p in m55)
+                lines += ["The M55 is not calibrated. Its rows against the M4 fit (the same generated "
+                          "program and terms; the M4 row's estimate over the M55's measured TRM cycles): "
+                          + errs + ".", ""]
             convs = [(r["model"], l) for r in zoo if r["core"] == "cortex-m4" for l in r["layers"]
                      if l.get("kernel") == "ep_conv_dense_dsp" and l.get("macs")]
             if convs:

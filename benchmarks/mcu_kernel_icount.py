@@ -157,6 +157,12 @@ def measure_core(core: str, rows, work: Path, qemu: str, gcc: str):
                    check=True, capture_output=True, text=True, timeout=600)
     text = log.read_text(errors="replace")
     blocks = parse_in_asm(text)
+    if core == "cortex-m55":
+        # QEMU 7.2's disassembler splits MVE and low-overhead-loop instructions (each into a
+        # .byte pair and a bogus 16-bit one): re-decode every block from the ELF with binutils,
+        # as `edgeprune verify` does (edgeprune/verify/cpi.py: elf_instructions, redecode)
+        table = cpi.elf_instructions(elf, "armv8.1-m.main")
+        blocks = {pc: cpi.redecode(b, table) for pc, b in blocks.items()}
     seg = -1                     # current segment index (config i runs in segment i)
     insns = Counter()
     cycles = Counter()

@@ -4,7 +4,8 @@ same output bytes as the plain kernels (bit-exact with TFLM, tests/test_export_c
 rows that are and are not whole groups of four, stride 1 and 2, SAME and VALID, direct 1 x 1
 columns, odd pixel and channel counts and every count of groups mod 4; on the host (portable C)
 and, where QEMU and arm-none-eabi-gcc are installed, on the emulated Cortex-M4 (the inline asm).
-Also: the Python mirror of the im2col work (costs.conv_dsp_im2col_counts) adds up."""
+Also: the Python mirror of the im2col work (costs.conv_dsp_im2col_counts) adds up, and ep_add's asm
+(kernels/ep_add.c) gives the host bytes on the emulated M4."""
 from __future__ import annotations
 
 import shutil
@@ -110,3 +111,25 @@ def test_emulated_m4_gives_the_host_bytes(tmp_path):
         _, _, emu = verify_c(d, "cortex-m4", x, trace=False, host_check=False)
         ref = _outputs(gen, x, tmp_path / f"h{i}")
         assert np.array_equal(np.asarray(emu).reshape(ref.shape), ref), (kind, spec)
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None or cbuild.arm_gcc() is None,
+                    reason="qemu-system-arm / arm-none-eabi-gcc not installed (make setup installs them)")
+def test_emulated_m4_add_gives_the_host_bytes(tmp_path):
+    """ep_add's asm (two elements per pass, kernels/ep_add.c) on the emulated Cortex-M4: no
+    activation (act_min -128, SSAT only) over an even count, RELU (act_min above -128) over an
+    odd count (the last element in C)."""
+    from benchmarks.c_runtime_calibrate import model_dir
+    from edgeprune.verify.c_runtime import verify_c
+    for i, (spec, act) in enumerate([((9, 7, 16), "NONE"), ((5, 5, 13), "RELU")]):
+        g = syn_graph("add", spec, i)
+        g.ops[1].options["activation"] = act
+        gen = generate(g, "cortex-m4")
+        assert gen.program.steps[-1].kind == "add"
+        d = tmp_path / f"m{i}"
+        model_dir(gen, d, "cortex-m4")
+        x = np.random.default_rng(i).integers(-128, 128, size=(3, int(np.prod(gen.program.input_shape))),
+                                              dtype=np.int8)
+        _, _, emu = verify_c(d, "cortex-m4", x, trace=False, host_check=False)
+        ref = _outputs(gen, x, tmp_path / f"h{i}")
+        assert np.array_equal(np.asarray(emu).reshape(ref.shape), ref), (spec, act)

@@ -7,7 +7,7 @@ arm-none-eabi-gcc (15:12.2.rel1-1) 12.2.1 20221205 -O2; QEMU counts instructions
 converted to cycles with the timings of the core's Technical Reference Manual (zero wait
 states; branch refill P = 2, SDIV/UDIV = 7 cycles), then
 cycles = sum(coef * term) is fitted by non-negative least squares over 4-12 kernel sizes.
-Terms: edgeprune/cost/mcu_terms.py. Measured with: benchmarks/mcu_kernel_icount.py
+Terms: edgeprune/cost/mcu_terms.py. Measured with: benchmarks/mcu_kernel_icount.py --cores cortex-m55
 Full samples and fit errors: benchmarks/results/mcu_kernel_icount.json.
 """
 
@@ -271,16 +271,16 @@ KERNEL_CYCLES = {
     },
     "cortex-m55": {
         "ref_conv": {
-            "macs": 8.387,
-            "taps": 36.253,
-            "outputs": 158.496,
-            "call": 1719.524
+            "macs": 4.981,
+            "taps": 35.914,
+            "outputs": 143.145,
+            "call": 1069.86
         },
         "cm_conv": {
-            "vec16": 16.685,
-            "im2col": 2.553,
-            "ptaps": 76.088,
-            "outputs": 90.228,
+            "vec16": 15.579,
+            "im2col": 1.803,
+            "ptaps": 77.313,
+            "outputs": 88.226,
             "call": 0.0
         },
         "ref_dwconv": {
@@ -289,28 +289,28 @@ KERNEL_CYCLES = {
             "call": 490.786
         },
         "cm_dwconv": {
-            "vec4": 48.759,
-            "outputs": 81.798,
-            "call": 120.588
+            "vec4": 48.828,
+            "outputs": 81.899,
+            "call": 119.038
         },
         "ref_fc": {
-            "macs": 12.001,
-            "outputs": 73.492,
+            "macs": 7.001,
+            "outputs": 72.492,
             "call": 48.586
         },
         "cm_fc": {
-            "vec16": 19.713,
-            "outputs": 81.062,
-            "call": 229.719
+            "vec16": 17.546,
+            "outputs": 81.261,
+            "call": 198.464
         },
         "ref_maxpool": {
-            "window": 12.547,
-            "outputs": 55.412,
+            "window": 8.361,
+            "outputs": 54.122,
             "call": 0.0
         },
         "ref_avgpool": {
-            "window": 12.727,
-            "outputs": 74.383,
+            "window": 7.541,
+            "outputs": 73.093,
             "call": 0.0
         },
         "ref_add": {
@@ -592,16 +592,16 @@ KERNEL_INSTRUCTIONS = {
     },
     "cortex-m55": {
         "ref_conv": {
-            "macs": 4.986,
-            "taps": 28.311,
-            "outputs": 124.059,
-            "call": 1121.623
+            "macs": 4.14,
+            "taps": 27.521,
+            "outputs": 120.046,
+            "call": 957.095
         },
         "cm_conv": {
-            "vec16": 11.666,
-            "im2col": 2.005,
-            "ptaps": 50.997,
-            "outputs": 74.676,
+            "vec16": 8.166,
+            "im2col": 1.514,
+            "ptaps": 51.801,
+            "outputs": 73.279,
             "call": 0.0
         },
         "ref_dwconv": {
@@ -610,28 +610,28 @@ KERNEL_INSTRUCTIONS = {
             "call": 407.355
         },
         "cm_dwconv": {
-            "vec4": 38.906,
-            "outputs": 66.834,
-            "call": 70.622
+            "vec4": 35.475,
+            "outputs": 65.568,
+            "call": 0.0
         },
         "ref_fc": {
-            "macs": 7.002,
-            "outputs": 62.474,
+            "macs": 6.002,
+            "outputs": 61.474,
             "call": 18.326
         },
         "cm_fc": {
-            "vec16": 14.696,
-            "outputs": 65.035,
-            "call": 140.91
+            "vec16": 10.501,
+            "outputs": 65.081,
+            "call": 120.287
         },
         "ref_maxpool": {
-            "window": 9.046,
-            "outputs": 49.471,
+            "window": 7.86,
+            "outputs": 48.181,
             "call": 0.0
         },
         "ref_avgpool": {
-            "window": 7.311,
-            "outputs": 59.189,
+            "window": 6.125,
+            "outputs": 57.899,
             "call": 0.0
         },
         "ref_add": {
@@ -712,14 +712,14 @@ FIT_MAX_REL_ERROR = {
         "ref_pad": 0.1264
     },
     "cortex-m55": {
-        "ref_conv": 0.139,
-        "cm_conv": 0.0878,
+        "ref_conv": 0.1018,
+        "cm_conv": 0.0951,
         "ref_dwconv": 0.0454,
         "cm_dwconv": 0.0553,
-        "ref_fc": 0.0004,
-        "cm_fc": 0.0641,
-        "ref_maxpool": 0.0637,
-        "ref_avgpool": 0.0619,
+        "ref_fc": 0.0005,
+        "cm_fc": 0.0446,
+        "ref_maxpool": 0.0868,
+        "ref_avgpool": 0.0921,
         "ref_add": 0.0,
         "ref_relu": 0.0,
         "ref_copy": 0.0416,
@@ -729,8 +729,8 @@ FIT_MAX_REL_ERROR = {
 
 # how instructions became cycles, per core
 TIMING_NOTE = {
-    "cortex-m0plus": "Cortex-M0+ TRM timings, single-cycle multiplier",
-    "cortex-m4": "Cortex-M4 TRM timings",
+    "cortex-m0plus": "Cortex-M0+ TRM (DDI 0484C) Table 3-1 timings, single-cycle multiplier",
+    "cortex-m4": "Cortex-M4 TRM (100166_0001_00) Table 3-1 timings",
     "cortex-m7": "Cortex-M4 TRM timings on the M7 instruction stream: an upper bound, dual issue not modelled",
     "cortex-m33": "Cortex-M4 TRM timings (the M33 TRM publishes none; same 3-stage pipeline)",
     "cortex-m55": "Cortex-M4 TRM timings for scalar instructions, 2 cycles per MVE instruction, no beat overlap: an upper bound"

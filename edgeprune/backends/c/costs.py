@@ -14,8 +14,8 @@ from __future__ import annotations
 
 # Instructions per multiply-accumulate in the innermost loop, {DSP core: M4, plain core: M0+}
 # (benchmarks/results/c_kernel_loops.json, arm-none-eabi-gcc 12.2.1 -O2):
-CONV_DENSE_PER_MAC = {True: 0.969, False: 7.0}     # 2x2 block 62/64 (inline asm); dot_s8 28/4
-FC_DENSE_PER_MAC = {True: 1.375, False: 7.0}       # 4-row block 44/32 (inline asm); plain 28/4
+CONV_DENSE_PER_MAC = {True: 0.953, False: 7.0}     # 2x2 blocks 122/128 (asm, 8 groups a pass); dot_s8 28/4
+FC_DENSE_PER_MAC = {True: 1.344, False: 7.0}       # 4-row block 86/64 (inline asm); plain 28/4
 SPARSE_PER_ENTRY = {True: 5.0, False: 7.0}         # 4 (position, value) entries: 20/4, 28/4
 CLUSTERED_PER_WEIGHT = {True: 4.6, False: 9.4}     # 3-bit: 46/10 and 94/10 (4-bit: 4.5, 9.375)
 DW_PER_MAC = {True: 4.0, False: 8.667}             # 4 channels x 1 tap 16/4; plain 26/3

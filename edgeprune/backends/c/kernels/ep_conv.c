@@ -59,6 +59,40 @@ void ep_conv_dense_plain(const ep_window *g, const ep_requant *q_arg, const int8
  * expand: `n` groups of four int8 values from `src` (any alignment) into one pixel's words of
  * the column (two words per group, stride four words), two groups per pass. */
 EP_INLINE uint32_t *expand(const int8_t *src, int n, uint32_t *col) {
+#if EP_HAVE_DSP && defined(__GNUC__)
+  /* four groups per pass: four LDR in one run, eight SXTB16, four STRD in one run (26 TRM
+   * cycles per four groups, the C loop below about 40) */
+  if (n >= 4) {
+    int passes = n >> 2;
+    uint32_t v0, v1, v2, v3, e0, e1, e2, e3;
+    __asm volatile(
+        "1:\n\t"
+        "ldr %[v1], [%[s], #4]\n\t"
+        "ldr %[v2], [%[s], #8]\n\t"
+        "ldr %[v3], [%[s], #12]\n\t"
+        "ldr %[v0], [%[s]], #16\n\t"
+        "sxtb16 %[e0], %[v0]\n\t"
+        "sxtb16 %[v0], %[v0], ror #8\n\t"
+        "sxtb16 %[e1], %[v1]\n\t"
+        "sxtb16 %[v1], %[v1], ror #8\n\t"
+        "sxtb16 %[e2], %[v2]\n\t"
+        "sxtb16 %[v2], %[v2], ror #8\n\t"
+        "sxtb16 %[e3], %[v3]\n\t"
+        "sxtb16 %[v3], %[v3], ror #8\n\t"
+        "strd %[e1], %[v1], [%[c], #16]\n\t"
+        "strd %[e2], %[v2], [%[c], #32]\n\t"
+        "strd %[e3], %[v3], [%[c], #48]\n\t"
+        "strd %[e0], %[v0], [%[c]], #64\n\t"
+        "subs %[n], %[n], #1\n\t"
+        "bne 1b\n\t"
+        : [s] "+r"(src), [c] "+r"(col), [n] "+r"(passes), [v0] "=&r"(v0), [v1] "=&r"(v1),
+          [v2] "=&r"(v2), [v3] "=&r"(v3), [e0] "=&r"(e0), [e1] "=&r"(e1), [e2] "=&r"(e2),
+          [e3] "=&r"(e3)
+        :
+        : "cc", "memory");
+    n &= 3;
+  }
+#endif
   for (; n >= 2; n -= 2) {
     const uint32_t v0 = ep_load32(src), v1 = ep_load32(src + 4);
     src += 8;
@@ -128,7 +162,7 @@ EP_INLINE int8_t *gather_row(const ep_window *g, const int8_t *in, int iy, int x
  * it lies inside (no copy), as the zero point's pairs when it lies in the top or bottom padding,
  * and through `stage` only when it crosses the left or right edge (costs.py:
  * conv_dsp_im2col_counts). Otherwise the whole window is gathered into `stage` first. */
-static void im2col_pair(const ep_window *g, const int8_t *in, int oy, int ox, int8_t zp,
+EP_INLINE void im2col_pair(const ep_window *g, const int8_t *in, int oy, int ox, int8_t zp,
                         int K, int K4, int8_t *stage, uint32_t *col) {
   if (EP_CONV_DIRECT(g)) {
     /* 1x1, stride 1, no padding, K a multiple of 4: the pixel's K input bytes are its column */
@@ -257,6 +291,155 @@ EP_INLINE void block_2x2(const uint32_t *x, const uint32_t **wp, int groups, int
 }
 #endif
 
+#if EP_HAVE_DSP && defined(__GNUC__) && EP_RQ_FAST && !EP_CONV_SINGLE_ROUNDING
+/* All the 2 x 2 blocks of one pixel pair (every pair of output channels) with their
+ * requantization, in one asm function: the C loop around block_2x2 kept its pointers and
+ * requantization constants on the stack (about 110 TRM cycles per block besides the SMLAD
+ * loop); here the per-block state lives in a 10-word frame, the two channels' records are
+ * loaded with one LDM, and each output is requantized in 8 instructions (ep_rq_apply's SMMULR
+ * double rounding: LSL, SMMULR, AND/ADD/ADD/ASR shared mask per channel, ADD zero point,
+ * SSAT; plus CMP/IT/MOVLT for act_min > -128), and the groups run eight per loop pass (one
+ * SUBS/BNE per 128 MACs; groups % 8 first, from the bits shifted out). Registers in the group loop: a00 r0, a01 r1,
+ * a10 r2, a11 r3, x r4, w r5, n r6, va r7, vb r8, x0..x3 r9..r12, t lr.
+ * Frame (ep_pairs_ctx, copied to the stack): col, w, bias, rq, outA, outB, pairs, groups,
+ * out_zp, act_min. Only for act_max 127 (the caller checks). */
+typedef struct {
+  const uint32_t *col;
+  const uint32_t *w;
+  const int32_t *bias;
+  const ep_rq *rq;
+  int8_t *out_a, *out_b;
+  int32_t pairs, groups, out_zp, act_min;
+} ep_pairs_ctx;
+void ep_conv_pairs_full(const ep_pairs_ctx *k);   /* act_min -128: SSAT only */
+void ep_conv_pairs_lo(const ep_pairs_ctx *k);     /* act_min > -128 */
+
+#define EP_PG                                                   \
+  "ldrd r7, r8, [r5], #8\n\t"                                   \
+  "ldrd r9, r10, [r4], #8\n\t"                                  \
+  "ldrd r11, r12, [r4], #8\n\t"                                 \
+  "sxtb16 lr, r7\n\t"                                           \
+  "smlad r0, lr, r9, r0\n\t"                                    \
+  "smlad r1, lr, r11, r1\n\t"                                   \
+  "sxtb16 r7, r7, ror #8\n\t"                                   \
+  "smlad r0, r7, r10, r0\n\t"                                   \
+  "smlad r1, r7, r12, r1\n\t"                                   \
+  "sxtb16 lr, r8\n\t"                                           \
+  "smlad r2, lr, r9, r2\n\t"                                    \
+  "smlad r3, lr, r11, r3\n\t"                                   \
+  "sxtb16 r8, r8, ror #8\n\t"                                   \
+  "smlad r2, r8, r10, r2\n\t"                                   \
+  "smlad r3, r8, r12, r3\n\t"
+
+#define EP_PAIRS_CLAMP_NONE ""
+#define EP_PAIRS_CLAMP_LO                                       \
+  "cmp r0, r12\n\tit lt\n\tmovlt r0, r12\n\t"                   \
+  "cmp r1, r12\n\tit lt\n\tmovlt r1, r12\n\t"                   \
+  "cmp r2, r12\n\tit lt\n\tmovlt r2, r12\n\t"                   \
+  "cmp r3, r12\n\tit lt\n\tmovlt r3, r12\n\t"
+
+#define EP_PAIRS_FN(name, clamp)                                \
+  __asm__(                                                      \
+      ".syntax unified\n\t"                                     \
+      ".section .text." #name ",\"ax\",%progbits\n\t"          \
+      ".align 2\n\t"                                            \
+      ".global " #name "\n\t"                                   \
+      ".thumb\n\t"                                              \
+      ".thumb_func\n\t"                                         \
+      ".type " #name ", %function\n"                            \
+      #name ":\n\t"                                             \
+      "push {r4-r11, lr}\n\t"                                   \
+      "ldmia r0, {r1-r10}\n\t"                                  \
+      "push {r1-r10}\n"                                         \
+      "5:\n\t"                                                  \
+      "ldr r6, [sp, #8]\n\t"                                    \
+      "ldrd r0, r2, [r6], #8\n\t"                               \
+      "str r6, [sp, #8]\n\t"                                    \
+      "ldrd r4, r5, [sp, #0]\n\t"                               \
+      "mov r1, r0\n\t"                                          \
+      "mov r3, r2\n\t"                                          \
+      "ldr r6, [sp, #28]\n\t"                                   \
+      "lsrs r6, r6, #1\n\t"                                     \
+      "bcc 1f\n\t"                                              \
+      EP_PG                                                     \
+      "1:\n\t"                                                  \
+      "lsrs r6, r6, #1\n\t"                                     \
+      "bcc 2f\n\t"                                              \
+      EP_PG EP_PG                                               \
+      "2:\n\t"                                                  \
+      "lsrs r6, r6, #1\n\t"                                     \
+      "bcc 3f\n\t"                                              \
+      EP_PG EP_PG EP_PG EP_PG                                   \
+      "3:\n\t"                                                  \
+      "cmp r6, #0\n\t"                                          \
+      "beq 4f\n"                                                \
+      "8:\n\t"                                                  \
+      EP_PG EP_PG EP_PG EP_PG EP_PG EP_PG EP_PG EP_PG           \
+      "subs r6, r6, #1\n\t"                                     \
+      "bne 8b\n"                                                \
+      "4:\n\t"                                                  \
+      "str r5, [sp, #4]\n\t"                                    \
+      "ldr r4, [sp, #12]\n\t"                                   \
+      "ldmia r4!, {r5-r10}\n\t"                                 \
+      "str r4, [sp, #12]\n\t"                                   \
+      "lsls r0, r0, #1\n\t"                                     \
+      "lsls r1, r1, #1\n\t"                                     \
+      "lsls r2, r2, #1\n\t"                                     \
+      "lsls r3, r3, #1\n\t"                                     \
+      "smmulr r0, r0, r5\n\t"                                   \
+      "smmulr r1, r1, r5\n\t"                                   \
+      "smmulr r2, r2, r8\n\t"                                   \
+      "smmulr r3, r3, r8\n\t"                                   \
+      "asr r5, r7, #16\n\t"                                     \
+      "asr r8, r10, #16\n\t"                                    \
+      "ldrd r11, r12, [sp, #32]\n\t"                            \
+      "and r4, r5, r0, asr #31\n\t"                             \
+      "add r0, r0, r6\n\t"                                      \
+      "add r0, r0, r4\n\t"                                      \
+      "asr r0, r0, r7\n\t"                                      \
+      "and r4, r5, r1, asr #31\n\t"                             \
+      "add r1, r1, r6\n\t"                                      \
+      "add r1, r1, r4\n\t"                                      \
+      "asr r1, r1, r7\n\t"                                      \
+      "and r4, r8, r2, asr #31\n\t"                             \
+      "add r2, r2, r9\n\t"                                      \
+      "add r2, r2, r4\n\t"                                      \
+      "asr r2, r2, r10\n\t"                                     \
+      "and r4, r8, r3, asr #31\n\t"                             \
+      "add r3, r3, r9\n\t"                                      \
+      "add r3, r3, r4\n\t"                                      \
+      "asr r3, r3, r10\n\t"                                     \
+      "add r0, r0, r11\n\t"                                     \
+      "add r1, r1, r11\n\t"                                     \
+      "add r2, r2, r11\n\t"                                     \
+      "add r3, r3, r11\n\t"                                     \
+      "ssat r0, #8, r0\n\t"                                     \
+      "ssat r1, #8, r1\n\t"                                     \
+      "ssat r2, #8, r2\n\t"                                     \
+      "ssat r3, #8, r3\n\t"                                     \
+      clamp                                                     \
+      "ldrd r4, r5, [sp, #16]\n\t"                              \
+      "strb r2, [r4, #1]\n\t"                                   \
+      "strb r0, [r4], #2\n\t"                                   \
+      "strb r3, [r5, #1]\n\t"                                   \
+      "strb r1, [r5], #2\n\t"                                   \
+      "strd r4, r5, [sp, #16]\n\t"                              \
+      "ldr r6, [sp, #24]\n\t"                                   \
+      "subs r6, r6, #1\n\t"                                     \
+      "str r6, [sp, #24]\n\t"                                   \
+      "bne 5b\n\t"                                              \
+      "add sp, sp, #40\n\t"                                     \
+      "pop {r4-r11, pc}\n\t"                                    \
+      ".size " #name ", .-" #name "\n\t"                        \
+      ".text\n");
+
+EP_PAIRS_FN(ep_conv_pairs_full, EP_PAIRS_CLAMP_NONE)
+EP_PAIRS_FN(ep_conv_pairs_lo, EP_PAIRS_CLAMP_LO)
+#define EP_CONV_PAIRS 1
+#else
+#define EP_CONV_PAIRS 0
+#endif
+
 /* The last output channel of an odd out_c (its words in order) times pixels A, B. */
 EP_HOT static void block_1x2(const uint32_t *x, const uint32_t *w, int groups, int32_t *acc) {
   int32_t a0 = acc[0], a1 = acc[1];
@@ -286,14 +469,22 @@ void ep_conv_dense_dsp(const ep_window *g, const ep_requant *q_arg, const uint32
   int8_t *stage = (int8_t *)(col + K4);
   const int8_t zp = (int8_t)q->in_zp;
   int oy = 0, ox = 0;
+  const int direct = EP_CONV_DIRECT(g);
   for (int p = 0; p < n_pix; p += 2) {
-    im2col_pair(g, in, oy, ox, zp, K, K4, stage, col);
-    if (++ox == g->out_w) { ox = 0; oy++; }
     const int two = p + 1 < n_pix;
-    if (two) {
-      im2col_pair(g, in, oy, ox, zp, K, K4, stage, col + 2);
-      if (++ox == g->out_w) { ox = 0; oy++; }
+    if (direct) {
+      /* 1x1, stride 1, no padding: pixel p's K input bytes are its column (inline, no call) */
+      expand(in + p * K, groups, col);
+      if (two) expand(in + (p + 1) * K, groups, col + 2);
     } else {
+      im2col_pair(g, in, oy, ox, zp, K, K4, stage, col);
+      if (++ox == g->out_w) { ox = 0; oy++; }
+      if (two) {
+        im2col_pair(g, in, oy, ox, zp, K, K4, stage, col + 2);
+        if (++ox == g->out_w) { ox = 0; oy++; }
+      }
+    }
+    if (!two) {
       for (int j = 0; j < groups; j++) {   /* odd last pixel: B = A, B's outputs not stored */
         col[4 * j + 2] = col[4 * j];
         col[4 * j + 3] = col[4 * j + 1];
@@ -302,6 +493,16 @@ void ep_conv_dense_dsp(const ep_window *g, const ep_requant *q_arg, const uint32
     int8_t *o0 = out + p * oc, *o1 = o0 + oc;
     const uint32_t *wc = w;
     int c = 0;
+#if EP_CONV_PAIRS
+    if (two && oc >= 2 && q->act_max == 127) {
+      const ep_pairs_ctx k = {col, w, q->bias, q->rq, o0, o1, oc >> 1, groups, q->out_zp,
+                              q->act_min};
+      if (q->act_min == -128) ep_conv_pairs_full(&k);
+      else ep_conv_pairs_lo(&k);
+      c = oc & ~1;
+      wc = w + (size_t)c * groups;
+    }
+#endif
     for (; c + 2 <= oc; c += 2) {
       int32_t a00 = q->bias[c], a01 = a00, a10 = q->bias[c + 1], a11 = a10;
       block_2x2(col, &wc, groups, &a00, &a01, &a10, &a11);

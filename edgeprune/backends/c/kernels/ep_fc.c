@@ -72,15 +72,23 @@ EP_INLINE const uint32_t *rows4(const int8_t *x, const uint32_t *w, int groups, 
   int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
   uint32_t xv, xe, v0, v1, v2, v3, t;
   int n = groups;
-  /* an odd group first, then two groups per loop pass */
+  /* groups % 4 first (one, then two groups, from the bits shifted out), then four groups
+   * per loop pass: one SUBS/BNE per 64 MACs */
   __asm volatile(
       "lsrs %[n], %[n], #1\n\t"
       "bcc 1f\n\t"
       EP_ROWS4_GROUP
       "1:\n\t"
+      "lsrs %[n], %[n], #1\n\t"
+      "bcc 4f\n\t"
+      EP_ROWS4_GROUP
+      EP_ROWS4_GROUP
+      "4:\n\t"
       "cmp %[n], #0\n\t"
       "beq 3f\n\t"
       "2:\n\t"
+      EP_ROWS4_GROUP
+      EP_ROWS4_GROUP
       EP_ROWS4_GROUP
       EP_ROWS4_GROUP
       "subs %[n], %[n], #1\n\t"
