@@ -189,8 +189,8 @@ def lenet():
     from edgeprune.export.tflm import quantize_input
     from edgeprune.train import TrainConfig, Trainer
     ds = load_dataset("fashion-mnist").subset(n_train=4000, n_test=300)
+    torch.manual_seed(0)   # before the model: torch 2.13 seeds its generator at random on start-up
     model = build("lenet5")
-    torch.manual_seed(0)
     Trainer(model, ds, TrainConfig(epochs=1, batch_size=64, max_steps_per_epoch=40,
                                    progress=False)).fit()
     model = _prune_and_cluster(model.eval())
