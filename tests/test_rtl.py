@@ -168,3 +168,13 @@ def test_export_rtl_refuses_what_it_cannot_build(tmp_path):
         assert p.returncode == 2, p.stderr
         assert p.stderr.startswith("edgeprune: error:") and why in p.stderr, p.stderr
         assert not (tmp_path / target).exists()
+
+
+def test_ramb18_count_takes_the_cheapest_aspect_ratio():
+    """A deep narrow ROM (dense LeNet-5's fc2: 5,000 x 4 bits) is 2 RAMB18 as 4Kx4 (yosys
+    synth_xilinx: 2), not 5 as 1Kx18 tiles; wide shallow ones stay 512x36 tiles."""
+    from edgeprune.backends.rtl.cost import _ramb18
+    assert _ramb18(5000, 4) == 2
+    assert _ramb18(10000, 160) == 90           # fc1: 9 x 10 tiles of 1Kx18
+    assert _ramb18(200, 500) == 14             # 512x36
+    assert _ramb18(1024, 32) == 2              # cal_mvu_r of rtl_yosys.json: yosys 2
