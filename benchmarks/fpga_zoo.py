@@ -58,6 +58,15 @@ BNN_PYNQ_LFC_FOLDING = ((832, 1024, 64, 32), (1024, 1024, 32, 64), (1024, 1024, 
 BNN_PYNQ_CLOCK_MHZ = 100.0
 ISSUE_QUOTED_LFC_W1A1_FPS = 357_000
 LFC_WIDTHS = (784, 1024, 1024, 1024, 10)
+# FINN's MVAU template arguments by operand type (github.com/Xilinx/finn, commit 1b826a2c,
+# src/finn/custom_op/fpgadataflow/hls/matrixvectoractivation_hls.py, get_template_param_values)
+FINN_LOW_BIT_PATH = (
+    "At W1A2 FINN's MVAU keeps the weights bipolar in 1 bit and multiplies them with the "
+    "integer input as a sign (`TWeightI = Recast<Binary>`, `TSrcI = Slice<input type>`: each "
+    "product is +x or -x), then thresholds the accumulator to the 2-bit activation "
+    "(MultiThreshold); at W2A2 it is the ordinary integer MVAU (`Slice<...>` / `Identity`). "
+    "Source: Xilinx/finn (commit 1b826a2c) src/finn/custom_op/fpgadataflow/hls/"
+    "matrixvectoractivation_hls.py, get_template_param_values.")
 # a row's key in fpga_zoo.json (input_bits: absent = uint8 pixels)
 KEY = ("model", "target", "wbits", "abits", "input_bits")
 
@@ -291,6 +300,17 @@ def write_md(rows):
                   f"{r['csim']['gxx_opt']} (its row)" for r in rows
                   if r["model"] == "lenet300100" and (r.get("csim") or {}).get("build_s")) +
               "."]
+    low = [r for r in rows if "csim" in r and (r["wbits"], r["abits"]) in ((1, 2), (2, 2))]
+    if low:
+        lines += ["", "## W1A2 and W2A2: which FINN path", "",
+                  "FINN's XNOR-popcount datapath (`Recast<XnorMul>`) is used only where both the "
+                  "weights and the layer's input are bipolar (W1A1). " + FINN_LOW_BIT_PATH +
+                  " edgeprune's cost model prices them so (XNOR-popcount only at 1-bit weights "
+                  "and 1-bit input, `backends/finn/layers.py` `is_xnor`); the hls4ml export keeps "
+                  "1-bit weights as +-1 in 2-bit integers and sets the accumulator type "
+                  "(`export/hls.py` `_wide_accumulator_type`). Rows: " + "; ".join(
+                      f"{r['model']} W{r['wbits']}A{r['abits']}: FINN layers "
+                      f"{', '.join(r['finn_layers'])}" for r in low) + "."]
     lfc = [r for r in rows if r["model"].startswith("lfc_mlp")]
     if lfc:
         r = lfc[0]

@@ -33,7 +33,7 @@ from edgeprune.backends.rtl import cost  # noqa: E402
 from edgeprune.backends.rtl.plan import Unit, acc_bits, csd_digits  # noqa: E402
 from edgeprune.backends.rtl.ir import Requant  # noqa: E402
 from edgeprune.backends.rtl.synth import synthesize  # noqa: E402
-from edgeprune.backends.rtl.verilog import unit_module  # noqa: E402
+from edgeprune.backends.rtl.verilog import unit_files, verilog_sources  # noqa: E402
 
 FAMILIES = ("ice40", "xc7")
 
@@ -184,9 +184,18 @@ def synth_uart(chans: int, outs: int, ob: int) -> dict:
 
 def synth_unit(u: Unit, family: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="ep-yosys-") as d:
-        f = f"ep_{u.name}.v"
-        (Path(d) / f).write_text(unit_module(u))
-        return synthesize(Path(d), [f], f"ep_{u.name}", family)
+        files = unit_files(u)                 # the Verilog and a folded MVU's ROM words
+        for name, text in files.items():
+            (Path(d) / name).write_text(text)
+        return synthesize(Path(d), verilog_sources(files), f"ep_{u.name}", family)
+
+
+def unit_sha(u: Unit) -> str:
+    """sha256 of a unit's files (Verilog and ROM words, in name order)."""
+    h = hashlib.sha256()
+    for name, text in sorted(unit_files(u).items()):
+        h.update(name.encode() + b"\0" + text.encode())
+    return h.hexdigest()
 
 
 def main() -> int:
@@ -212,7 +221,7 @@ def main() -> int:
     for split, units in (("calibration", cal), ("validation", val)):
         for u in units:
             for fam in fams:
-                sha = hashlib.sha256(unit_module(u).encode()).hexdigest()
+                sha = unit_sha(u)
                 r = old.get((u.name, fam, sha)) or old.get((u.name, fam, None))
                 if r is not None:
                     measured[(u.name, fam)] = {"lut": r["lut_yosys"], "ff": r["ff_yosys"],
@@ -321,7 +330,7 @@ def main() -> int:
                              "cells_yosys": m["lut"] + m["ff"], "bram_estimate": e["bram"],
                              "bram_yosys": m["bram"], "dsp_estimate": e["dsp"],
                              "dsp_yosys": m["dsp"],
-                             "verilog_sha256": hashlib.sha256(unit_module(u).encode()).hexdigest(),
+                             "verilog_sha256": unit_sha(u),
                              "lut_error_pct": round(100 * (e["lut"] - m["lut"]) / m["lut"], 1)
                              if m["lut"] else None,
                              "command": cmd})

@@ -175,3 +175,31 @@ def test_one_bit_input_mlp_qonnx_hls_and_finn(tmp_path):
     from edgeprune.export.rtl import export_rtl
     with pytest.raises(EdgepruneError, match="input bits 8"):
         export_rtl(m.eval(), dep, tmp_path / "rtl", data=ds)
+
+
+def test_w1a2_mlp_hls_csim_bit_exact(tmp_path):
+    """1-bit weights, 2-bit activations (W1A2): not XNOR-popcount (FINN's XNOR mode needs both
+    operands bipolar); the accumulator holds sums at the activations' 2^-k scale, so its type
+    (edgeprune's, hls4ml cannot infer it from the 1-bit weights) has fractional bits. C-sim
+    bit-exact."""
+    pytest.importorskip("hls4ml")
+    import onnx
+
+    from edgeprune.data import synthetic_dataset
+    from edgeprune.deploy import Deployment
+    from edgeprune.export.hls import _wide_accumulator_type, export_hls
+    from edgeprune.targets import load_target
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                      nn.Linear(32, 10))
+    m.input_shape = (1, 28, 28)
+    ds = synthetic_dataset((1, 28, 28), 10, 256, 32, seed=0)
+    dep = Deployment.for_target(load_target("pynq-z2"), wbits=1, abits=2)
+    r = export_hls(m.eval(), dep, tmp_path / "hls", data=ds, epochs=1, max_steps_per_epoch=2,
+                   verify_images=8, csim_images=32, axi_testbench=False, progress=False,
+                   csim_opt="O1")
+    assert r["csim"]["images"] == 32 and r["csim"]["bit_exact"]
+    assert r["quantization"]["qonnx_vs_brevitas"]["max_abs_diff"] == 0.0
+    # the case the type is for: a scale below 1 in the graph (else a 32-bit integer would do)
+    acc_t = _wide_accumulator_type(onnx.load(str(tmp_path / "hls" / "model.onnx")))
+    assert acc_t != "fixed<32,32>"

@@ -83,6 +83,21 @@ def test_qonnx_export_exact_deterministic_uint8_input(trained, ds, tmp_path):
     assert check.exact_integer_outputs == 1.0
 
 
+
+def test_qonnx_batched_execution_equals_one_image_at_a_time(trained, ds, tmp_path):
+    """execute_onnx on a batch-resized copy of the graph (QONNX_BATCH images a call, a shorter
+    last chunk) gives the same outputs, byte for byte, as one image per call."""
+    from edgeprune.quant.qonnx_io import qonnx_execute
+    _, q, _ = trained
+    p = export_qonnx_model(q, tmp_path / "m.onnx")
+    x = pixels(ds.x_test[:7], q.input_shape)
+    one = qonnx_execute(p, x, batch_size=1)
+    assert one.shape[0] == 7
+    got = qonnx_execute(p, x, batch_size=3)          # chunks of 3, 3 and 1
+    assert got.tobytes() == one.tobytes()
+    with pytest.raises(ValueError):
+        qonnx_execute(p, x, batch_size=0)
+
 def test_bad_inputs_raise_one_line_errors():
     with pytest.raises(UnsupportedOpError, match="sigmoid"):
         to_brevitas(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4),

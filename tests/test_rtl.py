@@ -79,6 +79,35 @@ def test_input_select_is_a_mux_for_any_slice_width():
         cost.select_luts(512, 4, "xc7") * 500 / 512)
 
 
+def test_folded_rom_words_are_a_readmemh_file():
+    """A folded MVU's weight ROM is a $readmemh file (one word a line), not one `initial`
+    statement per word (yosys's front end is quadratic in those: dense LeNet-5's 10,000-word fc1
+    ROM kept synth_xilinx past 30 min); the words decode back to the weights."""
+    from edgeprune.backends.rtl.verilog import (generate, rom_file, rom_file_name, unit_module,
+                                                verilog_sources)
+    net = _net(np.random.default_rng(0))
+    plan = build_plan(net, {"conv1": (2, 3), "conv2": (3, 4), "fc1": (5, 6)})
+    files = generate(plan)
+    mvus = [u for u in plan.units if u.kind == "mvu"]
+    for u in mvus:
+        p = u.p
+        pe, simd, nf, sf, w = p["PE"], p["SIMD"], p["NF"], p["SF"], p["W"]
+        v = unit_module(u)
+        assert f'$readmemh("{rom_file_name(u)}", rom);' in v and "rom[0] =" not in v
+        words = [int(t, 16) for t in rom_file(u).split()]
+        assert files[rom_file_name(u)] == rom_file(u) and len(words) == nf * sf
+        got = np.zeros_like(p["weights"])
+        for f in range(nf):
+            for s_ in range(sf):
+                for q in range(pe):
+                    for s in range(simd):
+                        e = (words[f * sf + s_] >> ((q * simd + s) * w)) & ((1 << w) - 1)
+                        got[f * pe + q, s_ * simd + s] = e - (1 << w) if e >> (w - 1) else e
+        assert np.array_equal(got, p["weights"])
+    assert sorted(verilog_sources(files)) == sorted(f for f in files if f.endswith(".v"))
+    assert len(files) - len(verilog_sources(files)) == len(mvus)
+
+
 @pytest.mark.skipif(not verilator_available(), reason="verilator not installed")
 @pytest.mark.parametrize("styles", [{}, {"conv2": "unrolled", "fc1": "unrolled"}])
 def test_verilator_bit_exact_and_cycle_exact(tmp_path, styles):
@@ -139,3 +168,13 @@ def test_export_rtl_refuses_what_it_cannot_build(tmp_path):
         assert p.returncode == 2, p.stderr
         assert p.stderr.startswith("edgeprune: error:") and why in p.stderr, p.stderr
         assert not (tmp_path / target).exists()
+
+
+def test_ramb18_count_takes_the_cheapest_aspect_ratio():
+    """A deep narrow ROM (dense LeNet-5's fc2: 5,000 x 4 bits) is 2 RAMB18 as 4Kx4 (yosys
+    synth_xilinx: 2), not 5 as 1Kx18 tiles; wide shallow ones stay 512x36 tiles."""
+    from edgeprune.backends.rtl.cost import _ramb18
+    assert _ramb18(5000, 4) == 2
+    assert _ramb18(10000, 160) == 90           # fc1: 9 x 10 tiles of 1Kx18
+    assert _ramb18(200, 500) == 14             # 512x36
+    assert _ramb18(1024, 32) == 2              # cal_mvu_r of rtl_yosys.json: yosys 2

@@ -305,6 +305,27 @@ def clone_precisions(model) -> Dict[str, str]:
     return out
 
 
+def _wide_accumulator_type(model) -> str:
+    """`fixed<32 + F, 32>`: 32 integer bits and F fractional bits, F = the most fractional bits
+    of any Quant scale in the graph (every scale is a power of two 2^-F; an accumulator's scale is
+    its input's scale times its weights' scale 1 at 1-bit weights, and its bias is quantized to
+    that scale, so F fractional bits hold every sum exactly)."""
+    from onnx import numpy_helper
+
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    frac = 0
+    for n in model.graph.node:
+        if n.op_type not in ("Quant", "BipolarQuant") or n.input[1] not in inits:
+            continue
+        for sc in np.asarray(inits[n.input[1]], dtype=np.float64).ravel():
+            mant, exp = np.frexp(sc)
+            if mant != 0.5:
+                raise HlsExportError(f"Quant node '{n.name}': scale {sc:g} is not a power of "
+                                     f"two")
+            frac = max(frac, 1 - int(exp))
+    return f"fixed<{32 + frac},32>"
+
+
 def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: int = 10):
     """Convert the QONNX model with hls4ml into `prj_dir`; returns (hls_model, plans, config)."""
     import contextlib
@@ -336,8 +357,11 @@ def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: i
             prec["bias"] = "ap_int<2>"
     # Layers with 1-bit (bipolar) weights: hls4ml's infer_precision cannot type an accumulator
     # fed by its 1-bit XNOR data type and retries forever (hls4ml 1.x optimizer loop), so
-    # they get an explicit 32-bit integer accumulator, result and bias, wide enough for any sum here
-    # (|sum| <= fan-in x 255 + a 16-bit bias < 2^31).
+    # they get an explicit accumulator, result and bias: 32 integer bits, wide enough for any sum
+    # here (|sum| <= fan-in x 255 + a 16-bit bias < 2^31), and the fractional bits of the finest
+    # power-of-two scale in the graph (W1A2 / W2A2: activations and biases at scale 2^-k, whose
+    # sums a pure integer type would truncate; W1A1: none).
+    acc_t = _wide_accumulator_type(model)
     for p in plans:
         if p.node.endswith(":sum"):
             continue
@@ -347,7 +371,7 @@ def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: i
             if not isinstance(prec, dict):
                 prec = names[p.onnx_name]["Precision"] = {}
             # the bias (a 16-bit integer, Int16Bias) likewise: left 'auto' it stays unresolved
-            prec["accum"] = prec["result"] = prec["bias"] = "fixed<32,32>"
+            prec["accum"] = prec["result"] = prec["bias"] = acc_t
     if any(l.bits.w == 1 for l in prep.qnet.layers):
         # A dense layer's bias Add followed by a sign activation: hls4ml turns the Add into a
         # BatchNormalization and merges it with the sign into BatchNormalizationQuantizedTanh
@@ -355,9 +379,9 @@ def build_hls4ml(prep: Prepared, folding, target, prj_dir: Path, *, tb_images: i
         # type 'auto' is never resolved (conversion fails); integer sums, same 32-bit type.
         for n in model.graph.node:
             if n.op_type == "Add":
-                names.setdefault("bnbt_bn_" + n.name, {})["Precision"] = {"accum": "fixed<32,32>"}
+                names.setdefault("bnbt_bn_" + n.name, {})["Precision"] = {"accum": acc_t}
                 names.setdefault("bn_" + n.name, {})["Precision"] = {
-                    "result": "fixed<32,32>", "accum": "fixed<32,32>"}
+                    "result": acc_t, "accum": acc_t}
     for name, prec in clone_precisions(model).items():
         names.setdefault(name, {}).setdefault("Precision", {})["result"] = prec
     cfg["Model"]["Strategy"] = "Latency"

@@ -110,7 +110,7 @@ def export_rtl(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
     from ..backends.rtl.plan import build_plan, choose_styles, cycle_model
     from ..backends.rtl.sim import simulate
     from ..backends.rtl.synth import bitstream_ice40, synthesize, uart_wrapper
-    from ..backends.rtl.verilog import TOP, generate
+    from ..backends.rtl.verilog import TOP, generate, verilog_sources
     from ..quant.integer_net import check_integer_net, to_integer_net
 
     if style not in STYLE_CHOICES:
@@ -165,10 +165,10 @@ def export_rtl(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
                               allow_overflow, "")
         rtl = tmp / "rtl"
         rtl.mkdir()
-        files = []
-        for name, text in generate(plan).items():
+        generated = generate(plan)
+        for name, text in generated.items():
             (rtl / name).write_text(text)
-            files.append(name)
+        files = verilog_sources(generated)       # the ROM .hex files come with them
         # Verilator: bit-exact and cycle-exact on real test images
         t0 = time.time()
         n_sim = min(len(prep.x_test), sim_images if sim_images > 0 else len(prep.x_test))

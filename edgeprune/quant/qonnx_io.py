@@ -122,8 +122,30 @@ def _bypass(model, q, gin):
     return cleanup_model(model)
 
 
-def qonnx_execute(path_or_model, x_pixels: np.ndarray) -> np.ndarray:
-    """Run the QONNX model on pixels (N, C, H, W) with values 0..255, one image at a time."""
+# Images per execute_onnx call. qonnx's executor spends its time per call, not per image: it
+# re-walks the graph (shape and datatype look-ups, one onnxruntime session per standard node) on
+# every call, 2-3 s a call for mobilenetv1_025's 142 nodes whatever the batch size (measured:
+# 4 images one at a time 11.1 s, 40 images in one call 2.9 s, identical outputs). 100 images of
+# the largest zoo input (3x96x96) keep every activation under ~30 MB.
+QONNX_BATCH = 100
+
+
+def _batched(model, bsize: int):
+    """A copy of `model` with batch size `bsize` (qonnx's ChangeBatchSize: graph input/output,
+    constant Reshape shapes; intermediate shapes re-inferred)."""
+    import copy
+
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.change_batchsize import ChangeBatchSize
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    m = ModelWrapper(copy.deepcopy(model.model))
+    return m.transform(ChangeBatchSize(bsize)).transform(InferShapes())
+
+
+def qonnx_execute(path_or_model, x_pixels: np.ndarray, batch_size: int = QONNX_BATCH) -> np.ndarray:
+    """Run the QONNX model on pixels (N, C, H, W) with values 0..255 with qonnx's execute_onnx,
+    `batch_size` images per call (1: one image at a time, on the file's own batch-1 graph)."""
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
 
@@ -131,8 +153,16 @@ def qonnx_execute(path_or_model, x_pixels: np.ndarray) -> np.ndarray:
         ModelWrapper(str(path_or_model))
     iname = model.graph.input[0].name
     oname = model.graph.output[0].name
-    outs = [execute_onnx(model, {iname: x_pixels[i:i + 1].astype(np.float32)})[oname]
-            for i in range(len(x_pixels))]
+    x = np.asarray(x_pixels, dtype=np.float32)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    models = {1: model}
+    outs = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        if len(xb) not in models:
+            models[len(xb)] = _batched(model, len(xb))
+        outs.append(execute_onnx(models[len(xb)], {iname: xb})[oname])
     return np.concatenate(outs, axis=0)
 
 

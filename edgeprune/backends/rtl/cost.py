@@ -218,10 +218,20 @@ def bram_rule(u: Unit, family: str) -> int:
     total = 0
     for kind, depth, width in memories(u):
         if _in_bram(kind, depth, family):
-            total += _ebr(depth, width) if family == "ice40" else \
-                math.ceil(width / 36) * math.ceil(depth / 512) if depth <= 512 else \
-                math.ceil(width / 18) * math.ceil(depth / 1024)
+            total += _ebr(depth, width) if family == "ice40" else _ramb18(depth, width)
     return total
+
+
+# RAMB18E1 aspect ratios (depth, width): 16Kx1, 8Kx2, 4Kx4, 2Kx9, 1Kx18, and 512x36 in simple
+# dual-port mode (Xilinx UG473, 7 Series FPGAs Memory Resources, RAMB18E1 port widths).
+RAMB18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+
+
+def _ramb18(depth: int, width: int) -> int:
+    """RAMB18s for a depth x width memory: the cheapest tiling by one aspect ratio (a deep,
+    narrow ROM such as dense LeNet-5's fc2, 5,000 x 4 bits, takes 2 as 4Kx4 where the 1Kx18 tiling
+    counted 5; yosys synth_xilinx maps it to 2)."""
+    return min(math.ceil(width / w) * math.ceil(depth / d) for d, w in RAMB18_SHAPES)
 
 
 @lru_cache(maxsize=1)

@@ -21,7 +21,7 @@ import numpy as np
 
 from .ir import RtlError
 from .plan import Plan
-from .verilog import TOP, generate
+from .verilog import TOP, generate, verilog_sources
 
 _TB = r"""// edgeprune Verilator testbench (generated)
 #include "V@TOP@.h"
@@ -127,10 +127,10 @@ def build_simulator(plan: Plan, workdir: Path, timeout: int = 900) -> Path:
         raise RtlError("the testbench streams at most 8 input channels per pixel")
     c, h, w = plan.input_shape
     workdir.mkdir(parents=True, exist_ok=True)
-    srcs = []
-    for name, text in generate(plan).items():
-        (workdir / name).write_text(text)
-        srcs.append(name)
+    files = generate(plan)
+    for name, text in files.items():
+        (workdir / name).write_text(text)       # the ROM .hex files: read at run time, here
+    srcs = verilog_sources(files)
     tb = (_TB.replace("@TOP@", TOP).replace("@BEATS@", str(h * w)).replace("@CHANS@", str(c))
           .replace("@OUTS@", str(last.out_elems)).replace("@OB@", str(last.out_bits))
           .replace("@LIMIT@", str(4 * plan.latency_bound_cycles + 1000)))

@@ -246,13 +246,46 @@ def input_select(dst: str, src: str, sel: str, k: int, sf: int, indent: str) -> 
             + [f"{indent}  default: {dst} <= {k}'d0;", f"{indent}endcase"])
 
 
+def rom_file_name(u: Unit) -> str:
+    return f"ep_{u.name}_rom.hex"
+
+
+def rom_words(u: Unit) -> List[int]:
+    """A folded MVU's weight ROM: word nf*SF+sf holds W[nf*PE+pe][sf*SIMD+s] at element
+    pe*SIMD+s (element 0 at the lsb, W bits each, two's complement)."""
+    p = u.p
+    pe, simd, nf, sf, w = (p[x] for x in ("PE", "SIMD", "NF", "SF", "W"))
+    wm = np.asarray(p["weights"], dtype=np.int64) & ((1 << w) - 1)
+    words = []
+    for f in range(nf):
+        blk = wm[f * pe:(f + 1) * pe]
+        for s_ in range(sf):
+            word = 0
+            for i, v in enumerate(blk[:, s_ * simd:(s_ + 1) * simd].reshape(-1).tolist()):
+                word |= v << (i * w)
+            words.append(word)
+    return words
+
+
+def rom_file(u: Unit) -> str:
+    """The $readmemh file of a folded MVU's weight ROM: one word a line, hex.
+
+    The words used to be assignments in an `initial` block (`rom[i] = ...;`, one statement per
+    word). yosys 0.23's Verilog front end takes time quadratic in their number there (a ROM of
+    160-bit words, read_verilog + proc alone: 1,250 words 21 s, 2,500 words 76 s; the same
+    2,500 words by $readmemh 0.3 s), so dense LeNet-5's fc1 ROM (10,000 words) kept synth_xilinx
+    of the whole design past 30 min. The memory yosys infers is the same (same size, same
+    initial contents)."""
+    digits = (u.p["PE"] * u.p["SIMD"] * u.p["W"] + 3) // 4
+    return "".join(f"{word:0{digits}x}\n" for word in rom_words(u))
+
+
 def mvu_folded_module(u: Unit) -> str:
     p = u.p
     mw, mh, pe, simd, nf, sf = (p[x] for x in ("MW", "MH", "PE", "SIMD", "NF", "SF"))
     a, w, acc = u.in_bits, p["W"], p["ACC"]
     ae = a + (0 if u.in_signed else 1)               # signed width of an input element
     pw_ = ae + w                                     # product width
-    wm: np.ndarray = p["weights"]
     bias: np.ndarray = p["bias"]
     rq = p["requant"]
     ob = u.out_bits
@@ -275,14 +308,10 @@ def mvu_folded_module(u: Unit) -> str:
           "  assign out_valid = ovalid;",
           "  assign out_data = obuf;"]
     v += _load_logic(u)
-    # weight ROM: word nf*SF+sf holds W[nf*PE+pe][sf*SIMD+s] at element pe*SIMD+s
+    # weight ROM: word nf*SF+sf holds W[nf*PE+pe][sf*SIMD+s] at element pe*SIMD+s; its words
+    # are in rom_file(u), loaded with $readmemh (see rom_file)
     v.append(f"  reg [{pe * simd * w - 1}:0] rom [0:{depth - 1}];")
-    v.append("  initial begin")
-    for f in range(nf):
-        for s_ in range(sf):
-            vals = [wm[f * pe + q, s_ * simd + s] for q in range(pe) for s in range(simd)]
-            v.append(f"    rom[{f * sf + s_}] = {_hex(vals, w)};")
-    v.append("  end")
+    v.append(f'  initial $readmemh("{rom_file_name(u)}", rom);')
     v += [f"  wire [{aw - 1}:0] addr = nf * {sf} + sf;" if sf > 1 else
           f"  wire [{aw - 1}:0] addr = nf;",
           f"  reg [{pe * simd * w - 1}:0] s1_w;",
@@ -474,7 +503,23 @@ def top_module(plan: Plan) -> str:
 
 
 def generate(plan: Plan) -> Dict[str, str]:
-    """{file name: Verilog source}: one file per unit and the top."""
-    files = {f"ep_{u.name}.v": unit_module(u) for u in plan.units}
+    """{file name: text}: one Verilog file per unit and the top, and each folded MVU's
+    weight ROM words ($readmemh file, rom_file)."""
+    files = {}
+    for u in plan.units:
+        files.update(unit_files(u))
     files[f"{TOP}.v"] = top_module(plan)
     return files
+
+
+def unit_files(u: Unit) -> Dict[str, str]:
+    """{file name: text} of one unit: its Verilog, and a folded MVU's ROM words (rom_file)."""
+    files = {f"ep_{u.name}.v": unit_module(u)}
+    if u.kind == "mvu" and u.p["style"] == "folded":
+        files[rom_file_name(u)] = rom_file(u)
+    return files
+
+
+def verilog_sources(files) -> List[str]:
+    """The Verilog files among generate()'s (the .hex ROM files are read by $readmemh)."""
+    return [f for f in files if f.endswith(".v")]
