@@ -35,6 +35,28 @@ unit_fraction = _number(float, lambda v: 0 < v <= 1, "in (0, 1]")
 bits = _number(int, lambda v: 1 <= v <= 16, "in 1..16")
 
 
+def add_export_inputs(p: argparse.ArgumentParser, target_kind: str) -> None:
+    """MODEL, --target, -o and --weights: what every exporter reads and where it writes.
+    target_kind ('MCU' or 'FPGA') only words the help."""
+    p.add_argument("model", metavar="MODEL",
+                   help="zoo name, .pt2 program, edgeprune output dir, or pickled module")
+    p.add_argument("--target", "-t", required=True,
+                   help=f"{target_kind} target name (edgeprune targets) or path to a .toml")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory")
+    p.add_argument("--weights", metavar="W", help="state_dict file for a zoo MODEL")
+
+
+def add_export_safety(p: argparse.ArgumentParser, overflow_help: str) -> None:
+    """--seed, --overwrite, --allow-overflow, --trust-pickle: the switches every exporter has
+    for determinism, the user's files, the budget check and untrusted input."""
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty OUT (files edgeprune did not write are kept)")
+    p.add_argument("--allow-overflow", action="store_true", help=overflow_help)
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading a pickled module (runs code from the file)")
+
+
 def add_deployment_arguments(p: argparse.ArgumentParser, *, fpga_only: bool = False) -> None:
     """--runtime, --wbits, --abits, --fps, --bits-map: the settings of a Deployment besides the
     target (edgeprune.deploy). Defaults are None so that the target's kind decides them."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import non_negative_int
+from .common import add_export_inputs, add_export_safety, non_negative_int
 
 
 def _layer_variants(text: str) -> dict:
@@ -23,12 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "dense / sparse / clustered kernels chosen per layer), check it bit for "
                           "bit against TFLM and LiteRT on the host, cross-compile it for the "
                           "target core, and write the sources, README.md and report.json into OUT.")
-    parser.add_argument("model", metavar="MODEL",
-                        help="zoo name, .pt2 program, edgeprune output dir, or pickled module")
-    parser.add_argument("--target", "-t", required=True,
-                        help="MCU target name (edgeprune targets) or path to a .toml")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory")
-    parser.add_argument("--weights", metavar="W", help="state_dict file for a zoo MODEL")
+    add_export_inputs(parser, "MCU")
     parser.add_argument("--data", metavar="DATA", default=None,
                         help="fashion-mnist | mnist-10k | PATH: calibration (training split) and "
                              "verification (test split) images; default: random inputs, no accuracy")
@@ -46,14 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requantization rounding to reproduce bit for bit: TFLM / CMSIS-NN "
                              "(double rounding) or LiteRT (its fully-connected layers round once) "
                              "[tflm]")
-    parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty OUT (files edgeprune did not write are kept)")
-    parser.add_argument("--allow-overflow", action="store_true",
-                        help="write the files even if the build does not fit the target's flash "
-                             "or RAM (otherwise that is an error)")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow loading a pickled module (runs code from the file)")
+    add_export_safety(parser, "write the files even if the build does not fit the target's flash "
+                               "or RAM (otherwise that is an error)")
 
 
 def run(args: argparse.Namespace) -> int:

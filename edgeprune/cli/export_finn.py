@@ -5,18 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import (add_deployment_arguments, deployment_from_args, non_negative_int,
+from .common import (add_deployment_arguments, add_export_inputs, add_export_safety,
+                     deployment_from_args, non_negative_int,
                      positive_float, positive_int)
 
 
 def add_fpga_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by the FINN and hls4ml exporters."""
-    parser.add_argument("model", metavar="MODEL",
-                        help="zoo name, .pt2 program, edgeprune output dir, or pickled module")
-    parser.add_argument("--target", "-t", required=True,
-                        help="FPGA target name (edgeprune targets) or path to a .toml")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory")
-    parser.add_argument("--weights", metavar="W", help="state_dict file for a zoo MODEL")
+    add_export_inputs(parser, "FPGA")
     add_deployment_arguments(parser, fpga_only=True)
     parser.add_argument("--data", default=None, metavar="DATA",
                         help="fashion-mnist | mnist-10k | synthetic:CxHxW[:classes] | PATH: QAT data and verification images "
@@ -28,14 +24,8 @@ def add_fpga_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cap on QAT steps per epoch (quick runs)")
     parser.add_argument("--verify-images", type=non_negative_int, default=1000, metavar="N",
                         help="test images run through QONNX vs Brevitas (0 = all; default 1000)")
-    parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty OUT (files edgeprune did not write are kept)")
-    parser.add_argument("--allow-overflow", action="store_true",
-                        help="write the project even if the design does not fit the part "
-                             "(otherwise that is an error)")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow loading a pickled module (runs code from the file)")
+    add_export_safety(parser, "write the project even if the design does not fit the part "
+                               "(otherwise that is an error)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import deployment_from_args, non_negative_float, non_negative_int
+from .common import (add_export_inputs, add_export_safety, deployment_from_args,
+                     non_negative_float, non_negative_int)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,12 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "(LUT-compressed where it pays), verify it in the TFLM and LiteRT "
                           "interpreters, and write model.tflite, C sources, build snippets, "
                           "README.md and report.json into OUT.")
-    parser.add_argument("model", metavar="MODEL",
-                        help="zoo name, .pt2 program, edgeprune output dir, or pickled module")
-    parser.add_argument("--target", "-t", required=True,
-                        help="MCU target name (edgeprune targets) or path to a .toml")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory")
-    parser.add_argument("--weights", metavar="W", help="state_dict file for a zoo MODEL")
+    add_export_inputs(parser, "MCU")
     parser.add_argument("--data", metavar="DATA", default=None,
                         help="fashion-mnist | mnist-10k | PATH: calibration (training split) and "
                              "verification (test split) images; default: random inputs, no "
@@ -36,14 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "smallest while the arena fits RAM; off = never [auto]")
     parser.add_argument("--no-compress", dest="compress", action="store_const", const="off",
                         help="same as --compress off")
-    parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument("--allow-overflow", action="store_true",
-                        help="write the files even if the model does not fit the target's flash "
-                             "or RAM (otherwise that is an error)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty OUT (files edgeprune did not write are kept)")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow loading a pickled module (runs code from the file)")
+    add_export_safety(parser, "write the files even if the model does not fit the target's flash "
+                               "or RAM (otherwise that is an error)")
 
 
 def run(args: argparse.Namespace) -> int:
