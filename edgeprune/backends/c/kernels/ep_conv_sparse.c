@@ -14,18 +14,6 @@
 #include "ep_im2col.h"
 #include "ep_kernels.h"
 
-/* The requantization of one channel from a local copy of its record (stores through the int8
- * output cannot alias a local, so it stays in registers across the pixel loop). */
-#if EP_RQ_FAST
-#define SP_RQ_DECL(q, c) const ep_rq r_ = (q)->rq[c]
-#define SP_OUT(q, acc) ep_clamp_out(ep_rq_apply(&r_, (acc), EP_CONV_SINGLE_ROUNDING) + (q)->out_zp, \
-                                    (q)->act_min, (q)->act_max)
-#else
-#define SP_RQ_DECL(q, c) const int32_t m_ = (q)->mult[c], s_ = (q)->shift[c]
-#define SP_OUT(q, acc) ep_clamp_s8(ep_requantize((acc), m_, s_, EP_CONV_SINGLE_ROUNDING) + (q)->out_zp, \
-                                   (q)->act_min, (q)->act_max)
-#endif
-
 /* four entries per pass (ep_im2col.h's ep_sparse_dot): long rows keep the 4-way unroll */
 EP_INLINE int32_t sp_dot(const int8_t *x, const uint16_t *pos, const int8_t *v, int n, int32_t acc) {
   return acc + ep_sparse_dot(x, pos, v, n);

@@ -16,16 +16,6 @@
 #include "ep_im2col.h"
 #include "ep_kernels.h"
 
-#if EP_RQ_FAST
-#define SP_RQ_DECL(q, c) const ep_rq r_ = (q)->rq[c]
-#define SP_OUT(q, acc) ep_clamp_out(ep_rq_apply(&r_, (acc), EP_CONV_SINGLE_ROUNDING) + (q)->out_zp, \
-                                    (q)->act_min, (q)->act_max)
-#else
-#define SP_RQ_DECL(q, c) const int32_t m_ = (q)->mult[c], s_ = (q)->shift[c]
-#define SP_OUT(q, acc) ep_clamp_s8(ep_requantize((acc), m_, s_, EP_CONV_SINGLE_ROUNDING) + (q)->out_zp, \
-                                   (q)->act_min, (q)->act_max)
-#endif
-
 /* The accumulator of convolution output (oy, ox) of one channel, any pixel (border pixels
  * substitute the input zero point for padded positions, as ep_conv_sparse does). */
 static int32_t spp_acc(const ep_window *g, const int8_t *in, int32_t in_zp, int oy, int ox,

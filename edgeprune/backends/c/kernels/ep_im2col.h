@@ -58,4 +58,17 @@ EP_INLINE int8_t ep_out(const ep_requant *q, int32_t acc, int c, int single) {
 #endif
 }
 
+/* The sparse convolutions' requantization of one channel (ep_conv_sparse.c,
+ * ep_conv_sparse_pool.c), from a local copy of its record: stores through the int8 output
+ * cannot alias a local, so it stays in registers across the pixel loop. */
+#if EP_RQ_FAST
+#define SP_RQ_DECL(q, c) const ep_rq r_ = (q)->rq[c]
+#define SP_OUT(q, acc) ep_clamp_out(ep_rq_apply(&r_, (acc), EP_CONV_SINGLE_ROUNDING) + (q)->out_zp, \
+                                    (q)->act_min, (q)->act_max)
+#else
+#define SP_RQ_DECL(q, c) const int32_t m_ = (q)->mult[c], s_ = (q)->shift[c]
+#define SP_OUT(q, acc) ep_clamp_s8(ep_requantize((acc), m_, s_, EP_CONV_SINGLE_ROUNDING) + (q)->out_zp, \
+                                   (q)->act_min, (q)->act_max)
+#endif
+
 #endif /* EP_IM2COL_H */
