@@ -203,6 +203,51 @@ KERNEL_CYCLES = {
                 'call': 562.7496,
             },
         },
+        'cortex-m55': {
+            'copy': {
+                'outputs': 0.6238,
+                'call': 239.9371,
+            },
+            'ref_add': {
+                'outputs': 119.8922,
+                'call': 1456.2545,
+            },
+            'ref_avgpool': {
+                'window': 44.3719,
+                'outputs': 167.8371,
+                'call': 506.8668,
+            },
+            'ref_conv': {
+                'macs': 98.7494,
+                'taps': 42.0984,
+                'outputs': 173.0916,
+                'call': 1183.0606,
+            },
+            'ref_dwconv': {
+                'macs': 92.7386,
+                'taps': 12.5295,
+                'outputs': 224.9547,
+                'call': 661.2838,
+            },
+            'ref_fc': {
+                'macs': 5.9962,
+                'outputs': 84.5659,
+                'call': 674.7721,
+            },
+            'ref_maxpool': {
+                'window': 49.2365,
+                'outputs': 145.7002,
+                'call': 318.8471,
+            },
+            'ref_pad': {
+                'outputs': 46.5361,
+                'call': 2604.0182,
+            },
+            'ref_softmax': {
+                'outputs': 599.7256,
+                'call': 546.7207,
+            },
+        },
     },
 }
 
@@ -221,6 +266,10 @@ INTERPRETER_CYCLES = {
     'tflm-reference': {
         'cortex-m4': {
             'invoke': 145.0,
+            'op': 140.0,
+        },
+        'cortex-m55': {
+            'invoke': 148.0,
             'op': 140.0,
         },
     },
@@ -396,6 +445,57 @@ FIT = {
             },
             'interpreter': {
                 'samples': 14,
+                'max_abs_error_cycles': 0.0,
+            },
+        },
+        'cortex-m55': {
+            'copy': {
+                'samples': 8,
+                'max_rel_error': 0.0193,
+                'mean_abs_rel_error': 0.0109,
+            },
+            'ref_add': {
+                'samples': 6,
+                'max_rel_error': 0.0132,
+                'mean_abs_rel_error': 0.0045,
+            },
+            'ref_avgpool': {
+                'samples': 8,
+                'max_rel_error': 0.0179,
+                'mean_abs_rel_error': 0.0108,
+            },
+            'ref_conv': {
+                'samples': 39,
+                'max_rel_error': 0.0116,
+                'mean_abs_rel_error': 0.0021,
+            },
+            'ref_dwconv': {
+                'samples': 15,
+                'max_rel_error': 0.0024,
+                'mean_abs_rel_error': 0.0011,
+            },
+            'ref_fc': {
+                'samples': 24,
+                'max_rel_error': 0.0054,
+                'mean_abs_rel_error': 0.0016,
+            },
+            'ref_maxpool': {
+                'samples': 7,
+                'max_rel_error': 0.0043,
+                'mean_abs_rel_error': 0.0018,
+            },
+            'ref_pad': {
+                'samples': 6,
+                'max_rel_error': 0.1314,
+                'mean_abs_rel_error': 0.046,
+            },
+            'ref_softmax': {
+                'samples': 6,
+                'max_rel_error': 0.0133,
+                'mean_abs_rel_error': 0.0095,
+            },
+            'interpreter': {
+                'samples': 16,
                 'max_abs_error_cycles': 0.0,
             },
         },
