@@ -140,6 +140,14 @@ def _valid_taps(out: int, size: int, k: int, s: int, pad: int) -> int:
     return n
 
 
+def _window_taps(d: dict) -> int:
+    """(output pixel, filter position) pairs inside the input of a conv / depthwise record:
+    the multiply-accumulates per channel pair that padding does not skip."""
+    (ih, iw, _), (oh, ow, _) = d["in"], d["out"]
+    (kh, kw), (sh, sw), (ph, pw) = d["k"], d["stride"], d["pad"]
+    return _valid_taps(oh, ih, kh, sh, ph) * _valid_taps(ow, iw, kw, sw, pw)
+
+
 def _conv_kernel(d: dict) -> tuple:
     """CMSIS-NN's arm_convolve_wrapper_s8 dispatch (Armv7E-M DSP path, as built by GCC)."""
     ih, iw, ic = d["in"]
@@ -165,7 +173,7 @@ def _conv_kernel(d: dict) -> tuple:
     # then an s8 -> s16 copy of the column), arm_nn_mat_mult_kernel_s8_s16 on pairs of pixels
     # x pairs of channels (4-wide SMLAD loop + tail); an odd last pixel runs alone
     odd = pixels % 2
-    taps = _valid_taps(oh, ih, kh, sh, ph) * _valid_taps(ow, iw, kw, sw, pw)
+    taps = _window_taps(d)
     return "cm_conv", {
         "macs": (pixels - odd) * oc * k, "macs_tail4": (pixels - odd) * oc * (k % 4),
         "macs_odd": odd * oc * k, "ptaps": pixels * kh * kw, "ptaps_pad": pixels * kh * kw - taps,
@@ -180,7 +188,7 @@ def _dw_kernel(d: dict) -> tuple:
     sh, sw = d["stride"]
     ph, pw = d["pad"]
     pixels = oh * ow
-    taps = _valid_taps(oh, ih, kh, sh, ph) * _valid_taps(ow, iw, kw, sw, pw)
+    taps = _window_taps(d)
     if (kh, kw) == (3, 3) and ph <= 1 and pw <= 1:
         # arm_depthwise_conv_3x3_s8: per output pixel, per 4 channels, the filter positions
         # inside the input (4 SMLAxx each); the C % 4 last channels one at a time
@@ -199,11 +207,9 @@ def _reference_kernel(d: dict) -> tuple:
     n = oh * ow * oc
     pixels = oh * ow
     if code in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-        ih, iw, ic = d["in"]
+        ic = d["in"][2]
         kh, kw = d["k"]
-        sh, sw = d["stride"]
-        ph, pw = d["pad"]
-        taps = _valid_taps(oh, ih, kh, sh, ph) * _valid_taps(ow, iw, kw, sw, pw)
+        taps = _window_taps(d)
         if code == "CONV_2D":
             # ConvPerChannel: out_y, out_x, out_c, filter_y, filter_x (bounds check), in_c
             return "ref_conv", {"macs": taps * oc * ic, "taps": pixels * kh * kw * oc,
@@ -258,7 +264,7 @@ def _mve_kernel(d: dict) -> tuple:
         kh, kw = d["k"]
         sh, sw = d["stride"]
         ph, pw = d["pad"]
-        taps = _valid_taps(oh, ih, kh, sh, ph) * _valid_taps(ow, iw, kw, sw, pw)
+        taps = _window_taps(d)
         ptaps = pixels * kh * kw
     if code == "CONV_2D":
         t: Dict[str, int] = {}
