@@ -108,6 +108,15 @@ def test_w1a1_hls_csim_bit_exact_and_finn_project(tmp_path):
     assert set(mv) == {"conv1", "conv2", "fc"}
 
 
+def _lfc_tiny() -> nn.Module:
+    """An LFC-style MLP (linear + BN + activation), small enough for a quick hls4ml C-sim."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                      nn.Linear(32, 10))
+    m.input_shape = (1, 28, 28)
+    return m
+
+
 def test_w1a1_mlp_hls_csim_bit_exact(tmp_path):
     """A W1A1 MLP (LFC-style: linear + BN + sign): hls4ml merges each bias Add with the sign
     into BatchNormalizationQuantizedTanh, whose type edgeprune sets; C-sim bit-exact."""
@@ -116,10 +125,7 @@ def test_w1a1_mlp_hls_csim_bit_exact(tmp_path):
     from edgeprune.deploy import Deployment
     from edgeprune.export.hls import export_hls
     from edgeprune.targets import load_target
-    torch.manual_seed(0)
-    m = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(),
-                      nn.Linear(32, 10))
-    m.input_shape = (1, 28, 28)
+    m = _lfc_tiny()
     ds = synthetic_dataset((1, 28, 28), 10, 256, 32, seed=0)
     dep = Deployment.for_target(load_target("pynq-z2"), wbits=1, abits=1)
     r = export_hls(m.eval(), dep, tmp_path / "hls", data=ds, epochs=1, max_steps_per_epoch=2,
@@ -138,7 +144,6 @@ def test_one_bit_input_mlp_qonnx_hls_and_finn(tmp_path):
     pytest.importorskip("hls4ml")
     import dataclasses
 
-    import onnx
     from qonnx.core.modelwrapper import ModelWrapper
 
     from edgeprune.data import synthetic_dataset
@@ -147,10 +152,7 @@ def test_one_bit_input_mlp_qonnx_hls_and_finn(tmp_path):
     from edgeprune.export.hls import export_hls
     from edgeprune.quant.qonnx_io import pixels
     from edgeprune.targets import load_target
-    torch.manual_seed(0)
-    m = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(),
-                      nn.Linear(32, 10))
-    m.input_shape = (1, 28, 28)
+    m = _lfc_tiny()
     assert set(np.unique(pixels(np.array([[0, 127, 128, 255]]), (4,), 1))) == {-1.0, 1.0}
     assert pixels(np.array([[0, 127, 128, 255]]), (4,), 1).tolist() == [[-1, -1, 1, 1]]
     ds = synthetic_dataset((1, 28, 28), 10, 256, 32, seed=0)
@@ -189,10 +191,7 @@ def test_w1a2_mlp_hls_csim_bit_exact(tmp_path):
     from edgeprune.deploy import Deployment
     from edgeprune.export.hls import _wide_accumulator_type, export_hls
     from edgeprune.targets import load_target
-    torch.manual_seed(0)
-    m = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(),
-                      nn.Linear(32, 10))
-    m.input_shape = (1, 28, 28)
+    m = _lfc_tiny()
     ds = synthetic_dataset((1, 28, 28), 10, 256, 32, seed=0)
     dep = Deployment.for_target(load_target("pynq-z2"), wbits=1, abits=2)
     r = export_hls(m.eval(), dep, tmp_path / "hls", data=ds, epochs=1, max_steps_per_epoch=2,
