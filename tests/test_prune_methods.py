@@ -307,3 +307,11 @@ def test_statistical_dead_path_weights_are_the_ones_no_output_depends_on():
     # the variant scores them 0, so the allocation spends their share elsewhere
     fams = {f.key: f for f in h.families()}
     assert int((fams["fc1"].scores == 0).sum()) >= int(d["fc1"].sum())
+
+
+def test_unknown_prune_variant_is_refused_not_ignored():
+    from edgeprune.prune.masks import PruneError
+    PruneSpec(variant=("ft-rewind", "end50", "dead-path"))          # the benchmark's levers
+    for bad in ("ft_rewind", "end", "end100", "distill"):
+        with pytest.raises(PruneError, match="unknown pruning variant"):
+            PruneSpec(variant=(bad,))

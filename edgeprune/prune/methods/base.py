@@ -68,6 +68,21 @@ class PruneSpec:
     # loss; benchmarks/results/pruning_v2.md), so none is a default.
     variant: Sequence[str] = ()
 
+    def __post_init__(self):
+        # A misspelt lever would otherwise run the default silently and be committed as a lever row.
+        unknown = [v for v in self.variant if not _is_known_variant(v)]
+        if unknown:
+            raise PruneError(f"unknown pruning variant {', '.join(map(repr, unknown))}; "
+                             f"known: {', '.join(KNOWN_VARIANTS)}, endNN (NN = 01..99)")
+
+
+KNOWN_VARIANTS = ("ft-rewind", "dead-path")
+
+
+def _is_known_variant(v: str) -> bool:
+    return v in KNOWN_VARIANTS or (len(v) == 5 and v.startswith("end") and v[3:].isdigit()
+                                   and 0 < int(v[3:]) < 100)
+
 
 def rewound_lr(trainer, start: int, end: int) -> Optional[float]:
     """Learning-rate rewinding inside the run's budget (after Renda, Frankle & Carbin 2020,
