@@ -73,12 +73,19 @@ def main() -> int:
                    **export_once(model, REPO, Path(d) / "new"), "command": command_line()}
             if args.baseline:
                 base = export_once(model, args.baseline.resolve(), Path(d) / "base")
+                new_files, base_files = (sorted(f.name for f in (Path(d) / k).iterdir())
+                                         for k in ("new", "base"))
                 same = (Path(d) / "new" / "model.tflite").read_bytes() == \
                     (Path(d) / "base" / "model.tflite").read_bytes()
+                same_all = new_files == base_files and all(
+                    (Path(d) / "new" / f).read_bytes() == (Path(d) / "base" / f).read_bytes()
+                    for f in new_files)
                 row.update({"baseline_wall_s": base["wall_s"], "baseline_cpu_s": base["cpu_s"],
                             "baseline_load_1min": base["load_1min"],
                             "wall_ratio_baseline_over_new": round(base["wall_s"] / row["wall_s"], 2),
-                            "same_model_bytes_as_baseline": same})
+                            "cpu_ratio_baseline_over_new": round(base["cpu_s"] / row["cpu_s"], 2),
+                            "same_model_bytes_as_baseline": same,
+                            "same_files_as_baseline": same_all})
         print(json.dumps(row), flush=True)
         rows.append(row)
     if args.no_write:
