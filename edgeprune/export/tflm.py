@@ -80,10 +80,10 @@ def quiet_tf():
 @contextlib.contextmanager
 def gc_paused():
     """Python's cyclic garbage collector off for the block, then back as it was. Importing
-    TensorFlow and Keras and tracing the mirror create ~700,000 long-lived objects, and each
-    full collection meanwhile re-scans all of them for nothing: measured on ResNet-8, the export
-    took 17.1 instead of 18.4 CPU s (TF import 2.0 vs 2.6), with the same peak memory (976 vs
-    982 MB). The garbage of the block is collected after it as usual."""
+    TensorFlow and Keras and tracing the mirror create hundreds of thousands of long-lived
+    objects, and each full collection meanwhile re-scans all of them for nothing
+    (benchmarks/tflm_export_profile.py with and without --gc-on gives the CPU time per phase and
+    the peak memory). The garbage of the block is collected after it as usual."""
     import gc
     was_enabled = gc.isenabled()
     gc.disable()
@@ -217,8 +217,8 @@ def _set_and_invoke(it, x):
 # TFLM's Python runtime runs one input per Invoke on its reference kernels and holds the GIL
 # (up to ~20 ms per image on MobileNetV1-0.25 here); the inputs are independent, so large
 # batches are split across child processes, one per core, each with its own interpreter.
-# Batching does not help inside TFLM: a batch-50 copy of ResNet-8 ran at the same time per
-# image (measured: 7.28 vs 7.39 ms), the reference convolutions take ~80 % of it.
+# Batching would not help inside TFLM: a batch-50 copy of ResNet-8 ran at the same time per
+# image as batch 1 (tried for issue 10); the reference convolutions take nearly all of it.
 PARALLEL_MIN_INPUTS = 64
 
 # The smallest arena (to the byte) in which TFLM allocates and runs the model on x[:1]:
@@ -333,7 +333,7 @@ class TflmRun:
                     raise ExportError(f"the TFLM runtime failed (exit {rc}): {text.strip()[-300:]!r}")
                 outs.append(np.load(op))
                 texts.append(text)
-            if self._arena_file:
+            if self._arena_file and os.path.exists(self._arena_file):   # else tflm_min_arena()
                 with open(self._arena_file) as f:
                     self.min_arena = int(f.read())
         finally:
