@@ -75,7 +75,7 @@ def profile(model_name: str, data, gc_on: bool = False) -> dict:
     with tflm.gc_paused():                     # as the CLI loads the model
         c, w = cpu_s(), time.perf_counter()
         model = load_model(model_name, weights=None, trust_pickle=False, seed=0)
-        phases["load_model (torch import)"] = {"cpu_s": cpu_s() - c, "wall_s": time.perf_counter() - w,
+        phases["load_model"] = {"cpu_s": cpu_s() - c, "wall_s": time.perf_counter() - w,
                                                "calls": 1}
         with tempfile.TemporaryDirectory(prefix="edgeprune-export-profile-") as d:
             c, w = cpu_s(), time.perf_counter()
