@@ -73,12 +73,19 @@ def main() -> int:
                    **export_once(model, REPO, Path(d) / "new"), "command": command_line()}
             if args.baseline:
                 base = export_once(model, args.baseline.resolve(), Path(d) / "base")
+                new_files, base_files = (sorted(f.name for f in (Path(d) / k).iterdir())
+                                         for k in ("new", "base"))
                 same = (Path(d) / "new" / "model.tflite").read_bytes() == \
                     (Path(d) / "base" / "model.tflite").read_bytes()
+                same_all = new_files == base_files and all(
+                    (Path(d) / "new" / f).read_bytes() == (Path(d) / "base" / f).read_bytes()
+                    for f in new_files)
                 row.update({"baseline_wall_s": base["wall_s"], "baseline_cpu_s": base["cpu_s"],
                             "baseline_load_1min": base["load_1min"],
                             "wall_ratio_baseline_over_new": round(base["wall_s"] / row["wall_s"], 2),
-                            "same_model_bytes_as_baseline": same})
+                            "cpu_ratio_baseline_over_new": round(base["cpu_s"] / row["cpu_s"], 2),
+                            "same_model_bytes_as_baseline": same,
+                            "same_files_as_baseline": same_all})
         print(json.dumps(row), flush=True)
         rows.append(row)
     if args.no_write:
@@ -91,14 +98,19 @@ def main() -> int:
              "whole process tree. The wall time depends on the machine's load (1-minute load "
              f"average in the table; this machine has {os.cpu_count()} cores). Goal (issue 10): "
              f"under {GOAL_S:.0f} s for every zoo model.", "",
-             "| model | data | wall s | CPU s | load | baseline wall s | baseline CPU s | baseline / new (wall) "
-             "| same bytes | command |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+             "Baseline: the same exports by another checkout (`--baseline DIR`) run right after each "
+             "model, under the same load; `same files`: every file the two wrote is identical, "
+             "report.json included.", "",
+             "| model | data | wall s | CPU s | load | baseline wall s | baseline CPU s | baseline load "
+             "| baseline / new (CPU) | baseline / new (wall) | same bytes | same files | command |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for r in sorted(all_rows, key=lambda r: ZOO.index(r["model"]) if r["model"] in ZOO else 99):
         lines.append(f"| {r['model']} | {r['data']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
                      f"{r['load_1min']:.1f} | {r.get('baseline_wall_s', '-')} | {r.get('baseline_cpu_s', '-')} | "
+                     f"{r.get('baseline_load_1min', '-')} | {r.get('cpu_ratio_baseline_over_new', '-')} | "
                      f"{r.get('wall_ratio_baseline_over_new', '-')} | "
-                     f"{r.get('same_model_bytes_as_baseline', '-')} | `{r['command']}` |")
+                     f"{r.get('same_model_bytes_as_baseline', '-')} | {r.get('same_files_as_baseline', '-')} | "
+                     f"`{r['command']}` |")
     evals = sorted({r["eval_samples"] for r in all_rows})
     text = "\n".join(lines).replace("{eval}", "/".join(f"{e:,}" for e in evals)) + "\n"
     (RESULTS / "tflm_export_time.md").write_text(text)

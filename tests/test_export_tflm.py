@@ -136,6 +136,56 @@ def test_export_is_deterministic(dscnn, tmp_path):
     assert (tmp_path / "again" / "model.tflite").read_bytes() == (out / "model.tflite").read_bytes()
     assert (tmp_path / "again" / "model_data.cc").read_text() == (out / "model_data.cc").read_text()
     assert again["flash_bytes_actual"] == report["flash_bytes_actual"]
+    assert again["arena_bytes_measured"] == report["arena_bytes_measured"]
+
+
+def test_tflm_children_give_the_in_process_outputs_and_minimum_arena(dscnn):
+    """TflmRun splits the inputs over child processes and its first child also bisects the
+    arena (issue 10: export time); both must equal the plain in-process run and the
+    standalone arena search."""
+    import numpy as np
+    from edgeprune.export.tflm import TflmRun, run_tflm, tflm_min_arena
+    report, out, _ = dscnn
+    b = (out / "model.tflite").read_bytes()
+    shape = report["io"]["input_shape"]
+    x = np.random.default_rng(3).integers(-128, 128, size=[5] + shape[1:], dtype=np.int8)
+    run = TflmRun(b, x, workers=2, min_arena=True)
+    got, total, _ = run.result()
+    want, want_total, _ = run_tflm(b, x)          # 5 < PARALLEL_MIN_INPUTS: in this process
+    assert np.array_equal(got, want) and total == want_total
+    if hasattr(os, "fork"):
+        assert run.min_arena == tflm_min_arena(b, total, x) == report["arena_bytes_measured"]
+
+
+def test_quantize_input_is_the_plain_formula():
+    import numpy as np
+    from edgeprune.export.tflm import quantize_input
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        x = (rng.random((7, 3, 5, 6)) * 3 - 1).astype(dtype).transpose(0, 2, 3, 1)
+        for scale, zp in ((1 / 255, -128), (0.0123, 5), (np.float32(0.02), -3)):
+            got = quantize_input(x, scale, zp)
+            assert np.array_equal(got, np.clip(np.round(x / scale) + zp, -128, 127).astype(np.int8))
+            assert got.dtype == np.int8 and got.flags.c_contiguous
+
+
+def test_gc_paused_restores_the_collector_state():
+    import gc
+    from edgeprune.export.tflm import gc_paused
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_resnet8_residual_export_verified(tmp_path):

@@ -39,15 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from ..export.tflm import export_tflm
+    from ..export.tflm import export_tflm, gc_paused
     from ..models.loading import load_model
 
     dep = deployment_from_args(args)
-    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle,
-                       seed=args.seed)
-    r = export_tflm(model, dep, args.output, args.data, arena_margin=args.arena_margin,
-                    n_eval=args.eval_samples, seed=args.seed, overwrite=args.overwrite,
-                    allow_overflow=args.allow_overflow)
+    with gc_paused():          # torch's import too (see gc_paused)
+        model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle,
+                           seed=args.seed)
+        r = export_tflm(model, dep, args.output, args.data, arena_margin=args.arena_margin,
+                        n_eval=args.eval_samples, seed=args.seed, overwrite=args.overwrite,
+                        allow_overflow=args.allow_overflow)
     acc = ""
     if r["accuracy_float"] is not None:
         acc = (f", accuracy float {100 * r['accuracy_float']:.2f} % / int8 "

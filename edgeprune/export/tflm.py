@@ -78,6 +78,23 @@ def quiet_tf():
 
 
 @contextlib.contextmanager
+def gc_paused():
+    """Python's cyclic garbage collector off for the block, then back as it was. Importing
+    TensorFlow and Keras and tracing the mirror create hundreds of thousands of long-lived
+    objects, and each full collection meanwhile re-scans all of them for nothing
+    (benchmarks/tflm_export_profile.py with and without --gc-on gives the CPU time per phase and
+    the peak memory). The garbage of the block is collected after it as usual."""
+    import gc
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@contextlib.contextmanager
 def capture_fd2():
     """Redirect the process's fd 2 (C++ stderr) into a temp file; yields a callable giving the
     text written so far."""
@@ -200,10 +217,43 @@ def _set_and_invoke(it, x):
 # TFLM's Python runtime runs one input per Invoke on its reference kernels and holds the GIL
 # (up to ~20 ms per image on MobileNetV1-0.25 here); the inputs are independent, so large
 # batches are split across child processes, one per core, each with its own interpreter.
+# Batching would not help inside TFLM: a batch-50 copy of ResNet-8 ran at the same time per
+# image as batch 1 (tried for issue 10); the reference convolutions take nearly all of it.
 PARALLEL_MIN_INPUTS = 64
 
+# The smallest arena (to the byte) in which TFLM allocates and runs the model on x[:1]:
+# `start` when it runs there, else grown by max(1 KiB, 25 %) until it runs, then bisected.
+# Each probe runs in a forked process (an arena a few bytes short can crash the TFLM Python
+# runtime, seen: a segfault on the MLPerf autoencoder) forked from a process that imported
+# TFLM once. Needs: os, runtime, model (bytes), x (int8 inputs), start (int).
+_ARENA_SEARCH = """
+def _runs(n):
+    pid = os.fork()
+    if pid == 0:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        try:
+            it = runtime.Interpreter.from_bytes(model, arena_size=n)
+            it.set_input(x[:1], 0)
+            it.invoke()
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
+    return os.waitpid(pid, 0)[1] == 0
+lo, hi = start - 1, start
+while not _runs(hi):
+    lo, hi = hi, hi + max(1024, hi // 4)
+while hi - lo > 1:
+    mid = (lo + hi) // 2
+    lo, hi = (lo, mid) if _runs(mid) else (mid, hi)
+"""
+
+# One TFLM child: outputs of its inputs, the allocation report on fd 2, and with a 5th
+# argument also the minimum arena (the search above, started from print_allocations()' total),
+# so that the arena search costs no Python start-up and TFLM import of its own.
 _TFLM_WORKER = """
-import sys, numpy as np
+import os, re, sys, tempfile, numpy as np
 from tflite_micro import runtime
 model = open(sys.argv[1], 'rb').read()
 x = np.load(sys.argv[2])
@@ -214,8 +264,28 @@ for i in range(len(x)):
     it.invoke()
     outs.append(np.array(it.get_output(0)))
 np.save(sys.argv[4], np.concatenate(outs))
+sys.stderr.flush()
+saved, tmp = os.dup(2), tempfile.TemporaryFile()
+os.dup2(tmp.fileno(), 2)
 it.print_allocations()
+os.dup2(saved, 2)
+tmp.seek(0)
+text = tmp.read()
+os.write(2, text)
+if len(sys.argv) > 5:
+    m = re.search(rb"Arena allocation total (\\d+) bytes", text)
+    if m:
+        del it
+        start = int(m.group(1))
+""" + "\n".join("        " + line for line in _ARENA_SEARCH.strip().splitlines()) + """
+        open(sys.argv[5], "w").write(str(hi))
 """
+
+
+def _child_env() -> dict:
+    """The environment of the TFLM children: they do no linear algebra, so numpy's OpenBLAS
+    gets one thread (its idle threads otherwise cost ~1-2 % of a child's CPU time)."""
+    return dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
 
 
 class TflmRun:
@@ -223,25 +293,32 @@ class TflmRun:
     other work; ``result()`` waits and returns (outputs, arena total, allocation report)."""
 
     def __init__(self, model_bytes: bytes, x_int8: np.ndarray, arena_size: int = 0,
-                 workers: Optional[int] = None):
+                 workers: Optional[int] = None, min_arena: bool = False):
+        """min_arena: the first child also finds the smallest arena the model runs in
+        (``min_arena`` after ``result()``; None when this platform has no fork)."""
         import subprocess
         import sys
         self._arena = arena_size or max(1 << 20, 16 * len(model_bytes))
         self._dir = tempfile.TemporaryDirectory(prefix="edgeprune-tflm-")
+        self.min_arena: Optional[int] = None
         d = self._dir.name
         mp = os.path.join(d, "m.tflite")
         with open(mp, "wb") as f:
             f.write(model_bytes)
         workers = workers or min(2, os.cpu_count() or 1)
-        chunks = np.array_split(np.arange(len(x_int8)), max(1, min(workers, len(x_int8))))
+        # contiguous slices (views: saved without a copy)
+        bounds = np.linspace(0, len(x_int8), max(1, min(workers, len(x_int8))) + 1).astype(int)
+        self._arena_file = os.path.join(d, "arena.txt") if min_arena and hasattr(os, "fork") else None
+        env = _child_env()
         self._procs = []
-        for k, idx in enumerate(chunks):
+        for k in range(len(bounds) - 1):
             xp, op, ep = (os.path.join(d, f"{name}{k}{ext}") for name, ext in
                           (("x", ".npy"), ("y", ".npy"), ("err", ".txt")))
-            np.save(xp, x_int8[idx])
+            np.save(xp, x_int8[bounds[k]:bounds[k + 1]])
             err = open(ep, "w+b")
-            p = subprocess.Popen([sys.executable, "-c", _TFLM_WORKER, mp, xp, str(self._arena), op],
-                                 stdout=subprocess.DEVNULL, stderr=err)
+            extra = [self._arena_file] if k == 0 and self._arena_file else []
+            p = subprocess.Popen([sys.executable, "-c", _TFLM_WORKER, mp, xp, str(self._arena), op]
+                                 + extra, stdout=subprocess.DEVNULL, stderr=err, env=env)
             self._procs.append((p, op, err))
 
     def result(self) -> Tuple[np.ndarray, int, str]:
@@ -256,6 +333,9 @@ class TflmRun:
                     raise ExportError(f"the TFLM runtime failed (exit {rc}): {text.strip()[-300:]!r}")
                 outs.append(np.load(op))
                 texts.append(text)
+            if self._arena_file and os.path.exists(self._arena_file):   # else tflm_min_arena()
+                with open(self._arena_file) as f:
+                    self.min_arena = int(f.read())
         finally:
             for p, _, err in self._procs:
                 if p.poll() is None:
@@ -318,26 +398,8 @@ import os, sys, numpy as np
 from tflite_micro import runtime
 model = open(sys.argv[1], 'rb').read()
 x = np.load(sys.argv[2])
-def runs(n):
-    pid = os.fork()
-    if pid == 0:
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        try:
-            it = runtime.Interpreter.from_bytes(model, arena_size=n)
-            it.set_input(x, 0)
-            it.invoke()
-        except BaseException:
-            os._exit(1)
-        os._exit(0)
-    return os.waitpid(pid, 0)[1] == 0
-lo, hi = int(sys.argv[3]) - 1, int(sys.argv[3])
-while not runs(hi):
-    lo, hi = hi, hi + max(1024, hi // 4)
-while hi - lo > 1:
-    mid = (lo + hi) // 2
-    lo, hi = (lo, mid) if runs(mid) else (mid, hi)
+start = int(sys.argv[3])
+""" + _ARENA_SEARCH + """
 print(hi)
 """
 
@@ -364,7 +426,7 @@ def tflm_min_arena(model_bytes: bytes, start: int, x_int8: np.ndarray) -> int:
             f.write(model_bytes)
         np.save(xp, x_int8[:1])
         p = subprocess.run([sys.executable, "-c", _MIN_ARENA, mp, xp, str(start)],
-                           capture_output=True, text=True, timeout=600)
+                           capture_output=True, text=True, timeout=600, env=_child_env())
     if p.returncode != 0 or not p.stdout.strip().isdigit():
         raise ExportError(f"the TFLM arena search failed (exit {p.returncode}): "
                           f"{p.stderr.strip()[-300:]!r}")
@@ -429,7 +491,14 @@ def io_quant(model_bytes: bytes) -> dict:
 
 
 def quantize_input(x_nhwc: np.ndarray, scale: float, zp: int) -> np.ndarray:
-    return np.clip(np.round(x_nhwc / scale) + zp, -128, 127).astype(np.int8)
+    """int8 inputs: clip(round(x / scale) + zp, -128, 127), in x's float type (float32 for
+    float32 inputs), computed in one buffer (the export quantizes 1,000 images)."""
+    y = np.empty(x_nhwc.shape, np.result_type(x_nhwc.dtype, scale))   # x_nhwc / scale's type
+    np.divide(x_nhwc, scale, out=y)          # C order: the TFLM children get contiguous slices
+    np.round(y, out=y)
+    y += zp
+    np.clip(y, -128, 127, out=y)
+    return y.astype(np.int8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -475,7 +544,7 @@ def export_tflm(model, deployment, out_dir, dataset=None, **kw) -> dict:
     TensorFlow's and LiteRT's C++ log lines go to the log file (edgeprune.logs).
     """
     from ..logs import native_stderr_to_log
-    with native_stderr_to_log():
+    with native_stderr_to_log(), gc_paused():
         return _export_tflm(model, deployment, out_dir, dataset, **kw)
 
 
@@ -512,6 +581,7 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     model = model.eval()
     graph = extract(model, input_shape)
     plan = tflm_plan.lower(graph)              # raises naming op and layer for anything TFLM lacks
+    est = None                                 # the uncompressed file's flash estimate
     if not allow_overflow:
         # The flash estimate is the uncompressed file's size to the byte; LUT compression can
         # only shrink it, but not below the non-weight part: fail early on what cannot fit.
@@ -626,8 +696,9 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     # Verification
     q = io_quant(final)
     x_int8 = quantize_input(to_nhwc(ev), q["input_scale"], q["input_zero_point"])
-    # TFLM runs in child processes while LiteRT and torch run here (see TflmRun).
-    tflm_final = TflmRun(final, x_int8)
+    # TFLM runs in child processes while LiteRT and torch run here (see TflmRun); the first
+    # child then also measures the minimum arena.
+    tflm_final = TflmRun(final, x_int8, min_arena=True)
     out_litert = run_litert(plain, x_int8)
     out_fast = run_litert(plain, x_int8, reference=False)
     if labels is not None:       # the float model's outputs serve only the accuracy
@@ -646,7 +717,9 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
     # The measured minimum: print_allocations() total, confirmed by running with exactly it.
     # print_allocations() gives the final head + tail; AllocateTensors can need more while it
     # runs (temp tensors, planner state), so the minimum is found by bisection (1 byte).
-    arena_min = tflm_min_arena(final, arena_total, x_int8)
+    arena_min = tflm_final.min_arena
+    if arena_min is None:
+        arena_min = tflm_min_arena(final, arena_total, x_int8)
     arena_size = tflm_memory.align(int(math.ceil(arena_min * (1 + arena_margin))))
 
     acc_float = acc_int8 = None
@@ -655,8 +728,11 @@ def _export_tflm(model, deployment, out_dir, dataset=None, *, input_shape=None,
         acc_int8 = float((out_tflm.reshape(len(labels), -1).argmax(1) == labels).mean())
 
     int4_list = sorted(int4_nodes)
-    flash_est = tflm_memory.estimate_flash(graph, compression=compression or None, plan=plan,
-                                           int4=int4_list)
+    if est is not None and not compression and not int4_list:
+        flash_est = est                        # the same arguments as above
+    else:
+        flash_est = tflm_memory.estimate_flash(graph, compression=compression or None, plan=plan,
+                                               int4=int4_list)
     arena_est = tflm_memory.estimate_arena(graph, compression=compression or None, plan=plan,
                                            abi="host64", int4=int4_list)
     # the arena on the 32-bit target (arena_used_bytes() after AllocateTensors(), TFLM +
