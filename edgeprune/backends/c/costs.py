@@ -116,11 +116,18 @@ def dwconv_chunk(g: dict) -> int:
     return 1 if g["out_w"] >= 512 else min(512 // g["out_w"], g["out_h"])
 
 
+def dwconv_planes(g: dict) -> int:
+    """Planes of the 3x3 path (kernels/ep_kernels.h: EP_DW3_PLANES): four channels are
+    gathered per pass of the input when in_c >= 4."""
+    return 4 if g["in_c"] >= 4 else 1
+
+
 def dwconv_scratch(g: dict) -> int:
-    """Scratch bytes of the 3x3 path: int32 accumulators of dwconv_chunk rows and one
-    channel's plane (+ 4 bytes: the last pixel's word load reads past it), word-aligned."""
+    """Scratch bytes of the 3x3 path: int32 accumulators of dwconv_chunk rows and the
+    channels' planes (each + 4 bytes: the last pixel's word load reads past it, word-aligned;
+    EP_DW3_PLANE_BYTES)."""
     ph, pw, _, _ = dwconv_plane(g)
-    return 4 * g["out_w"] * dwconv_chunk(g) + (ph * pw + 4 + 3) // 4 * 4
+    return 4 * g["out_w"] * dwconv_chunk(g) + dwconv_planes(g) * ((ph * pw + 4 + 3) // 4 * 4)
 
 
 def conv_direct(g: dict) -> bool:
@@ -244,8 +251,12 @@ def step_terms(step, enc=None):
                     "pair_steps": c * g["out_h"] * (g["out_w"] // 2) if s1 else 0,
                     "single_steps": c * g["out_h"] * (g["out_w"] % 2 if s1 else g["out_w"]),
                     "outputs": outputs, "rows": c * g["out_h"],
-                    "passes": c * -(-g["out_h"] // dwconv_chunk(g)), "gather": c * rows * cols,
-                    "gather_rows": c * rows, "channels": c, "plane": dwconv_scratch(g), "call": 1}
+                    "passes": c * -(-g["out_h"] // dwconv_chunk(g)),
+                    # four channels per pass of the input (a word per pixel), the last c % 4
+                    # byte by byte
+                    "gather_words": c // 4 * rows * cols, "gather_word_rows": c // 4 * rows,
+                    "gather": c % 4 * rows * cols, "gather_rows": c % 4 * rows,
+                    "channels": c, "plane": dwconv_scratch(g), "call": 1}
             if dsp and g["out_c"] == g["in_c"] and g["in_c"] % 4 == 0 and taps <= 64:
                 return "dwconv-dsp", {"macs": step.macs, "taps": pixels * taps,
                                       "outputs": outputs, "pixels": pixels, "call": 1}

@@ -298,11 +298,13 @@ EP_INLINE void block_2x2(const uint32_t *x, const uint32_t **wp, int groups, int
  * loop); here the per-block state lives in a 10-word frame, the two channels' records are
  * loaded with one LDM, and each output is requantized in 8 instructions (ep_rq_apply's SMMULR
  * double rounding: LSL, SMMULR, AND/ADD/ADD/ASR shared mask per channel, ADD zero point,
- * SSAT; plus CMP/IT/MOVLT for act_min > -128), and the groups run eight per loop pass (one
- * SUBS/BNE per 128 MACs; groups % 8 first, from the bits shifted out). Registers in the group loop: a00 r0, a01 r1,
+ * SSAT; the lower bound of act_min > -128 on the four packed bytes, EP_PAIRS_STORE_LO), and
+ * the groups run eight per loop pass (one SUBS/BNE per 128 MACs; groups % 8 by a computed
+ * entry into the first pass). Registers in the group loop: a00 r0, a01 r1,
  * a10 r2, a11 r3, x r4, w r5, n r6, va r7, vb r8, x0..x3 r9..r12, t lr.
- * Frame (ep_pairs_ctx, copied to the stack): col, w, bias, rq, outA, outB, pairs, groups,
- * out_zp, act_min. Only for act_max 127 (the caller checks). */
+ * Frame (ep_pairs_ctx, copied to the stack): col, w, bias, rq, outA, outB, pairs, groups
+ * (then the group loop's pass count), out_zp, act_min, entry. Only for act_max 127 (the
+ * caller checks). */
 typedef struct {
   const uint32_t *col;
   const uint32_t *w;
@@ -310,9 +312,12 @@ typedef struct {
   const ep_rq *rq;
   int8_t *out_a, *out_b;
   int32_t pairs, groups, out_zp, act_min;
+  uint32_t entry;              /* set by the function: its group loop's entry point */
 } ep_pairs_ctx;
 void ep_conv_pairs_full(const ep_pairs_ctx *k);   /* act_min -128: SSAT only */
-void ep_conv_pairs_lo(const ep_pairs_ctx *k);     /* act_min > -128 */
+void ep_conv_pairs_lo(const ep_pairs_ctx *k);     /* act_min > -128, act_min in every byte,
+                                                     halfword-aligned outputs */
+void ep_conv_pairs_lo_bytes(const ep_pairs_ctx *k);   /* act_min > -128, any alignment */
 
 #define EP_PG                                                   \
   "ldrd r7, r8, [r5], #8\n\t"                                   \
@@ -331,14 +336,40 @@ void ep_conv_pairs_lo(const ep_pairs_ctx *k);     /* act_min > -128 */
   "smlad r2, r8, r10, r2\n\t"                                   \
   "smlad r3, r8, r12, r3\n\t"
 
-#define EP_PAIRS_CLAMP_NONE ""
-#define EP_PAIRS_CLAMP_LO                                       \
+/* The four outputs' clamp and stores. full (act_min -128): SSAT alone, four STRB. lo
+ * (act_min > -128): the four bytes packed into one word by BFI (A.c, A.c+1, B.c, B.c+1), the
+ * lower bound applied to all four by SSUB8 / SEL against act_min in every byte (GE per byte:
+ * signed >=), then one STRH per pixel (outputs c, c+1 adjacent; the caller takes this path
+ * only for halfword-aligned outputs: 8 instructions, was 12 for the clamp plus 4 STRB). */
+#define EP_PAIRS_STORE_FULL                                     \
+  "ldrd r4, r5, [sp, #16]\n\t"                                  \
+  "strb r2, [r4, #1]\n\t"                                       \
+  "strb r0, [r4], #2\n\t"                                       \
+  "strb r3, [r5, #1]\n\t"                                       \
+  "strb r1, [r5], #2\n\t"                                       \
+  "strd r4, r5, [sp, #16]\n\t"
+#define EP_PAIRS_STORE_LO                                       \
+  "bfi r0, r2, #8, #8\n\t"                                      \
+  "bfi r0, r1, #16, #8\n\t"                                     \
+  "bfi r0, r3, #24, #8\n\t"                                     \
+  "ldrd r4, r5, [sp, #16]\n\t"                                  \
+  "ssub8 r1, r0, r12\n\t"                                       \
+  "sel r0, r0, r12\n\t"                                         \
+  "strh r0, [r4], #2\n\t"                                       \
+  "lsrs r0, r0, #16\n\t"                                        \
+  "strh r0, [r5], #2\n\t"                                       \
+  "strd r4, r5, [sp, #16]\n\t"
+#define EP_PAIRS_STORE_LO_BYTES                                 \
   "cmp r0, r12\n\tit lt\n\tmovlt r0, r12\n\t"                   \
   "cmp r1, r12\n\tit lt\n\tmovlt r1, r12\n\t"                   \
   "cmp r2, r12\n\tit lt\n\tmovlt r2, r12\n\t"                   \
-  "cmp r3, r12\n\tit lt\n\tmovlt r3, r12\n\t"
+  "cmp r3, r12\n\tit lt\n\tmovlt r3, r12\n\t"                   \
+  EP_PAIRS_STORE_FULL
 
-#define EP_PAIRS_FN(name, clamp)                                \
+/* The group loop runs eight groups (EP_PG, fifteen 32-bit instructions: 60 bytes) per pass;
+ * groups % 8 by entering the first pass that many groups before its end (computed once per
+ * call into the frame's `entry`, one BX per block instead of the three LSRS/BCC tests). */
+#define EP_PAIRS_FN(name, store)                                \
   __asm__(                                                      \
       ".syntax unified\n\t"                                     \
       ".section .text." #name ",\"ax\",%progbits\n\t"          \
@@ -349,8 +380,21 @@ void ep_conv_pairs_lo(const ep_pairs_ctx *k);     /* act_min > -128 */
       ".type " #name ", %function\n"                            \
       #name ":\n\t"                                             \
       "push {r4-r11, lr}\n\t"                                   \
-      "ldmia r0, {r1-r10}\n\t"                                  \
-      "push {r1-r10}\n"                                         \
+      "ldmia r0, {r1-r11}\n\t"                                  \
+      "push {r1-r11}\n\t"                                       \
+      "ldr r6, [sp, #28]\n\t"                                   \
+      "and r7, r6, #7\n\t"                                      \
+      "lsrs r6, r6, #3\n\t"                                     \
+      "adr.w r8, 8f\n\t"                                        \
+      "cmp r7, #0\n\t"                                          \
+      "itt ne\n\t"                                              \
+      "addne r6, r6, #1\n\t"                                    \
+      "rsbne r7, r7, #8\n\t"                                    \
+      "movs r9, #60\n\t"                                        \
+      "mla r8, r7, r9, r8\n\t"                                  \
+      "orr r8, r8, #1\n\t"                                      \
+      "str r6, [sp, #28]\n\t"                                   \
+      "str r8, [sp, #40]\n"                                     \
       "5:\n\t"                                                  \
       "ldr r6, [sp, #8]\n\t"                                    \
       "ldrd r0, r2, [r6], #8\n\t"                               \
@@ -359,25 +403,13 @@ void ep_conv_pairs_lo(const ep_pairs_ctx *k);     /* act_min > -128 */
       "mov r1, r0\n\t"                                          \
       "mov r3, r2\n\t"                                          \
       "ldr r6, [sp, #28]\n\t"                                   \
-      "lsrs r6, r6, #1\n\t"                                     \
-      "bcc 1f\n\t"                                              \
-      EP_PG                                                     \
-      "1:\n\t"                                                  \
-      "lsrs r6, r6, #1\n\t"                                     \
-      "bcc 2f\n\t"                                              \
-      EP_PG EP_PG                                               \
-      "2:\n\t"                                                  \
-      "lsrs r6, r6, #1\n\t"                                     \
-      "bcc 3f\n\t"                                              \
-      EP_PG EP_PG EP_PG EP_PG                                   \
-      "3:\n\t"                                                  \
-      "cmp r6, #0\n\t"                                          \
-      "beq 4f\n"                                                \
+      "ldr r7, [sp, #40]\n\t"                                   \
+      "bx r7\n\t"                                               \
+      ".align 2\n"                                              \
       "8:\n\t"                                                  \
       EP_PG EP_PG EP_PG EP_PG EP_PG EP_PG EP_PG EP_PG           \
       "subs r6, r6, #1\n\t"                                     \
-      "bne 8b\n"                                                \
-      "4:\n\t"                                                  \
+      "bne 8b\n\t"                                              \
       "str r5, [sp, #4]\n\t"                                    \
       "ldr r4, [sp, #12]\n\t"                                   \
       "ldmia r4!, {r5-r10}\n\t"                                 \
@@ -417,24 +449,19 @@ void ep_conv_pairs_lo(const ep_pairs_ctx *k);     /* act_min > -128 */
       "ssat r1, #8, r1\n\t"                                     \
       "ssat r2, #8, r2\n\t"                                     \
       "ssat r3, #8, r3\n\t"                                     \
-      clamp                                                     \
-      "ldrd r4, r5, [sp, #16]\n\t"                              \
-      "strb r2, [r4, #1]\n\t"                                   \
-      "strb r0, [r4], #2\n\t"                                   \
-      "strb r3, [r5, #1]\n\t"                                   \
-      "strb r1, [r5], #2\n\t"                                   \
-      "strd r4, r5, [sp, #16]\n\t"                              \
+      store                                                     \
       "ldr r6, [sp, #24]\n\t"                                   \
       "subs r6, r6, #1\n\t"                                     \
       "str r6, [sp, #24]\n\t"                                   \
       "bne 5b\n\t"                                              \
-      "add sp, sp, #40\n\t"                                     \
+      "add sp, sp, #44\n\t"                                     \
       "pop {r4-r11, pc}\n\t"                                    \
       ".size " #name ", .-" #name "\n\t"                        \
       ".text\n");
 
-EP_PAIRS_FN(ep_conv_pairs_full, EP_PAIRS_CLAMP_NONE)
-EP_PAIRS_FN(ep_conv_pairs_lo, EP_PAIRS_CLAMP_LO)
+EP_PAIRS_FN(ep_conv_pairs_full, EP_PAIRS_STORE_FULL)
+EP_PAIRS_FN(ep_conv_pairs_lo, EP_PAIRS_STORE_LO)
+EP_PAIRS_FN(ep_conv_pairs_lo_bytes, EP_PAIRS_STORE_LO_BYTES)
 #define EP_CONV_PAIRS 1
 #else
 #define EP_CONV_PAIRS 0
@@ -495,10 +522,16 @@ void ep_conv_dense_dsp(const ep_window *g, const ep_requant *q_arg, const uint32
     int c = 0;
 #if EP_CONV_PAIRS
     if (two && oc >= 2 && q->act_max == 127) {
-      const ep_pairs_ctx k = {col, w, q->bias, q->rq, o0, o1, oc >> 1, groups, q->out_zp,
-                              q->act_min};
-      if (q->act_min == -128) ep_conv_pairs_full(&k);
-      else ep_conv_pairs_lo(&k);
+      ep_pairs_ctx k = {col, w, q->bias, q->rq, o0, o1, oc >> 1, groups, q->out_zp,
+                        q->act_min, 0};
+      if (q->act_min == -128) {
+        ep_conv_pairs_full(&k);
+      } else if ((((uintptr_t)o0 | (uintptr_t)oc) & 1) == 0) {
+        k.act_min = (int32_t)((uint32_t)(uint8_t)q->act_min * 0x01010101u);
+        ep_conv_pairs_lo(&k);
+      } else {
+        ep_conv_pairs_lo_bytes(&k);
+      }
       c = oc & ~1;
       wc = w + (size_t)c * groups;
     }
