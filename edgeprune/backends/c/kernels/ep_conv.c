@@ -20,6 +20,11 @@
                            (g)->stride_w == 1 && (g)->pad_top == 0 && (g)->pad_left == 0 && \
                            ((g)->in_c & 3) == 0)
 
+/* 3 x 3 windows over 3 input channels at dilation 1 (K = 27): interior windows are packed
+ * straight from the input (im2col_pair; costs.py: conv_win27). */
+#define EP_CONV_WIN27(g) ((g)->k_h == 3 && (g)->k_w == 3 && (g)->in_c == 3 && \
+                          (g)->dil_h == 1 && (g)->dil_w == 1)
+
 static int32_t dot_s8(const int8_t *x, const int8_t *w, int n) {
   int32_t acc = 0;
   int k = 0;
@@ -173,6 +178,30 @@ EP_INLINE void im2col_pair(const ep_window *g, const int8_t *in, int oy, int ox,
   const uint32_t zp4 = (uint32_t)(uint8_t)zp * 0x01010101u;
   const int y0 = oy * g->stride_h - g->pad_top;
   const int x0 = ox * g->stride_w - g->pad_left;
+  if (EP_CONV_WIN27(g) && y0 >= 0 && y0 + 2 < g->in_h && x0 >= 0 && x0 + 2 < g->in_w) {
+    /* a 3 x 3 window of 3 channels inside the input (first layers on RGB images): its three
+     * rows of 9 bytes packed into 7 words straight from the input by unaligned word loads
+     * (each word's bytes from at most two rows; the load before a row's start or ending past
+     * it stays inside the input), the 28th byte zero, then expanded (about 40 instructions;
+     * through the staging buffer about 300) (costs.py: conv_dsp_im2col_counts, win27) */
+    const int8_t *r0 = in + (y0 * g->in_w + x0) * 3;
+    const int8_t *r1 = r0 + g->in_w * 3, *r2 = r1 + g->in_w * 3;
+#define EP_W27(j, v)                  \
+  do {                                \
+    const uint32_t v_ = (v);          \
+    col[4 * (j)] = ep_sxtb16(v_);     \
+    col[4 * (j) + 1] = ep_sxtb16_ror8(v_); \
+  } while (0)
+    EP_W27(0, ep_load32(r0));
+    EP_W27(1, ep_load32(r0 + 4));
+    EP_W27(2, (ep_load32(r1 - 1) & ~0xffu) | (uint8_t)r0[8]);
+    EP_W27(3, ep_load32(r1 + 3));
+    EP_W27(4, (ep_load32(r2 - 2) & ~0xffffu) | (ep_load32(r1 + 5) >> 16));
+    EP_W27(5, ep_load32(r2 + 2));
+    EP_W27(6, ep_load32(r2 + 5) >> 8);
+#undef EP_W27
+    return;
+  }
   if ((run & 3) == 0) {
     const int dw = g->dil_w;
     const int row_inside = x0 >= 0 && x0 + (kw - 1) * dw < g->in_w && dw == 1;
