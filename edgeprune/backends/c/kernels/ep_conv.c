@@ -324,9 +324,11 @@ EP_INLINE void block_2x2(const uint32_t *x, const uint32_t **wp, int groups, int
 /* All the 2 x 2 blocks of one pixel pair (every pair of output channels) with their
  * requantization, in one asm function: the C loop around block_2x2 kept its pointers and
  * requantization constants on the stack (about 110 TRM cycles per block besides the SMLAD
- * loop); here the per-block state lives in a 10-word frame, the two channels' records are
- * loaded with one LDM, and each output is requantized in 8 instructions (ep_rq_apply's SMMULR
- * double rounding: LSL, SMMULR, AND/ADD/ADD/ASR shared mask per channel, ADD zero point,
+ * loop); here the per-block state lives in an 11-word frame, the two channels' records are
+ * loaded with one LDM, and each output is requantized in 7 instructions (ep_rq_apply's SMMULR
+ * double rounding with the rounding constant added by the multiply, SMMLAR; the sign
+ * correction from the accumulator's sign, which is y's except where both round to 0: LSL,
+ * AND (shared mask per channel), SMMLAR, ADD, ASR, ADD zero point,
  * SSAT; the lower bound of act_min > -128 on the four packed bytes, EP_PAIRS_STORE_LO), and
  * the groups run eight per loop pass (one SUBS/BNE per 128 MACs; groups % 8 by a computed
  * entry into the first pass). Registers in the group loop: a00 r0, a01 r1,
@@ -447,29 +449,25 @@ void ep_conv_pairs_lo_bytes(const ep_pairs_ctx *k);   /* act_min > -128, any ali
       "lsls r1, r1, #1\n\t"                                     \
       "lsls r2, r2, #1\n\t"                                     \
       "lsls r3, r3, #1\n\t"                                     \
-      "smmulr r0, r0, r5\n\t"                                   \
-      "smmulr r1, r1, r5\n\t"                                   \
-      "smmulr r2, r2, r8\n\t"                                   \
-      "smmulr r3, r3, r8\n\t"                                   \
-      "asr r5, r7, #16\n\t"                                     \
-      "asr r8, r10, #16\n\t"                                    \
-      "ldrd r11, r12, [sp, #32]\n\t"                            \
-      "and r4, r5, r0, asr #31\n\t"                             \
-      "add r0, r0, r6\n\t"                                      \
+      "asr r11, r7, #16\n\t"                                    \
+      "asr r12, r10, #16\n\t"                                   \
+      "and r4, r11, r0, asr #31\n\t"                            \
+      "smmlar r0, r0, r5, r6\n\t"                               \
       "add r0, r0, r4\n\t"                                      \
       "asr r0, r0, r7\n\t"                                      \
-      "and r4, r5, r1, asr #31\n\t"                             \
-      "add r1, r1, r6\n\t"                                      \
+      "and r4, r11, r1, asr #31\n\t"                            \
+      "smmlar r1, r1, r5, r6\n\t"                               \
       "add r1, r1, r4\n\t"                                      \
       "asr r1, r1, r7\n\t"                                      \
-      "and r4, r8, r2, asr #31\n\t"                             \
-      "add r2, r2, r9\n\t"                                      \
+      "and r4, r12, r2, asr #31\n\t"                            \
+      "smmlar r2, r2, r8, r9\n\t"                               \
       "add r2, r2, r4\n\t"                                      \
       "asr r2, r2, r10\n\t"                                     \
-      "and r4, r8, r3, asr #31\n\t"                             \
-      "add r3, r3, r9\n\t"                                      \
+      "and r4, r12, r3, asr #31\n\t"                            \
+      "smmlar r3, r3, r8, r9\n\t"                               \
       "add r3, r3, r4\n\t"                                      \
       "asr r3, r3, r10\n\t"                                     \
+      "ldrd r11, r12, [sp, #32]\n\t"                            \
       "add r0, r0, r11\n\t"                                     \
       "add r1, r1, r11\n\t"                                     \
       "add r2, r2, r11\n\t"                                     \
