@@ -12,11 +12,11 @@ KERNEL_BYTES = {
     "cortex-m0plus": {
         "ep_add.c": 396,
         "ep_concat.c": 92,
-        "ep_conv.c": 7668,
+        "ep_conv.c": 8684,
         "ep_conv_clustered.c": 888,
         "ep_conv_sparse.c": 1732,
         "ep_conv_sparse_pool.c": 2936,
-        "ep_dwconv.c": 3816,
+        "ep_dwconv.c": 3992,
         "ep_fc.c": 1692,
         "ep_fc_clustered.c": 564,
         "ep_fc_sparse.c": 276,
@@ -27,11 +27,11 @@ KERNEL_BYTES = {
     "cortex-m4": {
         "ep_add.c": 612,
         "ep_concat.c": 80,
-        "ep_conv.c": 8004,
+        "ep_conv.c": 8468,
         "ep_conv_clustered.c": 804,
         "ep_conv_sparse.c": 1432,
         "ep_conv_sparse_pool.c": 2496,
-        "ep_dwconv.c": 2968,
+        "ep_dwconv.c": 3180,
         "ep_fc.c": 1660,
         "ep_fc_clustered.c": 468,
         "ep_fc_sparse.c": 220,
@@ -42,11 +42,11 @@ KERNEL_BYTES = {
     "cortex-m7": {
         "ep_add.c": 600,
         "ep_concat.c": 84,
-        "ep_conv.c": 8016,
+        "ep_conv.c": 8540,
         "ep_conv_clustered.c": 784,
         "ep_conv_sparse.c": 1428,
         "ep_conv_sparse_pool.c": 2436,
-        "ep_dwconv.c": 3036,
+        "ep_dwconv.c": 3260,
         "ep_fc.c": 1656,
         "ep_fc_clustered.c": 472,
         "ep_fc_sparse.c": 220,
@@ -57,11 +57,11 @@ KERNEL_BYTES = {
     "cortex-m33": {
         "ep_add.c": 576,
         "ep_concat.c": 80,
-        "ep_conv.c": 7988,
+        "ep_conv.c": 8492,
         "ep_conv_clustered.c": 792,
         "ep_conv_sparse.c": 1392,
         "ep_conv_sparse_pool.c": 2400,
-        "ep_dwconv.c": 2992,
+        "ep_dwconv.c": 3240,
         "ep_fc.c": 1664,
         "ep_fc_clustered.c": 456,
         "ep_fc_sparse.c": 220,
@@ -72,11 +72,11 @@ KERNEL_BYTES = {
     "cortex-m55": {
         "ep_add.c": 584,
         "ep_concat.c": 84,
-        "ep_conv.c": 8272,
+        "ep_conv.c": 8808,
         "ep_conv_clustered.c": 796,
         "ep_conv_sparse.c": 1468,
         "ep_conv_sparse_pool.c": 2540,
-        "ep_dwconv.c": 3056,
+        "ep_dwconv.c": 3316,
         "ep_fc.c": 1704,
         "ep_fc_clustered.c": 468,
         "ep_fc_sparse.c": 232,
@@ -92,7 +92,7 @@ GLUE = {
         "per_step": 34.8
     },
     "cortex-m4": {
-        "base": 128.2,
+        "base": 128.1,
         "per_step": 32.0
     },
     "cortex-m7": {
@@ -104,7 +104,7 @@ GLUE = {
         "per_step": 31.7
     },
     "cortex-m55": {
-        "base": 130.4,
-        "per_step": 30.1
+        "base": 130.3,
+        "per_step": 30.2
     }
 }
