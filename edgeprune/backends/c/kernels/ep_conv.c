@@ -333,22 +333,25 @@ EP_INLINE void block_2x2(const uint32_t *x, const uint32_t **wp, int groups, int
  * the groups run eight per loop pass (one SUBS/BNE per 128 MACs; groups % 8 by a computed
  * entry into the first pass). Registers in the group loop: a00 r0, a01 r1,
  * a10 r2, a11 r3, x r4, w r5, n r6, va r7, vb r8, x0..x3 r9..r12, t lr.
- * Frame (ep_pairs_ctx, copied to the stack): col, w, bias, rq, outA, outB, pairs, groups
- * (then the group loop's pass count), out_zp, act_min, entry. Only for act_max 127 (the
- * caller checks). */
+ * Frame (ep_pairs_ctx, copied to the stack): col, w, bias, rq, outA, outB, outA's end,
+ * groups (then the group loop's pass count), out_zp, act_min, entry (both computed by the
+ * first call of a layer and written back to the context, which the caller keeps across its
+ * pixel pairs). Only for act_max 127 (the caller checks). */
 typedef struct {
   const uint32_t *col;
   const uint32_t *w;
   const int32_t *bias;
   const ep_rq *rq;
   int8_t *out_a, *out_b;
-  int32_t pairs, groups, out_zp, act_min;
-  uint32_t entry;              /* set by the function: its group loop's entry point */
+  int8_t *out_a_end;           /* out_a + 2 * (channel pairs): the block loop's end */
+  int32_t groups, out_zp, act_min;
+  uint32_t entry;              /* 0, then set by the first call (with groups replaced by the
+                                  group loop's pass count): the group loop's entry point */
 } ep_pairs_ctx;
-void ep_conv_pairs_full(const ep_pairs_ctx *k);   /* act_min -128: SSAT only */
-void ep_conv_pairs_lo(const ep_pairs_ctx *k);     /* act_min > -128, act_min in every byte,
+void ep_conv_pairs_full(ep_pairs_ctx *k);   /* act_min -128: SSAT only */
+void ep_conv_pairs_lo(ep_pairs_ctx *k);     /* act_min > -128, act_min in every byte,
                                                      halfword-aligned outputs */
-void ep_conv_pairs_lo_bytes(const ep_pairs_ctx *k);   /* act_min > -128, any alignment */
+void ep_conv_pairs_lo_bytes(ep_pairs_ctx *k);   /* act_min > -128, any alignment */
 
 #define EP_PG                                                   \
   "ldrd r7, r8, [r5], #8\n\t"                                   \
@@ -413,26 +416,28 @@ void ep_conv_pairs_lo_bytes(const ep_pairs_ctx *k);   /* act_min > -128, any ali
       "push {r4-r11, lr}\n\t"                                   \
       "ldmia r0, {r1-r11}\n\t"                                  \
       "push {r1-r11}\n\t"                                       \
-      "ldr r6, [sp, #28]\n\t"                                   \
-      "and r7, r6, #7\n\t"                                      \
-      "lsrs r6, r6, #3\n\t"                                     \
-      "adr.w r8, 8f\n\t"                                        \
+      "cmp r11, #0\n\t"                                         \
+      "bne 5f\n\t"                                              \
+      "and r7, r8, #7\n\t"                                      \
+      "lsrs r8, r8, #3\n\t"                                     \
+      "adr.w r11, 8f\n\t"                                       \
       "cmp r7, #0\n\t"                                          \
       "itt ne\n\t"                                              \
-      "addne r6, r6, #1\n\t"                                    \
+      "addne r8, r8, #1\n\t"                                    \
       "rsbne r7, r7, #8\n\t"                                    \
       "movs r9, #60\n\t"                                        \
-      "mla r8, r7, r9, r8\n\t"                                  \
-      "orr r8, r8, #1\n\t"                                      \
-      "str r6, [sp, #28]\n\t"                                   \
-      "str r8, [sp, #40]\n"                                     \
+      "mla r11, r7, r9, r11\n\t"                                \
+      "orr r11, r11, #1\n\t"                                    \
+      "str r8, [sp, #28]\n\t"                                   \
+      "str r11, [sp, #40]\n\t"                                  \
+      "str r8, [r0, #28]\n\t"                                   \
+      "str r11, [r0, #40]\n"                                    \
       "5:\n\t"                                                  \
       "ldr r6, [sp, #8]\n\t"                                    \
-      "ldrd r0, r2, [r6], #8\n\t"                               \
+      "ldrd r0, r2, [r6]\n\t"                                   \
+      "ldrd r1, r3, [r6], #8\n\t"                               \
       "str r6, [sp, #8]\n\t"                                    \
       "ldrd r4, r5, [sp, #0]\n\t"                               \
-      "mov r1, r0\n\t"                                          \
-      "mov r3, r2\n\t"                                          \
       "ldr r6, [sp, #28]\n\t"                                   \
       "ldr r7, [sp, #40]\n\t"                                   \
       "bx r7\n\t"                                               \
@@ -478,8 +483,7 @@ void ep_conv_pairs_lo_bytes(const ep_pairs_ctx *k);   /* act_min > -128, any ali
       "ssat r3, #8, r3\n\t"                                     \
       store                                                     \
       "ldr r6, [sp, #24]\n\t"                                   \
-      "subs r6, r6, #1\n\t"                                     \
-      "str r6, [sp, #24]\n\t"                                   \
+      "cmp r4, r6\n\t"                                          \
       "bne 5b\n\t"                                              \
       "add sp, sp, #44\n\t"                                     \
       "pop {r4-r11, pc}\n\t"                                    \
@@ -524,6 +528,13 @@ void ep_conv_dense_dsp(const ep_window *g, const ep_requant *q_arg, const uint32
   const int8_t zp = (int8_t)q->in_zp;
   int oy = 0, ox = 0;
   const int direct = EP_CONV_DIRECT(g);
+#if EP_CONV_PAIRS
+  /* one context for every pixel pair: only the output pointers change */
+  ep_pairs_ctx k = {col, w, q->bias, q->rq, 0, 0, 0, groups, q->out_zp, q->act_min, 0};
+  const int pairs_ok = oc >= 2 && q->act_max == 127;
+  const int lo_packed = q->act_min > -128 && (((uintptr_t)out | (uintptr_t)oc) & 1) == 0;
+  if (lo_packed) k.act_min = (int32_t)((uint32_t)(uint8_t)q->act_min * 0x01010101u);
+#endif
   for (int p = 0; p < n_pix; p += 2) {
     const int two = p + 1 < n_pix;
     if (direct) {
@@ -548,17 +559,13 @@ void ep_conv_dense_dsp(const ep_window *g, const ep_requant *q_arg, const uint32
     const uint32_t *wc = w;
     int c = 0;
 #if EP_CONV_PAIRS
-    if (two && oc >= 2 && q->act_max == 127) {
-      ep_pairs_ctx k = {col, w, q->bias, q->rq, o0, o1, oc >> 1, groups, q->out_zp,
-                        q->act_min, 0};
-      if (q->act_min == -128) {
-        ep_conv_pairs_full(&k);
-      } else if ((((uintptr_t)o0 | (uintptr_t)oc) & 1) == 0) {
-        k.act_min = (int32_t)((uint32_t)(uint8_t)q->act_min * 0x01010101u);
-        ep_conv_pairs_lo(&k);
-      } else {
-        ep_conv_pairs_lo_bytes(&k);
-      }
+    if (two && pairs_ok) {
+      k.out_a = o0;
+      k.out_b = o1;
+      k.out_a_end = o0 + 2 * (oc >> 1);
+      if (q->act_min == -128) ep_conv_pairs_full(&k);
+      else if (lo_packed) ep_conv_pairs_lo(&k);
+      else ep_conv_pairs_lo_bytes(&k);
       c = oc & ~1;
       wc = w + (size_t)c * groups;
     }
