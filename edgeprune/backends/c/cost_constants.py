@@ -6,7 +6,7 @@ each core, built with arm-none-eabi-gcc -O2 and run on the core's QEMU board by 
 `edgeprune verify` firmware: exact instructions per kernel call (-icount timer) and cycles
 through the core's TRM instruction timings (cortex-m33: Cortex-M4 TRM timings (the M33 TRM publishes none; same 3-stage pipeline); cortex-m4: Cortex-M4 TRM (100166_0001_00) Table 3-1 timings; cortex-m7: Cortex-M4 TRM timings on the M7 instruction stream: an upper bound, dual issue not modelled).
 Fitted per kernel: value = sum(coef * term) over the terms of costs.step_terms, by non-negative
-least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m33; benchmarks/c_runtime_calibrate.py --cores cortex-m4 cortex-m7 cortex-m33 --kinds convpool --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m7 cortex-m33 --kinds conv dwconv fc add --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 cortex-m7 cortex-m33 --kinds conv dwconv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv dwconv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv add; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds fc --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m7
+least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m33; benchmarks/c_runtime_calibrate.py --cores cortex-m4 cortex-m7 cortex-m33 --kinds convpool --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m7 cortex-m33 --kinds conv dwconv fc add --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 cortex-m7 cortex-m33 --kinds conv dwconv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 cortex-m7 cortex-m33 --kinds conv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv dwconv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv add; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds fc --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m7
 Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 """
 
@@ -38,18 +38,18 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.12125,
-            "tail_steps": 14.8394,
-            "blocks": 70.05158,
+            "block_steps": 15.14018,
+            "tail_steps": 16.41229,
+            "blocks": 67.31626,
             "outputs": 0.0,
-            "expand": 5.23622,
-            "fill": 8.37558,
-            "rows": 51.77267,
-            "copy_bytes": 0.89065,
-            "copy_calls": 15.54367,
-            "win27": 100.61449,
-            "pixels": 15.89625,
-            "call": 1161.05529
+            "expand": 5.22391,
+            "fill": 7.39435,
+            "rows": 51.27018,
+            "copy_bytes": 0.92248,
+            "copy_calls": 16.09466,
+            "win27": 102.41109,
+            "pixels": 0.78114,
+            "call": 1142.79723
         },
         "conv-sparse": {
             "entries_inside": 6.23017,
@@ -162,18 +162,18 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.12047,
-            "tail_steps": 14.4265,
-            "blocks": 69.95116,
+            "block_steps": 15.13498,
+            "tail_steps": 16.05725,
+            "blocks": 67.4641,
             "outputs": 0.0,
-            "expand": 5.37593,
-            "fill": 8.12822,
-            "rows": 50.72211,
-            "copy_bytes": 0.85568,
-            "copy_calls": 16.05064,
-            "win27": 103.06403,
-            "pixels": 16.02556,
-            "call": 1159.3035
+            "expand": 5.33469,
+            "fill": 7.56629,
+            "rows": 49.53298,
+            "copy_bytes": 0.89228,
+            "copy_calls": 16.43019,
+            "win27": 101.65732,
+            "pixels": 0.0,
+            "call": 1157.37264
         },
         "conv-sparse": {
             "entries_inside": 5.31667,
@@ -286,18 +286,18 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.15131,
-            "tail_steps": 14.75253,
-            "blocks": 68.22038,
+            "block_steps": 15.14887,
+            "tail_steps": 15.59199,
+            "blocks": 66.55842,
             "outputs": 0.0,
-            "expand": 5.49639,
-            "fill": 6.22309,
-            "rows": 46.32642,
-            "copy_bytes": 0.8341,
-            "copy_calls": 18.50358,
-            "win27": 98.36656,
-            "pixels": 24.07014,
-            "call": 1033.08987
+            "expand": 5.56483,
+            "fill": 6.20637,
+            "rows": 45.43612,
+            "copy_bytes": 0.81029,
+            "copy_calls": 18.71392,
+            "win27": 99.38011,
+            "pixels": 7.01555,
+            "call": 1113.0603
         },
         "conv-sparse": {
             "entries_inside": 6.3056,
@@ -414,18 +414,18 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 19.3705,
-            "tail_steps": 15.37818,
-            "blocks": 88.6577,
+            "block_steps": 19.34822,
+            "tail_steps": 18.73743,
+            "blocks": 86.59663,
             "outputs": 0.0,
-            "expand": 9.06189,
-            "fill": 10.93901,
-            "rows": 47.12002,
-            "copy_bytes": 0.76717,
-            "copy_calls": 32.27526,
-            "win27": 101.36051,
-            "pixels": 55.79905,
-            "call": 1160.62651
+            "expand": 9.47773,
+            "fill": 9.40458,
+            "rows": 46.90505,
+            "copy_bytes": 0.72754,
+            "copy_calls": 34.01287,
+            "win27": 105.27297,
+            "pixels": 33.55369,
+            "call": 1114.45372
         },
         "conv-sparse": {
             "entries_inside": 9.32215,
@@ -538,18 +538,18 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 19.3626,
-            "tail_steps": 14.64197,
-            "blocks": 88.2954,
+            "block_steps": 19.32835,
+            "tail_steps": 17.85468,
+            "blocks": 86.82403,
             "outputs": 0.0,
-            "expand": 9.39423,
-            "fill": 10.76744,
-            "rows": 44.75575,
-            "copy_bytes": 0.68192,
-            "copy_calls": 34.44691,
-            "win27": 105.86468,
-            "pixels": 56.31527,
-            "call": 1127.41354
+            "expand": 9.79774,
+            "fill": 10.12057,
+            "rows": 43.52368,
+            "copy_bytes": 0.6391,
+            "copy_calls": 35.23378,
+            "win27": 104.35985,
+            "pixels": 32.84504,
+            "call": 1127.24369
         },
         "conv-sparse": {
             "entries_inside": 6.87686,
@@ -662,18 +662,18 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 19.39609,
-            "tail_steps": 16.81497,
-            "blocks": 86.40259,
+            "block_steps": 19.35133,
+            "tail_steps": 17.98335,
+            "blocks": 85.58968,
             "outputs": 0.0,
-            "expand": 9.96966,
-            "fill": 8.6769,
-            "rows": 36.47764,
-            "copy_bytes": 0.50428,
-            "copy_calls": 43.44119,
-            "win27": 95.14896,
-            "pixels": 62.72702,
-            "call": 1005.04395
+            "expand": 10.21112,
+            "fill": 8.7276,
+            "rows": 34.62657,
+            "copy_bytes": 0.46183,
+            "copy_calls": 43.38426,
+            "win27": 96.58225,
+            "pixels": 41.40562,
+            "call": 1099.30747
         },
         "conv-sparse": {
             "entries_inside": 9.36187,
@@ -812,8 +812,8 @@ FIT_MAX_REL_ERROR = {
             0.0791
         ],
         "conv-dense": [
-            0.0525,
-            0.0546
+            0.051,
+            0.0594
         ],
         "conv-sparse": [
             0.1887,
@@ -874,8 +874,8 @@ FIT_MAX_REL_ERROR = {
             0.0555
         ],
         "conv-dense": [
-            0.0539,
-            0.0558
+            0.0526,
+            0.0617
         ],
         "conv-sparse": [
             0.1927,
@@ -936,8 +936,8 @@ FIT_MAX_REL_ERROR = {
             0.0731
         ],
         "conv-dense": [
-            0.0505,
-            0.0576
+            0.0532,
+            0.0651
         ],
         "conv-sparse": [
             0.1873,
