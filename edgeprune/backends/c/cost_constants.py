@@ -6,7 +6,7 @@ each core, built with arm-none-eabi-gcc -O2 and run on the core's QEMU board by 
 `edgeprune verify` firmware: exact instructions per kernel call (-icount timer) and cycles
 through the core's TRM instruction timings (cortex-m33: Cortex-M4 TRM timings (the M33 TRM publishes none; same 3-stage pipeline); cortex-m4: Cortex-M4 TRM (100166_0001_00) Table 3-1 timings; cortex-m7: Cortex-M4 TRM timings on the M7 instruction stream: an upper bound, dual issue not modelled).
 Fitted per kernel: value = sum(coef * term) over the terms of costs.step_terms, by non-negative
-least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m33; benchmarks/c_runtime_calibrate.py --cores cortex-m4 cortex-m7 cortex-m33 --kinds convpool --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m7 cortex-m33 --kinds conv dwconv fc add --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv dwconv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv add; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds fc --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m7
+least squares. Commands: benchmarks/c_runtime_calibrate.py --cores cortex-m33; benchmarks/c_runtime_calibrate.py --cores cortex-m4 cortex-m7 cortex-m33 --kinds convpool --variants sparse; benchmarks/c_runtime_calibrate.py --cores cortex-m7 cortex-m33 --kinds conv dwconv fc add --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 cortex-m7 cortex-m33 --kinds conv dwconv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 cortex-m7 cortex-m33 --kinds conv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv dwconv --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds conv add; benchmarks/c_runtime_calibrate.py --cores cortex-m4 --kinds fc --variants dense; benchmarks/c_runtime_calibrate.py --cores cortex-m7
 Samples and fit errors: benchmarks/results/c_runtime_calibration.json.
 """
 
@@ -38,17 +38,18 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.14968,
-            "tail_steps": 9.49478,
-            "blocks": 84.74446,
+            "block_steps": 15.14018,
+            "tail_steps": 16.41229,
+            "blocks": 67.31626,
             "outputs": 0.0,
-            "expand": 4.77157,
-            "fill": 9.30159,
-            "rows": 51.83913,
-            "copy_bytes": 1.02978,
-            "copy_calls": 13.2037,
-            "pixels": 9.70423,
-            "call": 1066.45396
+            "expand": 5.22391,
+            "fill": 7.39435,
+            "rows": 51.27018,
+            "copy_bytes": 0.92248,
+            "copy_calls": 16.09466,
+            "win27": 102.41109,
+            "pixels": 0.78114,
+            "call": 1142.79723
         },
         "conv-sparse": {
             "entries_inside": 6.23017,
@@ -62,23 +63,25 @@ STEP_INSTRUCTIONS = {
             "call": 297.23057
         },
         "dwconv-3x3": {
-            "pair_steps": 53.25908,
-            "single_steps": 36.84077,
+            "pair_steps": 43.3854,
+            "single_steps": 27.03934,
             "outputs": 0.0,
-            "rows": 0.0,
-            "passes": 146.71719,
-            "gather": 1.21468,
-            "gather_rows": 49.80026,
+            "rows": 18.71463,
+            "passes": 176.3646,
+            "gather_words": 13.86916,
+            "gather_word_rows": 1.04801,
+            "gather": 3.16472,
+            "gather_rows": 32.42287,
             "channels": 0.0,
-            "plane": 0.0,
-            "call": 206.545
+            "plane": 0.30605,
+            "call": 177.90878
         },
         "dwconv-dsp": {
             "macs": 0.0,
             "taps": 21.54667,
-            "outputs": 122.04167,
+            "outputs": 122.29167,
             "pixels": 0.0,
-            "call": 377.0
+            "call": 376.0
         },
         "fc-clustered": {
             "macs": 4.52942,
@@ -159,17 +162,18 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.1469,
-            "tail_steps": 9.2611,
-            "blocks": 84.84532,
+            "block_steps": 15.13498,
+            "tail_steps": 16.05725,
+            "blocks": 67.4641,
             "outputs": 0.0,
-            "expand": 4.81779,
-            "fill": 9.40544,
-            "rows": 51.42045,
-            "copy_bytes": 1.01629,
-            "copy_calls": 13.17931,
-            "pixels": 9.23229,
-            "call": 1073.33685
+            "expand": 5.33469,
+            "fill": 7.56629,
+            "rows": 49.53298,
+            "copy_bytes": 0.89228,
+            "copy_calls": 16.43019,
+            "win27": 101.65732,
+            "pixels": 0.0,
+            "call": 1157.37264
         },
         "conv-sparse": {
             "entries_inside": 5.31667,
@@ -183,23 +187,25 @@ STEP_INSTRUCTIONS = {
             "call": 135.18053
         },
         "dwconv-3x3": {
-            "pair_steps": 53.25908,
-            "single_steps": 36.84077,
+            "pair_steps": 43.38236,
+            "single_steps": 27.03887,
             "outputs": 0.0,
-            "rows": 0.0,
-            "passes": 147.71719,
-            "gather": 1.21468,
-            "gather_rows": 49.80026,
+            "rows": 18.76319,
+            "passes": 178.60634,
+            "gather_words": 13.8776,
+            "gather_word_rows": 0.84754,
+            "gather": 3.27792,
+            "gather_rows": 30.23585,
             "channels": 0.0,
-            "plane": 0.0,
-            "call": 212.545
+            "plane": 0.30561,
+            "call": 180.90296
         },
         "dwconv-dsp": {
             "macs": 0.0,
-            "taps": 21.752,
+            "taps": 21.792,
             "outputs": 121.25,
             "pixels": 0.0,
-            "call": 404.8
+            "call": 402.8
         },
         "fc-clustered": {
             "macs": 4.52939,
@@ -280,17 +286,18 @@ STEP_INSTRUCTIONS = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 15.16577,
-            "tail_steps": 8.91639,
-            "blocks": 83.37064,
+            "block_steps": 15.14887,
+            "tail_steps": 15.59199,
+            "blocks": 66.55842,
             "outputs": 0.0,
-            "expand": 5.12074,
-            "fill": 8.22187,
-            "rows": 47.00094,
-            "copy_bytes": 0.95177,
-            "copy_calls": 15.24402,
-            "pixels": 16.43579,
-            "call": 979.86716
+            "expand": 5.56483,
+            "fill": 6.20637,
+            "rows": 45.43612,
+            "copy_bytes": 0.81029,
+            "copy_calls": 18.71392,
+            "win27": 99.38011,
+            "pixels": 7.01555,
+            "call": 1113.0603
         },
         "conv-sparse": {
             "entries_inside": 6.3056,
@@ -304,23 +311,25 @@ STEP_INSTRUCTIONS = {
             "call": 301.09326
         },
         "dwconv-3x3": {
-            "pair_steps": 53.02796,
-            "single_steps": 36.36969,
+            "pair_steps": 43.28555,
+            "single_steps": 26.82411,
             "outputs": 0.0,
-            "rows": 0.0,
-            "passes": 158.49272,
-            "gather": 1.33573,
-            "gather_rows": 47.39172,
+            "rows": 18.94904,
+            "passes": 182.87029,
+            "gather_words": 14.13645,
+            "gather_word_rows": 0.0,
+            "gather": 3.30103,
+            "gather_rows": 30.83368,
             "channels": 0.0,
-            "plane": 0.0,
-            "call": 205.3579
+            "plane": 0.29082,
+            "call": 188.0294
         },
         "dwconv-dsp": {
             "macs": 0.0,
-            "taps": 22.63941,
-            "outputs": 121.39352,
+            "taps": 23.08119,
+            "outputs": 121.40046,
             "pixels": 0.0,
-            "call": 426.46667
+            "call": 426.06667
         },
         "fc-clustered": {
             "macs": 4.52949,
@@ -405,17 +414,18 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 19.4979,
-            "tail_steps": 10.94043,
-            "blocks": 97.63199,
+            "block_steps": 19.34822,
+            "tail_steps": 18.73743,
+            "blocks": 86.59663,
             "outputs": 0.0,
-            "expand": 7.38913,
-            "fill": 14.7027,
-            "rows": 51.34751,
-            "copy_bytes": 1.10902,
-            "copy_calls": 21.05232,
-            "pixels": 69.80851,
-            "call": 952.45354
+            "expand": 9.47773,
+            "fill": 9.40458,
+            "rows": 46.90505,
+            "copy_bytes": 0.72754,
+            "copy_calls": 34.01287,
+            "win27": 105.27297,
+            "pixels": 33.55369,
+            "call": 1114.45372
         },
         "conv-sparse": {
             "entries_inside": 9.32215,
@@ -429,23 +439,25 @@ STEP_CYCLES = {
             "call": 422.38662
         },
         "dwconv-3x3": {
-            "pair_steps": 60.82714,
-            "single_steps": 36.50008,
+            "pair_steps": 51.0523,
+            "single_steps": 25.68016,
             "outputs": 0.0,
-            "rows": 0.0,
-            "passes": 203.09812,
-            "gather": 3.0333,
-            "gather_rows": 64.76794,
+            "rows": 26.21891,
+            "passes": 240.96608,
+            "gather_words": 23.6966,
+            "gather_word_rows": 0.0,
+            "gather": 7.28216,
+            "gather_rows": 22.20916,
             "channels": 0.0,
-            "plane": 0.0,
-            "call": 158.63234
+            "plane": 0.3717,
+            "call": 241.37403
         },
         "dwconv-dsp": {
             "macs": 0.0,
             "taps": 28.49956,
             "outputs": 153.95139,
             "pixels": 0.0,
-            "call": 543.6
+            "call": 542.6
         },
         "fc-clustered": {
             "macs": 5.85745,
@@ -526,17 +538,18 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 19.49043,
-            "tail_steps": 10.4973,
-            "blocks": 97.45982,
+            "block_steps": 19.32835,
+            "tail_steps": 17.85468,
+            "blocks": 86.82403,
             "outputs": 0.0,
-            "expand": 7.54044,
-            "fill": 14.77118,
-            "rows": 49.64153,
-            "copy_bytes": 1.06479,
-            "copy_calls": 22.52695,
-            "pixels": 69.96831,
-            "call": 926.69091
+            "expand": 9.79774,
+            "fill": 10.12057,
+            "rows": 43.52368,
+            "copy_bytes": 0.6391,
+            "copy_calls": 35.23378,
+            "win27": 104.35985,
+            "pixels": 32.84504,
+            "call": 1127.24369
         },
         "conv-sparse": {
             "entries_inside": 6.87686,
@@ -550,23 +563,25 @@ STEP_CYCLES = {
             "call": 373.57023
         },
         "dwconv-3x3": {
-            "pair_steps": 60.80855,
-            "single_steps": 35.49483,
+            "pair_steps": 50.96994,
+            "single_steps": 24.48491,
             "outputs": 0.0,
-            "rows": 0.0,
-            "passes": 204.05124,
-            "gather": 3.03921,
-            "gather_rows": 64.78825,
+            "rows": 26.19435,
+            "passes": 241.6623,
+            "gather_words": 23.92691,
+            "gather_word_rows": 0.0,
+            "gather": 7.70392,
+            "gather_rows": 17.49121,
             "channels": 0.0,
-            "plane": 0.0,
-            "call": 166.31147
+            "plane": 0.35665,
+            "call": 247.24208
         },
         "dwconv-dsp": {
             "macs": 0.0,
             "taps": 28.37244,
             "outputs": 152.36111,
             "pixels": 0.0,
-            "call": 550.2
+            "call": 547.2
         },
         "fc-clustered": {
             "macs": 5.86198,
@@ -647,17 +662,18 @@ STEP_CYCLES = {
             "call": 0.0
         },
         "conv-dense": {
-            "block_steps": 19.51183,
-            "tail_steps": 10.09549,
-            "blocks": 95.22368,
+            "block_steps": 19.35133,
+            "tail_steps": 17.98335,
+            "blocks": 85.58968,
             "outputs": 0.0,
-            "expand": 8.46226,
-            "fill": 13.85965,
-            "rows": 39.63974,
-            "copy_bytes": 0.83274,
-            "copy_calls": 31.18569,
-            "pixels": 79.87361,
-            "call": 839.45044
+            "expand": 10.21112,
+            "fill": 8.7276,
+            "rows": 34.62657,
+            "copy_bytes": 0.46183,
+            "copy_calls": 43.38426,
+            "win27": 96.58225,
+            "pixels": 41.40562,
+            "call": 1099.30747
         },
         "conv-sparse": {
             "entries_inside": 9.36187,
@@ -671,23 +687,25 @@ STEP_CYCLES = {
             "call": 485.08061
         },
         "dwconv-3x3": {
-            "pair_steps": 60.30775,
-            "single_steps": 36.38207,
+            "pair_steps": 50.99705,
+            "single_steps": 26.50598,
             "outputs": 0.0,
-            "rows": 0.0,
-            "passes": 232.27044,
-            "gather": 3.31364,
-            "gather_rows": 62.93559,
+            "rows": 26.22489,
+            "passes": 259.18667,
+            "gather_words": 23.84925,
+            "gather_word_rows": 0.0,
+            "gather": 7.58989,
+            "gather_rows": 23.67611,
             "channels": 0.0,
-            "plane": 0.0,
-            "call": 155.10396
+            "plane": 0.36634,
+            "call": 243.84685
         },
         "dwconv-dsp": {
             "macs": 0.0,
-            "taps": 33.13541,
-            "outputs": 149.95602,
+            "taps": 33.61363,
+            "outputs": 149.94907,
             "pixels": 0.0,
-            "call": 758.86667
+            "call": 758.26667
         },
         "fc-clustered": {
             "macs": 6.08308,
@@ -794,16 +812,16 @@ FIT_MAX_REL_ERROR = {
             0.0791
         ],
         "conv-dense": [
-            0.0429,
-            0.0377
+            0.051,
+            0.0594
         ],
         "conv-sparse": [
             0.1887,
             0.1958
         ],
         "dwconv-3x3": [
-            0.0418,
-            0.0382
+            0.0112,
+            0.0277
         ],
         "dwconv-dsp": [
             0.0,
@@ -856,16 +874,16 @@ FIT_MAX_REL_ERROR = {
             0.0555
         ],
         "conv-dense": [
-            0.0436,
-            0.038
+            0.0526,
+            0.0617
         ],
         "conv-sparse": [
             0.1927,
             0.2082
         ],
         "dwconv-3x3": [
-            0.0417,
-            0.0382
+            0.0112,
+            0.0287
         ],
         "dwconv-dsp": [
             0.0,
@@ -918,16 +936,16 @@ FIT_MAX_REL_ERROR = {
             0.0731
         ],
         "conv-dense": [
-            0.0406,
-            0.0416
+            0.0532,
+            0.0651
         ],
         "conv-sparse": [
             0.1873,
             0.1968
         ],
         "dwconv-3x3": [
-            0.0392,
-            0.038
+            0.0113,
+            0.0266
         ],
         "dwconv-dsp": [
             0.0,

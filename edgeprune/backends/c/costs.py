@@ -116,11 +116,18 @@ def dwconv_chunk(g: dict) -> int:
     return 1 if g["out_w"] >= 512 else min(512 // g["out_w"], g["out_h"])
 
 
+def dwconv_planes(g: dict) -> int:
+    """Planes of the 3x3 path (kernels/ep_kernels.h: EP_DW3_PLANES): four channels are
+    gathered per pass of the input when in_c >= 4."""
+    return 4 if g["in_c"] >= 4 else 1
+
+
 def dwconv_scratch(g: dict) -> int:
-    """Scratch bytes of the 3x3 path: int32 accumulators of dwconv_chunk rows and one
-    channel's plane (+ 4 bytes: the last pixel's word load reads past it), word-aligned."""
+    """Scratch bytes of the 3x3 path: int32 accumulators of dwconv_chunk rows and the
+    channels' planes (each + 4 bytes: the last pixel's word load reads past it, word-aligned;
+    EP_DW3_PLANE_BYTES)."""
     ph, pw, _, _ = dwconv_plane(g)
-    return 4 * g["out_w"] * dwconv_chunk(g) + (ph * pw + 4 + 3) // 4 * 4
+    return 4 * g["out_w"] * dwconv_chunk(g) + dwconv_planes(g) * ((ph * pw + 4 + 3) // 4 * 4)
 
 
 def conv_direct(g: dict) -> bool:
@@ -130,19 +137,28 @@ def conv_direct(g: dict) -> bool:
             and g["pad_top"] == 0 and g["pad_left"] == 0 and g["in_c"] % 4 == 0)
 
 
+def conv_win27(g: dict) -> bool:
+    """Whether ep_conv_dense_dsp packs its interior windows straight from the input
+    (kernels/ep_conv.c: EP_CONV_WIN27): 3 x 3 windows over 3 channels, dilation 1."""
+    return (g["k_h"] == 3 and g["k_w"] == 3 and g["in_c"] == 3 and g["dil_h"] == 1
+            and g["dil_w"] == 1)
+
+
 def conv_dsp_im2col_counts(g: dict) -> dict:
     """Work of ep_conv_dense_dsp's im2col (kernels/ep_conv.c: im2col_pair), summed over the
     output pixels: groups of four window elements expanded to int16 pairs (`expand`), groups
     filled with the zero point's pairs (`fill`, padding rows), window rows handled one by one
     (`rows`), and bytes and pieces gathered through the staging buffer (`copy_bytes`,
     `copy_calls`: rows crossing the left or right edge, or every row when k_w * in_c is not a
-    multiple of 4)."""
+    multiple of 4), and the interior 3 x 3 x 3 windows packed straight from the input
+    (`win27`)."""
     import numpy as np
     pixels = g["out_h"] * g["out_w"]
     kk = g["k_h"] * g["k_w"] * g["in_c"]
     groups = (kk + 3) // 4
     if conv_direct(g):
-        return {"expand": pixels * groups, "fill": 0, "rows": 0, "copy_bytes": 0, "copy_calls": 0}
+        return {"expand": pixels * groups, "fill": 0, "rows": 0, "copy_bytes": 0, "copy_calls": 0,
+                "win27": 0}
     oy = np.arange(g["out_h"])[:, None]
     ox = np.arange(g["out_w"])[None, :]
     y0 = oy * g["stride_h"] - g["pad_top"]
@@ -160,10 +176,15 @@ def conv_dsp_im2col_counts(g: dict) -> dict:
         n = run // 4
         return {"expand": int(in_rows.sum()) * n, "fill": int(out_rows.sum()) * n,
                 "rows": pixels * g["k_h"], "copy_bytes": int(edge.sum()) * run,
-                "copy_calls": int(edge.sum()) * g["k_w"]}
+                "copy_calls": int(edge.sum()) * g["k_w"], "win27": 0}
     pieces = out_rows + np.where(row_inside, in_rows, in_rows * g["k_w"])
-    return {"expand": pixels * groups, "fill": 0, "rows": pixels * g["k_h"],
-            "copy_bytes": pixels * kk, "copy_calls": int(pieces.sum())}
+    staged = np.ones_like(pieces, dtype=bool)
+    if conv_win27(g):
+        # interior 3 x 3 windows of 3 channels: packed straight from the input
+        staged = ~(row_inside & (out_rows == 0))
+    n = int(staged.sum())
+    return {"expand": n * groups, "fill": 0, "rows": n * g["k_h"],
+            "copy_bytes": n * kk, "copy_calls": int(pieces[staged].sum()), "win27": pixels - n}
 
 
 def sparse_pool_counts(g: dict, pg: dict) -> dict:
@@ -244,8 +265,12 @@ def step_terms(step, enc=None):
                     "pair_steps": c * g["out_h"] * (g["out_w"] // 2) if s1 else 0,
                     "single_steps": c * g["out_h"] * (g["out_w"] % 2 if s1 else g["out_w"]),
                     "outputs": outputs, "rows": c * g["out_h"],
-                    "passes": c * -(-g["out_h"] // dwconv_chunk(g)), "gather": c * rows * cols,
-                    "gather_rows": c * rows, "channels": c, "plane": dwconv_scratch(g), "call": 1}
+                    "passes": c * -(-g["out_h"] // dwconv_chunk(g)),
+                    # four channels per pass of the input (a word per pixel), the last c % 4
+                    # byte by byte
+                    "gather_words": c // 4 * rows * cols, "gather_word_rows": c // 4 * rows,
+                    "gather": c % 4 * rows * cols, "gather_rows": c % 4 * rows,
+                    "channels": c, "plane": dwconv_scratch(g), "call": 1}
             if dsp and g["out_c"] == g["in_c"] and g["in_c"] % 4 == 0 and taps <= 64:
                 return "dwconv-dsp", {"macs": step.macs, "taps": pixels * taps,
                                       "outputs": outputs, "pixels": pixels, "call": 1}

@@ -20,6 +20,11 @@
                            (g)->stride_w == 1 && (g)->pad_top == 0 && (g)->pad_left == 0 && \
                            ((g)->in_c & 3) == 0)
 
+/* 3 x 3 windows over 3 input channels at dilation 1 (K = 27): interior windows are packed
+ * straight from the input (im2col_pair; costs.py: conv_win27). */
+#define EP_CONV_WIN27(g) ((g)->k_h == 3 && (g)->k_w == 3 && (g)->in_c == 3 && \
+                          (g)->dil_h == 1 && (g)->dil_w == 1)
+
 static int32_t dot_s8(const int8_t *x, const int8_t *w, int n) {
   int32_t acc = 0;
   int k = 0;
@@ -173,6 +178,30 @@ EP_INLINE void im2col_pair(const ep_window *g, const int8_t *in, int oy, int ox,
   const uint32_t zp4 = (uint32_t)(uint8_t)zp * 0x01010101u;
   const int y0 = oy * g->stride_h - g->pad_top;
   const int x0 = ox * g->stride_w - g->pad_left;
+  if (EP_CONV_WIN27(g) && y0 >= 0 && y0 + 2 < g->in_h && x0 >= 0 && x0 + 2 < g->in_w) {
+    /* a 3 x 3 window of 3 channels inside the input (first layers on RGB images): its three
+     * rows of 9 bytes packed into 7 words straight from the input by unaligned word loads
+     * (each word's bytes from at most two rows; the load before a row's start or ending past
+     * it stays inside the input), the 28th byte zero, then expanded (about 40 instructions;
+     * through the staging buffer about 300) (costs.py: conv_dsp_im2col_counts, win27) */
+    const int8_t *r0 = in + (y0 * g->in_w + x0) * 3;
+    const int8_t *r1 = r0 + g->in_w * 3, *r2 = r1 + g->in_w * 3;
+#define EP_W27(j, v)                  \
+  do {                                \
+    const uint32_t v_ = (v);          \
+    col[4 * (j)] = ep_sxtb16(v_);     \
+    col[4 * (j) + 1] = ep_sxtb16_ror8(v_); \
+  } while (0)
+    EP_W27(0, ep_load32(r0));
+    EP_W27(1, ep_load32(r0 + 4));
+    EP_W27(2, (ep_load32(r1 - 1) & ~0xffu) | (uint8_t)r0[8]);
+    EP_W27(3, ep_load32(r1 + 3));
+    EP_W27(4, (ep_load32(r2 - 2) & ~0xffffu) | (ep_load32(r1 + 5) >> 16));
+    EP_W27(5, ep_load32(r2 + 2));
+    EP_W27(6, ep_load32(r2 + 5) >> 8);
+#undef EP_W27
+    return;
+  }
   if ((run & 3) == 0) {
     const int dw = g->dil_w;
     const int row_inside = x0 >= 0 && x0 + (kw - 1) * dw < g->in_w && dw == 1;
@@ -295,24 +324,34 @@ EP_INLINE void block_2x2(const uint32_t *x, const uint32_t **wp, int groups, int
 /* All the 2 x 2 blocks of one pixel pair (every pair of output channels) with their
  * requantization, in one asm function: the C loop around block_2x2 kept its pointers and
  * requantization constants on the stack (about 110 TRM cycles per block besides the SMLAD
- * loop); here the per-block state lives in a 10-word frame, the two channels' records are
- * loaded with one LDM, and each output is requantized in 8 instructions (ep_rq_apply's SMMULR
- * double rounding: LSL, SMMULR, AND/ADD/ADD/ASR shared mask per channel, ADD zero point,
- * SSAT; plus CMP/IT/MOVLT for act_min > -128), and the groups run eight per loop pass (one
- * SUBS/BNE per 128 MACs; groups % 8 first, from the bits shifted out). Registers in the group loop: a00 r0, a01 r1,
+ * loop); here the per-block state lives in an 11-word frame, the two channels' records are
+ * loaded with one LDM, and each output is requantized in 7 instructions (ep_rq_apply's SMMULR
+ * double rounding with the rounding constant added by the multiply, SMMLAR; the sign
+ * correction from the accumulator's sign, which is y's except where both round to 0: LSL,
+ * AND (shared mask per channel), SMMLAR, ADD, ASR, ADD zero point,
+ * SSAT; the lower bound of act_min > -128 on the four packed bytes, EP_PAIRS_STORE_LO), and
+ * the groups run eight per loop pass (one SUBS/BNE per 128 MACs; groups % 8 by a computed
+ * entry into the first pass). Registers in the group loop: a00 r0, a01 r1,
  * a10 r2, a11 r3, x r4, w r5, n r6, va r7, vb r8, x0..x3 r9..r12, t lr.
- * Frame (ep_pairs_ctx, copied to the stack): col, w, bias, rq, outA, outB, pairs, groups,
- * out_zp, act_min. Only for act_max 127 (the caller checks). */
+ * Frame (ep_pairs_ctx, copied to the stack): col, w, bias, rq, outA, outB, outA's end,
+ * groups (then the group loop's pass count), out_zp, act_min, entry (both computed by the
+ * first call of a layer and written back to the context, which the caller keeps across its
+ * pixel pairs). Only for act_max 127 (the caller checks). */
 typedef struct {
   const uint32_t *col;
   const uint32_t *w;
   const int32_t *bias;
   const ep_rq *rq;
   int8_t *out_a, *out_b;
-  int32_t pairs, groups, out_zp, act_min;
+  int8_t *out_a_end;           /* out_a + 2 * (channel pairs): the block loop's end */
+  int32_t groups, out_zp, act_min;
+  uint32_t entry;              /* 0, then set by the first call (with groups replaced by the
+                                  group loop's pass count): the group loop's entry point */
 } ep_pairs_ctx;
-void ep_conv_pairs_full(const ep_pairs_ctx *k);   /* act_min -128: SSAT only */
-void ep_conv_pairs_lo(const ep_pairs_ctx *k);     /* act_min > -128 */
+void ep_conv_pairs_full(ep_pairs_ctx *k);   /* act_min -128: SSAT only */
+void ep_conv_pairs_lo(ep_pairs_ctx *k);     /* act_min > -128, act_min in every byte,
+                                                     halfword-aligned outputs */
+void ep_conv_pairs_lo_bytes(ep_pairs_ctx *k);   /* act_min > -128, any alignment */
 
 #define EP_PG                                                   \
   "ldrd r7, r8, [r5], #8\n\t"                                   \
@@ -331,14 +370,40 @@ void ep_conv_pairs_lo(const ep_pairs_ctx *k);     /* act_min > -128 */
   "smlad r2, r8, r10, r2\n\t"                                   \
   "smlad r3, r8, r12, r3\n\t"
 
-#define EP_PAIRS_CLAMP_NONE ""
-#define EP_PAIRS_CLAMP_LO                                       \
+/* The four outputs' clamp and stores. full (act_min -128): SSAT alone, four STRB. lo
+ * (act_min > -128): the four bytes packed into one word by BFI (A.c, A.c+1, B.c, B.c+1), the
+ * lower bound applied to all four by SSUB8 / SEL against act_min in every byte (GE per byte:
+ * signed >=), then one STRH per pixel (outputs c, c+1 adjacent; the caller takes this path
+ * only for halfword-aligned outputs: 8 instructions, was 12 for the clamp plus 4 STRB). */
+#define EP_PAIRS_STORE_FULL                                     \
+  "ldrd r4, r5, [sp, #16]\n\t"                                  \
+  "strb r2, [r4, #1]\n\t"                                       \
+  "strb r0, [r4], #2\n\t"                                       \
+  "strb r3, [r5, #1]\n\t"                                       \
+  "strb r1, [r5], #2\n\t"                                       \
+  "strd r4, r5, [sp, #16]\n\t"
+#define EP_PAIRS_STORE_LO                                       \
+  "bfi r0, r2, #8, #8\n\t"                                      \
+  "bfi r0, r1, #16, #8\n\t"                                     \
+  "bfi r0, r3, #24, #8\n\t"                                     \
+  "ldrd r4, r5, [sp, #16]\n\t"                                  \
+  "ssub8 r1, r0, r12\n\t"                                       \
+  "sel r0, r0, r12\n\t"                                         \
+  "strh r0, [r4], #2\n\t"                                       \
+  "lsrs r0, r0, #16\n\t"                                        \
+  "strh r0, [r5], #2\n\t"                                       \
+  "strd r4, r5, [sp, #16]\n\t"
+#define EP_PAIRS_STORE_LO_BYTES                                 \
   "cmp r0, r12\n\tit lt\n\tmovlt r0, r12\n\t"                   \
   "cmp r1, r12\n\tit lt\n\tmovlt r1, r12\n\t"                   \
   "cmp r2, r12\n\tit lt\n\tmovlt r2, r12\n\t"                   \
-  "cmp r3, r12\n\tit lt\n\tmovlt r3, r12\n\t"
+  "cmp r3, r12\n\tit lt\n\tmovlt r3, r12\n\t"                   \
+  EP_PAIRS_STORE_FULL
 
-#define EP_PAIRS_FN(name, clamp)                                \
+/* The group loop runs eight groups (EP_PG, fifteen 32-bit instructions: 60 bytes) per pass;
+ * groups % 8 by entering the first pass that many groups before its end (computed once per
+ * call into the frame's `entry`, one BX per block instead of the three LSRS/BCC tests). */
+#define EP_PAIRS_FN(name, store)                                \
   __asm__(                                                      \
       ".syntax unified\n\t"                                     \
       ".section .text." #name ",\"ax\",%progbits\n\t"          \
@@ -349,35 +414,38 @@ void ep_conv_pairs_lo(const ep_pairs_ctx *k);     /* act_min > -128 */
       ".type " #name ", %function\n"                            \
       #name ":\n\t"                                             \
       "push {r4-r11, lr}\n\t"                                   \
-      "ldmia r0, {r1-r10}\n\t"                                  \
-      "push {r1-r10}\n"                                         \
+      "ldmia r0, {r1-r11}\n\t"                                  \
+      "push {r1-r11}\n\t"                                       \
+      "cmp r11, #0\n\t"                                         \
+      "bne 5f\n\t"                                              \
+      "and r7, r8, #7\n\t"                                      \
+      "lsrs r8, r8, #3\n\t"                                     \
+      "adr.w r11, 8f\n\t"                                       \
+      "cmp r7, #0\n\t"                                          \
+      "itt ne\n\t"                                              \
+      "addne r8, r8, #1\n\t"                                    \
+      "rsbne r7, r7, #8\n\t"                                    \
+      "movs r9, #60\n\t"                                        \
+      "mla r11, r7, r9, r11\n\t"                                \
+      "orr r11, r11, #1\n\t"                                    \
+      "str r8, [sp, #28]\n\t"                                   \
+      "str r11, [sp, #40]\n\t"                                  \
+      "str r8, [r0, #28]\n\t"                                   \
+      "str r11, [r0, #40]\n"                                    \
       "5:\n\t"                                                  \
       "ldr r6, [sp, #8]\n\t"                                    \
-      "ldrd r0, r2, [r6], #8\n\t"                               \
+      "ldrd r0, r2, [r6]\n\t"                                   \
+      "ldrd r1, r3, [r6], #8\n\t"                               \
       "str r6, [sp, #8]\n\t"                                    \
       "ldrd r4, r5, [sp, #0]\n\t"                               \
-      "mov r1, r0\n\t"                                          \
-      "mov r3, r2\n\t"                                          \
       "ldr r6, [sp, #28]\n\t"                                   \
-      "lsrs r6, r6, #1\n\t"                                     \
-      "bcc 1f\n\t"                                              \
-      EP_PG                                                     \
-      "1:\n\t"                                                  \
-      "lsrs r6, r6, #1\n\t"                                     \
-      "bcc 2f\n\t"                                              \
-      EP_PG EP_PG                                               \
-      "2:\n\t"                                                  \
-      "lsrs r6, r6, #1\n\t"                                     \
-      "bcc 3f\n\t"                                              \
-      EP_PG EP_PG EP_PG EP_PG                                   \
-      "3:\n\t"                                                  \
-      "cmp r6, #0\n\t"                                          \
-      "beq 4f\n"                                                \
+      "ldr r7, [sp, #40]\n\t"                                   \
+      "bx r7\n\t"                                               \
+      ".align 2\n"                                              \
       "8:\n\t"                                                  \
       EP_PG EP_PG EP_PG EP_PG EP_PG EP_PG EP_PG EP_PG           \
       "subs r6, r6, #1\n\t"                                     \
-      "bne 8b\n"                                                \
-      "4:\n\t"                                                  \
+      "bne 8b\n\t"                                              \
       "str r5, [sp, #4]\n\t"                                    \
       "ldr r4, [sp, #12]\n\t"                                   \
       "ldmia r4!, {r5-r10}\n\t"                                 \
@@ -386,29 +454,25 @@ void ep_conv_pairs_lo(const ep_pairs_ctx *k);     /* act_min > -128 */
       "lsls r1, r1, #1\n\t"                                     \
       "lsls r2, r2, #1\n\t"                                     \
       "lsls r3, r3, #1\n\t"                                     \
-      "smmulr r0, r0, r5\n\t"                                   \
-      "smmulr r1, r1, r5\n\t"                                   \
-      "smmulr r2, r2, r8\n\t"                                   \
-      "smmulr r3, r3, r8\n\t"                                   \
-      "asr r5, r7, #16\n\t"                                     \
-      "asr r8, r10, #16\n\t"                                    \
-      "ldrd r11, r12, [sp, #32]\n\t"                            \
-      "and r4, r5, r0, asr #31\n\t"                             \
-      "add r0, r0, r6\n\t"                                      \
+      "asr r11, r7, #16\n\t"                                    \
+      "asr r12, r10, #16\n\t"                                   \
+      "and r4, r11, r0, asr #31\n\t"                            \
+      "smmlar r0, r0, r5, r6\n\t"                               \
       "add r0, r0, r4\n\t"                                      \
       "asr r0, r0, r7\n\t"                                      \
-      "and r4, r5, r1, asr #31\n\t"                             \
-      "add r1, r1, r6\n\t"                                      \
+      "and r4, r11, r1, asr #31\n\t"                            \
+      "smmlar r1, r1, r5, r6\n\t"                               \
       "add r1, r1, r4\n\t"                                      \
       "asr r1, r1, r7\n\t"                                      \
-      "and r4, r8, r2, asr #31\n\t"                             \
-      "add r2, r2, r9\n\t"                                      \
+      "and r4, r12, r2, asr #31\n\t"                            \
+      "smmlar r2, r2, r8, r9\n\t"                               \
       "add r2, r2, r4\n\t"                                      \
       "asr r2, r2, r10\n\t"                                     \
-      "and r4, r8, r3, asr #31\n\t"                             \
-      "add r3, r3, r9\n\t"                                      \
+      "and r4, r12, r3, asr #31\n\t"                            \
+      "smmlar r3, r3, r8, r9\n\t"                               \
       "add r3, r3, r4\n\t"                                      \
       "asr r3, r3, r10\n\t"                                     \
+      "ldrd r11, r12, [sp, #32]\n\t"                            \
       "add r0, r0, r11\n\t"                                     \
       "add r1, r1, r11\n\t"                                     \
       "add r2, r2, r11\n\t"                                     \
@@ -417,24 +481,18 @@ void ep_conv_pairs_lo(const ep_pairs_ctx *k);     /* act_min > -128 */
       "ssat r1, #8, r1\n\t"                                     \
       "ssat r2, #8, r2\n\t"                                     \
       "ssat r3, #8, r3\n\t"                                     \
-      clamp                                                     \
-      "ldrd r4, r5, [sp, #16]\n\t"                              \
-      "strb r2, [r4, #1]\n\t"                                   \
-      "strb r0, [r4], #2\n\t"                                   \
-      "strb r3, [r5, #1]\n\t"                                   \
-      "strb r1, [r5], #2\n\t"                                   \
-      "strd r4, r5, [sp, #16]\n\t"                              \
+      store                                                     \
       "ldr r6, [sp, #24]\n\t"                                   \
-      "subs r6, r6, #1\n\t"                                     \
-      "str r6, [sp, #24]\n\t"                                   \
+      "cmp r4, r6\n\t"                                          \
       "bne 5b\n\t"                                              \
-      "add sp, sp, #40\n\t"                                     \
+      "add sp, sp, #44\n\t"                                     \
       "pop {r4-r11, pc}\n\t"                                    \
       ".size " #name ", .-" #name "\n\t"                        \
       ".text\n");
 
-EP_PAIRS_FN(ep_conv_pairs_full, EP_PAIRS_CLAMP_NONE)
-EP_PAIRS_FN(ep_conv_pairs_lo, EP_PAIRS_CLAMP_LO)
+EP_PAIRS_FN(ep_conv_pairs_full, EP_PAIRS_STORE_FULL)
+EP_PAIRS_FN(ep_conv_pairs_lo, EP_PAIRS_STORE_LO)
+EP_PAIRS_FN(ep_conv_pairs_lo_bytes, EP_PAIRS_STORE_LO_BYTES)
 #define EP_CONV_PAIRS 1
 #else
 #define EP_CONV_PAIRS 0
@@ -470,6 +528,13 @@ void ep_conv_dense_dsp(const ep_window *g, const ep_requant *q_arg, const uint32
   const int8_t zp = (int8_t)q->in_zp;
   int oy = 0, ox = 0;
   const int direct = EP_CONV_DIRECT(g);
+#if EP_CONV_PAIRS
+  /* one context for every pixel pair: only the output pointers change */
+  ep_pairs_ctx k = {col, w, q->bias, q->rq, 0, 0, 0, groups, q->out_zp, q->act_min, 0};
+  const int pairs_ok = oc >= 2 && q->act_max == 127;
+  const int lo_packed = q->act_min > -128 && (((uintptr_t)out | (uintptr_t)oc) & 1) == 0;
+  if (lo_packed) k.act_min = (int32_t)((uint32_t)(uint8_t)q->act_min * 0x01010101u);
+#endif
   for (int p = 0; p < n_pix; p += 2) {
     const int two = p + 1 < n_pix;
     if (direct) {
@@ -494,11 +559,13 @@ void ep_conv_dense_dsp(const ep_window *g, const ep_requant *q_arg, const uint32
     const uint32_t *wc = w;
     int c = 0;
 #if EP_CONV_PAIRS
-    if (two && oc >= 2 && q->act_max == 127) {
-      const ep_pairs_ctx k = {col, w, q->bias, q->rq, o0, o1, oc >> 1, groups, q->out_zp,
-                              q->act_min};
+    if (two && pairs_ok) {
+      k.out_a = o0;
+      k.out_b = o1;
+      k.out_a_end = o0 + 2 * (oc >> 1);
       if (q->act_min == -128) ep_conv_pairs_full(&k);
-      else ep_conv_pairs_lo(&k);
+      else if (lo_packed) ep_conv_pairs_lo(&k);
+      else ep_conv_pairs_lo_bytes(&k);
       c = oc & ~1;
       wc = w + (size_t)c * groups;
     }

@@ -5,7 +5,8 @@
  * ep_dwconv_dsp:
  * - 3x3 windows, dilation 1, depth multiplier 1 (any stride, padding, channel count): channel
  *   by channel. The channel's input is gathered into a padded plane (scratch; the padding
- *   holds the zero point, so no border cases remain), its nine weights are packed into int16
+ *   holds the zero point, so no border cases remain; four channels' planes per pass of the
+ *   input, one word load per pixel), its nine weights are packed into int16
  *   pairs held in registers, (w0, w2) of each window row and the middle column, and each
  *   window row of an output pixel is one word load of the plane (x0 .. x3), SXTB16 into
  *   (x0, x2) and (x1, x3), one SMLAD (x0 w0 + x2 w2) and one SMLABB (x1 w1). At stride 1 two
@@ -191,7 +192,9 @@ static void dw3_requant(const ep_requant *q, int c, const int32_t *acc, int n, i
     const int32_t rz = (int32_t)((uint32_t)rnd + ((uint32_t)zp << e));
     int32_t t, t2, u;
     /* an odd output first, then two per loop pass (one LDRD, one SUBS/BNE per two outputs:
-     * 11 TRM cycles per output, was 14) */
+     * 10 TRM cycles per output, was 14). SMMLAR adds the rounding constant with the multiply;
+     * the sign correction comes from the sign of 2(x + bias), which is y's except where
+     * both round to 0 (ep_common.h) */
     if (n & 1) {
       t = *acc++;
       const int32_t y = ep_smmulr((int32_t)((uint32_t)b2 + ((uint32_t)t << 1)), m);
@@ -206,14 +209,12 @@ static void dw3_requant(const ep_requant *q, int c, const int32_t *acc, int n, i
           "ldrd %[t], %[t2], [%[acc]], #8\n\t"
           "add %[t], %[b2], %[t], lsl #1\n\t"
           "add %[t2], %[b2], %[t2], lsl #1\n\t"
-          "smmulr %[t], %[t], %[m]\n\t"
-          "smmulr %[t2], %[t2], %[m]\n\t"
-          "add %[u], %[t], %[rz]\n\t"
+          "smmlar %[u], %[t], %[m], %[rz]\n\t"
           "add %[u], %[u], %[t], asr #31\n\t"
           "asr %[u], %[u], %[e]\n\t"
           "ssat %[u], #8, %[u]\n\t"
           "strb %[u], [%[out]]\n\t"
-          "add %[u], %[t2], %[rz]\n\t"
+          "smmlar %[u], %[t2], %[m], %[rz]\n\t"
           "add %[u], %[u], %[t2], asr #31\n\t"
           "asr %[u], %[u], %[e]\n\t"
           "ssat %[u], #8, %[u]\n\t"
@@ -226,35 +227,35 @@ static void dw3_requant(const ep_requant *q, int c, const int32_t *acc, int n, i
           : [b2] "r"(b2), [m] "r"(m), [rz] "r"(rz), [e] "r"(e), [step] "r"(step)
           : "cc", "memory");
     } else {
+      /* the lower bound: with rl = rz - lo 2^e the shifted value is t - lo; USAT #8 clamps it
+       * to [0, 255], adding lo gives [lo, lo + 255] and SSAT the upper bound 127 (lo >= -128:
+       * 3 instructions, CMP/IT/MOVLT after SSAT 4) */
+      const int32_t rl = (int32_t)((uint32_t)rz - ((uint32_t)lo << e));
       __asm volatile(
           "1:\n\t"
           "ldrd %[t], %[t2], [%[acc]], #8\n\t"
           "add %[t], %[b2], %[t], lsl #1\n\t"
           "add %[t2], %[b2], %[t2], lsl #1\n\t"
-          "smmulr %[t], %[t], %[m]\n\t"
-          "smmulr %[t2], %[t2], %[m]\n\t"
-          "add %[u], %[t], %[rz]\n\t"
+          "smmlar %[u], %[t], %[m], %[rl]\n\t"
           "add %[u], %[u], %[t], asr #31\n\t"
           "asr %[u], %[u], %[e]\n\t"
+          "usat %[u], #8, %[u]\n\t"
+          "add %[u], %[u], %[lo]\n\t"
           "ssat %[u], #8, %[u]\n\t"
-          "cmp %[u], %[lo]\n\t"
-          "it lt\n\t"
-          "movlt %[u], %[lo]\n\t"
           "strb %[u], [%[out]]\n\t"
-          "add %[u], %[t2], %[rz]\n\t"
+          "smmlar %[u], %[t2], %[m], %[rl]\n\t"
           "add %[u], %[u], %[t2], asr #31\n\t"
           "asr %[u], %[u], %[e]\n\t"
+          "usat %[u], #8, %[u]\n\t"
+          "add %[u], %[u], %[lo]\n\t"
           "ssat %[u], #8, %[u]\n\t"
-          "cmp %[u], %[lo]\n\t"
-          "it lt\n\t"
-          "movlt %[u], %[lo]\n\t"
           "strb %[u], [%[out], %[step]]\n\t"
           "add %[out], %[out], %[step], lsl #1\n\t"
           "subs %[n], %[n], #1\n\t"
           "bne 1b\n\t"
           : [acc] "+r"(acc), [out] "+r"(out), [n] "+r"(n), [t] "=&r"(t), [t2] "=&r"(t2),
             [u] "=&r"(u)
-          : [b2] "r"(b2), [m] "r"(m), [rz] "r"(rz), [e] "r"(e), [step] "r"(step), [lo] "r"(lo)
+          : [b2] "r"(b2), [m] "r"(m), [rl] "r"(rl), [e] "r"(e), [step] "r"(step), [lo] "r"(lo)
           : "cc", "memory");
     }
     return;
@@ -282,6 +283,24 @@ static void dw3_requant(const ep_requant *q, int c, const int32_t *acc, int n, i
 #endif
 }
 
+/* Channels c .. c+3 of the input rows r0 .. r1 into four planes `ps` bytes apart: one word
+ * load per pixel (the four channels), four byte stores (about 2.5 instructions per byte; one
+ * channel at a time took about 10 per byte on narrow planes, the loop's overhead per row). */
+EP_HOT static void dw3_gather4(const int8_t *s_row, int in_row, int C, int rows, int nj,
+                               int8_t *d, int pw, int ps) {
+  for (; rows > 0; rows--, s_row += in_row, d += pw) {
+    const int8_t *s = s_row;
+    int8_t *e = d;
+    for (int j = nj; j > 0; j--, s += C, e++) {
+      const uint32_t v = ep_load32(s);
+      e[0] = (int8_t)v;
+      e[ps] = (int8_t)(v >> 8);
+      e[2 * ps] = (int8_t)(v >> 16);
+      e[3 * ps] = (int8_t)(v >> 24);
+    }
+  }
+}
+
 static void dwconv_3x3(const ep_window *g, const ep_requant *q, const int8_t *w,
                        const int8_t *in, int8_t *out, uint32_t *scratch) {
   const int C = g->in_c, sh = g->stride_h, sw = g->stride_w;
@@ -289,42 +308,53 @@ static void dwconv_3x3(const ep_window *g, const ep_requant *q, const int8_t *w,
   const int ph = (oh - 1) * sh + 3, pw = (ow - 1) * sw + 3;
   const int chunk = EP_DW3_CHUNK(g);
   int32_t *acc = (int32_t *)scratch;
-  int8_t *plane = (int8_t *)(scratch + chunk * ow);
+  int8_t *planes = (int8_t *)(scratch + chunk * ow);
+  const int ps = EP_DW3_PLANE_BYTES(g), np = EP_DW3_PLANES(g);
   /* plane rows r = iy + pad_top and columns j = ix + pad_left that hold input */
   const int r0 = g->pad_top, r1 = (g->pad_top + g->in_h < ph) ? g->pad_top + g->in_h : ph;
   const int j0 = g->pad_left, j1 = (g->pad_left + g->in_w < pw) ? g->pad_left + g->in_w : pw;
   const int nj = j1 - j0, in_row = g->in_w * C;
-  memset(plane, (int8_t)q->in_zp, (size_t)(ph * pw + 4));
-  for (int c = 0; c < C; c++) {
-    /* gather channel c */
-    const int8_t *s_row = in + c;
-    int8_t *d = plane + r0 * pw + j0;
-    for (int r = r0; r < r1; r++, s_row += in_row, d += pw) {
-      const int8_t *s = s_row;
-      int j = 0;
-      for (; j + 4 <= nj; j += 4, s += 4 * C) {
-        d[j] = s[0];
-        d[j + 1] = s[C];
-        d[j + 2] = s[2 * C];
-        d[j + 3] = s[3 * C];
+  memset(planes, (int8_t)q->in_zp, (size_t)(np * ps));
+  for (int c0 = 0; c0 < C;) {
+    /* gather four channels at once into the four planes, or (the last C % 4) one */
+    const int nch = c0 + 4 <= C ? 4 : 1;
+    if (nch == 4) {
+      dw3_gather4(in + c0, in_row, C, r1 - r0, nj, planes + r0 * pw + j0, pw, ps);
+    } else {
+      const int8_t *s_row = in + c0;
+      int8_t *d = planes + r0 * pw + j0;
+      for (int r = r0; r < r1; r++, s_row += in_row, d += pw) {
+        const int8_t *s = s_row;
+        int j = 0;
+        for (; j + 4 <= nj; j += 4, s += 4 * C) {
+          d[j] = s[0];
+          d[j + 1] = s[C];
+          d[j + 2] = s[2 * C];
+          d[j + 3] = s[3 * C];
+        }
+        for (; j < nj; j++, s += C) d[j] = *s;
       }
-      for (; j < nj; j++, s += C) d[j] = *s;
     }
-    /* the nine weights as int16 pairs: (w0, w2) of each window row, (w01, w11), (w21, 0) */
-    const int8_t *wc = w + c;
-    uint32_t wk[5];
-    wk[0] = ep_pack2(wc[0], wc[2 * C]);
-    wk[1] = ep_pack2(wc[3 * C], wc[5 * C]);
-    wk[2] = ep_pack2(wc[6 * C], wc[8 * C]);
-    wk[3] = ep_pack2(wc[C], wc[4 * C]);
-    wk[4] = ep_pack2(wc[7 * C], 0);
-    for (int oy = 0; oy < oh; oy += chunk) {
-      const int rows = oh - oy < chunk ? oh - oy : chunk;
-      const int8_t *p = plane + oy * sh * pw;
-      if (sw == 1) dw3_rows_s1(p, pw, sh * pw, rows, ow, wk, acc);
-      else dw3_rows(p, pw, sh * pw, rows, ow, sw, wk, acc);
-      dw3_requant(q, c, acc, rows * ow, out + oy * ow * C + c, C);
+    for (int k = 0; k < nch; k++) {
+      const int c = c0 + k;
+      const int8_t *plane = planes + k * ps;
+      /* the nine weights as int16 pairs: (w0, w2) of each window row, (w01, w11), (w21, 0) */
+      const int8_t *wc = w + c;
+      uint32_t wk[5];
+      wk[0] = ep_pack2(wc[0], wc[2 * C]);
+      wk[1] = ep_pack2(wc[3 * C], wc[5 * C]);
+      wk[2] = ep_pack2(wc[6 * C], wc[8 * C]);
+      wk[3] = ep_pack2(wc[C], wc[4 * C]);
+      wk[4] = ep_pack2(wc[7 * C], 0);
+      for (int oy = 0; oy < oh; oy += chunk) {
+        const int rows = oh - oy < chunk ? oh - oy : chunk;
+        const int8_t *p = plane + oy * sh * pw;
+        if (sw == 1) dw3_rows_s1(p, pw, sh * pw, rows, ow, wk, acc);
+        else dw3_rows(p, pw, sh * pw, rows, ow, sw, wk, acc);
+        dw3_requant(q, c, acc, rows * ow, out + oy * ow * C + c, C);
+      }
     }
+    c0 += nch;
   }
 }
 

@@ -75,6 +75,10 @@ void ep_dwconv_plain(const ep_window *g, const ep_requant *q, const int8_t *w,
                    (g)->out_c == (g)->in_c)
 /* output rows per pass of the 3x3 path (int32 accumulators of up to 512 outputs, >= 1 row) */
 #define EP_DW3_CHUNK(g) ((g)->out_w >= 512 ? 1 : (512 / (g)->out_w < (g)->out_h ? 512 / (g)->out_w : (g)->out_h))
+/* one padded plane: ((out_h - 1) stride_h + 3) x ((out_w - 1) stride_w + 3) bytes + 4, word-aligned;
+ * four of them (four channels gathered per pass) when in_c >= 4 */
+#define EP_DW3_PLANE_BYTES(g) (((((g)->out_h - 1) * (g)->stride_h + 3) * (((g)->out_w - 1) * (g)->stride_w + 3) + 7) & ~3)
+#define EP_DW3_PLANES(g) ((g)->in_c >= 4 ? 4 : 1)
 void ep_dwconv_dsp(const ep_window *g, const ep_requant *q, const int8_t *w,
                    const int8_t *in, int8_t *out, uint32_t *scratch);
 
