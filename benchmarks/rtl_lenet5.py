@@ -143,10 +143,34 @@ def _n(v) -> str:
     return "not counted" if v is None else str(v)
 
 
-def _cell(r) -> str:
+# Cells of the by-model table without a row, and why: the channel-pruned model of its column
+# (runs/rtl/prune_fit) can no longer be made, its prune commands cut further since the iCE40
+# budget became the RTL estimate (README, "RTL dataflow"). Filled in from the rows by _not_run.
+NOT_RUN = {("channel-pruned", "pynq-z2", "unrolled"), ("channel-pruned", "ice40-up5k", "unrolled")}
+
+
+def _not_run(key, cells) -> str:
+    """Why a cell of NOT_RUN has no row, with the figures of the rows that say what it would
+    take: unrolled LUTs grow with the non-zero weights (rtl_yosys.md, cal_unr_*)."""
+    model, target, style = key
+
+    def nonzero(name):
+        return next((r["params_nonzero"] for (m, _, _), r in cells.items()
+                     if m == name and r.get("params_nonzero")), None)
+    small = cells.get(("channel-pruned-up5k", target, style))
+    if nonzero(model) is None or nonzero("channel-pruned-up5k") is None or small is None:
+        return "-"
+    got = (f"takes {small['lut']:,} LUT" if small.get("fits") else "does not place")
+    return (f"not run: the model is not reproducible by its recorded prune commands; unrolled "
+            f"LUTs grow with the non-zero weights, {nonzero(model):,} here, and "
+            f"channel-pruned-up5k with {nonzero('channel-pruned-up5k'):,} "
+            f"{got} unrolled on {target}")
+
+
+def _cell(r, key=None, cells=None) -> str:
     """One row of the table in a few figures, or why there are none."""
     if r is None:
-        return "-"
+        return _not_run(key, cells) if key in NOT_RUN else "-"
     if r.get("fits"):
         fmax = f"Fmax {r['fmax_mhz']} MHz" if r.get("fmax_mhz") else "Fmax n/a"
         at_fmax = f", {r['fps_at_fmax']:,.0f} @Fmax" if r.get("fps_at_fmax") else ""
@@ -284,7 +308,9 @@ def main() -> int:
     for target in dict.fromkeys(r["target"] for r in table):
         for style in ("folded", "unrolled"):
             md.append(f"| {target} | {style} | " + " | ".join(
-                _cell(cells.get((m, target, style))) for m in models) + " |")
+                _cell(cells.get((m, target, style)), (m, target, style), cells)
+                for m in models)
+                + " |")
     (RESULTS / "rtl_lenet5.md").write_text("\n".join(md) + "\n")
     return 0
 

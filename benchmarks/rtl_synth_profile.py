@@ -6,7 +6,8 @@ weights, no QAT: the structure (units, ROM shapes, folding) is the export's, onl
 values differ, so this profiles synthesis without the 1,000-image Verilator run of
 benchmarks/rtl_lenet5.py. Then yosys synth_xilinx of the whole top (as `export rtl` runs it),
 with yosys's own CPU time and pass-time summary, against the RTL cost model's estimate of the
-same plan. Optional --units: each unit on its own too.
+same plan. Optional --units: each unit on its own too; --estimate-only: no yosys, the estimate
+of the stored row again from today's calibration (after a refit of the RTL cost model).
 
     python benchmarks/rtl_synth_profile.py --model lenet5 --target pynq-z2 --out-dir runs/prof/x
 -> benchmarks/results/rtl_synth_profile.json (key: model, target)
@@ -14,6 +15,7 @@ same plan. Optional --units: each unit on its own too.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import subprocess
@@ -23,14 +25,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import command_line, upsert_rows  # noqa: E402
+from benchmarks.common import RESULTS, command_line, upsert_rows  # noqa: E402
 
 
 def build(spec: str, target: str, out: Path, seed: int):
     import torch
 
     from edgeprune.backends.finn.folding import auto_fold
-    from edgeprune.backends.rtl.cost import plan_resources
+    from edgeprune.backends.rtl.cost import plan_resources, unit_resources
     from edgeprune.backends.rtl.plan import build_plan, choose_styles
     from edgeprune.backends.rtl.verilog import generate, verilog_sources
     from edgeprune.deploy import Deployment
@@ -57,9 +59,12 @@ def build(spec: str, target: str, out: Path, seed: int):
     for name, text in files.items():
         (out / name).write_text(text)
     est = plan_resources(plan, fam, wrapper=False)
-    units = [{"unit": u.name, **{k: v for k, v in u.p.items() if isinstance(v, (int, str))}}
-             for u in plan.units]
-    return plan, verilog_sources(files), est, units, fam
+    units = [{"unit": u.name, **{k: v for k, v in u.p.items() if isinstance(v, (int, str))},
+              "estimate": unit_resources(u, fam)} for u in plan.units]
+    sha = hashlib.sha256()
+    for name in sorted(files):
+        sha.update(name.encode() + b"\0" + files[name].encode())
+    return plan, verilog_sources(files), est, units, fam, sha.hexdigest()
 
 
 def yosys(out: Path, files, top: str, log: str, timeout: int):
@@ -87,14 +92,38 @@ def main(argv=None):
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--units", action="store_true", help="also synthesize each unit on its own")
     ap.add_argument("--timeout", type=int, default=7200)
+    ap.add_argument("--estimate-only", action="store_true",
+                    help="no yosys: the RTL estimate of the same plan from today's "
+                         "calibration.json written into the stored row (model, target), next "
+                         "to its yosys counts (after a refit of the cost model); refused when "
+                         "the row's Verilog sha256 differs from the plan's")
     args = ap.parse_args(argv)
     from edgeprune.backends.rtl.verilog import TOP
     out = Path(args.out_dir)
-    plan, files, est, units, fam = build(args.model, args.target, out, args.seed)
+    plan, files, est, units, fam, sha = build(args.model, args.target, out, args.seed)
     if fam != "xc7":
         sys.exit(f"error: {args.target} is not a 7-series target (synth_xilinx)")
+    if args.estimate_only:
+        path = RESULTS / "rtl_synth_profile.json"
+        rows = json.loads(path.read_text()) if path.is_file() else []
+        row = next((r for r in rows if (r["model"], r["target"]) == (args.model, args.target)),
+                   None)
+        if row is None or "yosys_top" not in row:
+            sys.exit(f"error: no yosys row for {args.model} on {args.target} in {path.name}")
+        if row.get("verilog_sha256", sha) != sha:
+            sys.exit("error: the plan's Verilog differs from the synthesized one (sha256); "
+                     "run without --estimate-only")
+        # the estimate of the yosys run stays, under its own key, the first time it is replaced
+        row.setdefault("estimate_at_synthesis", row["estimate"])
+        row.update({"estimate": est, "estimate_verilog_sha256": sha,
+                    "estimate_command": command_line(),
+                    "units": [{**u, "yosys": row.get("yosys_units", {}).get(u["unit"])}
+                              for u in units]})
+        print(json.dumps({"estimate": est, "yosys_top": row["yosys_top"]}))
+        upsert_rows("rtl_synth_profile.json", [row], ("model", "target"))
+        return
     row = {"model": args.model, "target": args.target, "weights": "calibrated random (no QAT)",
-           "estimate": est, "units": units, "command": command_line()}
+           "estimate": est, "units": units, "verilog_sha256": sha, "command": command_line()}
     row["yosys_top"] = yosys(out, files, TOP, "yosys_top.log", args.timeout)
     if args.units:
         row["yosys_units"] = {

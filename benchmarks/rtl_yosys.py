@@ -134,6 +134,20 @@ def structure_calibration(rng):
                 rng=rng)]
 
 
+def fold_calibration(rng):
+    """Folded MVUs in the size range of a whole LeNet-5 (drawn after the others: their weights
+    stay the same). The units above have at most 32 neuron folds, 8 SIMD lanes and 32 input
+    folds; dense LeNet-5 on pynq-z2 has fc1 with NF = 500, conv2 with SIMD = 125 (its weight
+    ROM in logic) and fc2 with SF = 500, and the estimate of its whole design was 28 % below
+    yosys (benchmarks/results/rtl_synth_profile.json) while every unit here was within 15 %.
+    These span many neuron folds (the output staging register: cost.features), wide SIMD with
+    the ROM in logic, and a deep input selection of 1-element slices. Added after
+    that whole-design check: calibration only, never a validation layer."""
+    return [mvu("cal_mvu_t", 8, 96, 1, 4, rng=rng), mvu("cal_mvu_u", 16, 128, 2, 8, rng=rng),
+            mvu("cal_mvu_v", 12, 240, 1, 3, rng=rng), mvu("cal_mvu_w", 256, 8, 1, 64, rng=rng),
+            mvu("cal_mvu_x", 192, 6, 1, 1, rng=rng), mvu("cal_mvu_y", 96, 64, 1, 24, rng=rng)]
+
+
 # The iCEBreaker UART wrapper (synth.uart_wrapper) around a black-box dataflow: (name, pixel
 # channels, output elements, output bits). Its cells come on top of the units on iCE40.
 UARTS = [("cal_uart_a", 1, 10, 16), ("cal_uart_b", 1, 10, 8), ("cal_uart_c", 3, 20, 16),
@@ -144,7 +158,9 @@ UARTS = [("cal_uart_a", 1, 10, 16), ("cal_uart_b", 1, 10, 8), ("cal_uart_c", 3, 
 # Power-of-two and other K, SF 5..32 (calibration only: it fits cost.select_features).
 SELECTS = [("cal_sel_a", 16, 30), ("cal_sel_b", 32, 10), ("cal_sel_c", 28, 20),
            ("cal_sel_d", 12, 32), ("cal_sel_e", 12, 20), ("cal_sel_f", 24, 12),
-           ("cal_sel_g", 40, 5), ("cal_sel_h", 36, 16)]
+           ("cal_sel_g", 40, 5), ("cal_sel_h", 36, 16),
+           # deep selections of narrow slices (a SIMD-1 MVU: dense LeNet-5's fc2 has SF = 500)
+           ("cal_sel_i", 4, 128), ("cal_sel_j", 8, 96)]
 
 
 def select_verilog(name: str, k: int, sf: int) -> str:
@@ -211,6 +227,7 @@ def main() -> int:
     cal, val = layers(rng)
     cal += more_calibration(rng)       # drawn after the others: their weights stay the same
     cal += structure_calibration(rng)
+    cal += fold_calibration(rng)
     fams = args.families.split(",")
     measured = {}
     old = {}

@@ -178,3 +178,22 @@ def test_ramb18_count_takes_the_cheapest_aspect_ratio():
     assert _ramb18(10000, 160) == 90           # fc1: 9 x 10 tiles of 1Kx18
     assert _ramb18(200, 500) == 14             # 512x36
     assert _ramb18(1024, 32) == 2              # cal_mvu_r of rtl_yosys.json: yosys 2
+
+
+def test_folded_mvu_estimate_grows_with_neuron_folds():
+    """The output staging register of a folded MVU is filled one neuron fold at a time through
+    an indexed part-select, and yosys builds a select per staged bit: the LUT estimate grows
+    with (NF - 1) x PE x output bits (fitted on fold_calibration's units of rtl_yosys.py; the
+    first calibration set stopped at 32 folds and dense LeNet-5's fc1 has 500)."""
+    from edgeprune.backends.rtl import cost
+    from edgeprune.backends.rtl.plan import Unit
+
+    def mvu(mh):
+        return Unit("mvu", "m", "m", 8, 4, True, mh, 4, True, mh * 2,
+                    {"style": "folded", "MW": 8, "MH": mh, "PE": 1, "SIMD": 4, "NF": mh,
+                     "SF": 2, "vectors": 1, "W": 4, "ACC": 10})
+    assert cost.features(mvu(512), "xc7")[-1] == 511 * 4
+    assert cost.features(mvu(1), "ice40")[-1] == 0
+    for fam in ("ice40", "xc7"):
+        grow = cost.unit_resources(mvu(512), fam)["lut"] - cost.unit_resources(mvu(8), fam)["lut"]
+        assert grow > 0.5 * (511 - 7) * 4, (fam, grow)

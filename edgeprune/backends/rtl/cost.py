@@ -59,7 +59,12 @@ def features(u: Unit, family: str) -> List[float]:
             pe * (simd * (ae + w) + p["ACC"]),          # adder tree + accumulator
             pe * p["ACC"],                              # requantizer / output per PE
             rom_in_logic,
-            select_luts(simd * a, sf, family)]          # the input selection (its own model)
+            select_luts(simd * a, sf, family),          # the input selection (its own model)
+            # the output staging register, written one neuron fold at a time through the
+            # indexed part-select `stage[s2_nf * PE*OB +: PE*OB]`: yosys builds a select per
+            # staged bit, so it grows with (NF - 1) x PE x output bits, not with PE x SIMD
+            # (rtl_yosys.py fold_calibration: 64..240 folds; dense LeNet-5's fc1 has 500)
+            (p["NF"] - 1) * pe * u.out_bits]
 
 
 def select_features(k: int, sf: int) -> List[float]:
