@@ -140,6 +140,27 @@ def _cli(*args):
                           text=True, env=env, timeout=300)
 
 
+def test_m0plus_trace_equals_timer_on_several_inputs(tmp_path):
+    """The Cortex-M0+ binary on mps2-an385: the whole invoke counted by the execution trace
+    (a firmware built with one input) equals the -icount timer's count (a firmware built with
+    several). They once differed by one instruction: the harness's loop count was a
+    compile-time constant and GCC compiled the call of the invoke differently for 1 and for N
+    inputs (firmware.inputs_source)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_export_c import Small, _randomize_bn
+    from edgeprune.export.c import export_c
+    from edgeprune.verify.c_runtime import read_export, quantize_inputs, verify_c
+    torch.manual_seed(1)
+    out = tmp_path / "c"
+    export_c(_randomize_bn(Small(), 1), "rp2040-m0plus", out, None, n_eval=4)
+    x = np.random.default_rng(0).integers(-128, 128, (3, 12 * 12 * 3)).astype(np.int8)
+    res, _, _ = verify_c(out, "cortex-m0plus", quantize_inputs(x, read_export(out)["io"]))
+    assert res["board"] == "mps2-an385" and res["identical"]
+    assert res["trace_instructions_equal_icount"]
+    assert all(l["trace_instructions_equal_icount"] for l in res["layers"])
+    assert "ep_conv_dense_plain" in {l["kernel"] for l in res["layers"]}      # no DSP path
+
+
 def test_cli_writes_report_and_refuses_to_overwrite(small_export, tmp_path):
     out, x = small_export
     np.save(tmp_path / "x.npy", x.astype(np.float32))

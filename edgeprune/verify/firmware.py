@@ -307,6 +307,23 @@ def support_files(board: Board, n_layers: int) -> Dict[str, str]:
     }
 
 
+def inputs_source(x_int8) -> str:
+    """epv_inputs.c: the inputs (N, bytes) and their count, as data the harness reads.
+
+    The count is a variable in this file, not a macro in the harness, so that the harness's
+    machine code is the same whatever N is: the firmware traced on one input and the firmware
+    timed on N run the same instructions between the timer reads. (With the count a
+    compile-time constant, GCC compiled the call of the invoke differently for 1 and for 2
+    inputs on the Cortex-M0+: one instruction more inside the timed region, so the trace and
+    the timer disagreed by one.) The array is padded to a multiple of 16 bytes so that what the
+    linker places after it keeps its alignment for any N."""
+    data = x_int8.tobytes()
+    pad = -len(data) % 16
+    return ("#include <stdint.h>\n"
+            f"const uint32_t epv_n_inputs = {len(x_int8)}u;\n"
+            + c_array("epv_inputs", data + bytes(pad)))
+
+
 def c_array(name: str, data: bytes, ctype: str = "int8_t") -> str:
     vals = [str(b - 256 if b > 127 else b) for b in data] if ctype == "int8_t" else [str(b) for b in data]
     lines = [", ".join(vals[i:i + 24]) for i in range(0, len(vals), 24)]
