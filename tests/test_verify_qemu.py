@@ -161,6 +161,36 @@ def test_m0plus_trace_equals_timer_on_several_inputs(tmp_path):
     assert "ep_conv_dense_plain" in {l["kernel"] for l in res["layers"]}      # no DSP path
 
 
+def test_m0plus_board_traps_unaligned_loads_as_an_m0plus(tmp_path):
+    """mps2-an385 is a Cortex-M3 (Armv7-M: unaligned word loads allowed); for an Armv6-M binary
+    the start-up sets CCR.UNALIGN_TRP, so an unaligned load faults there as on a real M0+,
+    while the M4 board runs it."""
+    from edgeprune.verify import firmware as fw
+    from edgeprune.verify.qemu import QemuError, run_icount
+    main = ('#include <stdint.h>\n#include "epv_support.h"\n'
+            'static uint8_t buf[16] __attribute__((aligned(4)));\nvolatile int off = 1;\n'
+            'int main(void) { epv_timer_init(); epv_calibrate();\n'
+            '  volatile uint32_t v = *(volatile uint32_t *)(buf + off); (void)v;\n'
+            '  epv_print("done", 0, 0); return 0; }\n')
+    ran = {}
+    for core in ("cortex-m0plus", "cortex-m4"):
+        b, d = boards.board_for(core), tmp_path / core
+        d.mkdir()
+        for name, text in {**fw.support_files(b, 1), "m.c": main}.items():
+            (d / name).write_text(text)
+        objs = []
+        for name in ("epv_startup.c", "epv_support.c", "m.c"):
+            fw.compile_c(b, d / name, d / (name + ".o"), ["-O2", "-std=gnu11"], [d])
+            objs.append(d / (name + ".o"))
+        elf = fw.link(b, objs, d / "f.elf")
+        try:
+            ran[core] = bool(run_icount(b, elf.path, timeout=60).get("done"))
+        except QemuError as e:
+            assert "fault" in str(e)
+            ran[core] = False
+    assert ran == {"cortex-m0plus": False, "cortex-m4": True}
+
+
 def test_cli_writes_report_and_refuses_to_overwrite(small_export, tmp_path):
     out, x = small_export
     np.save(tmp_path / "x.npy", x.astype(np.float32))

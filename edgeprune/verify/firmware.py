@@ -129,6 +129,12 @@ __attribute__((noreturn)) void epv_reset(void) {
   *(volatile uint32_t *)0xE000ED88u |= (0xFu << 20);   /* CPACR: CP10, CP11 full access */
   __asm volatile("dsb\n isb" ::: "memory");
 #endif
+#if defined(__ARM_ARCH_6M__)
+  /* Armv6-M has no unaligned loads and stores: the Armv7-M board that runs an M0+ binary
+     (mps2-an385) traps them as the M0+ would (CCR.UNALIGN_TRP) */
+  *(volatile uint32_t *)0xE000ED14u |= (1u << 3);
+  __asm volatile("dsb\n isb" ::: "memory");
+#endif
   __libc_init_array();              /* C++ static constructors */
   epv_exit(main());
   for (;;) {}
