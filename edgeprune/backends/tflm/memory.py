@@ -446,15 +446,19 @@ def _per_channel_arrays(plan: TflPlan, op: TflOp) -> int:
 
 
 def tail_allocations_arm32(plan: TflPlan, ops: Sequence[TflOp], n_tensors: int,
-                           n_scratch: int, mve: bool = False) -> List[Tuple[str, str, int, int]]:
+                           n_scratch: int, mve: bool = False,
+                           reference: bool = False) -> List[Tuple[str, str, int, int]]:
     """TFLM's persistent (tail) allocations on the 32-bit target, in the order
     MicroInterpreter(model, resolver, arena, size) + AllocateTensors() makes them:
     [(node or '', what, bytes, alignment)]. Sources: micro_allocator.cc (Create,
     StartModelAllocation, AllocateTfLiteEvalTensors, AllocateNodeAndRegistrations,
     AllocateScratchBufferHandles, AllocatePersistentTfLiteTensor), micro_interpreter.cc
     (PrepareNodeAndRegistrationDataFromFlatbuffer, AllocateTensors), the kernels' Init /
-    Prepare; sizes: ``arm32_structs`` (probed on the target)."""
+    Prepare; sizes: ``arm32_structs`` (probed on the target). ``reference``: TFLM's reference
+    kernels, whose Init allocates the reference OpData (``arm32_reference``: sizeof on the
+    target's compiler), smaller than the CMSIS-NN kernels' wrappers of it."""
     from . import arm32_structs as A
+    from .arm32_reference import REFERENCE_KERNEL_INIT
     st = A.STRUCTS
     seq: List[Tuple[str, str, int, int]] = []
 
@@ -472,7 +476,8 @@ def tail_allocations_arm32(plan: TflPlan, ops: Sequence[TflOp], n_tensors: int,
         if op.opcode in BUILTIN_PARAMS:
             add(op.node, BUILTIN_PARAMS[op.opcode])
     for op in ops:                                   # MicroInterpreterGraph::InitSubgraphs
-        init = A.KERNEL_INIT.get(op.opcode)
+        init = (REFERENCE_KERNEL_INIT.get(op.opcode) if reference else None) or \
+            A.KERNEL_INIT.get(op.opcode)
         if init is None:
             # an op kind the calibration models did not exercise standalone (RELU, RELU6,
             # TRANSPOSE, DECODE): the 64-bit host's kernel data, an upper bound
@@ -551,7 +556,8 @@ def estimate_arena_arm32(graph, *, compression=None, runtime: Optional[str] = No
         scratch_fn = {"mve": _cmsis_scratch_mve, "v6m": _cmsis_scratch_v6m}.get(isa, _cmsis_scratch)
     entries, scratch, all_entries, head, decode_bytes, n_tensors = _head(
         plan, ops, scratch_fn, alt_decompression)
-    seq = tail_allocations_arm32(plan, ops, n_tensors, len(scratch), mve=mve)
+    seq = tail_allocations_arm32(plan, ops, n_tensors, len(scratch), mve=mve,
+                                 reference=runtime == "tflm-reference")
     persistent = replay_tail(seq)
     layers: Dict[str, dict] = {}
     for op in ops:
