@@ -234,6 +234,51 @@ KERNEL_CYCLES = {
         },
     },
     'tflm-reference': {
+        'cortex-m0plus': {
+            'copy': {
+                'outputs': 1.408,
+                'call': 308.0508,
+            },
+            'ref_add': {
+                'outputs': 383.2177,
+                'call': 2241.7755,
+            },
+            'ref_avgpool': {
+                'window': 39.9952,
+                'outputs': 291.7689,
+                'call': 845.4769,
+            },
+            'ref_conv': {
+                'macs': 130.8335,
+                'taps': 54.3576,
+                'outputs': 341.3565,
+                'call': 1837.745,
+            },
+            'ref_dwconv': {
+                'macs': 148.7683,
+                'taps': 12.2758,
+                'outputs': 367.4235,
+                'call': 1280.0035,
+            },
+            'ref_fc': {
+                'macs': 10.9988,
+                'outputs': 191.2183,
+                'call': 1042.5868,
+            },
+            'ref_maxpool': {
+                'window': 60.2761,
+                'outputs': 187.6752,
+                'call': 380.0034,
+            },
+            'ref_pad': {
+                'outputs': 51.7225,
+                'call': 3245.2079,
+            },
+            'ref_softmax': {
+                'outputs': 2602.6941,
+                'call': 1379.2928,
+            },
+        },
         'cortex-m4': {
             'copy': {
                 'outputs': 0.6092,
@@ -344,6 +389,10 @@ INTERPRETER_CYCLES = {
         },
     },
     'tflm-reference': {
+        'cortex-m0plus': {
+            'invoke': 174.0,
+            'op': 154.0,
+        },
         'cortex-m4': {
             'invoke': 145.0,
             'op': 140.0,
@@ -538,6 +587,57 @@ FIT = {
         },
     },
     'tflm-reference': {
+        'cortex-m0plus': {
+            'copy': {
+                'samples': 10,
+                'max_rel_error': 0.0197,
+                'mean_abs_rel_error': 0.0099,
+            },
+            'ref_add': {
+                'samples': 6,
+                'max_rel_error': 0.0074,
+                'mean_abs_rel_error': 0.0026,
+            },
+            'ref_avgpool': {
+                'samples': 8,
+                'max_rel_error': 0.0229,
+                'mean_abs_rel_error': 0.0149,
+            },
+            'ref_conv': {
+                'samples': 45,
+                'max_rel_error': 0.0144,
+                'mean_abs_rel_error': 0.0023,
+            },
+            'ref_dwconv': {
+                'samples': 15,
+                'max_rel_error': 0.0022,
+                'mean_abs_rel_error': 0.001,
+            },
+            'ref_fc': {
+                'samples': 26,
+                'max_rel_error': 0.0065,
+                'mean_abs_rel_error': 0.001,
+            },
+            'ref_maxpool': {
+                'samples': 7,
+                'max_rel_error': 0.0073,
+                'mean_abs_rel_error': 0.0025,
+            },
+            'ref_pad': {
+                'samples': 6,
+                'max_rel_error': 0.1392,
+                'mean_abs_rel_error': 0.0516,
+            },
+            'ref_softmax': {
+                'samples': 6,
+                'max_rel_error': 0.0026,
+                'mean_abs_rel_error': 0.0016,
+            },
+            'interpreter': {
+                'samples': 18,
+                'max_abs_error_cycles': 0.0,
+            },
+        },
         'cortex-m4': {
             'copy': {
                 'samples': 7,
