@@ -90,6 +90,12 @@ CASES = [
                            ("softmax",)]),
     ("c3_20x6", (3, 20, 6), [("conv", 28, (3, 5), 1, 0), ("dw", 3, 1, 1), ("conv", 17, 1, 1, 0),
                              ("max", 2, 2), ("flat",), ("fc", 40)]),
+    # few output channels over many input channels: the im2col copies weigh as much as the
+    # MACs (on the M0+ memcpy takes a word loop for in_c % 4 == 0 and >= 16, a byte loop else)
+    ("c32_8", (32, 8, 8), [("conv", 2, 3, 1, 1), ("conv", 20, 3, 1, 0), ("conv", 3, 3, 1, 1),
+                           ("flat",), ("fc", 4)]),
+    ("c16_9", (16, 9, 9), [("conv", 1, 3, 2, 1), ("conv", 24, 1, 1, 0), ("conv", 2, 2, 1, 0),
+                           ("flat",), ("fc", 3)]),
     ("fc_a", (100,), [("fc", 64), ("fc", 33), ("fc", 10), ("softmax",)]),
     ("fc_b", (257,), [("fc", 128), ("fc", 256), ("fc", 17)]),
     ("fc_c", (48,), [("fc", 300), ("fc", 5), ("fc", 96), ("softmax",)]),
@@ -179,6 +185,9 @@ def measure_case(name, in_shape, layers, core, seed, tflm_root, cache, work, n_i
     io = rep["io"]
     x = quantize_input(to_nhwc(ev), io["input_scale"], io["input_zero_point"])
     res, _, _ = verify_tflm(out, core, x, tflm_root, cache, kernels=KERNELS[runtime])
+    if not res["trace_instructions_equal_icount"]:
+        raise SystemExit(f"{name} on {res['board']}: the execution trace and the -icount timer "
+                         f"disagree on the instructions per invoke; the cycles would not be exact")
     plan_ops = [op for op in plan.ops if op.opcode != "DECODE"]
     measured = res["operators"]
     if [o.opcode for o in plan_ops] != [m["op"] for m in measured]:

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """TFLite-Micro + CMSIS-NN measured on an emulated Cortex-M (--core: M4 mps2-an386, M7 mps2-an500,
-M33 mps2-an505, M55 mps3-an547; each built with its own -mcpu): the zoo's `export tflm` outputs
+M33 mps2-an505, M55 mps3-an547, M0+ its Armv6-M build on the Cortex-M3 board mps2-an385, timed
+with the M0+ TRM table; each built with its own -mcpu): the zoo's `export tflm` outputs
 built from a TFLM tree (`edgeprune verify --tflm-root`), run under QEMU, against the MCU cost
 model's tflm-cmsis-nn estimate and its arena estimate; and, from the same weights, the dense
 edgeprune-c build's cycles (benchmarks/results/c_runtime.json, written by
@@ -104,6 +105,9 @@ def row_for(name: str, core: str, n_inputs: int, seed: int, tflm_root: Path, cac
     x = quantize_input(to_nhwc(ev), io["input_scale"], io["input_zero_point"])
     res, _, _ = verify_tflm(out, core, x, tflm_root, cache,
                             kernels="cmsis_nn" if runtime == "tflm-cmsis-nn" else "reference")
+    if not res["trace_instructions_equal_icount"]:
+        raise SystemExit(f"{name} on {res['board']}: the execution trace and the -icount timer "
+                         f"disagree on the instructions per invoke; the cycles would not be exact")
     est = estimate(graph, dep)
     c_rows = json.loads(C_RUNTIME.read_text())["rows"] if C_RUNTIME.exists() else []   # read just before the locked update below
     c_row = next((r for r in c_rows if r["model"] == name and r["core"] == core

@@ -145,6 +145,53 @@ def test_mve_dispatch_follows_cmsis_nn_mve_paths():
     assert mve["persistent_bytes"] > dsp["persistent_bytes"]            # fc kernel sums
 
 
+def test_v6m_dispatch_follows_cmsis_nn_plain_c_paths():
+    """On the M0+ (no DSP extension) CMSIS-NN's depthwise opt kernel falls back to the generic
+    one, the fully-connected loop takes 3 rows at a time, the average pool walks the whole
+    window per element; none of them requests a scratch buffer (the conv's im2col stays)."""
+    def shape(op, i, o, **kw):
+        return {"op": op, "in": list(i), "out": list(o), **kw}
+    dw5 = dict(k=[5, 5], stride=[1, 1], dilation=[1, 1], pad=[2, 2])
+    k, t = tflm_kernel(shape("DEPTHWISE_CONV_2D", (6, 6, 8), (6, 6, 8), **dw5), isa="v6m")
+    # per axis 3+4+5+5+4+3 = 24 filter positions inside the 6-pixel input
+    assert k == "v6m_dwconv" and t["macs"] == 24 * 24 * 8 and t["krows"] == 24 * 6 * 8
+    dw3 = dict(k=[3, 3], stride=[1, 1], dilation=[1, 1], pad=[1, 1])
+    assert tflm_kernel(shape("DEPTHWISE_CONV_2D", (6, 6, 8), (6, 6, 8), **dw3), isa="v6m")[0] == \
+        "cm_dwconv_3x3"                           # the 3x3 kernel has a plain path of its own
+    k, t = tflm_kernel(shape("FULLY_CONNECTED", (1, 1, 10), (1, 1, 7), depth=10, units=7), isa="v6m")
+    assert k == "v6m_fc" and t["trips3"] == 2 * 10 and t["trips1"] == 10 and t["groups3"] == 2
+    k, t = tflm_kernel(shape("AVERAGE_POOL_2D", (4, 4, 5), (2, 2, 5), k=[2, 2], stride=[2, 2]), isa="v6m")
+    assert k == "v6m_avgpool" and t["window"] == 20 * 4 and t["wrows"] == 20 * 2
+    one = dict(k=[1, 1], stride=[1, 1], dilation=[1, 1], pad=[0, 0])
+    assert tflm_kernel(shape("CONV_2D", (8, 8, 16), (8, 8, 32), **one), isa="v6m")[0] == "cm_conv_1x1"
+    for name in ("v6m_dwconv", "v6m_fc", "v6m_avgpool"):
+        assert "call" in TFLM_KERNEL_TERMS[name]
+    from edgeprune.backends.tflm import memory as M
+
+    class Pooled(nn.Module):
+        input_shape = (4, 8, 8)
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 8, 3, padding=1)
+            self.dw = nn.Conv2d(8, 8, 5, padding=2, groups=8)
+            self.pool = nn.AvgPool2d(2)
+            self.flat = nn.Flatten()
+            self.fc = nn.Linear(8 * 16, 5)
+
+        def forward(self, x):
+            return self.fc(self.flat(self.pool(self.dw(self.conv(x)))))
+    g = extract(Pooled())
+    plan = tflm_plan.lower(g)
+    by_op = {op.opcode: op for op in plan.ops}
+    assert M._cmsis_scratch_v6m(plan, by_op["CONV_2D"]) == M._cmsis_scratch(plan, by_op["CONV_2D"]) > 0
+    for code in ("DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D"):
+        assert M._cmsis_scratch(plan, by_op[code]) > 0 and M._cmsis_scratch_v6m(plan, by_op[code]) == 0
+    dsp = M.estimate_arena(g, runtime="tflm-cmsis-nn", plan=plan)
+    v6m = M.estimate_arena(g, runtime="tflm-cmsis-nn", plan=plan, isa="v6m")
+    assert v6m["scratch_bytes"] < dsp["scratch_bytes"]
+
+
 def test_fit_proxy_only_for_cores_on_the_same_path_and_table():
     """M7 / M33 without their own fit borrow the M4's (same CMSIS-NN DSP path, same TRM table in
     verify/cpi.py); the M55 (MVE) and M0+ (plain C) borrow nothing; a core's own fit wins."""

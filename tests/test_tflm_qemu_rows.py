@@ -24,14 +24,14 @@ def _qemu_module():
 def test_rows_name_core_target_and_command():
     q = _qemu_module()
     rows = json.loads(ROWS.read_text())["rows"]
-    assert {"cortex-m4", "cortex-m7", "cortex-m33"} <= {r["core"] for r in rows}
+    assert {"cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "cortex-m0plus"} <= {r["core"] for r in rows}
     for r in rows:
         assert r["core"] in q.TARGET, r["core"]
         assert f"--core {r['core']}" in r["command"] or r["core"] == "cortex-m4"
         assert r["cycles_measured"] > 0 and r["identical_vs_host_interpreter"] is True
 
 
-@pytest.mark.parametrize("core", ["cortex-m4", "cortex-m7", "cortex-m33"])
+@pytest.mark.parametrize("core", ["cortex-m4", "cortex-m7", "cortex-m33", "cortex-m0plus"])
 def test_estimate_columns_are_the_current_model(core):
     q = _qemu_module()
     rows = [r for r in json.loads(ROWS.read_text())["rows"]

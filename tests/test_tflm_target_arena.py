@@ -54,3 +54,28 @@ def test_unknown_abi_is_refused():
     from edgeprune.models import build
     with pytest.raises(ValueError, match="abi"):
         tflm_memory.estimate_arena(extract(build("lenet5")), abi="arm64")
+
+
+def test_reference_kernels_arena_on_the_target():
+    """With TFLM's reference kernels the arena replays their own Init data (sizeof of the
+    reference OpData on arm-none-eabi-g++, benchmarks/tflm_reference_opdata.py), not the
+    CMSIS-NN wrappers: the reference rows measured on QEMU (benchmarks/results/tflm_qemu.json,
+    every core) are then met to the byte."""
+    from edgeprune.backends.tflm import arm32_reference, arm32_structs
+    from edgeprune.graph import extract
+    from edgeprune.models import build
+    probed = json.loads((REPO / "benchmarks" / "results" / "tflm_reference_opdata.json").read_text())
+    assert arm32_reference.REFERENCE_KERNEL_INIT == {k: (v,) for k, v in probed["sizes"].items()}
+    # the CMSIS-NN fully-connected OpData wraps the reference one
+    assert arm32_reference.REFERENCE_KERNEL_INIT["FULLY_CONNECTED"][0] < \
+        arm32_structs.KERNEL_INIT["FULLY_CONNECTED"][0]
+    rows = [r for r in json.loads((REPO / "benchmarks" / "results" / "tflm_qemu.json").read_text())["rows"]
+            if r["runtime"] == "tflm-reference"]
+    assert {"lenet300100", "fc_autoencoder"} <= {r["model"] for r in rows}
+    est = {}
+    for r in rows:
+        if r["model"] not in est:
+            g = extract(build(r["model"]))
+            est[r["model"]] = tflm_memory.estimate_arena(g, runtime="tflm-reference")["total_bytes"]
+            assert est[r["model"]] < tflm_memory.estimate_arena(g, runtime="tflm-cmsis-nn")["total_bytes"]
+        assert est[r["model"]] == r["arena_measured"], (r["model"], r["core"])

@@ -140,6 +140,57 @@ def _cli(*args):
                           text=True, env=env, timeout=300)
 
 
+def test_m0plus_trace_equals_timer_on_several_inputs(tmp_path):
+    """The Cortex-M0+ binary on mps2-an385: the whole invoke counted by the execution trace
+    (a firmware built with one input) equals the -icount timer's count (a firmware built with
+    several). They once differed by one instruction: the harness's loop count was a
+    compile-time constant and GCC compiled the call of the invoke differently for 1 and for N
+    inputs (firmware.inputs_source)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_export_c import Small, _randomize_bn
+    from edgeprune.export.c import export_c
+    from edgeprune.verify.c_runtime import read_export, quantize_inputs, verify_c
+    torch.manual_seed(1)
+    out = tmp_path / "c"
+    export_c(_randomize_bn(Small(), 1), "rp2040-m0plus", out, None, n_eval=4)
+    x = np.random.default_rng(0).integers(-128, 128, (3, 12 * 12 * 3)).astype(np.int8)
+    res, _, _ = verify_c(out, "cortex-m0plus", quantize_inputs(x, read_export(out)["io"]))
+    assert res["board"] == "mps2-an385" and res["identical"]
+    assert res["trace_instructions_equal_icount"]
+    assert all(l["trace_instructions_equal_icount"] for l in res["layers"])
+    assert "ep_conv_dense_plain" in {l["kernel"] for l in res["layers"]}      # no DSP path
+
+
+def test_m0plus_board_traps_unaligned_loads_as_an_m0plus(tmp_path):
+    """mps2-an385 is a Cortex-M3 (Armv7-M: unaligned word loads allowed); for an Armv6-M binary
+    the start-up sets CCR.UNALIGN_TRP, so an unaligned load faults there as on a real M0+,
+    while the M4 board runs it."""
+    from edgeprune.verify import firmware as fw
+    from edgeprune.verify.qemu import QemuError, run_icount
+    main = ('#include <stdint.h>\n#include "epv_support.h"\n'
+            'static uint8_t buf[16] __attribute__((aligned(4)));\nvolatile int off = 1;\n'
+            'int main(void) { epv_timer_init(); epv_calibrate();\n'
+            '  volatile uint32_t v = *(volatile uint32_t *)(buf + off); (void)v;\n'
+            '  epv_print("done", 0, 0); return 0; }\n')
+    ran = {}
+    for core in ("cortex-m0plus", "cortex-m4"):
+        b, d = boards.board_for(core), tmp_path / core
+        d.mkdir()
+        for name, text in {**fw.support_files(b, 1), "m.c": main}.items():
+            (d / name).write_text(text)
+        objs = []
+        for name in ("epv_startup.c", "epv_support.c", "m.c"):
+            fw.compile_c(b, d / name, d / (name + ".o"), ["-O2", "-std=gnu11"], [d])
+            objs.append(d / (name + ".o"))
+        elf = fw.link(b, objs, d / "f.elf")
+        try:
+            ran[core] = bool(run_icount(b, elf.path, timeout=60).get("done"))
+        except QemuError as e:
+            assert "fault" in str(e)
+            ran[core] = False
+    assert ran == {"cortex-m0plus": False, "cortex-m4": True}
+
+
 def test_cli_writes_report_and_refuses_to_overwrite(small_export, tmp_path):
     out, x = small_export
     np.save(tmp_path / "x.npy", x.astype(np.float32))

@@ -18,7 +18,7 @@ imports: `edgeprune estimate` must start fast.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 
 def _ceil(a: int, b: int) -> int:
@@ -128,6 +128,8 @@ def tflm_op_shape(plan, op) -> Dict[str, object]:
     elif code in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
         d.update(k=[int(v) for v in op.options.get("filter", (1, 1))],
                  stride=[int(v) for v in op.options.get("stride", (1, 1))])
+    elif code == "PAD" and "pads" in op.attrs:
+        d.update(pads=[int(v) for v in op.attrs["pads"]])        # top, bottom, left, right
     return d
 
 
@@ -325,16 +327,95 @@ def _mve_kernel(d: dict) -> tuple:
     return "other", {"outputs": n, "call": 1}
 
 
+def _memcpy_v6m(n: int, aligned: bool) -> tuple:
+    """(bytes moved by the byte loop, bytes moved by the word loops) of newlib-nano's memcpy for
+    Armv6-M (arm-none-eabi libc_nano.a, thumb/v6-m: objdump of memcpy): 16- then 4-byte word
+    loops and a byte tail when both pointers are word-aligned and n >= 16, else one byte loop
+    (the M0+ cannot load unaligned words)."""
+    if aligned and n >= 16:
+        return n % 4, n - n % 4
+    return n, 0
+
+
+def _v6m_kernel(d: dict) -> Optional[tuple]:
+    """The CMSIS-NN kernels whose plain-C path (no ARM_MATH_DSP: the Armv6-M Cortex-M0+) has
+    another loop structure or cost than the DSP path: conv (im2col copies by newlib's memcpy,
+    whose speed depends on alignment), PAD (the same), depthwise other than 3x3, fully
+    connected, average pool; None for the others (1x1 conv, 3x3 depthwise, max pool, ADD,
+    softmax: the same loops with scalar bodies, so the DSP variants' terms, fitted on the M0+'s
+    own measurements)."""
+    code = d["op"]
+    oh, ow, oc = d["out"]
+    if code == "CONV_2D":
+        v, t = _conv_kernel(d)
+        if v != "cm_conv":
+            return None
+        # arm_convolve_s8's im2col copies in_c bytes per filter position inside the input
+        # (arm_memcpy_s8 = memcpy without MVE): word loops only when in_c is a multiple of 4
+        # (the tensor, the column buffer and every position then word-aligned: the arena
+        # aligns buffers to 16) and at least 16; the padded positions are memsets
+        ic = d["in"][2]
+        copied = (t["ptaps"] - t["ptaps_pad"]) * ic
+        nb, nw = _memcpy_v6m(ic, ic % 4 == 0)
+        per = max(nb + nw, 1)
+        del t["macs_tail4"]
+        t.update(cp_bytes=copied * nb // per, cp_words=copied * nw // per)
+        return "v6m_conv", t
+    if code == "PAD":
+        # arm_pad_s8 (arm_memset_s8 / arm_memcpy_s8 = memset / memcpy without MVE): per input
+        # row a memcpy of in_w * c bytes, word-aligned when both row offsets are (the arena
+        # aligns tensors to 16); the padding as memsets (about a word per 4 bytes)
+        (ih, iw, c) = d["in"]
+        pads = d.get("pads") or [(oh - ih) // 2, oh - ih - (oh - ih) // 2,
+                                 (ow - iw) // 2, ow - iw - (ow - iw) // 2]
+        top, left = pads[0], pads[2]
+        row = iw * c
+        nb = nw = 0
+        for y in range(ih):
+            b, w = _memcpy_v6m(row, (y * row) % 4 == 0 and (((y + top) * ow + left) * c) % 4 == 0)
+            nb, nw = nb + b, nw + w
+        return "v6m_pad", {"cp_bytes": nb, "cp_words": nw, "set_bytes": oh * ow * c - ih * row,
+                           "rows": ih, "call": 1}
+    if code == "DEPTHWISE_CONV_2D":
+        (ih, iw, c), (kh, kw) = d["in"], d["k"]
+        (sh, sw), (ph, pw) = d["stride"], d["pad"]
+        if (kh, kw) == (3, 3) and ph <= 1 and pw <= 1:
+            return None
+        # arm_depthwise_conv_s8_opt without DSP calls arm_depthwise_conv_s8, whose
+        # depthwise_conv_s8_generic (channel multiplier 1) runs per output pixel and channel
+        # the filter rows inside the input, and in each the filter columns inside it (one MAC)
+        rows = _valid_taps(oh, ih, kh, sh, ph) * ow
+        return "v6m_dwconv", {"macs": _window_taps(d) * c, "krows": rows * c,
+                              "outputs": oh * ow * c, "call": 1}
+    if code == "FULLY_CONNECTED":
+        # arm_nn_vec_mat_mult_t_s8, plain C: the weight rows 3 at a time (one pass over the
+        # input for 3 accumulators), the units % 3 left one at a time
+        depth, units = d["depth"], d["units"]
+        return "v6m_fc", {"trips3": (units // 3) * depth, "trips1": (units % 3) * depth,
+                          "groups3": units // 3, "outputs": units, "call": 1}
+    if code == "AVERAGE_POOL_2D":
+        # arm_avgpool_s8, plain C: per output element the whole window (bounds checked per
+        # position), one division (a libgcc call: the M0+ has no divide instruction)
+        kh, kw = d["k"]
+        n = oh * ow * oc
+        return "v6m_avgpool", {"window": n * kh * kw, "wrows": n * kh, "outputs": n, "call": 1}
+    return None
+
+
 def tflm_kernel(d: dict, runtime: str = "tflm-cmsis-nn", isa: str = "dsp") -> tuple:
     """(kernel variant, work terms) of one op shape (``tflm_op_shape``) on `runtime`; for
     tflm-cmsis-nn the variants follow the kernel TFLM + CMSIS-NN dispatches to on an Armv7E-M
-    core (`isa` 'dsp'; 'v6m' gets the same variants, CMSIS-NN's plain-C paths dispatch alike:
-    no real-kernel fit for it yet), or on an MVE core (`isa` 'mve', the Cortex-M55); for
+    core (`isa` 'dsp'), on an Armv6-M core (`isa` 'v6m', the Cortex-M0+: CMSIS-NN's plain-C
+    paths, ``_v6m_kernel``), or on an MVE core (`isa` 'mve', the Cortex-M55); for
     tflm-reference TFLM's reference kernels."""
     if runtime == "tflm-reference":
         return _reference_kernel(d)
     if isa == "mve":
         return _mve_kernel(d)
+    if isa == "v6m":
+        v = _v6m_kernel(d)
+        if v is not None:
+            return v
     code = d["op"]
     oh, ow, oc = d["out"]
     n = oh * ow * oc
@@ -382,6 +463,12 @@ TFLM_KERNEL_TERMS = {
     "cm_add": ("outputs", "tail4", "call"),
     "cm_pad": ("outputs", "rows", "call"),
     "cm_softmax": ("outputs", "call"),
+    "v6m_conv": ("macs", "macs_odd", "ptaps", "ptaps_pad", "im2col", "cp_bytes", "cp_words",
+                 "outputs", "call"),
+    "v6m_pad": ("cp_bytes", "cp_words", "set_bytes", "rows", "call"),
+    "v6m_dwconv": ("macs", "krows", "outputs", "call"),
+    "v6m_fc": ("trips3", "trips1", "groups3", "outputs", "call"),
+    "v6m_avgpool": ("window", "wrows", "outputs", "call"),
     "mve_conv_1x1": ("q_iters", "q_ch", "s_iters", "s_ch", "s_tail", "rows", "call"),
     "mve_conv": ("q_iters", "q_ch", "s_iters", "s_ch", "s_tail", "ptaps", "ptap_vec", "ptaps_pad",
                  "pixels", "call"),

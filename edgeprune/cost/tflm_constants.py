@@ -9,6 +9,82 @@ SOURCE = "benchmarks/tflm_calibrate.py fit <- benchmarks/results/tflm_cycle_cali
 # {runtime: {core: {kernel: {term: cycles per term}}}}
 KERNEL_CYCLES = {
     'tflm-cmsis-nn': {
+        'cortex-m0plus': {
+            'cm_add': {
+                'outputs': 329.0551,
+                'tail4': 0.0,
+                'call': 1754.8367,
+            },
+            'cm_conv_1x1': {
+                'macs': 7.7238,
+                'macs_tail4': 0.0873,
+                'macs_odd': 8.0489,
+                'macs_oddc': 11.4506,
+                'weights': 6.8542,
+                'outputs': 135.7983,
+                'rows': 747.5563,
+                'call': 822.3667,
+            },
+            'cm_dwconv_3x3': {
+                'vtaps4': 164.1342,
+                'taps_tail': 17.0033,
+                'outputs': 159.085,
+                'pixels': 138.668,
+                'call': 2097.4326,
+            },
+            'cm_maxpool': {
+                'window': 50.6985,
+                'wpos': 88.3849,
+                'outputs': 35.8995,
+                'pixels': 0.0,
+                'call': 611.7419,
+            },
+            'cm_softmax': {
+                'outputs': 2675.0075,
+                'call': 181.5121,
+            },
+            'copy': {
+                'outputs': 1.408,
+                'call': 308.0508,
+            },
+            'v6m_avgpool': {
+                'window': 19.159,
+                'wrows': 17.1082,
+                'outputs': 134.983,
+                'call': 834.9904,
+            },
+            'v6m_conv': {
+                'macs': 8.4,
+                'macs_odd': 19.9046,
+                'ptaps': 73.0904,
+                'ptaps_pad': 0.0,
+                'im2col': 13.2703,
+                'cp_bytes': 7.6856,
+                'cp_words': 1.2346,
+                'outputs': 143.3225,
+                'call': 3326.7001,
+            },
+            'v6m_dwconv': {
+                'macs': 24.9481,
+                'krows': 184.1444,
+                'outputs': 0.0,
+                'call': 0.0,
+            },
+            'v6m_fc': {
+                'trips3': 22.003,
+                'trips1': 11.0898,
+                'groups3': 0.0,
+                'outputs': 143.4181,
+                'call': 1080.9471,
+            },
+            'v6m_pad': {
+                'cp_bytes': 8.6929,
+                'cp_words': 1.4799,
+                'set_bytes': 0.67,
+                'rows': 211.1003,
+                'call': 1260.0821,
+            },
+        },
         'cortex-m4': {
             'cm_add': {
                 'outputs': 92.1856,
@@ -158,6 +234,51 @@ KERNEL_CYCLES = {
         },
     },
     'tflm-reference': {
+        'cortex-m0plus': {
+            'copy': {
+                'outputs': 1.408,
+                'call': 308.0508,
+            },
+            'ref_add': {
+                'outputs': 383.2177,
+                'call': 2241.7755,
+            },
+            'ref_avgpool': {
+                'window': 39.9952,
+                'outputs': 291.7689,
+                'call': 845.4769,
+            },
+            'ref_conv': {
+                'macs': 130.8335,
+                'taps': 54.3576,
+                'outputs': 341.3565,
+                'call': 1837.745,
+            },
+            'ref_dwconv': {
+                'macs': 148.7683,
+                'taps': 12.2758,
+                'outputs': 367.4235,
+                'call': 1280.0035,
+            },
+            'ref_fc': {
+                'macs': 10.9988,
+                'outputs': 191.2183,
+                'call': 1042.5868,
+            },
+            'ref_maxpool': {
+                'window': 60.2761,
+                'outputs': 187.6752,
+                'call': 380.0034,
+            },
+            'ref_pad': {
+                'outputs': 51.7225,
+                'call': 3245.2079,
+            },
+            'ref_softmax': {
+                'outputs': 2602.6941,
+                'call': 1379.2928,
+            },
+        },
         'cortex-m4': {
             'copy': {
                 'outputs': 0.6092,
@@ -254,6 +375,10 @@ KERNEL_CYCLES = {
 # {runtime: {core: {'invoke': cycles per Invoke, 'op': cycles per operator}}}
 INTERPRETER_CYCLES = {
     'tflm-cmsis-nn': {
+        'cortex-m0plus': {
+            'invoke': 174.0,
+            'op': 154.0,
+        },
         'cortex-m4': {
             'invoke': 145.0,
             'op': 140.0,
@@ -264,6 +389,10 @@ INTERPRETER_CYCLES = {
         },
     },
     'tflm-reference': {
+        'cortex-m0plus': {
+            'invoke': 174.0,
+            'op': 154.0,
+        },
         'cortex-m4': {
             'invoke': 145.0,
             'op': 140.0,
@@ -278,6 +407,67 @@ INTERPRETER_CYCLES = {
 # the fit's error on its own (synthetic) samples, per kernel
 FIT = {
     'tflm-cmsis-nn': {
+        'cortex-m0plus': {
+            'cm_add': {
+                'samples': 6,
+                'max_rel_error': 0.0006,
+                'mean_abs_rel_error': 0.0004,
+            },
+            'cm_conv_1x1': {
+                'samples': 21,
+                'max_rel_error': 0.0024,
+                'mean_abs_rel_error': 0.001,
+            },
+            'cm_dwconv_3x3': {
+                'samples': 13,
+                'max_rel_error': 0.0042,
+                'mean_abs_rel_error': 0.0016,
+            },
+            'cm_maxpool': {
+                'samples': 7,
+                'max_rel_error': 0.0081,
+                'mean_abs_rel_error': 0.0055,
+            },
+            'cm_softmax': {
+                'samples': 6,
+                'max_rel_error': 0.014,
+                'mean_abs_rel_error': 0.006,
+            },
+            'copy': {
+                'samples': 10,
+                'max_rel_error': 0.0197,
+                'mean_abs_rel_error': 0.0099,
+            },
+            'v6m_avgpool': {
+                'samples': 8,
+                'max_rel_error': 0.0055,
+                'mean_abs_rel_error': 0.002,
+            },
+            'v6m_conv': {
+                'samples': 24,
+                'max_rel_error': 0.0402,
+                'mean_abs_rel_error': 0.0099,
+            },
+            'v6m_dwconv': {
+                'samples': 2,
+                'max_rel_error': 0.0,
+                'mean_abs_rel_error': 0.0,
+            },
+            'v6m_fc': {
+                'samples': 26,
+                'max_rel_error': 0.0097,
+                'mean_abs_rel_error': 0.002,
+            },
+            'v6m_pad': {
+                'samples': 6,
+                'max_rel_error': 0.0085,
+                'mean_abs_rel_error': 0.0046,
+            },
+            'interpreter': {
+                'samples': 18,
+                'max_abs_error_cycles': 0.0,
+            },
+        },
         'cortex-m4': {
             'cm_add': {
                 'samples': 6,
@@ -397,6 +587,57 @@ FIT = {
         },
     },
     'tflm-reference': {
+        'cortex-m0plus': {
+            'copy': {
+                'samples': 10,
+                'max_rel_error': 0.0197,
+                'mean_abs_rel_error': 0.0099,
+            },
+            'ref_add': {
+                'samples': 6,
+                'max_rel_error': 0.0074,
+                'mean_abs_rel_error': 0.0026,
+            },
+            'ref_avgpool': {
+                'samples': 8,
+                'max_rel_error': 0.0229,
+                'mean_abs_rel_error': 0.0149,
+            },
+            'ref_conv': {
+                'samples': 45,
+                'max_rel_error': 0.0144,
+                'mean_abs_rel_error': 0.0023,
+            },
+            'ref_dwconv': {
+                'samples': 15,
+                'max_rel_error': 0.0022,
+                'mean_abs_rel_error': 0.001,
+            },
+            'ref_fc': {
+                'samples': 26,
+                'max_rel_error': 0.0065,
+                'mean_abs_rel_error': 0.001,
+            },
+            'ref_maxpool': {
+                'samples': 7,
+                'max_rel_error': 0.0073,
+                'mean_abs_rel_error': 0.0025,
+            },
+            'ref_pad': {
+                'samples': 6,
+                'max_rel_error': 0.1392,
+                'mean_abs_rel_error': 0.0516,
+            },
+            'ref_softmax': {
+                'samples': 6,
+                'max_rel_error': 0.0026,
+                'mean_abs_rel_error': 0.0016,
+            },
+            'interpreter': {
+                'samples': 18,
+                'max_abs_error_cycles': 0.0,
+            },
+        },
         'cortex-m4': {
             'copy': {
                 'samples': 7,

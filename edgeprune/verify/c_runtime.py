@@ -50,15 +50,15 @@ HARNESS = r"""
 #include "edgeprune_model.h"
 #include "epv_support.h"
 
-#define EPV_N_INPUTS {n_inputs}
 #define EPV_N_LAYERS {n_layers}
 extern const int8_t epv_inputs[];
+extern const uint32_t epv_n_inputs;     /* epv_inputs.c: the harness's code does not depend on it */
 static int8_t epv_out[EDGEPRUNE_OUTPUT_BYTES];
 
 int main(void) {{
   epv_timer_init();
   epv_calibrate();
-  for (uint32_t i = 0; i < EPV_N_INPUTS; ++i) {{
+  for (uint32_t i = 0; i < epv_n_inputs; ++i) {{
     memcpy(edgeprune_input(), epv_inputs + i * EDGEPRUNE_INPUT_BYTES, EDGEPRUNE_INPUT_BYTES);
     epv_stack_paint();
     uint32_t sp = epv_sp();
@@ -178,9 +178,9 @@ def _build(board: Board, export_dir: Path, work: Path, x_int8: np.ndarray, n_lay
         (work / fname).write_text(text)
     (work / "epv_main.c").write_text(
         f"#define EPV_LAYER_HOOKS {int(hooks)}\n" + HARNESS.format(
-            n_inputs=len(x_int8), n_layers=n_layers, slot_invoke=fw.SLOT_INVOKE,
+            n_layers=n_layers, slot_invoke=fw.SLOT_INVOKE,
             slot_layer0=fw.SLOT_LAYER0))
-    (work / "epv_inputs.c").write_text("#include <stdint.h>\n" + fw.c_array("epv_inputs", x_int8.tobytes()))
+    (work / "epv_inputs.c").write_text(fw.inputs_source(x_int8))
     objs = []
     for fname in ("epv_startup.c", "epv_support.c", "epv_main.c", "epv_inputs.c"):
         obj = work / (Path(fname).stem + ".o")

@@ -129,6 +129,12 @@ __attribute__((noreturn)) void epv_reset(void) {
   *(volatile uint32_t *)0xE000ED88u |= (0xFu << 20);   /* CPACR: CP10, CP11 full access */
   __asm volatile("dsb\n isb" ::: "memory");
 #endif
+#if defined(__ARM_ARCH_6M__)
+  /* Armv6-M has no unaligned loads and stores: the Armv7-M board that runs an M0+ binary
+     (mps2-an385) traps them as the M0+ would (CCR.UNALIGN_TRP) */
+  *(volatile uint32_t *)0xE000ED14u |= (1u << 3);
+  __asm volatile("dsb\n isb" ::: "memory");
+#endif
   __libc_init_array();              /* C++ static constructors */
   epv_exit(main());
   for (;;) {}
@@ -305,6 +311,23 @@ def support_files(board: Board, n_layers: int) -> Dict[str, str]:
         "epv_startup.c": STARTUP,
         "epv_support.c": SUPPORT + "\nvoid epv_timer_init(void) { epv_timer_start(); }\n",
     }
+
+
+def inputs_source(x_int8) -> str:
+    """epv_inputs.c: the inputs (N, bytes) and their count, as data the harness reads.
+
+    The count is a variable in this file, not a macro in the harness, so that the harness's
+    machine code is the same whatever N is: the firmware traced on one input and the firmware
+    timed on N run the same instructions between the timer reads. (With the count a
+    compile-time constant, GCC compiled the call of the invoke differently for 1 and for 2
+    inputs on the Cortex-M0+: one instruction more inside the timed region, so the trace and
+    the timer disagreed by one.) The array is padded to a multiple of 16 bytes so that what the
+    linker places after it keeps its alignment for any N."""
+    data = x_int8.tobytes()
+    pad = -len(data) % 16
+    return ("#include <stdint.h>\n"
+            f"const uint32_t epv_n_inputs = {len(x_int8)}u;\n"
+            + c_array("epv_inputs", data + bytes(pad)))
 
 
 def c_array(name: str, data: bytes, ctype: str = "int8_t") -> str:

@@ -34,8 +34,8 @@ HARNESS = r"""
 #include "edgeprune_model.h"
 #include "epv_support.h"
 
-#define EPV_N_INPUTS {n_inputs}
 extern "C" const int8_t epv_inputs[];
+extern "C" const uint32_t epv_n_inputs;   // epv_inputs.c: the harness's code does not depend on it
 static int8_t epv_out[kEdgepruneOutputBytes];
 
 int main() {{
@@ -47,7 +47,7 @@ int main() {{
   epv_print("init", (uint32_t)s, epv_stamps[7] - epv_stamps[6]);
   if (s != kTfLiteOk) return 1;
   epv_print("arena", (uint32_t)edgeprune_model_arena_used(), (uint32_t)kEdgepruneArenaBytes);
-  for (uint32_t i = 0; i < EPV_N_INPUTS; ++i) {{
+  for (uint32_t i = 0; i < epv_n_inputs; ++i) {{
     std::memcpy(edgeprune_model_input(), epv_inputs + i * kEdgepruneInputBytes, kEdgepruneInputBytes);
     epv_stack_paint();
     uint32_t sp = epv_sp();
@@ -86,8 +86,8 @@ def _build(lib, board, export_dir: Path, work: Path, x_int8: np.ndarray, name: s
     work.mkdir(parents=True, exist_ok=True)
     for fname, text in fw.support_files(board, 1).items():
         (work / fname).write_text(text)
-    (work / "epv_main.cc").write_text(HARNESS.format(n_inputs=len(x_int8)))
-    (work / "epv_inputs.c").write_text("#include <stdint.h>\n" + fw.c_array("epv_inputs", x_int8.tobytes()))
+    (work / "epv_main.cc").write_text(HARNESS.format())
+    (work / "epv_inputs.c").write_text(fw.inputs_source(x_int8))
     mflags = lib.machine_flags()
     objs = []
     cc = fw.tool("arm-none-eabi-gcc")

@@ -212,6 +212,19 @@ def _cmsis_scratch_mve(plan: TflPlan, op: TflOp) -> int:
     return 4 * 124 * k_w * k_h
 
 
+def _cmsis_scratch_v6m(plan: TflPlan, op: TflOp) -> int:
+    """Scratch buffer a CMSIS-NN kernel requests in Prepare on a core without the DSP extension
+    (the Armv6-M Cortex-M0+): the same *_get_buffer_size functions compiled without
+    ARM_MATH_DSP. Conv keeps its im2col buffer (arm_convolve_wrapper_s8_get_buffer_size, plain
+    branch: the same sizes); the depthwise opt kernel (arm_depthwise_conv_s8_opt_get_buffer_size)
+    and the average pool (arm_avgpool_s8_get_buffer_size) request none, as their plain paths
+    work without one. int4 layers keep the DSP sizes (not measured on Armv6-M)."""
+    int4 = plan.tensors[op.inputs[1]].dtype == "int4" if len(op.inputs) > 1 and op.inputs[1] >= 0 else False
+    if not int4 and op.opcode in ("DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D"):
+        return 0
+    return _cmsis_scratch(plan, op)
+
+
 def _reference_scratch(plan: TflPlan, op: TflOp) -> int:
     """Scratch TFLM's reference kernels request: an int4 filter unpacked to int8, one byte per
     weight (kernels/conv_common.cc, depthwise_conv_common.cc, fully_connected.cc Prepare)."""
@@ -323,8 +336,9 @@ def estimate_arena(graph, *, compression=None, runtime: Optional[str] = None,
     the default for arm32) or 'tflm-reference' (no scratch; the default for host64, the kernels
     of TFLM's Python runtime). ``alt_decompression``: DECODE outputs go to a separate
     buffer (reported as decode_bytes, not in the arena). ``isa`` (arm32, tflm-cmsis-nn):
-    'dsp' (M4 / M7 / M33; 'v6m' alike) or 'mve' (the M55: CMSIS-NN's MVE scratch sizes and the
-    fully-connected kernel sums TFLM keeps in persistent memory).
+    'dsp' (M4 / M7 / M33), 'v6m' (the M0+: CMSIS-NN's plain-C scratch sizes) or 'mve' (the
+    M55: CMSIS-NN's MVE scratch sizes and the fully-connected kernel sums TFLM keeps in
+    persistent memory).
     """
     plan = with_int4(plan or lower(graph), int4)
     if abi == "arm32":
@@ -432,15 +446,19 @@ def _per_channel_arrays(plan: TflPlan, op: TflOp) -> int:
 
 
 def tail_allocations_arm32(plan: TflPlan, ops: Sequence[TflOp], n_tensors: int,
-                           n_scratch: int, mve: bool = False) -> List[Tuple[str, str, int, int]]:
+                           n_scratch: int, mve: bool = False,
+                           reference: bool = False) -> List[Tuple[str, str, int, int]]:
     """TFLM's persistent (tail) allocations on the 32-bit target, in the order
     MicroInterpreter(model, resolver, arena, size) + AllocateTensors() makes them:
     [(node or '', what, bytes, alignment)]. Sources: micro_allocator.cc (Create,
     StartModelAllocation, AllocateTfLiteEvalTensors, AllocateNodeAndRegistrations,
     AllocateScratchBufferHandles, AllocatePersistentTfLiteTensor), micro_interpreter.cc
     (PrepareNodeAndRegistrationDataFromFlatbuffer, AllocateTensors), the kernels' Init /
-    Prepare; sizes: ``arm32_structs`` (probed on the target)."""
+    Prepare; sizes: ``arm32_structs`` (probed on the target). ``reference``: TFLM's reference
+    kernels, whose Init allocates the reference OpData (``arm32_reference``: sizeof on the
+    target's compiler), smaller than the CMSIS-NN kernels' wrappers of it."""
     from . import arm32_structs as A
+    from .arm32_reference import REFERENCE_KERNEL_INIT
     st = A.STRUCTS
     seq: List[Tuple[str, str, int, int]] = []
 
@@ -458,7 +476,8 @@ def tail_allocations_arm32(plan: TflPlan, ops: Sequence[TflOp], n_tensors: int,
         if op.opcode in BUILTIN_PARAMS:
             add(op.node, BUILTIN_PARAMS[op.opcode])
     for op in ops:                                   # MicroInterpreterGraph::InitSubgraphs
-        init = A.KERNEL_INIT.get(op.opcode)
+        init = (REFERENCE_KERNEL_INIT.get(op.opcode) if reference else None) or \
+            A.KERNEL_INIT.get(op.opcode)
         if init is None:
             # an op kind the calibration models did not exercise standalone (RELU, RELU6,
             # TRANSPOSE, DECODE): the 64-bit host's kernel data, an upper bound
@@ -532,10 +551,13 @@ def estimate_arena_arm32(graph, *, compression=None, runtime: Optional[str] = No
     chosen = lut_choice(plan, compression)
     ops = _compressed_plan(plan, chosen)
     mve = isa == "mve" and runtime == "tflm-cmsis-nn"
-    scratch_fn = (_cmsis_scratch_mve if mve else _cmsis_scratch) if runtime == "tflm-cmsis-nn" else None
+    scratch_fn = None
+    if runtime == "tflm-cmsis-nn":
+        scratch_fn = {"mve": _cmsis_scratch_mve, "v6m": _cmsis_scratch_v6m}.get(isa, _cmsis_scratch)
     entries, scratch, all_entries, head, decode_bytes, n_tensors = _head(
         plan, ops, scratch_fn, alt_decompression)
-    seq = tail_allocations_arm32(plan, ops, n_tensors, len(scratch), mve=mve)
+    seq = tail_allocations_arm32(plan, ops, n_tensors, len(scratch), mve=mve,
+                                 reference=runtime == "tflm-reference")
     persistent = replay_tail(seq)
     layers: Dict[str, dict] = {}
     for op in ops:
