@@ -94,7 +94,7 @@ def fpga_export(model, deployment, out: os.PathLike, *, data, epochs: int = 2, l
 
     dep = as_deployment(deployment)
     require_kind(dep.target, "fpga", what, "use 'edgeprune export tflm' for MCU targets")
-    if data is None:
+    if data is None and prepared is None:
         raise FpgaExportError(f"{what} needs --data: quantization-aware training and the "
                               f"verification run on real images")
     if not allow_overflow:
