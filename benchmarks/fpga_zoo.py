@@ -474,7 +474,10 @@ def write_md(rows):
              "synthesis report). QONNX = Brevitas: qonnx `execute_onnx` vs Brevitas on the "
              "verify images (max |diff|). C-sim: hls4ml's g++ C-simulation, images whose "
              "integer outputs equal the Brevitas model's. Data marked SYNTHETIC: no real data "
-             "set on this machine, accuracy meaningless.", "",
+             "set on this machine, accuracy meaningless. QAT acc.: rows that name their "
+             "training images are evaluated on the whole test split; the rows that do not come "
+             "from this script before it recorded them (4,096 training images, accuracy on the "
+             "first 1,000 test images; their command now evaluates on the whole split).", "",
              "| model | data | target | W/A | FPS est. | LUT | BRAM18 | DSP | QONNX=Brevitas "
              "(max diff, images) | C-sim bit-exact | QAT acc. |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
