@@ -82,8 +82,9 @@ FINN_LOW_BIT_PATH = (
     "(MultiThreshold); at W2A2 it is the ordinary integer MVAU (`Slice<...>` / `Identity`). "
     "Source: Xilinx/finn (commit 1b826a2c) src/finn/custom_op/fpgadataflow/hls/"
     "matrixvectoractivation_hls.py, get_template_param_values.")
-# a row's key in fpga_zoo.json (input_bits: absent = uint8 pixels)
-KEY = ("model", "target", "wbits", "abits", "input_bits", "data")
+# a row's key in fpga_zoo.json (input_bits: absent = uint8 pixels; qat_lr: absent = QAT_LR)
+KEY = ("model", "target", "wbits", "abits", "input_bits", "data", "qat_lr")
+QAT_LR = 1e-3           # edgeprune.quant.fpga_prepare.prepare's default
 
 
 def parse_args(argv=None):
@@ -98,6 +99,7 @@ def parse_args(argv=None):
                    help="network input: 8 = uint8 pixels, 1 = pixels binarized on the host "
                         "(pixel >= 128 -> +1, else -1), as BNN-PYNQ's LFC")
     p.add_argument("--qat-epochs", type=int, default=1)
+    p.add_argument("--qat-lr", type=float, default=QAT_LR, help="Adam learning rate of the QAT")
     p.add_argument("--max-steps", type=int, default=50, help="QAT steps per epoch (0 = all)")
     p.add_argument("--train-images", type=int, default=4096,
                    help="training images used, 0 = the whole training split (synthetic sets "
@@ -164,6 +166,8 @@ def run_model(name, args):
            "command": command_line()}
     if args.input_bits != 8:          # rows without the field: uint8 pixel input
         row["input_bits"] = args.input_bits
+    if args.qat_lr != QAT_LR:         # rows without the field: the default learning rate
+        row["qat_lr"] = args.qat_lr
     from edgeprune.deploy import Deployment
     out = Path(args.out_dir) / name
     shutil.rmtree(out, ignore_errors=True)
@@ -187,7 +191,7 @@ def run_model(name, args):
     # bytes, and the row's QONNX = Brevitas figure is this run's check on --verify-images.
     t0 = time.time()
     prep = prepare(model, dep, out / "prepared" / "model.onnx", data=ds, epochs=args.qat_epochs,
-                   seed=args.seed, max_steps_per_epoch=args.max_steps or None,
+                   lr=args.qat_lr, seed=args.seed, max_steps_per_epoch=args.max_steps or None,
                    verify_images=args.verify_images, progress=args.progress)
     row["prepare_s"] = round(time.time() - t0, 1)
     t1 = time.time()
@@ -289,6 +293,8 @@ def lfc_row(args):
 def qat_schedule(r) -> str:
     """'2 ep. x all steps, 60,000 train images' (rows before train_images: without it)."""
     txt = f"{r.get('qat_epochs')} ep. x {r.get('qat_steps_per_epoch') or 'all'} steps"
+    if r.get("qat_lr"):
+        txt += f", lr {r['qat_lr']:g}"
     if r.get("train_images"):
         txt += f", {r['train_images']:,} train images"
     return txt
@@ -307,7 +313,7 @@ def accuracy_lines(rows):
            "Rows of the table above trained for whole epochs on a real data set (the others are "
            "capped at 50 steps per epoch: they show that QAT runs, not what it reaches). Each "
            "model is trained from its random initialisation by QAT alone (no float "
-           "pre-training), Adam lr 1e-3, batch 128, with the shared Trainer "
+           "pre-training), Adam (lr 1e-3 unless the row says), batch 128, with the shared Trainer "
            "(`edgeprune.quant.qat`), one QAT run per row shared by both exports; accuracy on "
            "the whole test split (fashion-mnist: 10,000 images; mnist-10k: its last 2,000). "
            "The exports of these trained models are the ones verified in the row (QONNX = "
@@ -319,7 +325,8 @@ def accuracy_lines(rows):
         out.append(
             f"| {r['model']} | W{r['wbits']}A{r['abits']}"
             f"{' (1-bit input)' if r.get('input_bits') == 1 else ''} | {r['data']} | "
-            f"{r.get('train_images', 0):,} | {r['qat_epochs']} | "
+            f"{r.get('train_images', 0):,} | {r['qat_epochs']}"
+            f"{' (lr %g)' % r['qat_lr'] if r.get('qat_lr') else ''} | "
             f"**{100 * r['accuracy_quant']:.2f} %** | {q['max_abs_diff']:g} on {q['images']} | "
             f"{c['exact_images']}/{c['images']} | `{r['command']}` |")
     mn = [r for r in full if r["model"] == "lfc" and r["data"].startswith("mnist-10k")]
