@@ -329,6 +329,16 @@ def accuracy_lines(rows):
             f"{' (lr %g)' % r['qat_lr'] if r.get('qat_lr') else ''} | "
             f"**{100 * r['accuracy_quant']:.2f} %** | {q['max_abs_diff']:g} on {q['images']} | "
             f"{c['exact_images']}/{c['images']} | `{r['command']}` |")
+    for r in full:
+        same = [x for x in full if x is not r and x.get("qat_lr") and not r.get("qat_lr")
+                and all(x.get(k) == r.get(k) for k in ("model", "wbits", "abits", "data",
+                                                      "input_bits", "qat_epochs"))]
+        for x in same:
+            out += ["", f"{r['model']} W{r['wbits']}A{r['abits']}, {r['qat_epochs']} epochs: "
+                    f"{100 * r['accuracy_quant']:.2f} % at the default lr {QAT_LR:g}, "
+                    f"{100 * x['accuracy_quant']:.2f} % at lr {x['qat_lr']:g} (every other "
+                    f"row: the default). One learning rate does not suit every model here: "
+                    f"the rows are what these runs reached, not tuned results."]
     mn = [r for r in full if r["model"] == "lfc" and r["data"].startswith("mnist-10k")]
     if mn:
         r, m = mn[0], BNN_PYNQ_LFC_MEASURED
