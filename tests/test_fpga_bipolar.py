@@ -117,6 +117,35 @@ def _lfc_tiny() -> nn.Module:
     return m
 
 
+@pytest.mark.parametrize("make,input_bits", [(_lfc_tiny, 1), (_lfc_tiny, 8), (tiny_pruned, 8)])
+def test_bnn_training_batchnorm_folds_exactly(make, input_bits):
+    """W1A1 layers train behind a BatchNorm (else the sign's straight-through estimator, which
+    passes gradients only for |x| <= 1, gets accumulators of +-sqrt(fan-in) and the layers do not
+    learn); fold_sign_batchnorms turns it into integer thresholds and weight-sign flips with the
+    same outputs, for positive, negative and zero BatchNorm gammas."""
+    from edgeprune.quant.brevitas_model import _SignBatchNorm, fold_sign_batchnorms
+    torch.manual_seed(1)
+    q = to_brevitas(make(), wbits=1, abits=1, input_bits=input_bits)
+    bns = [m for m in q.core.mods if isinstance(m, _SignBatchNorm)]
+    assert bns
+    with torch.no_grad():
+        for m in bns:
+            c = m.bn.num_features
+            m.bn.running_mean.uniform_(-20, 20)
+            m.bn.running_var.uniform_(1, 400)
+            m.bn.weight.copy_(torch.randn(c))
+            m.bn.weight[0] = 0.0                       # a constant sign
+            m.bn.bias.copy_(torch.randn(c))
+    q.eval()
+    x = torch.from_numpy(_pixels(64)) / 255.0
+    before = q(x)
+    assert fold_sign_batchnorms(q) == len(bns)
+    assert not any(isinstance(m, _SignBatchNorm) for m in q.core.mods)
+    assert torch.equal(q(x), before)
+    for w in integer_weights(q).values():
+        assert set(torch.unique(w).tolist()) <= {-1, 1}
+
+
 def test_w1a1_mlp_hls_csim_bit_exact(tmp_path):
     """A W1A1 MLP (LFC-style: linear + BN + sign): hls4ml merges each bias Add with the sign
     into BatchNormalizationQuantizedTanh, whose type edgeprune sets; C-sim bit-exact."""

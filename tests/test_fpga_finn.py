@@ -88,6 +88,31 @@ def test_build_py_parses_and_uses_only_finn_keys(project):
         check_build_py(src.replace("DataflowOutputType.BITFILE", "DataflowOutputType.BITSTREAM"))
 
 
+def test_a_prepared_model_is_exported_as_is(tmp_path):
+    """prepared=: one QAT shared by several exports (benchmarks/fpga_zoo.py runs finn and hls
+    on one). No data is passed, so a second QAT could not run; the QONNX bytes are the
+    prepared ones; a prepared model at other bits is refused before anything is written."""
+    from edgeprune.data import load_dataset
+    from edgeprune.deploy import Deployment
+    from edgeprune.export.fpga_common import FpgaExportError
+    from edgeprune.quant.fpga_prepare import prepare
+
+    ds = load_dataset("fashion-mnist").subset(256, 16)
+    model = tiny_pruned()
+    dep = Deployment.for_target(load_target("pynq-z2"), wbits=4, abits=4)
+    prep = prepare(model, dep, tmp_path / "model.onnx", data=ds, epochs=0, verify_images=8,
+                   progress=False)
+    r = export_finn(model, dep, tmp_path / "finn", data=None, prepared=prep, progress=False)
+    assert (tmp_path / "finn" / "model.onnx").read_bytes() == \
+        (tmp_path / "model.onnx").read_bytes()
+    assert r["quantization"]["accuracy_quant"] == prep.accuracy_quant
+    assert r["quantization"]["qonnx_vs_brevitas"]["images"] == 8
+    w2 = Deployment.for_target(load_target("pynq-z2"), wbits=2, abits=2)
+    with pytest.raises(FpgaExportError, match="quantized at"):
+        export_finn(model, w2, tmp_path / "w2", data=None, prepared=prep, progress=False)
+    assert not (tmp_path / "w2").exists()
+
+
 def test_cli_rejects_mcu_target_without_output(tmp_path):
     from edgeprune.targets import list_targets
     mcu = next((t.name for t in list_targets() if t.kind == "mcu"), None)

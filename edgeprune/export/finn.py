@@ -278,10 +278,12 @@ def estimates_json(folding, est) -> Dict[str, Any]:
 def export_finn(model, deployment, out, *, data, model_name: str = "model", epochs: int = 2,
                 lr: float = 1e-3, seed: int = 0, max_steps_per_epoch: Optional[int] = None,
                 verify_images: int = 1000, overwrite: bool = False,
-                progress: bool = True, allow_overflow: bool = False) -> Dict[str, Any]:
+                progress: bool = True, allow_overflow: bool = False,
+                prepared=None) -> Dict[str, Any]:
     """Write the FINN project for `model` in an FPGA `deployment` (a Deployment, Target or target
     name: its bits, per-layer bits and fps) into `out`; QAT and verification use `data`.
-    Returns report.json's dict."""
+    `prepared`: an earlier `fpga_prepare.prepare` of `model` at these bits, used instead of a new
+    QAT (see `fpga_export`). Returns report.json's dict."""
     from ..deploy import as_deployment
     from ..quant.qonnx_io import brevitas_execute
 
@@ -292,7 +294,7 @@ def export_finn(model, deployment, out, *, data, model_name: str = "model", epoc
     with fpga_export(model, dep, out, data=data, epochs=epochs, lr=lr, seed=seed,
                      max_steps_per_epoch=max_steps_per_epoch, verify_images=verify_images,
                      overwrite=overwrite, progress=progress, allow_overflow=allow_overflow,
-                     what="the FINN export") as build:
+                     prepared=prepared, what="the FINN export") as build:
         tmp, prep, folding, est = build.dir, build.prep, build.folding, build.estimate
         fold_cfg = folding.finn_folding_config()
         spec_cfg = folding.specialize_layers_config()

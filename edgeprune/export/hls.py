@@ -586,7 +586,8 @@ def export_hls(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
                seed: int = 0, max_steps_per_epoch: Optional[int] = None,
                verify_images: int = 1000, csim_images: int = 1000, axi_testbench: bool = True,
                overwrite: bool = False, progress: bool = True,
-               allow_overflow: bool = False, csim_opt: str = "O3") -> Dict[str, Any]:
+               allow_overflow: bool = False, csim_opt: str = "O3",
+               prepared=None) -> Dict[str, Any]:
     """Write the hls4ml project for `model` in an FPGA `deployment` (a Deployment, Target or
     target name) into `out`; QAT and verification use `data`. Returns report.json's dict, with
     this run's `csim.build_s` and `csim.predict_s` (seconds; not written: OUT stays
@@ -594,11 +595,13 @@ def export_hls(model, deployment, out, *, data, epochs: int = 2, lr: float = 1e-
 
     Raises HlsExportError if the C-simulation is not bit-exact (the project is not written).
     `csim_opt`: g++ optimisation level of the C-simulation build (hls4ml's default O3).
+    `prepared`: an earlier `fpga_prepare.prepare` of `model` at these bits, used instead of a new
+    QAT (see `fpga_export`).
     """
     with fpga_export(model, deployment, out, data=data, epochs=epochs, lr=lr, seed=seed,
                      max_steps_per_epoch=max_steps_per_epoch, verify_images=verify_images,
                      overwrite=overwrite, progress=progress, allow_overflow=allow_overflow,
-                     what="the HLS export") as build:
+                     prepared=prepared, what="the HLS export") as build:
         tmp, prep, folding, est = build.dir, build.prep, build.folding, build.estimate
         target = build.deployment.target
         prj = tmp / "hls4ml_prj"

@@ -282,6 +282,25 @@ class _Concat(nn.Module):
         return torch.cat(list(xs), dim=1)
 
 
+class _SignBatchNorm(nn.Module):
+    """A training-time BatchNorm in front of the sign of a 1-bit-weight, 1-bit-activation layer
+    (a BNN layer: FINN's LFC/CNV train with BatchNorm there, and FINN turns BatchNorm + sign into
+    a threshold). Without it the sign's straight-through estimator, which passes gradients only
+    for |x| <= 1, sees accumulators of +-sqrt(fan-in) and passes almost none: the layer does not
+    learn. `fold_sign_batchnorms` folds it into the layer's integer bias (and weight signs) after
+    QAT and puts the bare sign quantizer back at this index, so the exported graph is the usual
+    conv/linear -> BipolarQuant."""
+
+    def __init__(self, channels: int, conv: bool, layer_index: int, quant: nn.Module):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels) if conv else nn.BatchNorm1d(channels)
+        self.quant = quant
+        self.layer_index = layer_index
+
+    def forward(self, x):
+        return self.quant(self.bn(x.value if hasattr(x, "value") else x))
+
+
 def _commutes_with_relu(n: LayerNode) -> bool:
     return n.op in _COMMUTE_WITH_RELU
 
@@ -532,6 +551,9 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
                 a_bits, act = ov.get("a", abits), "identity"
             bits = LayerBits(ov.get("w", wbits), a_bits)
             quant_out = not reaches_output
+            sign_bn = bits.w == BIPOLAR and a_bits == BIPOLAR and act in ("relu", "identity")
+            if sign_bn and b is None:
+                b = torch.zeros(w.shape[0])    # the folded BatchNorm's threshold lands here
             if n.op == OpKind.LINEAR:
                 q = qnn.QuantLinear(mod.in_features, mod.out_features, bias=b is not None,
                                     weight_quant=Wq(bits.w), bias_quant=BiasQ,
@@ -548,10 +570,15 @@ def to_brevitas(model: nn.Module, *, wbits: int = 4, abits: int = 4,
             idx = emit(n.name + ":acc", q, [tensor[src]])
             infos.append(QuantLayerInfo(n.name, idx, n.op, bits, act, tuple(w.shape)))
             out = n.name + ":acc"
-            if relu is not None and a_bits == BIPOLAR:
-                # sign activation in place of ReLU + 1-bit quantizer (which would give +1 always)
-                emit(n.name, qnn.QuantIdentity(act_quant=Aq(a_bits), return_quant_tensor=True),
-                     [out])
+            sign = None
+            if a_bits == BIPOLAR and act in ("relu", "identity"):
+                # sign activation (in place of ReLU + 1-bit quantizer, which would give +1
+                # always), trained behind a BatchNorm when the weights are 1-bit too
+                sign = qnn.QuantIdentity(act_quant=Aq(a_bits), return_quant_tensor=True)
+                if sign_bn:
+                    sign = _SignBatchNorm(int(w.shape[0]), n.op != OpKind.LINEAR, idx, sign)
+            if sign is not None:
+                emit(n.name, sign, [out])
                 out = n.name
             elif relu is not None:
                 emit(n.name, qnn.QuantReLU(act_quant=Uq(a_bits), return_quant_tensor=True), [out])
@@ -640,6 +667,41 @@ def calibrate(qnet: QuantNet, x01: torch.Tensor, batch_size: int = 256, batches:
             if len(xb) == 0:
                 break
             qnet(xb)
+
+
+@torch.no_grad()
+def fold_sign_batchnorms(qnet: QuantNet) -> int:
+    """Fold each training-time `_SignBatchNorm` (eval statistics) into its layer and put the bare
+    sign quantizer back; returns how many were folded. Exact: with y = the layer's output
+    (s * an integer accumulator A, plus its quantized bias b) and the BatchNorm's gamma, beta,
+    mean mu, std sd, sign(BN(y)) (x >= 0 -> +1) is A >= ceil((T - b) / s) for gamma > 0 and
+    A <= floor((T - b) / s) for gamma < 0, T = mu - beta * sd / gamma. So the layer gets the
+    integer bias -K * s (K that ceiling, or minus that floor with the row's weights negated),
+    clamped to Int16Bias' range; gamma = 0 gives a constant sign."""
+    core, folded = qnet.core, 0
+    for j, m in enumerate(list(core.mods)):
+        if not isinstance(m, _SignBatchNorm):
+            continue
+        layer, bn = core[m.layer_index], m.bn
+        s = float(layer.quant_weight().scale.reshape(-1)[0]) * _input_scale_of(core, m.layer_index)
+        lim = 2 ** 15 - 1
+        b_q = torch.clamp(torch.round(layer.bias / s), -lim - 1, lim) * s
+        sd = torch.sqrt(bn.running_var + bn.eps)
+        g, beta, mu = bn.weight, bn.bias, bn.running_mean
+        safe_g = torch.where(g == 0, torch.ones_like(g), g)
+        u = (mu - beta * sd / safe_g - b_q) / s
+        k = torch.where(g > 0, torch.ceil(u), -torch.floor(u))
+        k = torch.where(g == 0, torch.where(beta >= 0, -float(lim), float(lim)), k)
+        k = torch.clamp(k, -lim, lim)
+        flip = (g < 0).reshape((-1,) + (1,) * (layer.weight.dim() - 1))
+        w = layer.weight
+        # a latent 0 is +1 (binary_sign: x >= 0 -> +1); negated it must become -1
+        neg = torch.where(w == 0, torch.full_like(w, -1e-3), -w)
+        layer.weight.copy_(torch.where(flip, neg, w))
+        layer.bias.copy_(-k * s)
+        core.mods[j] = m.quant
+        folded += 1
+    return folded
 
 
 def zero_masks(qnet: QuantNet) -> Dict[int, torch.Tensor]:

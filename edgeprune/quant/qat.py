@@ -14,7 +14,7 @@ import torch
 
 from ..data import Dataset
 from ..train import TrainConfig, Trainer, TrainHook, TrainResult, dataset_tensors, evaluate
-from .brevitas_model import QuantNet, calibrate, zero_masks
+from .brevitas_model import QuantNet, calibrate, fold_sign_batchnorms, zero_masks
 
 
 class KeepZerosHook(TrainHook):
@@ -44,7 +44,9 @@ def qat(qnet: QuantNet, ds: Dataset, *, epochs: int = 2, lr: float = 1e-3, seed:
         progress: bool = True) -> TrainResult:
     """Calibrate activation scales on training data, then fine-tune `qnet` in place.
 
-    epochs=0 only calibrates (and evaluates). Returns the Trainer's result (test accuracy of the
+    epochs=0 only calibrates (and evaluates). 1-bit-weight layers with a 1-bit (sign)
+    activation train behind a BatchNorm that is folded into their thresholds at the end
+    (`fold_sign_batchnorms`). Returns the Trainer's result (test accuracy of the
     quantized model).
     """
     torch.manual_seed(seed)
@@ -52,11 +54,14 @@ def qat(qnet: QuantNet, ds: Dataset, *, epochs: int = 2, lr: float = 1e-3, seed:
     calibrate(qnet, x_tr)
     hook = KeepZerosHook(qnet)
     if epochs <= 0:
-        res = TrainResult()
-        res.test_accuracy = evaluate(qnet, x_te, y_te)
-        return res
-    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                      max_steps_per_epoch=max_steps_per_epoch, progress=progress)
-    result = Trainer(qnet, ds, cfg, hooks=[hook]).fit()
+        result = TrainResult()
+    else:
+        cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                          max_steps_per_epoch=max_steps_per_epoch, progress=progress)
+        result = Trainer(qnet, ds, cfg, hooks=[hook]).fit()
     qnet.eval()
+    # BNN layers trained behind a BatchNorm: fold it into their integer thresholds, and report
+    # the accuracy of the folded network (the one that is exported)
+    fold_sign_batchnorms(qnet)
+    result.test_accuracy = evaluate(qnet, x_te, y_te)
     return result

@@ -56,9 +56,12 @@ def export_qonnx_model(qnet: QuantNet, path: os.PathLike) -> Path:
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
+    from .brevitas_model import fold_sign_batchnorms
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     qnet.eval()
+    fold_sign_batchnorms(qnet)      # a net not trained by qat(): its BNN BatchNorms still there
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         raw = Path(tmp) / "brevitas.onnx"
         example = torch.zeros((1,) + tuple(qnet.input_shape))
