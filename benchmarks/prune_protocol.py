@@ -21,7 +21,7 @@ weights are cached, not committed, in benchmarks/.cache/ for the retraining-free
     benchmarks/prune_protocol.py --dataset mnist-10k --epochs 15 --lr-schedule constant \
         --seeds 0,1,2 grid --methods statistical --variant distill --points 200x 300x
     # workload orientation pruned from the seed's dense baseline, distilled from it (issue 14)
-    benchmarks/prune_protocol.py --dataset mnist-10k --epochs 15 --seeds 0,1,2 \
+    benchmarks/prune_protocol.py --dataset mnist-10k --epochs 15 --seeds 0,1,2 \\
         grid --methods statistical --orientation workload --variant from-dense --points 16x 24x 32x
     # levers of the statistical method's schedule / allocation (issue 14), one seed first
     benchmarks/prune_protocol.py --dataset mnist-10k --epochs 15 --lr-schedule constant \
