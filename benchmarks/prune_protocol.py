@@ -20,6 +20,9 @@ weights are cached, not committed, in benchmarks/.cache/ for the retraining-free
     # the default against the method with distillation (issue 14), same seeds and baselines
     benchmarks/prune_protocol.py --dataset mnist-10k --epochs 15 --lr-schedule constant \
         --seeds 0,1,2 grid --methods statistical --variant distill --points 200x 300x
+    # workload orientation pruned from the seed's dense baseline, distilled from it (issue 14)
+    benchmarks/prune_protocol.py --dataset mnist-10k --epochs 15 --seeds 0,1,2 \\
+        grid --methods statistical --orientation workload --variant from-dense --points 16x 24x 32x
     # levers of the statistical method's schedule / allocation (issue 14), one seed first
     benchmarks/prune_protocol.py --dataset mnist-10k --epochs 15 --lr-schedule constant \
         --seeds 0 grid --methods statistical --variant ft-rewind --points 300x
@@ -117,6 +120,14 @@ VARIANTS = {"distill": "also learn from the seed's dense baseline (edgeprune.tra
                      "half the steps instead of 3/4",
             "end90": "a longer pruning window, shorter fine-tune: the window ends at 90 % of "
                      "the steps instead of 3/4",
+            "from-dense": "pruning starts from the seed's dense baseline (which the run trains "
+                          "anyway) and distils from it (`--weights DENSE --distill`, as "
+                          "benchmarks/c_runtime_lenet5.py --from-dense): the pruned model has "
+                          "the baseline's epochs plus its own",
+            "obd-alloc": "workload / target orientation: the per-layer goals from OBD saliencies "
+                         "(1/2 x mean squared gradient x w^2, one scale across layers) instead "
+                         "of LAMP (edgeprune.prune.methods.statistical.Statistical."
+                         "allocation_families)",
             "dead-path": "weights on dead paths (reading a channel every weight into which is "
                          "pruned, or writing a channel nobody reads) score 0, so the allocation "
                          "spends their share on live paths "
@@ -147,14 +158,16 @@ def run_point(args, method: str, goal: str, seed: int, acc_dense: float) -> None
         criterion = r["criterion"]
     else:
         from edgeprune.prune.runner import PruneConfig, parse_sparsity, run_prune
-        distill = variant == "distill"
+        distill = variant in ("distill", "from-dense")
         teacher = dense_weights_path(args.model, args.dataset, args.epochs, seed, args.lr,
                                      args.batch, args.lr_schedule)
+        start = {"weights": str(teacher)} if variant == "from-dense" else {}
         if variant == "ft-rewind":    # the loss is taken against a dense run of the same lr shape
             acc_dense = dense_baseline(args.model, args.dataset, args.epochs, seed, args.lr,
                                        args.batch, args.lr_schedule, args.progress,
                                        lr_shape="ft-rewind")
-        cfg = PruneConfig(distill=distill, variant=(variant,) if variant and not distill else (), teacher_weights=str(teacher) if distill else None,
+        cfg = PruneConfig(distill=distill, variant=(variant,) if variant and not distill else (),
+                          teacher_weights=str(teacher) if distill and not start else None, **start,
                           model=args.model, data=args.dataset, method=method, granularity=gran,
                           orientation=orientation, sparsity=parse_sparsity(goal),
                           epochs=args.epochs, seed=seed, lr=args.lr, batch_size=args.batch,
@@ -279,7 +292,8 @@ def report() -> None:
                                          (("torch_prune_agp", "global"), "params_x"),
                                          (("torch_pruning", "uniform"), "params_x"),
                                          (("statistical", "workload"), "macs_x"),
-                                         (("statistical (distill)", "workload"), "macs_x")):
+                                         (("statistical (distill)", "workload"), "macs_x"),
+                                         *(((m, "workload"), "macs_x") for m in levers)):
             pts = [a for a in agg if a["method"] == method and a["orientation"] == orient
                    and a["n"] >= 1]
             if not pts:
@@ -330,18 +344,20 @@ def _ratio_text(ours, peer) -> str:
 
 def _paired_vs_default(rows):
     """Per lever and goal: mean +- std over the common seeds of (its loss - the default's)."""
-    base = {(r["goal"], r["seed"]): r for r in rows
-            if r["method"] == "statistical" and r["orientation"] == "memory"}
+    base = {(r["orientation"], r["goal"], r["seed"]): r for r in rows
+            if r["method"] == "statistical"}
     out = []
     for method in sorted({r["method"] for r in rows if r["method"].startswith("statistical (")}):
-        for goal in sorted({r["goal"] for r in rows if r["method"] == method},
-                           key=lambda g: float(g.rstrip("x"))):
+        for orient, goal in sorted({(r["orientation"], r["goal"]) for r in rows
+                                    if r["method"] == method},
+                                   key=lambda og: (og[0], float(og[1].rstrip("x")))):
             d = [100 * ((r["acc_dense"] - r["acc_pruned"]) - (b["acc_dense"] - b["acc_pruned"]))
-                 for r in rows if r["method"] == method and r["goal"] == goal
-                 for b in [base.get((goal, r["seed"]))] if b is not None]
+                 for r in rows if r["method"] == method and (r["orientation"], r["goal"]) == (orient, goal)
+                 for b in [base.get((orient, goal, r["seed"]))] if b is not None]
             if d:
                 m, sd = _mean_std(d)
-                out.append(f"- {method} at {goal}: {m:+.2f} ± {sd:.2f} pt over {len(d)} seed"
+                what = "" if orient == "memory" else f" ({orient})"
+                out.append(f"- {method} at {goal}{what}: {m:+.2f} ± {sd:.2f} pt over {len(d)} seed"
                            f"{'s' if len(d) > 1 else ''}")
     return out
 
@@ -465,7 +481,7 @@ def main() -> None:
     for seed in args.seeds:                       # seed-major: every seed's grid is complete early
         acc_dense = dense_baseline(args.model, args.dataset, args.epochs, seed, args.lr,
                                    args.batch, args.lr_schedule, args.progress,
-                                   need_weights=getattr(args, "variant", None) == "distill")
+                                   need_weights=getattr(args, "variant", None) in ("distill", "from-dense"))
         print(f"dense seed {seed}: {100 * acc_dense:.2f}%", flush=True)
         for goal in args.points:
             for method in args.methods:

@@ -315,3 +315,29 @@ def test_unknown_prune_variant_is_refused_not_ignored():
     for bad in ("ft_rewind", "end", "end100", "distill"):
         with pytest.raises(PruneError, match="unknown pruning variant"):
             PruneSpec(variant=(bad,))
+
+
+def test_statistical_obd_alloc_ranks_layers_by_estimated_loss_not_lamp():
+    """Variant obd-alloc (workload / target orientation): the per-layer goals come from OBD
+    saliencies 1/2 x mean squared gradient x w^2, used as they are (no LAMP normalisation)."""
+    from edgeprune.prune.orientation import select
+    torch.manual_seed(0)
+    m = build("lenet5")
+    spec = PruneSpec(granularity=parse_granularity("weight"), orientation="workload", amount=0.9,
+                     variant=("obd-alloc",))
+    h = METHODS["statistical"](m, extract(m), spec)
+    fams = h.families()
+    assert h.allocation_families(fams) is fams          # no gradient seen yet: LAMP as before
+    for node in h.masks.layers:                          # two backward passes' worth of Fisher
+        h._fisher[node] = torch.full_like(h.masks.dense_weight(node), 2.0)
+    h._fisher_steps = 2
+    h._fisher["fc1"] *= 1e-6                             # fc1: removing it costs nothing
+    alloc = h.allocation_families(fams)
+    w = h.masks.dense_weight("conv2").detach()
+    assert torch.allclose(next(f for f in alloc if f.key == "conv2").scores,
+                          (0.5 * w.square()).flatten())
+    assert h._fisher_steps == 0 and not h._fisher       # restarts after each goal
+    obd = select(alloc, "workload", 0.3, comparable=True)
+    lamp = select(fams, "workload", 0.3)
+    # same MACs removed; the near-free fc1 goes first under OBD, not under LAMP
+    assert int(obd["fc1"].sum()) > int(lamp["fc1"].sum())

@@ -37,3 +37,15 @@ def test_paired_delta_uses_the_same_seeds():
             row("statistical (x)", "300x", 0, 0.99, 0.975)]
     out = _paired_vs_default(rows)
     assert out == ["- statistical (x) at 300x: -0.50 ± 0.00 pt over 1 seed"]
+
+
+def test_paired_delta_pairs_within_the_orientation():
+    """A workload lever is paired with the default's workload row of the same goal and seed,
+    never with a memory row that happens to share the goal."""
+    def row(method, orient, goal, seed, pruned):
+        return {"method": method, "orientation": orient, "goal": goal, "seed": seed,
+                "acc_dense": 0.99, "acc_pruned": pruned}
+    rows = [row("statistical", "memory", "16x", 0, 0.95),
+            row("statistical", "workload", "16x", 0, 0.98),
+            row("statistical (y)", "workload", "16x", 0, 0.985)]
+    assert _paired_vs_default(rows) == ["- statistical (y) at 16x (workload): -0.50 ± 0.00 pt over 1 seed"]

@@ -186,14 +186,16 @@ def protected(fam: Family) -> torch.Tensor:
 
 
 def select(families: Sequence[Family], orientation: str, amount: float,
-           removed_fn: Optional[Callable[[Dict[str, torch.Tensor]], float]] = None
-           ) -> Dict[str, torch.Tensor]:
+           removed_fn: Optional[Callable[[Dict[str, torch.Tensor]], float]] = None,
+           comparable: bool = False) -> Dict[str, torch.Tensor]:
     """Decide which units to remove: family key -> bool 'pruned' vector (flat).
 
     Removes units in ascending normalised-importance / saving order until `amount` of the
     orientation's resource (over all families) is removed. `removed_fn(selection)`, when given,
     measures the fraction really removed (channels: a weight between two pruned channels is
     counted once, on the shrunk architecture); the prefix is then found by bisection on it.
+    `comparable`: the scores are already on one scale across families (estimated loss
+    increases), so they are used as they are, without the LAMP normalisation.
     """
     if orientation not in ORIENTATIONS:
         raise PruneError(f"unknown orientation '{orientation}'; known: {', '.join(ORIENTATIONS)}")
@@ -213,7 +215,7 @@ def select(families: Sequence[Family], orientation: str, amount: float,
     prios, res, prot = [], [], []
     for i, f in enumerate(families):
         r = resource(f, orientation).double()
-        norm = lamp_normalise(f.scores)
+        norm = f.scores.double().clamp_min(0) if comparable else lamp_normalise(f.scores)
         prios.append(norm / r.clamp_min(1e-30))
         res.append(r)
         prot.append(protected(f))

@@ -65,7 +65,9 @@ class PruneSpec:
     # it to 0 (FineTuneRewind); "endNN" = the window ends at NN % of the steps, not 75 %;
     # "dead-path" (statistical) = weights on dead paths score 0. None beat the default on
     # LeNet-5 / MNIST-10k at 300x (seed 0: +0.35, +0.90 (end50), +0.60 (end90), +0.40 pt of
-    # loss; benchmarks/results/pruning_v2.md), so none is a default.
+    # loss; benchmarks/results/pruning_v2.md), so none is a default. "obd-alloc" (statistical,
+    # workload / target orientation) = per-layer goals from OBD saliencies instead of LAMP:
+    # lost 0.9-1.4 pt on a validation split (benchmarks/results/prune_val_levers.json).
     variant: Sequence[str] = ()
 
     def __post_init__(self):
@@ -76,7 +78,7 @@ class PruneSpec:
                              f"known: {', '.join(KNOWN_VARIANTS)}, endNN (NN = 01..99)")
 
 
-KNOWN_VARIANTS = ("ft-rewind", "dead-path")
+KNOWN_VARIANTS = ("ft-rewind", "dead-path", "obd-alloc")
 
 
 def _is_known_variant(v: str) -> bool:

@@ -53,13 +53,14 @@ measured one by one in benchmarks/results/diagnose_statistical.md.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, List, Mapping
 
 import torch
 
 from .base import PruneMethod
-from ..orientation import protected, resource
+from ..orientation import Family, protected, resource, select
 
 # Cost of one decision in training steps ~= DECISION_COST x prunable weights / (batch x MACs of
 # one sample): a decision is a few passes over every weight, a step about 3 x batch x MACs.
@@ -92,6 +93,49 @@ class Statistical(PruneMethod):
         self._goal_quarter = -1
         pb = self.spec.prune_bias
         self.prune_bias = (self.spec.granularity.kind == "weight") if pb is None else bool(pb)
+        self._fisher: Dict[str, torch.Tensor] = {}   # sum of squared gradients since the last goal
+        self._fisher_steps = 0
+
+    # ------------------------------------------------------------------ loss-aware allocation
+    def loss_aware_allocation(self) -> bool:
+        """Whether the per-layer goals come from estimated loss increases (OBD) instead of LAMP."""
+        return (self.spec.orientation in ("workload", "target")
+                and self.spec.granularity.kind in ("weight", "kernel")
+                and "obd-alloc" in self.spec.variant)
+
+    def after_backward(self, trainer) -> None:
+        super().after_backward(trainer)
+        if self.done or not self.loss_aware_allocation():
+            return
+        with torch.no_grad():
+            for node, mod in self.masks.layers.items():
+                g = self.masks.dense(mod, "weight").grad
+                if g is None:
+                    continue
+                acc = self._fisher.get(node)
+                self._fisher[node] = g.square() if acc is None else acc.add_(g.square())
+            self._fisher_steps += 1
+
+    def allocation_families(self, fams: List[Family]) -> List[Family]:
+        """The families the per-layer goals are selected from: with the loss-aware allocation,
+        each weight scores its OBD saliency 1/2 F_ii w_i^2 (LeCun, Denker & Solla 1990, "Optimal
+        Brain Damage", with the diagonal Hessian taken as the empirical Fisher: the mean squared
+        mini-batch gradient since the last goal), an estimate of the loss increase its removal
+        causes, on one scale across layers."""
+        if not self.loss_aware_allocation() or not self._fisher_steps:
+            return fams
+        out = []
+        for f in fams:
+            fis = self._fisher.get(f.node)
+            if fis is None:
+                return fams
+            w = self.masks.dense_weight(f.node).detach()
+            sal = 0.5 * (fis / self._fisher_steps) * w.square()
+            if len(f.shape) == 2 and sal.dim() == 4:     # kernel units: the kernel's sum
+                sal = sal.sum((2, 3))
+            out.append(dataclasses.replace(f, scores=sal.flatten().float()))
+        self._fisher, self._fisher_steps = {}, 0
+        return out
 
     def families(self):
         fams = super().families()
@@ -240,7 +284,11 @@ class Statistical(PruneMethod):
         # other decisions' work together when it ran every 5th decision)
         self._n_updates = getattr(self, "_n_updates", 0) + 1
         if self._goal_due(step):
-            sel = self.select(fams, self.goal_amount())
+            alloc = self.allocation_families(fams)
+            if alloc is fams:
+                sel = self.select(fams, self.goal_amount())
+            else:
+                sel = select(alloc, self.spec.orientation, self.goal_amount(), comparable=True)
             self._goal = {f.key: int(sel[f.key].sum()) for f in fams}
         goal = self._goal
         ramp = 1.0 - (1.0 - self.progress(step)) ** 3
@@ -340,7 +388,9 @@ class Statistical(PruneMethod):
     def extra_state(self) -> Dict[str, Any]:
         return {"thresholds": dict(self.thresholds), "coef": dict(self.coef),
                 "goal": dict(self._goal or {}), "n_updates": int(getattr(self, "_n_updates", 0)),
-                "goal_quarter": int(getattr(self, "_goal_quarter", -1))}
+                "goal_quarter": int(getattr(self, "_goal_quarter", -1)),
+                "fisher": {k: v.clone() for k, v in self._fisher.items()},
+                "fisher_steps": int(self._fisher_steps)}
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         self.thresholds = {k: float(v) for k, v in state.get("thresholds", {}).items()}
@@ -348,3 +398,5 @@ class Statistical(PruneMethod):
         self._goal = {k: int(v) for k, v in state.get("goal", {}).items()} or None
         self._n_updates = int(state.get("n_updates", 0))
         self._goal_quarter = int(state.get("goal_quarter", -1))
+        self._fisher = {k: v.clone() for k, v in state.get("fisher", {}).items()}
+        self._fisher_steps = int(state.get("fisher_steps", 0))
