@@ -195,55 +195,81 @@ class TraceCounter:
         self._prev_ls = False
         self._pending = None          # last instruction of the previous block
         self._cache: Dict[Tuple[int, bool], Tuple[int, bool]] = {}
+        self._last_cache: Dict[Tuple[int, bool, bool], int] = {}
+        self._meta: Dict[int, tuple] = {}
 
     def feed(self, line: str) -> None:
+        # The hot path: a large model's trace is 10^8 lines and this parser, not QEMU, bounds
+        # the run's speed, so everything that depends only on a block (or on a block, whether
+        # its last branch was taken and the load/store state) is computed once and cached.
+        if not line.startswith("Trace "):
+            self.asm.feed(line)
+            return
         mt = _EXEC.match(line)
         if not mt:
             self.asm.feed(line)
             return
         self.asm.flush()
-        pc = int(mt.group(1), 16)
-        if self._pending is not None:
-            lpc, lsize, lm, lops, lseg = self._pending
-            c = instr_cycles(self.core, lm, lops, pc != lpc + lsize, self._prev_ls)
+        self._exec(int(mt.group(1), 16))
+
+    def _block(self, pc: int) -> tuple:
+        """(instructions, last pc, end of block, last is a load/store, last is an indirect call
+        from the call site, last instruction) of the block listed at `pc`."""
+        block = self.asm.blocks.get(pc)
+        if block is None:
+            raise RuntimeError(f"executed block 0x{pc:x} was never listed by in_asm")
+        lpc, lsize, lm, lops = block[-1]
+        call = (self.call_site is not None and self.call_site[0] <= lpc < self.call_site[1]
+                and lm.lower().startswith("blx") and lops.strip().startswith("r"))
+        meta = self._meta[pc] = (len(block), lpc, lpc + lsize, is_load_store(lm.lower()), call,
+                                 block)
+        return meta
+
+    def _exec(self, pc: int) -> None:
+        pend = self._pending
+        if pend is not None:
+            bpc, lseg = pend
+            meta = self._meta[bpc]
+            key = (bpc, pc != meta[2], self._prev_ls)
+            c = self._last_cache.get(key)
+            if c is None:
+                _, _, lm, lops = meta[5][-1]
+                c = self._last_cache[key] = instr_cycles(self.core, lm, lops, key[1], key[2])
             self.cycles[lseg] = self.cycles.get(lseg, 0) + c
             if self._ret is not None:
                 self.spans[-1][2] += c
-            self._prev_ls = is_load_store(lm.lower())
+            self._prev_ls = meta[3]
             self._pending = None
             if self.call_site is not None:
                 if self._ret is not None and pc == self._ret:
                     self._ret = None
-                elif (self._ret is None and self.call_site[0] <= lpc < self.call_site[1]
-                      and lm.lower().startswith("blx") and lops.strip().startswith("r")):
-                    self._ret = lpc + lsize
-                    self.spans.append([self.seg, 0, 0, lpc])
+                elif self._ret is None and meta[4]:
+                    self._ret = meta[2]
+                    self.spans.append([self.seg, 0, 0, meta[1]])
         if (pc & ~1) == self.mark_pc:
             self.seg += 1
-        block = self.asm.blocks.get(pc)
-        if block is None:
-            raise RuntimeError(f"executed block 0x{pc:x} was never listed by in_asm")
+        meta = self._meta.get(pc) or self._block(pc)
         key = (pc, self._prev_ls)
         hit = self._cache.get(key)
         if hit is None:            # cycles of all but the last instruction, and the state after
             c, ls = 0, self._prev_ls
-            for (_, _, m, ops) in block[:-1]:
+            for (_, _, m, ops) in meta[5][:-1]:
                 c += instr_cycles(self.core, m, ops, False, ls)
                 ls = is_load_store(m.lower())
             hit = self._cache[key] = (c, ls)
         s = self.seg
-        self.insns[s] = self.insns.get(s, 0) + len(block)
+        self.insns[s] = self.insns.get(s, 0) + meta[0]
         self.cycles[s] = self.cycles.get(s, 0) + hit[0]
         if self._ret is not None:
-            self.spans[-1][1] += len(block)
+            self.spans[-1][1] += meta[0]
             self.spans[-1][2] += hit[0]
         self._prev_ls = hit[1]
-        ipc, size, m, ops = block[-1]
-        self._pending = (ipc, size, m, ops, s)
+        self._pending = (pc, s)
 
     def finish(self) -> None:
         if self._pending is not None:
-            lpc, lsize, lm, lops, lseg = self._pending
+            bpc, lseg = self._pending
+            _, _, lm, lops = self._meta[bpc][5][-1]
             c = instr_cycles(self.core, lm, lops, True, self._prev_ls)
             self.cycles[lseg] = self.cycles.get(lseg, 0) + c
             if self._ret is not None:
