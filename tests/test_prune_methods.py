@@ -315,6 +315,13 @@ def test_unknown_prune_variant_is_refused_not_ignored():
     for bad in ("ft_rewind", "end", "end100", "distill"):
         with pytest.raises(PruneError, match="unknown pruning variant"):
             PruneSpec(variant=(bad,))
+    # a known lever where it does nothing is refused too (memory orientation, channels)
+    with pytest.raises(PruneError, match="obd-alloc"):
+        PruneSpec(variant=("obd-alloc",))
+    with pytest.raises(PruneError, match="obd-alloc"):
+        PruneSpec(variant=("obd-alloc",), orientation="workload",
+                  granularity=parse_granularity("channel"))
+    PruneSpec(variant=("obd-alloc",), orientation="target")
 
 
 def test_statistical_obd_alloc_ranks_layers_by_estimated_loss_not_lamp():

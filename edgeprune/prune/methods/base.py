@@ -76,6 +76,14 @@ class PruneSpec:
         if unknown:
             raise PruneError(f"unknown pruning variant {', '.join(map(repr, unknown))}; "
                              f"known: {', '.join(KNOWN_VARIANTS)}, endNN (NN = 01..99)")
+        # obd-alloc replaces the allocation of the workload / target orientations at weight or
+        # kernel granularity; elsewhere it would change nothing and run the default silently.
+        if "obd-alloc" in self.variant and not (
+                self.orientation in ("workload", "target")
+                and self.granularity.kind in ("weight", "kernel")):
+            raise PruneError("variant 'obd-alloc' needs --orientation workload or target at "
+                             f"weight or kernel granularity, not {self.orientation} / "
+                             f"{self.granularity.kind}")
 
 
 KNOWN_VARIANTS = ("ft-rewind", "dead-path", "obd-alloc")
